@@ -1,0 +1,337 @@
+//! An io context on one pool and namespace, and the image operations that
+//! work on names (create, list, remove, trash).
+
+use std::ffi::CStr;
+use std::ptr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rbdvol_sys as sys;
+
+use super::blocking::assert_off_executor;
+use super::cluster::{cstring, Cluster};
+use super::error::{check, CephError, Target};
+use super::image::Image;
+
+pub(crate) struct PoolHandle {
+    pub(crate) raw: sys::rados_ioctx_t,
+    pub(crate) cluster: Cluster,
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+}
+
+// SAFETY: a rados_ioctx_t may be used from several threads at once, except
+// for changing its namespace or snapshot context; we set the namespace once,
+// in Pool::open before the handle is shared, and never change either after.
+unsafe impl Send for PoolHandle {}
+// SAFETY: as above.
+unsafe impl Sync for PoolHandle {}
+
+impl Drop for PoolHandle {
+    fn drop(&mut self) {
+        // SAFETY: raw came from a successful rados_ioctx_create; every Image
+        // keeps an Arc to this handle, so no image outlives it, and the
+        // cluster (held in self.cluster) is shut down only after this runs.
+        unsafe { sys::rados_ioctx_destroy(self.raw) };
+    }
+}
+
+/// One pool and namespace. Cheap to clone; keeps its cluster connection alive.
+#[derive(Clone)]
+pub struct Pool {
+    pub(crate) handle: Arc<PoolHandle>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("pool", &self.handle.name).field("namespace", &self.handle.namespace).finish()
+    }
+}
+
+/// How to lay out a new image. `None` leaves the choice to the cluster's
+/// settings (`rbd_default_features`, `rbd_default_order`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// Feature bits (`RBD_FEATURE_*`); see [`features_from_str`].
+    pub features: Option<u64>,
+    /// Object size as a power of two (22 = 4 MiB); see [`order_from_object_size`].
+    pub order: Option<u8>,
+    /// A separate pool for the image's data objects (e.g. an EC pool).
+    pub data_pool: Option<String>,
+    pub stripe_unit: Option<u64>,
+    pub stripe_count: Option<u64>,
+}
+
+/// One image of a pool listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpec {
+    pub id: String,
+    pub name: String,
+}
+
+/// An owned rbd_image_options_t.
+struct ImageOptionsHandle(sys::rbd_image_options_t);
+
+impl Drop for ImageOptionsHandle {
+    fn drop(&mut self) {
+        // SAFETY: created by rbd_image_options_create, destroyed once.
+        unsafe { sys::rbd_image_options_destroy(self.0) };
+    }
+}
+
+/// Parses librbd's feature list syntax (`layering,exclusive-lock`).
+pub fn features_from_str(features: &str) -> Result<u64, CephError> {
+    let c = cstring("feature list", features)?;
+    let mut bits = 0u64;
+    // SAFETY: c is a valid C string; bits is a valid out-pointer.
+    let ret = unsafe { sys::rbd_features_from_string(c.as_ptr(), &mut bits) };
+    if ret < 0 {
+        return Err(CephError::InvalidArgument {
+            what: "image features",
+            value: features.to_string(),
+            reason: "use a comma-separated list of layering, exclusive-lock, object-map, fast-diff, deep-flatten, journaling, data-pool",
+        });
+    }
+    Ok(bits)
+}
+
+/// Formats feature bits the way librbd names them.
+pub fn features_to_string(features: u64) -> String {
+    let mut buf = vec![0u8; 512];
+    let mut len = buf.len();
+    // SAFETY: buf is writable for len bytes; len is a valid in/out pointer.
+    let ret = unsafe { sys::rbd_features_to_string(features, buf.as_mut_ptr().cast(), &mut len) };
+    if ret < 0 {
+        return format!("{features:#x}");
+    }
+    super::cluster::string_from_buf(&buf)
+}
+
+/// Object size in bytes → order; RBD takes powers of two from 4 KiB to 32 MiB.
+pub fn order_from_object_size(bytes: u64) -> Result<u8, CephError> {
+    if bytes.is_power_of_two() && (4096..=32 << 20).contains(&bytes) {
+        Ok(bytes.trailing_zeros() as u8)
+    } else {
+        Err(CephError::InvalidArgument {
+            what: "object size",
+            value: bytes.to_string(),
+            reason: "it must be a power of two from 4096 (4K) to 33554432 (32M)",
+        })
+    }
+}
+
+impl Pool {
+    pub(crate) fn open(cluster: Cluster, pool: &str, namespace: &str) -> Result<Pool, CephError> {
+        assert_off_executor("open pool");
+        let target = || Target::pool(pool, namespace);
+        let c_pool = cstring("pool name", pool)?;
+        let c_ns = cstring("namespace", namespace)?;
+        let mut raw: sys::rados_ioctx_t = ptr::null_mut();
+        // SAFETY: the cluster handle is connected; raw is a valid out-pointer.
+        let ret = unsafe { sys::rados_ioctx_create(cluster.handle.raw, c_pool.as_ptr(), &mut raw) };
+        check(ret, "open", target)?;
+        // SAFETY: raw is a fresh io context not yet shared with any thread,
+        // so setting its namespace here is race-free.
+        unsafe { sys::rados_ioctx_set_namespace(raw, c_ns.as_ptr()) };
+        Ok(Pool {
+            handle: Arc::new(PoolHandle { raw, cluster, name: pool.to_string(), namespace: namespace.to_string() }),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.handle.name
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.handle.namespace
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.handle.cluster
+    }
+
+    pub(crate) fn target(&self) -> Target {
+        Target::pool(&self.handle.name, &self.handle.namespace)
+    }
+
+    pub(crate) fn image_target(&self, image: &str) -> Target {
+        Target::image(&self.handle.name, &self.handle.namespace, image)
+    }
+
+    /// Creates an image. Fails with `AlreadyExists` when the name is taken.
+    pub fn create_image(&self, name: &str, size: u64, options: &CreateOptions) -> Result<(), CephError> {
+        assert_off_executor("create image");
+        let c_name = cstring("image name", name)?;
+        let mut opts = ImageOptionsHandle(ptr::null_mut());
+        // SAFETY: opts.0 is a valid out-pointer; the handle is destroyed by Drop.
+        unsafe { sys::rbd_image_options_create(&mut opts.0) };
+        let target = || self.image_target(name);
+        let set_u64 = |key: u32, value: u64| {
+            // SAFETY: opts.0 is a live options handle; key is one of librbd's
+            // RBD_IMAGE_OPTION_* constants taking a uint64.
+            check(unsafe { sys::rbd_image_options_set_uint64(opts.0, key as i32, value) }, "set create option for", target)
+        };
+        set_u64(sys::RBD_IMAGE_OPTION_FORMAT, 2)?;
+        if let Some(features) = options.features {
+            set_u64(sys::RBD_IMAGE_OPTION_FEATURES, features)?;
+        }
+        if let Some(order) = options.order {
+            set_u64(sys::RBD_IMAGE_OPTION_ORDER, order.into())?;
+        }
+        if let Some(unit) = options.stripe_unit {
+            set_u64(sys::RBD_IMAGE_OPTION_STRIPE_UNIT, unit)?;
+        }
+        if let Some(count) = options.stripe_count {
+            set_u64(sys::RBD_IMAGE_OPTION_STRIPE_COUNT, count)?;
+        }
+        if let Some(data_pool) = &options.data_pool {
+            let c_data_pool = cstring("data pool", data_pool)?;
+            // SAFETY: as above; DATA_POOL takes a string that librbd copies.
+            let ret = unsafe {
+                sys::rbd_image_options_set_string(opts.0, sys::RBD_IMAGE_OPTION_DATA_POOL as i32, c_data_pool.as_ptr())
+            };
+            check(ret, "set data pool for", target)?;
+        }
+        // SAFETY: the io context is open, c_name outlives the call, opts is live.
+        let ret = unsafe { sys::rbd_create4(self.handle.raw, c_name.as_ptr(), size, opts.0) };
+        check(ret, "create", || match (&options.data_pool, -ret) {
+            // A missing data pool shows up as ENOENT on the image: name the pool.
+            (Some(data_pool), libc::ENOENT) => Target::pool(data_pool, ""),
+            _ => target(),
+        })
+        .map_err(|e| match e {
+            CephError::NotFound { op, target: Target::Pool { pool, .. }, errno } => {
+                CephError::PoolNotFound { op, pool, errno }
+            }
+            e => e,
+        })?;
+        Ok(())
+    }
+
+    /// Opens an image read-write. This registers a watch on it: the handle
+    /// counts as a watcher (and so as "in use") until it is dropped.
+    pub fn open_image(&self, name: &str) -> Result<Image, CephError> {
+        Image::open(self.clone(), name, false)
+    }
+
+    /// Opens an image read-only, without a watch: for status checks.
+    pub fn open_image_read_only(&self, name: &str) -> Result<Image, CephError> {
+        Image::open(self.clone(), name, true)
+    }
+
+    /// All images in this pool and namespace.
+    pub fn list_images(&self) -> Result<Vec<ImageSpec>, CephError> {
+        assert_off_executor("list images");
+        let mut max = 16usize;
+        loop {
+            let mut specs: Vec<sys::rbd_image_spec_t> =
+                vec![sys::rbd_image_spec_t { id: ptr::null_mut(), name: ptr::null_mut() }; max];
+            // SAFETY: specs has room for max entries; max is a valid in/out pointer.
+            let ret = unsafe { sys::rbd_list2(self.handle.raw, specs.as_mut_ptr(), &mut max) };
+            if ret == -libc::ERANGE {
+                continue; // librbd told us, in max, how many entries it needs
+            }
+            check(ret, "list images in", || self.target())?;
+            let images = specs[..max]
+                .iter()
+                .map(|s| {
+                    // SAFETY: librbd filled the first max entries with valid C strings.
+                    unsafe {
+                        ImageSpec {
+                            id: CStr::from_ptr(s.id).to_string_lossy().into_owned(),
+                            name: CStr::from_ptr(s.name).to_string_lossy().into_owned(),
+                        }
+                    }
+                })
+                .collect();
+            // SAFETY: releases the strings librbd allocated for those max entries.
+            unsafe { sys::rbd_image_spec_list_cleanup(specs.as_mut_ptr(), max) };
+            return Ok(images);
+        }
+    }
+
+    /// Removes an image and its data. Refused with `InUse` (and the watcher
+    /// count) while any client has it open read-write or mapped.
+    pub fn remove_image(&self, name: &str) -> Result<(), CephError> {
+        assert_off_executor("remove image");
+        let c_name = cstring("image name", name)?;
+        // SAFETY: the io context is open and c_name outlives the call.
+        let ret = unsafe { sys::rbd_remove(self.handle.raw, c_name.as_ptr()) };
+        self.check_removal(ret, "remove", name)
+    }
+
+    /// Moves an image to the pool's trash (kept for at least `delay`), and
+    /// returns its id for [`Pool::trash_remove`]. Refused with `InUse` while
+    /// the image has watchers (checked just before the move).
+    pub fn trash_move(&self, name: &str, delay: Duration) -> Result<String, CephError> {
+        assert_off_executor("move image to trash");
+        // librbd moves an image that is still mapped or open: refuse that
+        // ourselves, as rbd_remove does.
+        let image = self.open_image_read_only(name)?;
+        let watchers = image.watchers()?.len();
+        if watchers > 0 {
+            return Err(CephError::InUse { op: "move to trash", target: self.image_target(name), watchers, errno: libc::EBUSY });
+        }
+        let id = image.id()?;
+        drop(image);
+        let c_name = cstring("image name", name)?;
+        // SAFETY: the io context is open and c_name outlives the call.
+        let ret = unsafe { sys::rbd_trash_move(self.handle.raw, c_name.as_ptr(), delay.as_secs()) };
+        self.check_removal(ret, "move to trash", name)?;
+        Ok(id)
+    }
+
+    /// Deletes an image from the trash for good. `force` ignores the delay.
+    pub fn trash_remove(&self, id: &str, force: bool) -> Result<(), CephError> {
+        assert_off_executor("remove image from trash");
+        let c_id = cstring("image id", id)?;
+        // SAFETY: the io context is open and c_id outlives the call.
+        let ret = unsafe { sys::rbd_trash_remove(self.handle.raw, c_id.as_ptr(), force) };
+        check(ret, "remove from trash", || self.image_target(&format!("trash/{id}")))?;
+        Ok(())
+    }
+
+    /// Ids of the images in this pool's trash.
+    pub fn trash_list(&self) -> Result<Vec<ImageSpec>, CephError> {
+        assert_off_executor("list trash");
+        let mut max = 32usize;
+        loop {
+            // SAFETY: rbd_trash_image_info_t is plain data; zeroed is a valid
+            // "empty" value that librbd overwrites.
+            let mut entries: Vec<sys::rbd_trash_image_info_t> = (0..max).map(|_| unsafe { std::mem::zeroed() }).collect();
+            // SAFETY: entries has room for max entries; max is in/out.
+            let ret = unsafe { sys::rbd_trash_list(self.handle.raw, entries.as_mut_ptr(), &mut max) };
+            if ret == -libc::ERANGE {
+                continue;
+            }
+            check(ret, "list trash of", || self.target())?;
+            let count = max;
+            let specs = entries[..count]
+                .iter()
+                .map(|e| {
+                    // SAFETY: librbd filled the first `count` entries.
+                    unsafe {
+                        ImageSpec {
+                            id: CStr::from_ptr(e.id).to_string_lossy().into_owned(),
+                            name: CStr::from_ptr(e.name).to_string_lossy().into_owned(),
+                        }
+                    }
+                })
+                .collect();
+            // SAFETY: releases what librbd allocated for those entries.
+            unsafe { sys::rbd_trash_list_cleanup(entries.as_mut_ptr(), count) };
+            return Ok(specs);
+        }
+    }
+
+    fn check_removal(&self, ret: i32, op: &'static str, name: &str) -> Result<(), CephError> {
+        match -ret {
+            libc::EBUSY => {
+                let watchers = self.open_image_read_only(name).and_then(|i| i.watchers()).map(|w| w.len()).unwrap_or(0);
+                Err(CephError::InUse { op, target: self.image_target(name), watchers, errno: libc::EBUSY })
+            }
+            libc::ENOTEMPTY => Err(CephError::HasSnapshots { op, target: self.image_target(name), errno: libc::ENOTEMPTY }),
+            _ => check(ret, op, || self.image_target(name)).map(drop),
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Settings held in memory. For now the Ceph connection settings and how to
+//! read them from wetopi-compatible `RBD_CONF_*` environment variables; the
+//! full settings module (Consul KV, flags, precedence) builds on this.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+/// A secret (cephx key, token). Never printed: `Debug` and `Display` show a
+/// placeholder, and the memory is wiped on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(Zeroizing::new(value.into()))
+    }
+
+    /// The secret itself, for the one place that hands it to Ceph.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Bounds on every blocking RADOS call. Ceph's defaults wait 300 s for the
+/// first monitor session and forever for monitor and OSD operations, which
+/// would hang a Docker call: these are the values rbdvol sets instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `client_mount_timeout`: connecting and authenticating.
+    pub connect: Duration,
+    /// `rados_mon_op_timeout`: monitor commands (blocklist, pool lookups).
+    pub mon_op: Duration,
+    /// `rados_osd_op_timeout`: every OSD operation (image create, metadata, I/O).
+    pub osd_op: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            mon_op: Duration::from_secs(30),
+            osd_op: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How to reach and authenticate to one Ceph cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CephSettings {
+    /// Monitor addresses, as ceph.conf's `mon_host` takes them.
+    pub mon_host: String,
+    /// The cephx user id without the `client.` prefix (e.g. `admin`).
+    pub user: String,
+    /// The cephx key, base64.
+    pub key: Secret,
+    /// Any other ceph option, set through `rados_conf_set` (e.g. `fsid`,
+    /// `rbd_default_features`, `ms_mode`).
+    pub options: BTreeMap<String, String>,
+    pub timeouts: Timeouts,
+}
+
+/// A setting that is missing or malformed, named so the operator can fix it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("setting {name} is missing: {hint}")]
+    Missing { name: &'static str, hint: &'static str },
+    #[error("setting {name} is invalid: {reason}")]
+    Invalid { name: String, reason: String },
+}
+
+/// Environment variables that are rbdvol's own, not ceph options.
+const TIMEOUT_VARS: [&str; 3] = [
+    "RBDVOL_CONNECT_TIMEOUT",
+    "RBDVOL_MON_OP_TIMEOUT",
+    "RBDVOL_OSD_OP_TIMEOUT",
+];
+
+impl CephSettings {
+    /// Reads wetopi-compatible variables: `RBD_CONF_KEYRING_USER`,
+    /// `RBD_CONF_KEYRING_KEY`, `RBD_CONF_GLOBAL_MON_HOST`, and every other
+    /// `RBD_CONF_<SECTION>_<OPTION>` as the ceph option `<option>`; plus the
+    /// timeouts `RBDVOL_{CONNECT,MON_OP,OSD_OP}_TIMEOUT` in seconds.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut mon_host = None;
+        let mut user = None;
+        let mut key = None;
+        let mut options = BTreeMap::new();
+        let mut timeouts = Timeouts::default();
+        for (name, value) in vars {
+            match name.as_str() {
+                "RBD_CONF_GLOBAL_MON_HOST" => mon_host = Some(value),
+                "RBD_CONF_KEYRING_USER" => user = Some(value),
+                "RBD_CONF_KEYRING_KEY" => key = Some(Secret::new(value)),
+                // Caps describe the key to whoever creates it; not a client option.
+                n if n.starts_with("RBD_CONF_KEYRING_") => {}
+                // wetopi's cluster name and rbdvol's own pool/namespace/device
+                // settings are not ceph options.
+                "RBD_CONF_CLUSTER" | "RBD_CONF_POOL" | "RBD_CONF_NAMESPACE" | "RBD_CONF_DEVICE_MAP_ROOT" => {}
+                n if TIMEOUT_VARS.contains(&n) => {
+                    let secs: f64 = value.trim().parse().ok().filter(|s: &f64| *s > 0.0 && s.is_finite()).ok_or_else(|| {
+                        ConfigError::Invalid {
+                            name: n.to_string(),
+                            reason: format!("'{value}' is not a positive number of seconds"),
+                        }
+                    })?;
+                    let d = Duration::from_secs_f64(secs);
+                    match n {
+                        "RBDVOL_CONNECT_TIMEOUT" => timeouts.connect = d,
+                        "RBDVOL_MON_OP_TIMEOUT" => timeouts.mon_op = d,
+                        _ => timeouts.osd_op = d,
+                    }
+                }
+                n => {
+                    if let Some(option) = ceph_option_from_env(n) {
+                        options.insert(option, value);
+                    }
+                }
+            }
+        }
+        let mon_host = mon_host.filter(|m| !m.trim().is_empty()).ok_or(ConfigError::Missing {
+            name: "RBD_CONF_GLOBAL_MON_HOST",
+            hint: "set it to the monitor addresses, e.g. 10.0.0.1:6789,10.0.0.2:6789",
+        })?;
+        let user = user.unwrap_or_else(|| "admin".to_string());
+        let user = user.strip_prefix("client.").unwrap_or(&user).to_string();
+        if user.is_empty() || user.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::Invalid {
+                name: "RBD_CONF_KEYRING_USER".into(),
+                reason: format!("'{user}' is not a cephx user id (e.g. client.docker)"),
+            });
+        }
+        let key = key.filter(|k| !k.is_empty()).ok_or(ConfigError::Missing {
+            name: "RBD_CONF_KEYRING_KEY",
+            hint: "set it to the cephx key of RBD_CONF_KEYRING_USER (ceph auth get-key client.<user>)",
+        })?;
+        Ok(CephSettings { mon_host, user, key, options, timeouts })
+    }
+}
+
+/// `RBD_CONF_<SECTION>_<OPTION>` → `option` for the sections a client reads
+/// (`global`, `client`); the option keeps ceph's underscore spelling.
+fn ceph_option_from_env(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("RBD_CONF_")?;
+    let option = rest.strip_prefix("GLOBAL_").or_else(|| rest.strip_prefix("CLIENT_"))?;
+    (!option.is_empty()).then(|| option.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn reads_wetopi_variables() {
+        let s = CephSettings::from_vars(vars(&[
+            ("RBD_CONF_GLOBAL_MON_HOST", "10.0.0.1:6789"),
+            ("RBD_CONF_KEYRING_USER", "client.docker"),
+            ("RBD_CONF_KEYRING_KEY", "AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg=="),
+            ("RBD_CONF_KEYRING_CAPS_MON", "allow r"),
+            ("RBD_CONF_GLOBAL_FSID", "abc"),
+            ("RBD_CONF_CLIENT_RBD_DEFAULT_FEATURES", "3"),
+            ("RBD_CONF_POOL", "rbd"),
+            ("RBDVOL_CONNECT_TIMEOUT", "2.5"),
+            ("PATH", "/bin"),
+        ]))
+        .unwrap();
+        assert_eq!(s.mon_host, "10.0.0.1:6789");
+        assert_eq!(s.user, "docker");
+        assert_eq!(s.options.get("fsid").map(String::as_str), Some("abc"));
+        assert_eq!(s.options.get("rbd_default_features").map(String::as_str), Some("3"));
+        assert_eq!(s.options.len(), 2);
+        assert_eq!(s.timeouts.connect, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn missing_key_names_the_variable() {
+        let e = CephSettings::from_vars(vars(&[("RBD_CONF_GLOBAL_MON_HOST", "1.2.3.4")])).unwrap_err();
+        assert!(e.to_string().contains("RBD_CONF_KEYRING_KEY"), "{e}");
+        let e = CephSettings::from_vars(vars(&[("RBD_CONF_KEYRING_KEY", "k")])).unwrap_err();
+        assert!(e.to_string().contains("RBD_CONF_GLOBAL_MON_HOST"), "{e}");
+    }
+
+    #[test]
+    fn bad_timeout_is_refused() {
+        let e = CephSettings::from_vars(vars(&[
+            ("RBD_CONF_GLOBAL_MON_HOST", "1.2.3.4"),
+            ("RBD_CONF_KEYRING_KEY", "k"),
+            ("RBDVOL_OSD_OP_TIMEOUT", "0"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("RBDVOL_OSD_OP_TIMEOUT"), "{e}");
+    }
+
+    #[test]
+    fn secret_is_never_printed() {
+        let s = CephSettings::from_vars(vars(&[
+            ("RBD_CONF_GLOBAL_MON_HOST", "1.2.3.4"),
+            ("RBD_CONF_KEYRING_KEY", "SUPERSECRETKEY"),
+        ]))
+        .unwrap();
+        assert!(!format!("{s:?}").contains("SUPERSECRETKEY"));
+        assert!(!format!("{}", s.key).contains("SUPERSECRETKEY"));
+        assert_eq!(s.key.expose(), "SUPERSECRETKEY");
+    }
+}

@@ -1,0 +1,8 @@
+//! rbdvol: a Docker volume plugin for Ceph RBD.
+//!
+//! Layers, each using only those below it:
+//! `main/cli → api → engine → host → ceph → rbd-sys`, with `config` and
+//! `state` at the bottom.
+
+pub mod ceph;
+pub mod config;

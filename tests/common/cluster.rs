@@ -1,0 +1,147 @@
+//! A real throwaway Ceph cluster (mon + mgr + memstore OSD on loopback),
+//! booted by `scripts/ceph-test-cluster.sh`. A cluster from `start()` is torn
+//! down when the fixture drops (also while a test panics); the one from
+//! `shared()` lives as long as the test process, and the script's reaper
+//! tears it down when the process exits, however it exits.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use rbdvol::ceph::Cluster;
+use rbdvol::config::{CephSettings, Secret, Timeouts};
+
+pub const POOL: &str = "rbd";
+pub const DATA_POOL: &str = "rbd-data";
+
+pub struct TestCluster {
+    pub dir: PathBuf,
+    pub conf: PathBuf,
+    pub keyring: PathBuf,
+    pub mon_host: String,
+    admin_key: String,
+    owned: bool,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ceph-test-cluster.sh")
+}
+
+impl TestCluster {
+    /// A private cluster, torn down when the returned value drops.
+    pub fn start() -> TestCluster {
+        Self::boot(true)
+    }
+
+    /// The cluster shared by the tests of this process.
+    pub fn shared() -> &'static TestCluster {
+        static SHARED: OnceLock<TestCluster> = OnceLock::new();
+        SHARED.get_or_init(|| Self::boot(false))
+    }
+
+    fn boot(owned: bool) -> TestCluster {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "rbdvol-ceph-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let out = Command::new(script())
+            .arg("up")
+            .arg(&dir)
+            .args(["--owner-pid", &std::process::id().to_string(), "--pools", &format!("{POOL},{DATA_POOL}")])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script().display()));
+        if !out.status.success() {
+            panic!(
+                "the throwaway ceph cluster did not start ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let vars: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        let get = |k: &str| vars.get(k).cloned().unwrap_or_else(|| panic!("cluster script printed no {k}"));
+        let keyring = PathBuf::from(get("CEPH_KEYRING"));
+        let admin_key = std::fs::read_to_string(&keyring)
+            .expect("read admin keyring")
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("key = ").map(str::to_string))
+            .expect("admin keyring has a key");
+        TestCluster {
+            dir: PathBuf::from(get("CEPH_DIR")),
+            conf: PathBuf::from(get("CEPH_CONF")),
+            keyring,
+            mon_host: get("CEPH_MON_HOST"),
+            admin_key,
+            owned,
+        }
+    }
+
+    /// Settings for client.admin, with short timeouts so a broken test fails
+    /// fast instead of hanging.
+    pub fn admin_settings(&self) -> CephSettings {
+        CephSettings {
+            mon_host: self.mon_host.clone(),
+            user: "admin".into(),
+            key: Secret::new(self.admin_key.clone()),
+            options: BTreeMap::new(),
+            timeouts: Timeouts {
+                connect: Duration::from_secs(10),
+                mon_op: Duration::from_secs(20),
+                osd_op: Duration::from_secs(20),
+            },
+        }
+    }
+
+    pub fn connect(&self) -> Cluster {
+        Cluster::connect(&self.admin_settings()).expect("connect to the test cluster as client.admin")
+    }
+
+    /// Runs a ceph command-line tool (`ceph`, `rbd`, `rados`) against this
+    /// cluster: an independent path to check what rbdvol did.
+    pub fn cli(&self, tool: &str, args: &[&str]) -> std::process::Output {
+        Command::new(tool)
+            .arg("-c")
+            .arg(&self.conf)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"))
+    }
+
+    /// The pids of this cluster's daemons.
+    pub fn daemon_pids(&self) -> Vec<u32> {
+        std::fs::read_dir(self.dir.join("run"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn stop(&self) {
+        let out = Command::new(script()).arg("down").arg(&self.dir).output().expect("run cluster script down");
+        assert!(out.status.success(), "cluster teardown failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = Command::new(script()).arg("down").arg(&self.dir).status();
+        }
+    }
+}
+
+/// A name no other test (or test run) uses.
+pub fn unique(prefix: &str) -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst))
+}

@@ -1,0 +1,4 @@
+//! Test fixtures shared by the system tests and the benchmarks.
+#![allow(dead_code)]
+
+pub mod cluster;
