@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what building and testing rbdvol needs on Debian 12, skipping what
+# is already there. Run as root.
+set -euo pipefail
+
+packages=(
+    # build
+    gcc pkg-config librbd-dev librados-dev
+    # the throwaway test cluster
+    ceph-mon ceph-osd ceph-mgr ceph-common uuid-runtime python3 procps
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}" >&2
+    [ "$(id -u)" = 0 ] || { echo "deps: run as root to install ${missing[*]}" >&2; exit 1; }
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Rust: Debian 12's rustc (1.63) is too old for the crates rbdvol uses.
+if ! command -v cargo >/dev/null; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null \
+    || { echo "deps: cargo is missing: install Rust 1.75 or newer with rustup (https://rustup.rs)" >&2; exit 1; }
+rustc_minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
+[ "$rustc_minor" -ge 75 ] \
+    || { echo "deps: $(rustc --version) is too old: rbdvol needs Rust 1.75 or newer (rustup update)" >&2; exit 1; }
