@@ -6,3 +6,4 @@
 
 pub mod ceph;
 pub mod config;
+pub mod host;

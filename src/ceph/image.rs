@@ -116,6 +116,68 @@ pub enum Done {
     AlreadyDone,
 }
 
+/// The name of rbdvol's host lock on image headers.
+const HOST_LOCK: &std::ffi::CStr = c"rbdvol";
+
+/// The -ERANGE loop shared by librbd's and librados's list_lockers, which
+/// take the same buffers. Returns the positive errno on failure.
+fn collect_lockers(mut list: impl FnMut(
+    *mut c_int,
+    *mut std::ffi::c_char,
+    *mut usize,
+    *mut std::ffi::c_char,
+    *mut usize,
+    *mut std::ffi::c_char,
+    *mut usize,
+    *mut std::ffi::c_char,
+    *mut usize,
+) -> isize) -> Result<Lockers, c_int> {
+    let mut lens = [256usize; 4];
+    loop {
+        let mut bufs: [Vec<u8>; 4] = std::array::from_fn(|i| vec![0u8; lens[i]]);
+        let mut want = lens;
+        let mut exclusive: c_int = 0;
+        let [tag, clients, cookies, addrs] = &mut bufs;
+        let [tag_len, clients_len, cookies_len, addrs_len] = &mut want;
+        let ret = list(
+            &mut exclusive,
+            tag.as_mut_ptr().cast(),
+            tag_len,
+            clients.as_mut_ptr().cast(),
+            clients_len,
+            cookies.as_mut_ptr().cast(),
+            cookies_len,
+            addrs.as_mut_ptr().cast(),
+            addrs_len,
+        );
+        if ret == -(libc::ERANGE as isize) {
+            for i in 0..4 {
+                lens[i] = want[i].max(lens[i] * 2);
+            }
+            continue;
+        }
+        if ret == -(libc::ENOENT as isize) {
+            // librados: the object has no such lock at all.
+            return Ok(Lockers::default());
+        }
+        if ret < 0 {
+            return Err((-ret) as c_int);
+        }
+        let count = ret as usize;
+        let clients = strings_from_list_buf(&bufs[1]);
+        let cookies = strings_from_list_buf(&bufs[2]);
+        let addrs = strings_from_list_buf(&bufs[3]);
+        let lockers = (0..count)
+            .map(|i| Locker {
+                client: clients.get(i).cloned().unwrap_or_default(),
+                cookie: cookies.get(i).cloned().unwrap_or_default(),
+                addr: addrs.get(i).cloned().unwrap_or_default(),
+            })
+            .collect();
+        return Ok(Lockers { exclusive: exclusive != 0, tag: string_from_buf(&bufs[0]), lockers });
+    }
+}
+
 type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
 unsafe extern "C" fn progress_trampoline(offset: u64, total: u64, data: *mut c_void) -> c_int {
@@ -183,7 +245,6 @@ impl Image {
     }
 
     /// The raw handle, for the data path in this layer.
-    #[allow(dead_code)]
     pub(crate) fn raw(&self) -> sys::rbd_image_t {
         self.raw
     }
@@ -397,48 +458,12 @@ impl Image {
     /// Who holds advisory locks on the image.
     pub fn lockers(&self) -> Result<Lockers, CephError> {
         assert_off_executor("list lockers");
-        let mut lens = [256usize; 4];
-        loop {
-            let mut bufs: [Vec<u8>; 4] = std::array::from_fn(|i| vec![0u8; lens[i]]);
-            let mut want = lens;
-            let mut exclusive: c_int = 0;
-            let [tag, clients, cookies, addrs] = &mut bufs;
-            let [tag_len, clients_len, cookies_len, addrs_len] = &mut want;
+        collect_lockers(|excl, tag, tl, cl, cll, co, col, ad, adl| {
             // SAFETY: each buffer is writable for the length passed with it;
             // the lengths are in/out.
-            let ret = unsafe {
-                sys::rbd_list_lockers(
-                    self.raw,
-                    &mut exclusive,
-                    tag.as_mut_ptr().cast(),
-                    tag_len,
-                    clients.as_mut_ptr().cast(),
-                    clients_len,
-                    cookies.as_mut_ptr().cast(),
-                    cookies_len,
-                    addrs.as_mut_ptr().cast(),
-                    addrs_len,
-                )
-            };
-            if ret == -libc::ERANGE as isize {
-                for i in 0..4 {
-                    lens[i] = want[i].max(lens[i] * 2);
-                }
-                continue;
-            }
-            let count = check_ssize(ret, "list lockers of", || self.target())?;
-            let clients = strings_from_list_buf(&bufs[1]);
-            let cookies = strings_from_list_buf(&bufs[2]);
-            let addrs = strings_from_list_buf(&bufs[3]);
-            let lockers = (0..count)
-                .map(|i| Locker {
-                    client: clients.get(i).cloned().unwrap_or_default(),
-                    cookie: cookies.get(i).cloned().unwrap_or_default(),
-                    addr: addrs.get(i).cloned().unwrap_or_default(),
-                })
-                .collect();
-            return Ok(Lockers { exclusive: exclusive != 0, tag: string_from_buf(&bufs[0]), lockers });
-        }
+            unsafe { sys::rbd_list_lockers(self.raw, excl, tag, tl, cl, cll, co, col, ad, adl) }
+        })
+        .map_err(|ret| CephError::from_errno("list lockers of", self.target(), ret))
     }
 
     /// Breaks another client's advisory lock (after fencing it). A lock
@@ -508,6 +533,84 @@ impl Image {
         // SAFETY: c_owner outlives the call.
         let ret = unsafe { sys::rbd_lock_break(self.raw, mode.raw(), c_owner.as_ptr()) };
         check(ret, "break managed lock on", || self.target()).map(drop)
+    }
+
+    /// The RADOS object holding the image header (where locks live).
+    fn header_object(&self) -> Result<std::ffi::CString, CephError> {
+        cstring("header object", &format!("rbd_header.{}", self.id()?))
+    }
+
+    /// Takes rbdvol's host lock: a RADOS exclusive lock named `rbdvol` on
+    /// the image header, with `cookie` naming the host. It is separate from
+    /// librbd's `rbd_lock`, which the exclusive-lock feature uses for its
+    /// managed lock: holding an `rbd_lock` advisory lock would stop every
+    /// writer of such an image, our own mapper included. Taking a lock this
+    /// client already holds is `AlreadyDone`; anyone else's is `LockBusy`.
+    pub fn host_lock(&self, cookie: &str, description: &str) -> Result<Done, CephError> {
+        assert_off_executor("take host lock");
+        let oid = self.header_object()?;
+        let c_cookie = cstring("lock cookie", cookie)?;
+        let c_desc = cstring("lock description", description)?;
+        // SAFETY: the io context is open; all strings outlive the call; a
+        // null duration means the lock does not expire.
+        let ret = unsafe {
+            sys::rados_lock_exclusive(
+                self.pool.handle.raw,
+                oid.as_ptr(),
+                HOST_LOCK.as_ptr(),
+                c_cookie.as_ptr(),
+                c_desc.as_ptr(),
+                ptr::null_mut(),
+                0,
+            )
+        };
+        self.lock_result(ret, "take host lock on")
+    }
+
+    /// Releases this client's host lock; not holding it is `AlreadyDone`.
+    pub fn host_unlock(&self, cookie: &str) -> Result<Done, CephError> {
+        assert_off_executor("release host lock");
+        let oid = self.header_object()?;
+        let c_cookie = cstring("lock cookie", cookie)?;
+        // SAFETY: the io context is open; all strings outlive the call.
+        let ret = unsafe { sys::rados_unlock(self.pool.handle.raw, oid.as_ptr(), HOST_LOCK.as_ptr(), c_cookie.as_ptr()) };
+        if ret == -libc::ENOENT {
+            return Ok(Done::AlreadyDone);
+        }
+        check(ret, "release host lock on", || self.target())?;
+        Ok(Done::Changed)
+    }
+
+    /// Who holds the host lock.
+    pub fn host_lockers(&self) -> Result<Lockers, CephError> {
+        assert_off_executor("list host lockers");
+        let oid = self.header_object()?;
+        collect_lockers(|excl, tag, tl, cl, cll, co, col, ad, adl| {
+            // SAFETY: each buffer is writable for the length passed with it;
+            // the lengths are in/out; oid and the lock name outlive the call.
+            unsafe {
+                sys::rados_list_lockers(self.pool.handle.raw, oid.as_ptr(), HOST_LOCK.as_ptr(), excl, tag, tl, cl, cll, co, col, ad, adl)
+            }
+        })
+        .map_err(|ret| CephError::from_errno("list host lockers of", self.target(), ret))
+    }
+
+    /// Breaks a host lock held by another client (a dead host, or this
+    /// host's previous incarnation). Already gone is `AlreadyDone`.
+    pub fn host_break_lock(&self, client: &str, cookie: &str) -> Result<Done, CephError> {
+        assert_off_executor("break host lock");
+        let oid = self.header_object()?;
+        let c_client = cstring("lock holder", client)?;
+        let c_cookie = cstring("lock cookie", cookie)?;
+        // SAFETY: the io context is open; all strings outlive the call.
+        let ret = unsafe {
+            sys::rados_break_lock(self.pool.handle.raw, oid.as_ptr(), HOST_LOCK.as_ptr(), c_client.as_ptr(), c_cookie.as_ptr())
+        };
+        if ret == -libc::ENOENT {
+            return Ok(Done::AlreadyDone);
+        }
+        check(ret, "break host lock on", || self.target())?;
+        Ok(Done::Changed)
     }
 
     /// Flushes cached writes to the cluster.

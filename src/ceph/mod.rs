@@ -3,6 +3,7 @@
 //! handle (pool, image) keeps its parent alive. Every call here blocks: from
 //! async code, run it through [`offload`].
 
+pub mod aio;
 mod blocking;
 mod cluster;
 mod error;

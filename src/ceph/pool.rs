@@ -324,6 +324,112 @@ impl Pool {
         }
     }
 
+    /// Pool-level key/value metadata (librbd's `rbd_info` omap): rbdvol's
+    /// volume directory. `None` when the key is not set.
+    pub fn metadata_get(&self, key: &str) -> Result<Option<String>, CephError> {
+        assert_off_executor("get pool metadata");
+        let c_key = cstring("metadata key", key)?;
+        let mut len = 256usize;
+        loop {
+            let mut buf = vec![0u8; len];
+            let mut want = len;
+            // SAFETY: buf is writable for want bytes; want is in/out.
+            let ret = unsafe { sys::rbd_pool_metadata_get(self.handle.raw, c_key.as_ptr(), buf.as_mut_ptr().cast(), &mut want) };
+            if ret == -libc::ERANGE {
+                len = want.max(len * 2);
+                continue;
+            }
+            if ret == -libc::ENOENT {
+                return Ok(None);
+            }
+            check(ret, "get metadata of", || self.target())?;
+            return Ok(Some(super::cluster::string_from_buf(&buf)));
+        }
+    }
+
+    pub fn metadata_set(&self, key: &str, value: &str) -> Result<(), CephError> {
+        assert_off_executor("set pool metadata");
+        let c_key = cstring("metadata key", key)?;
+        let c_value = cstring("metadata value", value)?;
+        // SAFETY: both strings outlive the call.
+        let ret = unsafe { sys::rbd_pool_metadata_set(self.handle.raw, c_key.as_ptr(), c_value.as_ptr()) };
+        check(ret, "set metadata on", || self.target()).map(drop)
+    }
+
+    /// Removing a key that is not set is not an error.
+    pub fn metadata_remove(&self, key: &str) -> Result<(), CephError> {
+        assert_off_executor("remove pool metadata");
+        let c_key = cstring("metadata key", key)?;
+        // SAFETY: c_key outlives the call.
+        let ret = unsafe { sys::rbd_pool_metadata_remove(self.handle.raw, c_key.as_ptr()) };
+        if ret == -libc::ENOENT {
+            return Ok(());
+        }
+        check(ret, "remove metadata from", || self.target()).map(drop)
+    }
+
+    /// Every pool metadata key starting with `prefix`, with its value.
+    pub fn metadata_list(&self, prefix: &str) -> Result<Vec<(String, String)>, CephError> {
+        assert_off_executor("list pool metadata");
+        let mut out = Vec::new();
+        let mut start = prefix.to_string();
+        let page = 512u64;
+        loop {
+            let c_start = cstring("metadata key", &start)?;
+            let (mut keys_len, mut vals_len) = (64 * 1024usize, 256 * 1024usize);
+            let (keys, vals) = loop {
+                let mut keys = vec![0u8; keys_len];
+                let mut vals = vec![0u8; vals_len];
+                let (mut kl, mut vl) = (keys_len, vals_len);
+                // SAFETY: both buffers are writable for the lengths passed;
+                // the lengths are in/out.
+                let ret = unsafe {
+                    sys::rbd_pool_metadata_list(
+                        self.handle.raw,
+                        c_start.as_ptr(),
+                        page,
+                        keys.as_mut_ptr().cast(),
+                        &mut kl,
+                        vals.as_mut_ptr().cast(),
+                        &mut vl,
+                    )
+                };
+                if ret == -libc::ERANGE {
+                    keys_len = kl.max(keys_len * 2);
+                    vals_len = vl.max(vals_len * 2);
+                    continue;
+                }
+                if ret == -libc::ENOENT {
+                    return Ok(out); // no rbd_info object yet: nothing listed
+                }
+                check(ret, "list metadata of", || self.target())?;
+                keys.truncate(kl.min(keys_len));
+                vals.truncate(vl.min(vals_len));
+                break (keys, vals);
+            };
+            let keys = super::cluster::strings_from_list_buf(&keys);
+            let mut values = vals.split(|&b| b == 0).map(|v| String::from_utf8_lossy(v).into_owned());
+            let n = keys.len();
+            let mut past_prefix = false;
+            for k in keys {
+                let v = values.next().unwrap_or_default();
+                // `start` is exclusive after the first page; keys are sorted.
+                if k == start && !out.is_empty() {
+                    continue;
+                }
+                if !k.starts_with(prefix) {
+                    past_prefix = true;
+                    break;
+                }
+                start = k.clone();
+                out.push((k, v));
+            }
+            if past_prefix || (n as u64) < page {
+                return Ok(out);
+            }
+        }
+    }
+
     fn check_removal(&self, ret: i32, op: &'static str, name: &str) -> Result<(), CephError> {
         match -ret {
             libc::EBUSY => {

@@ -1,0 +1,322 @@
+//! The user-space mapper's server: one FUSE file (`disk`) whose bytes are an
+//! RBD image, served by librbd with asynchronous I/O. It runs as its own
+//! detached process (`rbdvol userspace-serve`) so that a restart of `rbdvol
+//! serve` does not interrupt the containers writing through it.
+//!
+//! fsync/flush of the file → rbd flush (an fsync in the container is
+//! durable in Ceph); fallocate punch-hole → rbd discard.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    consts::FOPEN_DIRECT_IO, FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request,
+};
+use nix::sys::signal::{SigSet, Signal};
+
+use super::{HostError, ImageRef};
+use crate::ceph::{aio, Cluster, Image};
+use crate::config::CephSettings;
+
+pub const DISK_FILE: &str = "disk";
+const ROOT: u64 = 1;
+const DISK: u64 = 2;
+const TTL: Duration = Duration::from_secs(1);
+
+/// What `rbdvol serve` hands the server on its stdin (never argv or env:
+/// it holds the key).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ServerInput {
+    pub image: ImageRef,
+    pub mon_host: String,
+    pub user: String,
+    pub key: String,
+    pub options: std::collections::BTreeMap<String, String>,
+    pub timeouts_secs: [u64; 3],
+}
+
+impl ServerInput {
+    pub fn new(image: &ImageRef, settings: &CephSettings) -> ServerInput {
+        ServerInput {
+            image: image.clone(),
+            mon_host: settings.mon_host.clone(),
+            user: settings.user.clone(),
+            key: settings.key.expose().to_string(),
+            options: settings.options.clone(),
+            timeouts_secs: [
+                settings.timeouts.connect.as_secs(),
+                settings.timeouts.mon_op.as_secs(),
+                settings.timeouts.osd_op.as_secs(),
+            ],
+        }
+    }
+
+    fn settings(&self) -> CephSettings {
+        let mut options = self.options.clone();
+        // A punched hole must read back as zeros, also within an object.
+        options.insert("rbd_skip_partial_discard".into(), "false".into());
+        CephSettings {
+            mon_host: self.mon_host.clone(),
+            user: self.user.clone(),
+            key: crate::config::Secret::new(self.key.clone()),
+            options,
+            timeouts: crate::config::Timeouts {
+                connect: Duration::from_secs(self.timeouts_secs[0]),
+                mon_op: Duration::from_secs(self.timeouts_secs[1]),
+                osd_op: Duration::from_secs(self.timeouts_secs[2]),
+            },
+        }
+    }
+}
+
+struct DiskFs {
+    image: Arc<Image>,
+    uid: u32,
+    gid: u32,
+}
+
+fn errno_of(e: &crate::ceph::CephError) -> i32 {
+    e.errno().unwrap_or(libc::EIO)
+}
+
+impl DiskFs {
+    fn attr(&self, ino: u64) -> FileAttr {
+        let now = SystemTime::now();
+        let (kind, perm, size, nlink) = match ino {
+            ROOT => (FileType::Directory, 0o700, 0, 2),
+            _ => (FileType::RegularFile, 0o600, self.image.size().unwrap_or(0), 1),
+        };
+        FileAttr {
+            ino,
+            size,
+            blocks: size.div_ceil(512),
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            kind,
+            perm,
+            nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+}
+
+impl Filesystem for DiskFs {
+    fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        if parent == ROOT && name == DISK_FILE {
+            reply.entry(&TTL, &self.attr(DISK), 0);
+        } else {
+            reply.error(libc::ENOENT);
+        }
+    }
+
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        match ino {
+            ROOT | DISK => reply.attr(&TTL, &self.attr(ino)),
+            _ => reply.error(libc::ENOENT),
+        }
+    }
+
+    fn open(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+        if ino == DISK {
+            // No page cache in the FUSE layer: the loop device on top does
+            // direct I/O, and everything else must see the same bytes.
+            reply.opened(0, FOPEN_DIRECT_IO);
+        } else {
+            reply.error(libc::EISDIR);
+        }
+    }
+
+    fn read(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        size: u32,
+        _flags: i32,
+        _lock: Option<u64>,
+        reply: ReplyData,
+    ) {
+        if ino != DISK {
+            return reply.error(libc::EISDIR);
+        }
+        let end = self.image.size().unwrap_or(0);
+        let offset = offset.max(0) as u64;
+        if offset >= end {
+            return reply.data(&[]);
+        }
+        let len = (size as u64).min(end - offset) as usize;
+        let r = aio::read(&self.image, offset, len, move |result| match result {
+            Ok(buf) => reply.data(&buf),
+            Err(e) => reply.error(errno_of(&e)),
+        });
+        if let Err(e) = r {
+            tracing::error!("{e}");
+        }
+    }
+
+    fn write(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        data: &[u8],
+        _write_flags: u32,
+        _flags: i32,
+        _lock: Option<u64>,
+        reply: ReplyWrite,
+    ) {
+        if ino != DISK {
+            return reply.error(libc::EISDIR);
+        }
+        let end = self.image.size().unwrap_or(0);
+        let offset = offset.max(0) as u64;
+        if offset + data.len() as u64 > end {
+            return reply.error(libc::ENOSPC);
+        }
+        let r = aio::write(&self.image, offset, data.to_vec(), move |result| match result {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno_of(&e)),
+        });
+        if let Err(e) = r {
+            tracing::error!("{e}");
+        }
+    }
+
+    fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lock: u64, reply: ReplyEmpty) {
+        flush_then(&self.image, reply);
+    }
+
+    fn fsync(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
+        flush_then(&self.image, reply);
+    }
+
+    fn release(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _fh: u64,
+        _flags: i32,
+        _lock: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        flush_then(&self.image, reply);
+    }
+
+    fn fallocate(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, length: i64, mode: i32, reply: ReplyEmpty) {
+        if ino != DISK {
+            return reply.error(libc::EISDIR);
+        }
+        if mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0 {
+            let r = aio::discard(&self.image, offset.max(0) as u64, length.max(0) as u64, move |result| match result {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno_of(&e)),
+            });
+            if let Err(e) = r {
+                tracing::error!("{e}");
+            }
+        } else {
+            // Plain preallocation: the image is thin, nothing to do.
+            reply.ok();
+        }
+    }
+
+    fn readdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, mut reply: ReplyDirectory) {
+        if ino != ROOT {
+            return reply.error(libc::ENOTDIR);
+        }
+        let entries = [(ROOT, FileType::Directory, "."), (ROOT, FileType::Directory, ".."), (DISK, FileType::RegularFile, DISK_FILE)];
+        for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(*ino, (i + 1) as i64, *kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+}
+
+fn flush_then(image: &Arc<Image>, reply: ReplyEmpty) {
+    let r = aio::flush(image, move |result| match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno_of(&e)),
+    });
+    if let Err(e) = r {
+        tracing::error!("{e}");
+    }
+}
+
+/// Runs the server: reads its input from stdin, mounts the FUSE file at
+/// `dir/fuse`, says `ready` on stdout, and serves until SIGTERM or SIGINT;
+/// then unmounts and flushes. Errors before `ready` go to stdout as
+/// `error: ...` for the parent to report.
+pub fn serve(dir: &Path) -> Result<(), HostError> {
+    let result = serve_inner(dir);
+    if let Err(e) = &result {
+        let _ = writeln!(std::io::stdout(), "error: {e}");
+    }
+    result
+}
+
+fn serve_inner(dir: &Path) -> Result<(), HostError> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(HostError::io("read input from", "stdin"))?;
+    let input: ServerInput = serde_json::from_str(&line)
+        .map_err(|e| HostError::Invalid { what: "server input", value: "stdin".into(), reason: e.to_string() })?;
+    line.clear();
+    let settings = input.settings();
+    let cluster = Cluster::connect(&settings)?;
+    let pool = cluster.open_pool(&input.image.pool, &input.image.namespace)?;
+    let image = Arc::new(pool.open_image(&input.image.image)?);
+
+    // Block the stop signals before any thread starts, then wait for them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals.thread_block().map_err(HostError::sys("block signals in", dir))?;
+
+    let mountpoint = dir.join("fuse");
+    std::fs::create_dir_all(&mountpoint).map_err(HostError::io("create", &mountpoint))?;
+    let fs = DiskFs { image: Arc::clone(&image), uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
+    let options = [
+        MountOption::FSName(format!("rbdvol:{}", input.image)),
+        MountOption::Subtype("rbdvol".into()),
+        MountOption::DefaultPermissions,
+        MountOption::RW,
+        MountOption::Dev,
+    ];
+    let session = fuser::spawn_mount2(fs, &mountpoint, &options).map_err(HostError::io("mount fuse at", &mountpoint))?;
+    std::fs::write(dir.join("pid"), std::process::id().to_string()).map_err(HostError::io("write", dir.join("pid")))?;
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "ready");
+        let _ = out.flush();
+    }
+    // Nothing else for the parent: detach from its pipe.
+    // SAFETY: closing our own stdout descriptor; nothing else uses it later.
+    unsafe { libc::close(1) };
+
+    let signal = signals.wait().map_err(HostError::sys("wait for signals in", dir))?;
+    tracing::info!("{signal:?}: stopping the server for {}", input.image);
+    drop(session); // unmounts and joins the FUSE thread
+    image.flush()?;
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! The kernel rbd driver, driven through sysfs as `rbd map` does, without
+//! the rbd CLI. The key goes into the kernel keyring (`key=`), never into
+//! sysfs (`secret=` would be echoed back in `config_info`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use super::{Mapper, MapperKind, Mapping};
+use crate::ceph::features_to_string;
+use crate::config::CephSettings;
+use crate::host::tools::{Tool, Tools};
+use crate::host::{sys, HostError, ImageRef};
+
+pub struct Krbd {
+    sysfs: PathBuf,
+    tools: Tools,
+}
+
+const DEFAULT_V1_PORT: u16 = 6789;
+const DEFAULT_V2_PORT: u16 = 3300;
+
+/// Monitor addresses as the kernel takes them (`ip:port,ip:port`). The
+/// kernel speaks msgr v1 unless `ms_mode` is set, then v2.
+pub fn kernel_mon_addrs(mon_host: &str, v2: bool) -> Result<String, HostError> {
+    let mut out = Vec::new();
+    // Entries are separated by commas, semicolons or spaces outside brackets.
+    let mut depth = 0;
+    let mut current = String::new();
+    let mut entries = Vec::new();
+    for c in mon_host.chars() {
+        match c {
+            '[' => {
+                depth += 1;
+                current.push(c)
+            }
+            ']' => {
+                depth -= 1;
+                current.push(c)
+            }
+            ',' | ';' | ' ' if depth == 0 => entries.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    entries.push(current);
+    let (want, port) = if v2 { ("v2:", DEFAULT_V2_PORT) } else { ("v1:", DEFAULT_V1_PORT) };
+    for entry in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        if let Some(vec) = entry.strip_prefix('[').and_then(|e| e.strip_suffix(']')) {
+            // An address vector: take the one of the protocol the kernel speaks.
+            let addr = vec
+                .split(',')
+                .find_map(|a| a.trim().strip_prefix(want))
+                .ok_or_else(|| HostError::Invalid {
+                    what: "monitor address",
+                    value: entry.to_string(),
+                    reason: format!("it has no {want} address, which the kernel needs"),
+                })?;
+            out.push(addr.split('/').next().unwrap_or(addr).to_string());
+        } else {
+            let bare = entry.strip_prefix(want).unwrap_or(entry);
+            let bare = bare.split('/').next().unwrap_or(bare);
+            if bare.starts_with("v1:") || bare.starts_with("v2:") {
+                continue; // the other protocol
+            }
+            let has_port = bare.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok() && !h.ends_with(':'));
+            out.push(if has_port { bare.to_string() } else { format!("{bare}:{port}") });
+        }
+    }
+    if out.is_empty() {
+        return Err(HostError::Invalid { what: "monitor address", value: mon_host.into(), reason: "no usable address".into() });
+    }
+    Ok(out.join(","))
+}
+
+/// The line written to `add_single_major`.
+pub fn add_string(image: &ImageRef, settings: &CephSettings) -> Result<String, HostError> {
+    let ms_mode = settings.options.get("ms_mode");
+    let mons = kernel_mon_addrs(&settings.mon_host, ms_mode.is_some())?;
+    let mut opts = vec![format!("name={}", settings.user), format!("key=client.{}", settings.user)];
+    if let Some(mode) = ms_mode {
+        opts.push(format!("ms_mode={mode}"));
+    }
+    if !image.namespace.is_empty() {
+        opts.push(format!("_pool_ns={}", image.namespace));
+    }
+    Ok(format!("{mons} {} {} {} -", opts.join(","), image.pool, image.image))
+}
+
+/// Mappings found under `<sysfs>/bus/rbd/devices`.
+pub fn discover(sysfs: &Path) -> Vec<(u32, ImageRef)> {
+    let Ok(rd) = std::fs::read_dir(sysfs.join("bus/rbd/devices")) else { return Vec::new() };
+    let read = |dir: &Path, f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.trim_end().to_string()).unwrap_or_default();
+    let mut found: Vec<(u32, ImageRef)> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let id: u32 = e.file_name().to_str()?.parse().ok()?;
+            let dir = e.path();
+            if read(&dir, "current_snap") != "-" {
+                return None; // a snapshot mapping is not a volume
+            }
+            Some((id, ImageRef { pool: read(&dir, "pool"), namespace: read(&dir, "pool_ns"), image: read(&dir, "name") }))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Image features the running kernel can map.
+pub fn supported_features(sysfs: &Path) -> Option<u64> {
+    let s = std::fs::read_to_string(sysfs.join("bus/rbd/supported_features")).ok()?;
+    u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
+}
+
+impl Krbd {
+    pub fn new(sysfs: PathBuf, tools: Tools) -> Krbd {
+        Krbd { sysfs, tools }
+    }
+
+    fn bus(&self) -> PathBuf {
+        self.sysfs.join("bus/rbd")
+    }
+
+    /// Loads the rbd module when its sysfs bus is missing (peers' users hit
+    /// "first map fails" because nobody did).
+    fn ensure_module(&self, image: &ImageRef) -> Result<(), HostError> {
+        if self.bus().exists() {
+            return Ok(());
+        }
+        self.tools.run(Tool::Modprobe, "rbd", &["rbd"]).map_err(|e| HostError::Unsupported {
+            mapper: "krbd",
+            image: image.to_string(),
+            reason: format!("the rbd kernel module is not loaded and loading it failed: {e}"),
+        })?;
+        for _ in 0..50 {
+            if self.bus().exists() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(HostError::Unsupported { mapper: "krbd", image: image.to_string(), reason: format!("{} did not appear after modprobe rbd", self.bus().display()) })
+    }
+
+    fn control_file(&self, single_major: &str, plain: &str) -> PathBuf {
+        let f = self.bus().join(single_major);
+        if f.exists() {
+            f
+        } else {
+            self.bus().join(plain)
+        }
+    }
+}
+
+impl Mapper for Krbd {
+    fn kind(&self) -> MapperKind {
+        MapperKind::Krbd
+    }
+
+    fn check_features(&self, image: &ImageRef, features: u64) -> Result<(), HostError> {
+        let Some(supported) = supported_features(&self.sysfs) else { return Ok(()) };
+        let missing = features & !supported;
+        if missing != 0 {
+            return Err(HostError::Unsupported {
+                mapper: "krbd",
+                image: image.to_string(),
+                reason: format!(
+                    "this kernel cannot map image features {} (it supports {}): create the volume with -o features=layering, or use the nbd or userspace mapper",
+                    features_to_string(missing),
+                    features_to_string(supported)
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn map(&self, image: &ImageRef, settings: &CephSettings) -> Result<Mapping, HostError> {
+        if let Some(m) = self.find(image)? {
+            return Ok(m);
+        }
+        self.ensure_module(image)?;
+        let secret = base64::engine::general_purpose::STANDARD.decode(settings.key.expose().trim()).map_err(|_| HostError::Invalid {
+            what: "cephx key of",
+            value: format!("client.{}", settings.user),
+            reason: "it is not valid base64".into(),
+        })?;
+        sys::add_ceph_key(&format!("client.{}", settings.user), &secret)?;
+        let line = add_string(image, settings)?;
+        let add = self.control_file("add_single_major", "add");
+        std::fs::write(&add, line.as_bytes()).map_err(|e| HostError::MapFailed {
+            mapper: "krbd",
+            image: image.to_string(),
+            reason: format!("writing {} failed: {e} (see dmesg)", add.display()),
+        })?;
+        self.find(image)?.ok_or_else(|| HostError::MapFailed {
+            mapper: "krbd",
+            image: image.to_string(),
+            reason: format!("the kernel accepted the map but no device for it is in {}", self.bus().join("devices").display()),
+        })
+    }
+
+    fn unmap(&self, mapping: &Mapping) -> Result<(), HostError> {
+        let Some((id, _)) = discover(&self.sysfs).into_iter().find(|(_, i)| *i == mapping.image) else { return Ok(()) };
+        let remove = self.control_file("remove_single_major", "remove");
+        for attempt in 0..50 {
+            match std::fs::write(&remove, id.to_string()) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => std::thread::sleep(Duration::from_millis(100)),
+                Err(e) => return Err(HostError::Io { op: "unmap via", path: remove, source: e }),
+            }
+        }
+        unreachable!()
+    }
+
+    fn list(&self) -> Result<Vec<Mapping>, HostError> {
+        Ok(discover(&self.sysfs)
+            .into_iter()
+            .map(|(id, image)| Mapping { image, device: PathBuf::from(format!("/dev/rbd{id}")), mapper: MapperKind::Krbd })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Secret, Timeouts};
+
+    fn settings(mon_host: &str) -> CephSettings {
+        CephSettings {
+            mon_host: mon_host.into(),
+            user: "docker".into(),
+            key: Secret::new("AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg=="),
+            options: Default::default(),
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    fn image(ns: &str) -> ImageRef {
+        ImageRef { pool: "rbd".into(), namespace: ns.into(), image: "db".into() }
+    }
+
+    #[test]
+    fn add_string_uses_the_keyring_never_the_secret() {
+        let line = add_string(&image(""), &settings("[v2:10.0.0.1:3300,v1:10.0.0.1:6789],[v2:10.0.0.2:3300,v1:10.0.0.2:6789]")).unwrap();
+        assert_eq!(line, "10.0.0.1:6789,10.0.0.2:6789 name=docker,key=client.docker rbd db -");
+        assert!(!line.contains("secret=") && !line.contains("AQBX"));
+    }
+
+    #[test]
+    fn add_string_with_namespace_and_ms_mode() {
+        let mut s = settings("10.0.0.1");
+        s.options.insert("ms_mode".into(), "secure".into());
+        let line = add_string(&image("team-a"), &s).unwrap();
+        assert_eq!(line, "10.0.0.1:3300 name=docker,key=client.docker,ms_mode=secure,_pool_ns=team-a rbd db -");
+    }
+
+    #[test]
+    fn mon_addresses_in_every_spelling() {
+        assert_eq!(kernel_mon_addrs("10.0.0.1,10.0.0.2:6790", false).unwrap(), "10.0.0.1:6789,10.0.0.2:6790");
+        assert_eq!(kernel_mon_addrs("v1:10.0.0.1:6789/0 v2:10.0.0.1:3300/0", false).unwrap(), "10.0.0.1:6789");
+        assert_eq!(kernel_mon_addrs("[v2:1.2.3.4:3300,v1:1.2.3.4:6789]", true).unwrap(), "1.2.3.4:3300");
+        assert!(kernel_mon_addrs("[v2:1.2.3.4:3300]", false).is_err());
+    }
+
+    /// A tree shaped like the kernel's /sys/bus/rbd.
+    fn fixture() -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        let bus = root.path().join("bus/rbd");
+        std::fs::create_dir_all(bus.join("devices")).unwrap();
+        std::fs::write(bus.join("add_single_major"), "").unwrap();
+        std::fs::write(bus.join("remove_single_major"), "").unwrap();
+        std::fs::write(bus.join("supported_features"), "0x3d\n").unwrap();
+        for (id, pool, ns, name, snap) in [(0, "rbd", "", "db", "-"), (3, "ssd", "team-a", "web", "-"), (4, "rbd", "", "db", "snap1")] {
+            let d = bus.join(format!("devices/{id}"));
+            std::fs::create_dir_all(&d).unwrap();
+            for (f, v) in [("pool", pool), ("pool_ns", ns), ("name", name), ("current_snap", snap)] {
+                std::fs::write(d.join(f), format!("{v}\n")).unwrap();
+            }
+            std::fs::write(d.join("config_info"), "10.0.0.1:6789 name=docker,key=client.docker rbd db -\n").unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn discovers_existing_mappings_but_not_snapshots() {
+        let root = fixture();
+        let krbd = Krbd::new(root.path().into(), Tools::default());
+        let maps = krbd.list().unwrap();
+        assert_eq!(maps.len(), 2);
+        assert_eq!(maps[0].device, PathBuf::from("/dev/rbd0"));
+        assert_eq!(maps[0].image, image(""));
+        assert_eq!(maps[1].device, PathBuf::from("/dev/rbd3"));
+        assert_eq!(maps[1].image, ImageRef { pool: "ssd".into(), namespace: "team-a".into(), image: "web".into() });
+        // Mapping an image that is mapped returns the existing device.
+        let m = krbd.map(&image(""), &settings("10.0.0.1")).unwrap();
+        assert_eq!(m.device, PathBuf::from("/dev/rbd0"));
+        assert_eq!(std::fs::read_to_string(root.path().join("bus/rbd/add_single_major")).unwrap(), "");
+    }
+
+    #[test]
+    fn unmap_writes_the_device_id() {
+        let root = fixture();
+        let krbd = Krbd::new(root.path().into(), Tools::default());
+        let m = krbd.find(&ImageRef { pool: "ssd".into(), namespace: "team-a".into(), image: "web".into() }).unwrap().unwrap();
+        krbd.unmap(&m).unwrap();
+        assert_eq!(std::fs::read_to_string(root.path().join("bus/rbd/remove_single_major")).unwrap(), "3");
+    }
+
+    #[test]
+    fn features_the_kernel_lacks_are_named() {
+        let root = fixture();
+        let krbd = Krbd::new(root.path().into(), Tools::default());
+        // 0x3d = layering, exclusive-lock, object-map, fast-diff, deep-flatten; journaling = 0x40.
+        assert!(krbd.check_features(&image(""), 0x1).is_ok());
+        let e = krbd.check_features(&image(""), 0x41).unwrap_err().to_string();
+        assert!(e.contains("journaling") && e.contains("rbd/db"), "{e}");
+    }
+}

@@ -1,0 +1,106 @@
+//! Mappers turn an RBD image into a block device on this host.
+//!
+//! - `krbd`: the kernel's rbd driver through sysfs;
+//! - `nbd`: Ceph's `rbd-nbd` (librbd in a process, the kernel's nbd driver);
+//! - `userspace`: a FUSE file backed by librbd in a detached rbdvol process,
+//!   attached to a loop device, for kernels with neither module.
+
+pub mod krbd;
+pub mod nbd;
+pub mod userspace;
+
+use std::path::{Path, PathBuf};
+
+use super::tools::{Tool, Tools};
+use super::{HostError, ImageRef};
+use crate::config::CephSettings;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MapperKind {
+    Krbd,
+    Nbd,
+    Userspace,
+}
+
+impl MapperKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MapperKind::Krbd => "krbd",
+            MapperKind::Nbd => "nbd",
+            MapperKind::Userspace => "userspace",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MapperKind> {
+        match s {
+            "krbd" => Some(MapperKind::Krbd),
+            "nbd" => Some(MapperKind::Nbd),
+            "userspace" => Some(MapperKind::Userspace),
+            _ => None,
+        }
+    }
+}
+
+/// An image mapped on this host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mapping {
+    pub image: ImageRef,
+    pub device: PathBuf,
+    pub mapper: MapperKind,
+}
+
+/// Maps and unmaps images. Every operation is idempotent: mapping a mapped
+/// image returns the existing mapping, unmapping an unmapped one is Ok.
+pub trait Mapper: Send + Sync {
+    fn kind(&self) -> MapperKind;
+
+    /// Checks that this mapper can map an image with these feature bits.
+    fn check_features(&self, image: &ImageRef, features: u64) -> Result<(), HostError>;
+
+    fn map(&self, image: &ImageRef, settings: &CephSettings) -> Result<Mapping, HostError>;
+
+    fn unmap(&self, mapping: &Mapping) -> Result<(), HostError>;
+
+    /// The existing mapping of `image`, if any (found after a restart).
+    fn find(&self, image: &ImageRef) -> Result<Option<Mapping>, HostError> {
+        Ok(self.list()?.into_iter().find(|m| &m.image == image))
+    }
+
+    /// Every mapping this mapper has on the host.
+    fn list(&self) -> Result<Vec<Mapping>, HostError>;
+}
+
+/// Where mappers keep their runtime files, and where to look for sysfs.
+#[derive(Debug, Clone)]
+pub struct MapperConfig {
+    /// Runtime directory (the user-space mapper's FUSE mounts and pid files).
+    pub run_dir: PathBuf,
+    /// `/sys` (a fixture tree in unit tests).
+    pub sysfs: PathBuf,
+    /// The rbdvol binary the user-space mapper re-executes.
+    pub exe: PathBuf,
+}
+
+/// Picks a mapper: krbd when the rbd module is (or can be) loaded, else nbd
+/// when the nbd module and rbd-nbd are there, else the user-space mapper.
+pub fn detect(config: &MapperConfig, tools: &Tools) -> MapperKind {
+    let bus = config.sysfs.join("bus/rbd");
+    if bus.exists() || (tools.has(Tool::Modprobe) && tools.run(Tool::Modprobe, "rbd", &["rbd"]).is_ok() && bus.exists()) {
+        return MapperKind::Krbd;
+    }
+    let nbd = Path::new("/sys/module/nbd").exists()
+        || (tools.has(Tool::Modprobe) && tools.run(Tool::Modprobe, "nbd", &["nbd"]).is_ok());
+    if nbd && tools.has(Tool::RbdNbd) {
+        return MapperKind::Nbd;
+    }
+    MapperKind::Userspace
+}
+
+pub fn build(kind: MapperKind, config: &MapperConfig, tools: &Tools) -> Box<dyn Mapper> {
+    match kind {
+        MapperKind::Krbd => Box::new(krbd::Krbd::new(config.sysfs.clone(), tools.clone())),
+        MapperKind::Nbd => Box::new(nbd::Nbd::new(tools.clone())),
+        MapperKind::Userspace => Box::new(userspace::Userspace::new(config.run_dir.join("userspace"), config.exe.clone())),
+    }
+}

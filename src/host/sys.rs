@@ -1,0 +1,363 @@
+//! Thin wrappers over the syscalls rbdvol makes: mount, loop devices, the
+//! kernel keyring, ownership, process checks. Each names the path it acted on.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::mount::{MntFlags, MsFlags};
+
+use super::HostError;
+
+// ---- mounts --------------------------------------------------------------
+
+/// One line of /proc/self/mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    pub source: String,
+    pub target: PathBuf,
+    pub fstype: String,
+    /// major:minor of the mounted device.
+    pub dev: String,
+}
+
+/// Parses mountinfo text (see proc(5)); octal escapes (`\040`) are decoded.
+pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            Some(MountEntry {
+                dev: fields.get(2)?.to_string(),
+                target: PathBuf::from(unescape(fields.get(4)?)),
+                fstype: fields.get(sep + 1)?.to_string(),
+                source: unescape(fields.get(sep + 2)?),
+            })
+        })
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn mounts() -> Result<Vec<MountEntry>, HostError> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(HostError::io("read", "/proc/self/mountinfo"))?;
+    Ok(parse_mountinfo(&text))
+}
+
+pub fn is_mountpoint(target: &Path) -> Result<bool, HostError> {
+    Ok(mounts()?.iter().any(|m| m.target == target))
+}
+
+/// Flags `mount(8)` understands as flags rather than filesystem data.
+fn split_mount_options(options: &str) -> (MsFlags, String) {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for opt in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        match opt {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" | "defaults" => {}
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
+            "dirsync" => flags |= MsFlags::MS_DIRSYNC,
+            "lazytime" => flags |= MsFlags::MS_LAZYTIME,
+            other => data.push(other),
+        }
+    }
+    (flags, data.join(","))
+}
+
+pub fn mount(device: &Path, target: &Path, fstype: &str, options: &str) -> Result<(), HostError> {
+    let (flags, data) = split_mount_options(options);
+    nix::mount::mount(Some(device), target, Some(fstype), flags, (!data.is_empty()).then_some(data.as_str()))
+        .map_err(HostError::sys("mount", target))
+}
+
+/// Unmounts `target`; not mounted is fine. Retries EBUSY briefly (udev or a
+/// just-exited container may still hold it).
+pub fn unmount(target: &Path) -> Result<(), HostError> {
+    for attempt in 0..50 {
+        match nix::mount::umount2(target, MntFlags::empty()) {
+            Ok(()) => return Ok(()),
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => return Ok(()),
+            Err(nix::errno::Errno::EBUSY) if attempt < 49 => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(HostError::Sys { op: "unmount", path: target.into(), errno: e }),
+        }
+    }
+    unreachable!()
+}
+
+// ---- loop devices --------------------------------------------------------
+
+const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LO_FLAGS_DIRECT_IO: u32 = 16;
+
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// Attaches `backing` to a free loop device with direct I/O (no second page
+/// cache between the filesystem and the image) and returns `/dev/loopN`.
+pub fn loop_attach(backing: &Path, block_size: u32) -> Result<PathBuf, HostError> {
+    let ctl = File::open("/dev/loop-control").map_err(HostError::io("open", "/dev/loop-control"))?;
+    let backing_file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(backing)
+        .map_err(HostError::io("open", backing))?;
+    for _ in 0..20 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a number.
+        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+        if n < 0 {
+            return Err(HostError::Io { op: "find a free loop device via", path: "/dev/loop-control".into(), source: std::io::Error::last_os_error() });
+        }
+        let dev = PathBuf::from(format!("/dev/loop{n}"));
+        let dev_file = OpenOptions::new().read(true).write(true).open(&dev).map_err(HostError::io("open", &dev))?;
+        // SAFETY: LoopConfig is plain data; all-zero is its empty value.
+        let mut config: LoopConfig = unsafe { std::mem::zeroed() };
+        config.fd = backing_file.as_raw_fd() as u32;
+        config.block_size = block_size;
+        config.info.lo_flags = LO_FLAGS_DIRECT_IO;
+        let name = backing.as_os_str().as_encoded_bytes();
+        let len = name.len().min(63);
+        config.info.lo_file_name[..len].copy_from_slice(&name[..len]);
+        // SAFETY: dev_file is an open loop device; config is a valid
+        // loop_config that outlives the call; the kernel takes its own
+        // reference to the backing file.
+        let ret = unsafe { libc::ioctl(dev_file.as_raw_fd(), LOOP_CONFIGURE as _, &config as *const LoopConfig) };
+        if ret == 0 {
+            return Ok(dev);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EBUSY) {
+            continue; // another process took this one first
+        }
+        return Err(HostError::Io { op: "attach loop device", path: dev, source: err });
+    }
+    Err(HostError::Io { op: "attach loop device for", path: backing.into(), source: std::io::Error::from_raw_os_error(libc::EBUSY) })
+}
+
+/// Detaches a loop device; already detached is fine. Retries EBUSY briefly.
+pub fn loop_detach(device: &Path) -> Result<(), HostError> {
+    let dev = match OpenOptions::new().read(true).open(device) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(HostError::Io { op: "open", path: device.into(), source: e }),
+    };
+    for attempt in 0..50 {
+        // SAFETY: dev is an open loop device; LOOP_CLR_FD takes no argument.
+        let ret = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CLR_FD as _, 0) };
+        if ret == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::ENXIO) => return Ok(()), // not attached
+            Some(libc::EBUSY) if attempt < 49 => std::thread::sleep(Duration::from_millis(100)),
+            _ => return Err(HostError::Io { op: "detach loop device", path: device.into(), source: err }),
+        }
+    }
+    unreachable!()
+}
+
+/// Loop devices and their backing files, from sysfs.
+pub fn loop_devices() -> Vec<(PathBuf, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir("/sys/block") else { return Vec::new() };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            if !name.starts_with("loop") {
+                return None;
+            }
+            let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+            Some((PathBuf::from(format!("/dev/{name}")), PathBuf::from(backing.trim_end_matches('\n'))))
+        })
+        .collect()
+}
+
+/// Size of a block device in bytes.
+pub fn block_device_size(device: &Path) -> Result<u64, HostError> {
+    let f = File::open(device).map_err(HostError::io("open", device))?;
+    let mut size: u64 = 0;
+    // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
+    const BLKGETSIZE64: libc::c_ulong = 0x80081272;
+    // SAFETY: f is an open block device; size is a valid u64 out-pointer.
+    let ret = unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) };
+    if ret < 0 {
+        return Err(HostError::Io { op: "get size of", path: device.into(), source: std::io::Error::last_os_error() });
+    }
+    Ok(size)
+}
+
+// ---- the kernel keyring (krbd's key=) ------------------------------------
+
+/// Adds a ceph key to this process's keyring, as `rbd map` does, so the
+/// kernel finds it by name (`key=client.<id>`) and the secret never appears
+/// in sysfs or on a command line. `secret` is the decoded key blob.
+pub fn add_ceph_key(description: &str, secret: &[u8]) -> Result<(), HostError> {
+    let c_desc = std::ffi::CString::new(description).map_err(|_| HostError::Invalid {
+        what: "key description",
+        value: description.replace('\0', "\\0"),
+        reason: "contains a NUL byte".into(),
+    })?;
+    // SAFETY: add_key(2) with a valid type string, a valid description, a
+    // payload buffer of the given length, and a special keyring id.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_add_key,
+            c"ceph".as_ptr(),
+            c_desc.as_ptr(),
+            secret.as_ptr(),
+            secret.len(),
+            libc::KEY_SPEC_PROCESS_KEYRING,
+        )
+    };
+    if ret < 0 {
+        return Err(HostError::Io { op: "add ceph key to the kernel keyring:", path: description.into(), source: std::io::Error::last_os_error() });
+    }
+    Ok(())
+}
+
+// ---- files and processes -------------------------------------------------
+
+/// Sets the owner and mode of a volume's root directory.
+pub fn chown_chmod(path: &Path, uid: Option<u32>, gid: Option<u32>, mode: Option<u32>) -> Result<(), HostError> {
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::chown(path, uid, gid).map_err(HostError::io("chown", path))?;
+    }
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(HostError::io("chmod", path))?;
+    }
+    Ok(())
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit(')').next().map(|s| !s.trim_start().starts_with('Z')).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) -> Result<(), HostError> {
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(HostError::Sys { op: "signal process", path: format!("/proc/{pid}").into(), errno: e }),
+    }
+}
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+}
+
+/// Writes a file atomically (temp file, fsync, rename, fsync the directory)
+/// with mode 0600.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), HostError> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("state")));
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(HostError::io("create", &tmp))?;
+        f.write_all(contents).map_err(HostError::io("write", &tmp))?;
+        f.sync_all().map_err(HostError::io("sync", &tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(HostError::io("rename into", path))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_is_parsed_with_escapes() {
+        let text = "36 35 98:0 / /mnt/my\\040vol rw,noatime master:1 - ext4 /dev/loop3 rw,errors=continue\n\
+                    37 35 0:50 / /run/x rw shared:2 extra:3 - fuse.rbdvol rbdvol rw,user_id=0\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].target, PathBuf::from("/mnt/my vol"));
+        assert_eq!(m[0].source, "/dev/loop3");
+        assert_eq!(m[0].fstype, "ext4");
+        assert_eq!(m[0].dev, "98:0");
+        assert_eq!(m[1].fstype, "fuse.rbdvol");
+    }
+
+    #[test]
+    fn mount_options_split_into_flags_and_data() {
+        let (flags, data) = split_mount_options("noatime,nodev,discard,commit=30,ro");
+        assert!(flags.contains(MsFlags::MS_NOATIME | MsFlags::MS_NODEV | MsFlags::MS_RDONLY));
+        assert_eq!(data, "discard,commit=30");
+    }
+
+    #[test]
+    fn loop_structs_have_the_kernel_layout() {
+        assert_eq!(std::mem::size_of::<LoopInfo64>(), 232);
+        assert_eq!(std::mem::size_of::<LoopConfig>(), 304);
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
