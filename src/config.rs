@@ -79,7 +79,7 @@ pub struct CephSettings {
 }
 
 /// A setting that is missing or malformed, named so the operator can fix it.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("setting {name} is missing: {hint}")]
     Missing { name: &'static str, hint: &'static str },

@@ -4,6 +4,9 @@
 //! `main/cli → api → engine → host → ceph → rbd-sys`, with `config` and
 //! `state` at the bottom.
 
+pub mod api;
 pub mod ceph;
 pub mod config;
+pub mod engine;
 pub mod host;
+pub mod state;

@@ -1,11 +1,19 @@
 //! The `rbdvol` binary: the command line, and the only place `anyhow` is used.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use rbdvol::ceph::{self, Cluster, CreateOptions};
 use rbdvol::config::CephSettings;
+use rbdvol::engine::options::{parse_size, Defaults};
+use rbdvol::engine::{Engine, EngineConfig, VolumeDriver};
+use rbdvol::host::fs::Fstype;
+use rbdvol::host::mapper::{self, MapperConfig, MapperKind};
+use rbdvol::host::tools::Tools;
 
 #[derive(Parser)]
 #[command(name = "rbdvol", version, about = "Docker volume plugin for Ceph RBD")]
@@ -14,8 +22,62 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The plugin socket (legacy plugins: /run/docker/plugins/<driver>.sock).
+    #[arg(long, env = "RBDVOL_SOCKET", default_value = "/run/docker/plugins/rbd.sock")]
+    socket: PathBuf,
+    /// Names this host in locks and image metadata.
+    #[arg(long, env = "RBDVOL_HOST_ID")]
+    host_id: Option<String>,
+    /// This host's state (mounted volumes and their containers).
+    #[arg(long, env = "RBDVOL_STATE_DIR", default_value = "/var/lib/rbdvol")]
+    state_dir: PathBuf,
+    /// Where volumes are mounted, as <mount-root>/<volume>.
+    #[arg(long, env = "RBDVOL_MOUNT_ROOT", default_value = "/var/lib/rbdvol/mnt")]
+    mount_root: PathBuf,
+    /// Runtime files (the user-space mapper's servers).
+    #[arg(long, env = "RBDVOL_RUN_DIR", default_value = "/run/rbdvol")]
+    run_dir: PathBuf,
+    /// auto, krbd, nbd or userspace.
+    #[arg(long, env = "RBDVOL_MAPPER", default_value = "auto")]
+    mapper: String,
+    /// sysfs root (for krbd).
+    #[arg(long, env = "RBDVOL_SYSFS", default_value = "/sys", hide = true)]
+    sysfs: PathBuf,
+    /// Default pool for new volumes; also holds the volume directory.
+    #[arg(long, env = "RBD_CONF_POOL", default_value = "rbd")]
+    pool: String,
+    /// Default RADOS namespace for new volumes.
+    #[arg(long, env = "RBD_CONF_NAMESPACE", default_value = "")]
+    namespace: String,
+    /// Default size of new volumes (a plain number is MiB).
+    #[arg(long, env = "VOLUME_SIZE", default_value = "512")]
+    default_size: String,
+    /// Default filesystem of new volumes.
+    #[arg(long, env = "VOLUME_FSTYPE", default_value = "ext4")]
+    default_fstype: String,
+    /// Default mkfs options (replace ceph-csi's defaults when set).
+    #[arg(long, env = "VOLUME_MKFS_OPTIONS")]
+    default_mkfs_options: Option<String>,
+    /// Default mount options.
+    #[arg(long, env = "MOUNT_OPTIONS", default_value = "")]
+    default_mount_options: String,
+    /// Default image features of new volumes (e.g. layering,exclusive-lock).
+    #[arg(long, env = "VOLUME_FEATURES")]
+    default_features: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the Docker volume plugin on its socket.
+    Serve(ServeArgs),
+    /// Internal: the user-space mapper's server for one image.
+    #[command(hide = true)]
+    UserspaceServe {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Connect to the cluster with the settings from the environment
     /// (RBD_CONF_GLOBAL_MON_HOST, RBD_CONF_KEYRING_USER, RBD_CONF_KEYRING_KEY,
     /// RBD_CONF_<SECTION>_<OPTION>) and report what rbdvol sees.
@@ -37,6 +99,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { pool, namespace, write } => check(&pool, &namespace, write),
+        Command::Serve(args) => serve(args),
+        Command::UserspaceServe { dir } => Ok(rbdvol::host::fusefs::serve(&dir)?),
     }
 }
 
@@ -92,4 +156,76 @@ fn check(pool_name: &str, namespace: &str, write: bool) -> Result<()> {
     }
     println!("ok");
     Ok(())
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let started = Instant::now();
+    // Missing or bad settings never stop the plugin: every call then says
+    // which setting to fix.
+    let settings = CephSettings::from_env();
+    if let Err(e) = &settings {
+        tracing::error!("{e}");
+    }
+    let tools = Tools::discover()?;
+    let mapper_config = MapperConfig {
+        run_dir: args.run_dir.clone(),
+        sysfs: args.sysfs.clone(),
+        exe: std::env::current_exe().context("locating the rbdvol binary")?,
+    };
+    let kind = match args.mapper.as_str() {
+        "auto" => mapper::detect(&mapper_config, &tools),
+        other => MapperKind::parse(other)
+            .with_context(|| format!("invalid --mapper '{other}': use auto, krbd, nbd or userspace"))?,
+    };
+    let default_fstype = Fstype::parse(&args.default_fstype)
+        .with_context(|| format!("invalid VOLUME_FSTYPE '{}': use ext4, xfs or btrfs", args.default_fstype))?;
+    let default_size = parse_size(&args.default_size)
+        .map_err(|e| anyhow::anyhow!("invalid VOLUME_SIZE '{}': {e}", args.default_size))?;
+    let config = EngineConfig {
+        host_id: args.host_id.clone().unwrap_or_else(rbdvol::host::sys::hostname),
+        defaults: Defaults {
+            pool: args.pool.clone(),
+            namespace: args.namespace.clone(),
+            size: default_size,
+            fstype: default_fstype,
+            mkfs_options: args.default_mkfs_options.clone(),
+            mount_options: args.default_mount_options.clone(),
+            features: args.default_features.clone(),
+        },
+        mount_root: args.mount_root.clone(),
+        state_dir: args.state_dir.clone(),
+    };
+    let host_id = config.host_id.clone();
+    let engine = Engine::start(config, settings, tools, mapper::build(kind, &mapper_config, &Tools::discover()?))?;
+    tracing::info!("host '{host_id}', mapper {}", engine.mapper_kind().as_str());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        if let Some(dir) = args.socket.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        match std::fs::remove_file(&args.socket) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing stale socket {}", args.socket.display()))
+            }
+            _ => {}
+        }
+        let listener = tokio::net::UnixListener::bind(&args.socket)
+            .with_context(|| format!("listening on {}", args.socket.display()))?;
+        std::fs::set_permissions(&args.socket, std::fs::Permissions::from_mode(0o660))?;
+        tracing::info!("listening on {} ({} ms after start)", args.socket.display(), started.elapsed().as_millis());
+        let driver: Arc<dyn VolumeDriver> = Arc::new(engine);
+        axum::serve(listener, rbdvol::api::router(driver))
+            .with_graceful_shutdown(async {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                tracing::info!("stopping: mounted volumes stay mounted for their containers");
+            })
+            .await?;
+        let _ = std::fs::remove_file(&args.socket);
+        Ok(())
+    })
 }

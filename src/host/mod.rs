@@ -18,6 +18,9 @@ pub enum HostError {
     #[error(transparent)]
     Ceph(#[from] CephError),
 
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+
     #[error("{tool} is not installed (looked for '{program}'): {hint}")]
     ToolMissing { tool: &'static str, program: &'static str, hint: &'static str },
 

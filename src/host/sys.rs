@@ -296,30 +296,6 @@ pub fn hostname() -> String {
     nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
 }
 
-/// Writes a file atomically (temp file, fsync, rename, fsync the directory)
-/// with mode 0600.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), HostError> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("state")));
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(HostError::io("create", &tmp))?;
-        f.write_all(contents).map_err(HostError::io("write", &tmp))?;
-        f.sync_all().map_err(HostError::io("sync", &tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(HostError::io("rename into", path))?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,16 +324,5 @@ mod tests {
     fn loop_structs_have_the_kernel_layout() {
         assert_eq!(std::mem::size_of::<LoopInfo64>(), 232);
         assert_eq!(std::mem::size_of::<LoopConfig>(), 304);
-    }
-
-    #[test]
-    fn atomic_write_replaces_and_is_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("state.json");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }

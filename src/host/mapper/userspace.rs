@@ -95,7 +95,7 @@ impl Userspace {
         let dir = self.root.join(dir_name(image));
         std::fs::create_dir_all(&dir).map_err(HostError::io("create", &dir))?;
         let image_json = serde_json::to_vec(image).expect("ImageRef serializes");
-        sys::write_atomic(&dir.join("image.json"), &image_json)?;
+        crate::state::write_atomic(&dir.join("image.json"), &image_json)?;
         let log = std::fs::File::create(dir.join("server.log")).map_err(HostError::io("create", dir.join("server.log")))?;
         let mut cmd = Command::new(&self.exe);
         cmd.arg("userspace-serve").arg("--dir").arg(&dir);

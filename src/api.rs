@@ -1,0 +1,201 @@
+//! Docker's volume-plugin protocol over HTTP on a Unix socket. Handlers only
+//! parse and forward to the engine; `reply_err` is the one place an engine
+//! error becomes an `Err`.
+//!
+//! dockerd sends no Content-Type and sometimes an empty body, so bodies are
+//! read as bytes; unknown fields are ignored; every answer is a JSON object.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::engine::{EngineError, VolumeDriver, VolumeInfo};
+
+type Driver = Arc<dyn VolumeDriver>;
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct NameRequest {
+    #[serde(rename = "Name")]
+    name: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct CreateRequest {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "Opts")]
+    opts: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct MountRequest {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "ID")]
+    id: String,
+}
+
+pub fn router(driver: Driver) -> Router {
+    Router::new()
+        .route("/Plugin.Activate", post(activate))
+        .route("/VolumeDriver.Capabilities", post(capabilities))
+        .route("/VolumeDriver.Create", post(create))
+        .route("/VolumeDriver.Remove", post(remove))
+        .route("/VolumeDriver.Mount", post(mount))
+        .route("/VolumeDriver.Unmount", post(unmount))
+        .route("/VolumeDriver.Path", post(path))
+        .route("/VolumeDriver.Get", post(get))
+        .route("/VolumeDriver.List", post(list))
+        .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({ "Err": "unknown endpoint: rbdvol speaks docker.volumedriver/1.0" }))) })
+        .with_state(driver)
+}
+
+/// Parses a request body; empty means all defaults.
+fn parse<T: DeserializeOwned + Default>(endpoint: &str, body: &Bytes) -> Result<T, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Json(json!({ "Err": format!("invalid request body for {endpoint}: {e}") })).into_response()
+    })
+}
+
+/// The one conversion from an engine error to the protocol's `Err`.
+fn reply_err(endpoint: &str, name: &str, e: EngineError) -> Response {
+    tracing::warn!("{endpoint} '{name}': {e}");
+    Json(json!({ "Err": e.to_string() })).into_response()
+}
+
+fn volume_json(v: &VolumeInfo) -> Value {
+    let mut o = serde_json::Map::new();
+    o.insert("Name".into(), v.name.clone().into());
+    o.insert("Mountpoint".into(), v.mountpoint.as_ref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default().into());
+    if let Some(c) = &v.created_at {
+        o.insert("CreatedAt".into(), c.clone().into());
+    }
+    if !v.status.is_empty() {
+        o.insert("Status".into(), Value::Object(v.status.clone()));
+    }
+    Value::Object(o)
+}
+
+async fn activate() -> Json<Value> {
+    Json(json!({ "Implements": ["VolumeDriver"] }))
+}
+
+async fn capabilities() -> Json<Value> {
+    Json(json!({ "Capabilities": { "Scope": "global" } }))
+}
+
+async fn create(State(d): State<Driver>, body: Bytes) -> Response {
+    let req: CreateRequest = match parse("VolumeDriver.Create", &body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let mut opts = BTreeMap::new();
+    for (k, v) in req.opts.unwrap_or_default() {
+        let v = match v {
+            Value::String(s) => s,
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => {
+                return reply_err(
+                    "VolumeDriver.Create",
+                    &req.name,
+                    EngineError::InvalidOption { option: k, value: other.to_string(), reason: "it must be a string".into() },
+                )
+            }
+        };
+        opts.insert(k, v);
+    }
+    match d.create(&req.name, opts).await {
+        Ok(how) => {
+            tracing::info!("created volume '{}' ({how:?})", req.name);
+            Json(json!({ "Err": "" })).into_response()
+        }
+        Err(e) => reply_err("VolumeDriver.Create", &req.name, e),
+    }
+}
+
+async fn remove(State(d): State<Driver>, body: Bytes) -> Response {
+    let req: NameRequest = match parse("VolumeDriver.Remove", &body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match d.remove(&req.name).await {
+        Ok(how) => {
+            tracing::info!("removed volume '{}' ({how:?})", req.name);
+            Json(json!({ "Err": "" })).into_response()
+        }
+        Err(e) => reply_err("VolumeDriver.Remove", &req.name, e),
+    }
+}
+
+async fn mount(State(d): State<Driver>, body: Bytes) -> Response {
+    let req: MountRequest = match parse("VolumeDriver.Mount", &body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match d.mount(&req.name, &req.id).await {
+        Ok(m) => {
+            tracing::info!("mounted volume '{}' for {} at {}", req.name, req.id, m.path().display());
+            Json(json!({ "Mountpoint": m.path().to_string_lossy(), "Err": "" })).into_response()
+        }
+        Err(e) => reply_err("VolumeDriver.Mount", &req.name, e),
+    }
+}
+
+async fn unmount(State(d): State<Driver>, body: Bytes) -> Response {
+    let req: MountRequest = match parse("VolumeDriver.Unmount", &body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match d.unmount(&req.name, &req.id).await {
+        Ok(how) => {
+            tracing::info!("unmounted volume '{}' for {} ({how:?})", req.name, req.id);
+            Json(json!({ "Err": "" })).into_response()
+        }
+        Err(e) => reply_err("VolumeDriver.Unmount", &req.name, e),
+    }
+}
+
+async fn path(State(d): State<Driver>, body: Bytes) -> Response {
+    let req: NameRequest = match parse("VolumeDriver.Path", &body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match d.path(&req.name).await {
+        Ok(p) => Json(json!({ "Mountpoint": p.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(), "Err": "" })).into_response(),
+        Err(e) => reply_err("VolumeDriver.Path", &req.name, e),
+    }
+}
+
+async fn get(State(d): State<Driver>, body: Bytes) -> Response {
+    let req: NameRequest = match parse("VolumeDriver.Get", &body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    match d.get(&req.name).await {
+        Ok(v) => Json(json!({ "Volume": volume_json(&v), "Err": "" })).into_response(),
+        Err(EngineError::NotFound(n)) => Json(json!({ "Err": format!("volume '{n}' does not exist") })).into_response(),
+        Err(e) => reply_err("VolumeDriver.Get", &req.name, e),
+    }
+}
+
+async fn list(State(d): State<Driver>) -> Response {
+    match d.list().await {
+        Ok(vs) => Json(json!({ "Volumes": vs.iter().map(volume_json).collect::<Vec<_>>(), "Err": "" })).into_response(),
+        Err(e) => reply_err("VolumeDriver.List", "", e),
+    }
+}

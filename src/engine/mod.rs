@@ -1,0 +1,842 @@
+//! The volume engine: Docker's volume operations on top of Ceph (the source
+//! of truth) and the host (mappers, filesystems, mounts).
+//!
+//! Where things live:
+//! - the volume directory: pool metadata `rbdvol.volume.<name>` in the
+//!   default pool, `{"pool","namespace","state"}`; a volume is visible only
+//!   in state `ready`, so nothing half-made is ever exposed;
+//! - per volume: the image `<pool>/<namespace>/<name>` and its metadata
+//!   `rbdvol.*` (marker, fstype, options, created-at, formatted, mounted-by);
+//! - the host lock: a RADOS exclusive lock `rbdvol` on the image header with
+//!   the host id as cookie — one host at a time;
+//! - this host's mounts and their container references: `state`.
+//!
+//! Every operation holds its volume's lock (never a global one) and runs its
+//! blocking work through `ceph::offload`. Get, List, Path and Capabilities
+//! take no volume lock.
+
+pub mod options;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::ceph::{self, CephError, Cluster, Done, Image, Pool};
+use crate::config::{CephSettings, ConfigError};
+use crate::host::fs::{self, Fstype};
+use crate::host::mapper::{Mapper, MapperKind, Mapping};
+use crate::host::tools::Tools;
+use crate::host::{sys, HostError, ImageRef};
+use crate::state::{MountedVolume, StateError, StateStore};
+use options::{Defaults, VolumeOptions};
+
+/// Errors of the engine, worded for `docker` users.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("invalid volume name '{name}': {reason}")]
+    InvalidName { name: String, reason: String },
+
+    #[error("unknown option '{option}': valid options are {valid}")]
+    UnknownOption { option: String, valid: String },
+
+    #[error("invalid value '{value}' for option '{option}': {reason}")]
+    InvalidOption { option: String, value: String, reason: String },
+
+    #[error("volume '{0}' does not exist")]
+    NotFound(String),
+
+    #[error("volume '{name}' is mounted on host '{host}' (since {since}): unmount it there first")]
+    MountedElsewhere { name: String, host: String, since: String },
+
+    #[error("volume '{name}' is mounted on this host for {containers} container(s): stop them first")]
+    InUseHere { name: String, containers: u32 },
+
+    #[error("image '{image}' already exists and is not an rbdvol volume: choose another volume name")]
+    NotOurs { image: String },
+
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+
+    #[error(transparent)]
+    Ceph(#[from] CephError),
+
+    #[error(transparent)]
+    Host(#[from] HostError),
+
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What `create` did: it is idempotent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    New,
+    AlreadyExisted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    Removed,
+    AlreadyGone,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mounted {
+    /// Mapped and mounted for this first reference.
+    First(PathBuf),
+    /// Already mounted here; one more reference.
+    Again(PathBuf),
+}
+
+impl Mounted {
+    pub fn path(&self) -> &Path {
+        match self {
+            Mounted::First(p) | Mounted::Again(p) => p,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmounted {
+    /// Other references remain: still mounted.
+    StillUsed(u32),
+    /// The last reference: unmounted, unmapped, unlocked.
+    Released,
+    /// Not mounted here (a repeated Unmount).
+    NotMounted,
+}
+
+/// A volume as Get and List report it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub mountpoint: Option<PathBuf>,
+    pub created_at: Option<String>,
+    pub status: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The operations the API forwards to.
+#[async_trait::async_trait]
+pub trait VolumeDriver: Send + Sync {
+    async fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<Created, EngineError>;
+    async fn remove(&self, name: &str) -> Result<Removed, EngineError>;
+    async fn mount(&self, name: &str, id: &str) -> Result<Mounted, EngineError>;
+    async fn unmount(&self, name: &str, id: &str) -> Result<Unmounted, EngineError>;
+    async fn path(&self, name: &str) -> Result<Option<PathBuf>, EngineError>;
+    async fn get(&self, name: &str) -> Result<VolumeInfo, EngineError>;
+    async fn list(&self) -> Result<Vec<VolumeInfo>, EngineError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Names this host in locks and metadata (default: the hostname).
+    pub host_id: String,
+    pub defaults: Defaults,
+    /// Where volumes are mounted: `<mount_root>/<name>`.
+    pub mount_root: PathBuf,
+    /// This host's state (`<state_dir>/volumes/*.json`).
+    pub state_dir: PathBuf,
+}
+
+const DIR_PREFIX: &str = "rbdvol.volume.";
+const META_VOLUME: &str = "rbdvol.volume";
+const META_FSTYPE: &str = "rbdvol.fstype";
+const META_MKFS: &str = "rbdvol.mkfs_options";
+const META_MOUNT: &str = "rbdvol.mount_options";
+const META_CREATED: &str = "rbdvol.created_at";
+const META_FORMATTED: &str = "rbdvol.formatted";
+const META_FS_SIZE: &str = "rbdvol.fs_size";
+const META_UID: &str = "rbdvol.uid";
+const META_GID: &str = "rbdvol.gid";
+const META_MODE: &str = "rbdvol.mode";
+const META_MOUNTED_BY: &str = "rbdvol.mounted_by";
+const META_MOUNTED_ADDR: &str = "rbdvol.mounted_addr";
+const META_MOUNTED_SINCE: &str = "rbdvol.mounted_since";
+const DIRECTORY_TTL: Duration = Duration::from_secs(1);
+const STATUS_TTL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum EntryState {
+    Creating,
+    Ready,
+    Removing,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct DirEntry {
+    pool: String,
+    #[serde(default)]
+    namespace: String,
+    state: EntryState,
+}
+
+type VolumeLock = Arc<tokio::sync::Mutex<()>>;
+
+struct Inner {
+    cfg: EngineConfig,
+    settings: Result<CephSettings, ConfigError>,
+    cluster: Mutex<Option<Cluster>>,
+    tools: Tools,
+    mapper: Box<dyn Mapper>,
+    state: StateStore,
+    mounted: Mutex<BTreeMap<String, MountedVolume>>,
+    locks: Mutex<HashMap<String, VolumeLock>>,
+    directory: Mutex<Option<(Instant, BTreeMap<String, DirEntry>)>>,
+    status: Mutex<HashMap<String, (Instant, VolumeInfo)>>,
+}
+
+/// The engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+impl Engine {
+    /// Builds the engine and reconciles what a previous run left on this
+    /// host. Needs no cluster: settings errors surface on each call.
+    pub fn start(
+        cfg: EngineConfig,
+        settings: Result<CephSettings, ConfigError>,
+        tools: Tools,
+        mapper: Box<dyn Mapper>,
+    ) -> Result<Engine, EngineError> {
+        let state = StateStore::open(cfg.state_dir.join("volumes"))?;
+        std::fs::create_dir_all(&cfg.mount_root).map_err(HostError::io("create", &cfg.mount_root))?;
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                cfg,
+                settings,
+                cluster: Mutex::new(None),
+                tools,
+                mapper,
+                state,
+                mounted: Mutex::new(BTreeMap::new()),
+                locks: Mutex::new(HashMap::new()),
+                directory: Mutex::new(None),
+                status: Mutex::new(HashMap::new()),
+            }),
+        };
+        engine.inner.reconcile()?;
+        Ok(engine)
+    }
+
+    pub fn mapper_kind(&self) -> MapperKind {
+        self.inner.mapper.kind()
+    }
+
+    fn volume_lock(&self, name: &str) -> VolumeLock {
+        let mut locks = self.inner.locks.lock().unwrap();
+        Arc::clone(locks.entry(name.to_string()).or_default())
+    }
+
+    /// Runs `work` on the blocking pool while holding the volume's lock.
+    async fn locked<T: Send + 'static>(
+        &self,
+        name: &str,
+        work: impl FnOnce(&Inner) -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let lock = self.volume_lock(name);
+        let _guard = lock.lock().await;
+        let inner = Arc::clone(&self.inner);
+        ceph::offload(move || work(&inner)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl VolumeDriver for Engine {
+    async fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<Created, EngineError> {
+        options::validate_name(name)?;
+        let tools = self.inner.tools.clone();
+        let opts = options::parse(&opts, &self.inner.cfg.defaults, |f| f.available(&tools))?;
+        let n = name.to_string();
+        self.locked(name, move |inner| inner.create(&n, &opts)).await
+    }
+
+    async fn remove(&self, name: &str) -> Result<Removed, EngineError> {
+        options::validate_name(name)?;
+        let n = name.to_string();
+        self.locked(name, move |inner| inner.remove(&n)).await
+    }
+
+    async fn mount(&self, name: &str, id: &str) -> Result<Mounted, EngineError> {
+        options::validate_name(name)?;
+        let (n, id) = (name.to_string(), id.to_string());
+        self.locked(name, move |inner| inner.mount(&n, &id)).await
+    }
+
+    async fn unmount(&self, name: &str, id: &str) -> Result<Unmounted, EngineError> {
+        options::validate_name(name)?;
+        let (n, id) = (name.to_string(), id.to_string());
+        self.locked(name, move |inner| inner.unmount(&n, &id)).await
+    }
+
+    async fn path(&self, name: &str) -> Result<Option<PathBuf>, EngineError> {
+        options::validate_name(name)?;
+        Ok(self.inner.mounted.lock().unwrap().get(name).map(|v| v.mountpoint.clone()))
+    }
+
+    async fn get(&self, name: &str) -> Result<VolumeInfo, EngineError> {
+        options::validate_name(name)?;
+        if let Some((at, info)) = self.inner.status.lock().unwrap().get(name) {
+            if at.elapsed() < STATUS_TTL {
+                let mut info = info.clone();
+                self.inner.add_local_status(&mut info);
+                return Ok(info);
+            }
+        }
+        let inner = Arc::clone(&self.inner);
+        let n = name.to_string();
+        ceph::offload(move || inner.get(&n)).await
+    }
+
+    async fn list(&self) -> Result<Vec<VolumeInfo>, EngineError> {
+        let inner = Arc::clone(&self.inner);
+        ceph::offload(move || inner.list()).await
+    }
+}
+
+impl Inner {
+    fn settings(&self) -> Result<&CephSettings, EngineError> {
+        self.settings.as_ref().map_err(|e| EngineError::Config(e.clone()))
+    }
+
+    /// The shared connection, made on first use (so the plugin starts even
+    /// while the cluster is unreachable).
+    fn cluster(&self) -> Result<Cluster, EngineError> {
+        let settings = self.settings()?;
+        let mut slot = self.cluster.lock().unwrap();
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = Cluster::connect(settings)?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Forgets a connection that the cluster has fenced, so the next call
+    /// reconnects with a new identity.
+    fn note_error(&self, e: &EngineError) {
+        if let EngineError::Ceph(CephError::Blocklisted { .. }) = e {
+            *self.cluster.lock().unwrap() = None;
+        }
+    }
+
+    fn directory_pool(&self, cluster: &Cluster) -> Result<Pool, EngineError> {
+        Ok(cluster.open_pool(&self.cfg.defaults.pool, "")?)
+    }
+
+    fn dir_get(&self, dir: &Pool, name: &str) -> Result<Option<DirEntry>, EngineError> {
+        let raw = dir.metadata_get(&format!("{DIR_PREFIX}{name}"))?;
+        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    fn dir_put(&self, dir: &Pool, name: &str, entry: &DirEntry) -> Result<(), EngineError> {
+        dir.metadata_set(&format!("{DIR_PREFIX}{name}"), &serde_json::to_string(entry).expect("entry serializes"))?;
+        if let Some((_, map)) = self.directory.lock().unwrap().as_mut() {
+            map.insert(name.to_string(), entry.clone());
+        }
+        self.status.lock().unwrap().remove(name);
+        Ok(())
+    }
+
+    fn dir_remove(&self, dir: &Pool, name: &str) -> Result<(), EngineError> {
+        dir.metadata_remove(&format!("{DIR_PREFIX}{name}"))?;
+        if let Some((_, map)) = self.directory.lock().unwrap().as_mut() {
+            map.remove(name);
+        }
+        self.status.lock().unwrap().remove(name);
+        Ok(())
+    }
+
+    /// The directory, at most DIRECTORY_TTL old.
+    fn directory(&self) -> Result<BTreeMap<String, DirEntry>, EngineError> {
+        if let Some((at, map)) = self.directory.lock().unwrap().as_ref() {
+            if at.elapsed() < DIRECTORY_TTL {
+                return Ok(map.clone());
+            }
+        }
+        let cluster = self.cluster()?;
+        let entries = self.directory_pool(&cluster)?.metadata_list(DIR_PREFIX)?;
+        let map: BTreeMap<String, DirEntry> = entries
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(DIR_PREFIX)?.to_string(), serde_json::from_str(&v).ok()?)))
+            .collect();
+        *self.directory.lock().unwrap() = Some((Instant::now(), map.clone()));
+        Ok(map)
+    }
+
+    fn image_ref(name: &str, entry: &DirEntry) -> ImageRef {
+        ImageRef { pool: entry.pool.clone(), namespace: entry.namespace.clone(), image: name.to_string() }
+    }
+
+    fn mountpoint(&self, name: &str) -> PathBuf {
+        self.cfg.mount_root.join(name)
+    }
+
+    fn cookie(&self) -> &str {
+        &self.cfg.host_id
+    }
+
+    // ---- create ----------------------------------------------------------
+
+    fn create(&self, name: &str, opts: &VolumeOptions) -> Result<Created, EngineError> {
+        let r = self.create_inner(name, opts);
+        if let Err(e) = &r {
+            self.note_error(e);
+        }
+        r
+    }
+
+    fn create_inner(&self, name: &str, opts: &VolumeOptions) -> Result<Created, EngineError> {
+        let cluster = self.cluster()?;
+        let dir = self.directory_pool(&cluster)?;
+        let resuming = match self.dir_get(&dir, name)? {
+            Some(DirEntry { state: EntryState::Ready, .. }) => return Ok(Created::AlreadyExisted),
+            Some(e @ DirEntry { state: EntryState::Removing, .. }) => {
+                // A remove was interrupted: finish it before creating anew.
+                let pool = cluster.open_pool(&e.pool, &e.namespace)?;
+                match pool.remove_image(name) {
+                    Ok(()) | Err(CephError::NotFound { .. }) => {}
+                    Err(err) => return Err(err.into()),
+                }
+                false
+            }
+            Some(DirEntry { state: EntryState::Creating, .. }) => true,
+            None => false,
+        };
+        let entry = DirEntry { pool: opts.pool.clone(), namespace: opts.namespace.clone(), state: EntryState::Creating };
+        // The intent goes first: a crash from here on leaves a `creating`
+        // entry, which the next Create or Mount completes.
+        self.dir_put(&dir, name, &entry)?;
+        let pool = match cluster.open_pool(&opts.pool, &opts.namespace) {
+            Ok(p) => p,
+            Err(e) => {
+                self.dir_remove(&dir, name)?;
+                return Err(e.into());
+            }
+        };
+        match pool.create_image(name, opts.size, &opts.create) {
+            Ok(()) => {}
+            Err(CephError::AlreadyExists { .. }) => {
+                let image = pool.open_image_read_only(name)?;
+                let ours = image.metadata_get(META_VOLUME)?.as_deref() == Some(name);
+                if !ours && !resuming {
+                    self.dir_remove(&dir, name)?;
+                    return Err(EngineError::NotOurs { image: ImageRef { pool: opts.pool.clone(), namespace: opts.namespace.clone(), image: name.into() }.to_string() });
+                }
+            }
+            Err(e) => {
+                self.dir_remove(&dir, name)?;
+                return Err(e.into());
+            }
+        }
+        let result = (|| {
+            let image = pool.open_image(name)?;
+            if image.metadata_get(META_VOLUME)?.is_none() {
+                self.write_create_metadata(&image, name, opts)?;
+            }
+            self.ensure_formatted(&image, &Self::image_ref(name, &entry))?;
+            self.dir_put(&dir, name, &DirEntry { state: EntryState::Ready, ..entry.clone() })
+        })();
+        if let Err(e) = result {
+            // A failure (not a crash) is cleaned up, so a retry starts fresh.
+            tracing::warn!("create of volume '{name}' failed, removing what it made: {e}");
+            match pool.remove_image(name) {
+                Ok(()) | Err(CephError::NotFound { .. }) => self.dir_remove(&dir, name)?,
+                Err(cleanup) => tracing::error!("cannot remove half-made image {}: {cleanup}", pool.name()),
+            }
+            return Err(e);
+        }
+        Ok(Created::New)
+    }
+
+    fn write_create_metadata(&self, image: &Image, name: &str, opts: &VolumeOptions) -> Result<(), EngineError> {
+        image.metadata_set(META_FSTYPE, opts.fstype.as_str())?;
+        image.metadata_set(META_MKFS, &opts.mkfs_options.join(" "))?;
+        image.metadata_set(META_MOUNT, &opts.mount_options)?;
+        image.metadata_set(META_CREATED, &now_rfc3339())?;
+        if let Some(uid) = opts.uid {
+            image.metadata_set(META_UID, &uid.to_string())?;
+        }
+        if let Some(gid) = opts.gid {
+            image.metadata_set(META_GID, &gid.to_string())?;
+        }
+        if let Some(mode) = opts.mode {
+            image.metadata_set(META_MODE, &format!("{mode:o}"))?;
+        }
+        // The marker last: an image with it has all the rest.
+        image.metadata_set(META_VOLUME, name)?;
+        Ok(())
+    }
+
+    /// Formats a volume that is not yet (mkfs only on a blank device), and
+    /// applies the root's owner and mode. Takes the host lock meanwhile.
+    fn ensure_formatted(&self, image: &Image, image_ref: &ImageRef) -> Result<(), EngineError> {
+        if image.metadata_get(META_FORMATTED)?.as_deref() == Some("true") {
+            return Ok(());
+        }
+        let meta = image.metadata_list()?;
+        let fstype = Fstype::parse(meta.get(META_FSTYPE).map(String::as_str).unwrap_or("ext4")).unwrap_or(Fstype::Ext4);
+        let mkfs: Vec<String> = meta.get(META_MKFS).map(|m| m.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
+        self.take_host_lock(image, &image_ref.image)?;
+        let result = (|| {
+            self.mapper.check_features(image_ref, image.features()?)?;
+            let mapping = self.mapper.map(image_ref, self.settings()?)?;
+            let formatted = (|| {
+                fs::format_if_blank(&self.tools, &mapping.device, fstype, &mkfs)?;
+                let (uid, gid, mode) = (
+                    meta.get(META_UID).and_then(|v| v.parse().ok()),
+                    meta.get(META_GID).and_then(|v| v.parse().ok()),
+                    meta.get(META_MODE).and_then(|v| u32::from_str_radix(v, 8).ok()),
+                );
+                if uid.is_some() || gid.is_some() || mode.is_some() {
+                    let tmp = self.cfg.state_dir.join("format").join(&image_ref.image);
+                    std::fs::create_dir_all(&tmp).map_err(HostError::io("create", &tmp))?;
+                    sys::mount(&mapping.device, &tmp, fstype.as_str(), fstype.implied_mount_options())?;
+                    let owned = sys::chown_chmod(&tmp, uid, gid, mode);
+                    sys::unmount(&tmp)?;
+                    let _ = std::fs::remove_dir(&tmp);
+                    owned?;
+                }
+                Ok::<_, EngineError>(())
+            })();
+            self.mapper.unmap(&mapping)?;
+            formatted?;
+            image.metadata_set(META_FS_SIZE, &image.size()?.to_string())?;
+            image.metadata_set(META_FORMATTED, "true")?;
+            Ok(())
+        })();
+        self.release_host_lock(image)?;
+        result
+    }
+
+    // ---- host lock -------------------------------------------------------
+
+    fn take_host_lock(&self, image: &Image, name: &str) -> Result<(), EngineError> {
+        let desc = format!("rbdvol on {}", self.cfg.host_id);
+        match image.host_lock(self.cookie(), &desc) {
+            Ok(_) => Ok(()),
+            Err(CephError::LockBusy { .. }) => {
+                let lockers = image.host_lockers()?;
+                if let Some(other) = lockers.lockers.iter().find(|l| l.cookie != self.cookie()) {
+                    let since = image.metadata_get(META_MOUNTED_SINCE)?.unwrap_or_else(|| "an unknown time".into());
+                    return Err(EngineError::MountedElsewhere { name: name.to_string(), host: other.cookie.clone(), since });
+                }
+                // Held under our own host id by an earlier run of this
+                // plugin (a restart gives us a new client id): take it over.
+                for l in &lockers.lockers {
+                    image.host_break_lock(&l.client, &l.cookie)?;
+                }
+                image.host_lock(self.cookie(), &desc)?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn release_host_lock(&self, image: &Image) -> Result<(), EngineError> {
+        if image.host_unlock(self.cookie())? == Done::AlreadyDone {
+            for l in image.host_lockers()?.lockers.iter().filter(|l| l.cookie == self.cookie()) {
+                image.host_break_lock(&l.client, &l.cookie)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- remove ----------------------------------------------------------
+
+    fn remove(&self, name: &str) -> Result<Removed, EngineError> {
+        if let Some(v) = self.mounted.lock().unwrap().get(name) {
+            return Err(EngineError::InUseHere { name: name.into(), containers: v.ref_count() });
+        }
+        let cluster = self.cluster()?;
+        let dir = self.directory_pool(&cluster)?;
+        let Some(entry) = self.dir_get(&dir, name)? else { return Ok(Removed::AlreadyGone) };
+        let pool = cluster.open_pool(&entry.pool, &entry.namespace)?;
+        match pool.open_image_read_only(name) {
+            Ok(image) => {
+                if let Some(holder) = image.host_lockers()?.lockers.first() {
+                    let since = image.metadata_get(META_MOUNTED_SINCE)?.unwrap_or_else(|| "an unknown time".into());
+                    return Err(EngineError::MountedElsewhere { name: name.into(), host: holder.cookie.clone(), since });
+                }
+            }
+            Err(CephError::NotFound { .. }) => {
+                self.dir_remove(&dir, name)?;
+                return Ok(Removed::AlreadyGone);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.dir_put(&dir, name, &DirEntry { state: EntryState::Removing, ..entry.clone() })?;
+        match pool.remove_image(name) {
+            Ok(()) | Err(CephError::NotFound { .. }) => {
+                self.dir_remove(&dir, name)?;
+                Ok(Removed::Removed)
+            }
+            Err(e) => {
+                self.dir_put(&dir, name, &entry)?;
+                Err(e.into())
+            }
+        }
+    }
+
+    // ---- mount / unmount -------------------------------------------------
+
+    fn mount(&self, name: &str, id: &str) -> Result<Mounted, EngineError> {
+        if let Some(v) = self.mounted.lock().unwrap().get_mut(name) {
+            v.add_ref(id);
+            self.state.save(v)?;
+            return Ok(Mounted::Again(v.mountpoint.clone()));
+        }
+        let r = self.mount_first(name, id);
+        if let Err(e) = &r {
+            self.note_error(e);
+        }
+        r.map(Mounted::First)
+    }
+
+    fn mount_first(&self, name: &str, id: &str) -> Result<PathBuf, EngineError> {
+        let cluster = self.cluster()?;
+        let dir = self.directory_pool(&cluster)?;
+        let entry = match self.dir_get(&dir, name)? {
+            Some(e) if e.state != EntryState::Removing => e,
+            _ => return Err(EngineError::NotFound(name.into())),
+        };
+        let image_ref = Self::image_ref(name, &entry);
+        let pool = cluster.open_pool(&entry.pool, &entry.namespace)?;
+        let image = pool.open_image(name)?;
+        if entry.state == EntryState::Creating {
+            // Half-made by a crashed Create: complete it, then expose it.
+            if image.metadata_get(META_VOLUME)?.as_deref() != Some(name) {
+                return Err(EngineError::NotFound(name.into()));
+            }
+            self.ensure_formatted(&image, &image_ref)?;
+            self.dir_put(&dir, name, &DirEntry { state: EntryState::Ready, ..entry.clone() })?;
+        }
+        let meta = image.metadata_list()?;
+        let fstype = Fstype::parse(meta.get(META_FSTYPE).map(String::as_str).unwrap_or("ext4")).unwrap_or(Fstype::Ext4);
+        self.take_host_lock(&image, name)?;
+
+        // From here on, a failure undoes every step taken.
+        let mut mapping: Option<Mapping> = None;
+        let mut mounted_at: Option<PathBuf> = None;
+        let result = (|| {
+            self.mapper.check_features(&image_ref, image.features()?)?;
+            let m = self.mapper.map(&image_ref, self.settings()?)?;
+            let device = m.device.clone();
+            mapping = Some(m);
+            match fs::probe(&self.tools, &device)? {
+                Some(found) if found == fstype.as_str() => {}
+                found => {
+                    return Err(HostError::WrongFilesystem {
+                        device,
+                        found: found.unwrap_or_else(|| "no".into()),
+                        wanted: fstype.as_str().into(),
+                    }
+                    .into())
+                }
+            }
+            let mp = self.mountpoint(name);
+            std::fs::create_dir_all(&mp).map_err(HostError::io("create", &mp))?;
+            let mut options = meta.get(META_MOUNT).cloned().unwrap_or_default();
+            let implied = fstype.implied_mount_options();
+            if !implied.is_empty() && !options.split(',').any(|o| o == implied) {
+                options = if options.is_empty() { implied.to_string() } else { format!("{options},{implied}") };
+            }
+            sys::mount(&device, &mp, fstype.as_str(), &options)?;
+            mounted_at = Some(mp.clone());
+            // Grow the filesystem when the image grew since it was made.
+            let size = image.size()?;
+            let fs_size: u64 = meta.get(META_FS_SIZE).and_then(|s| s.parse().ok()).unwrap_or(size);
+            if size > fs_size {
+                fs::grow(&self.tools, fstype, &device, &mp)?;
+                image.metadata_set(META_FS_SIZE, &size.to_string())?;
+            }
+            image.metadata_set(META_MOUNTED_BY, &self.cfg.host_id)?;
+            image.metadata_set(META_MOUNTED_ADDR, &cluster.own_address()?)?;
+            image.metadata_set(META_MOUNTED_SINCE, &now_rfc3339())?;
+            let mut v = MountedVolume {
+                name: name.into(),
+                pool: entry.pool.clone(),
+                namespace: entry.namespace.clone(),
+                image: name.into(),
+                mapper: self.mapper.kind().as_str().into(),
+                device,
+                mountpoint: mp.clone(),
+                fstype: fstype.as_str().into(),
+                refs: BTreeMap::new(),
+            };
+            v.add_ref(id);
+            self.state.save(&v)?;
+            self.mounted.lock().unwrap().insert(name.into(), v);
+            Ok(mp)
+        })();
+        if result.is_err() {
+            if let Some(mp) = &mounted_at {
+                let _ = sys::unmount(mp);
+            }
+            if let Some(m) = &mapping {
+                if let Err(e) = self.mapper.unmap(m) {
+                    tracing::error!("rolling back mount of '{name}': {e}");
+                }
+            }
+            let _ = std::fs::remove_dir(self.mountpoint(name));
+            for key in [META_MOUNTED_BY, META_MOUNTED_ADDR, META_MOUNTED_SINCE] {
+                let _ = image.metadata_remove(key);
+            }
+            if let Err(e) = self.release_host_lock(&image) {
+                tracing::error!("rolling back mount of '{name}': {e}");
+            }
+        }
+        self.status.lock().unwrap().remove(name);
+        result
+    }
+
+    fn unmount(&self, name: &str, id: &str) -> Result<Unmounted, EngineError> {
+        let Some(mut v) = self.mounted.lock().unwrap().get(name).cloned() else { return Ok(Unmounted::NotMounted) };
+        v.drop_ref(id);
+        if v.ref_count() > 0 {
+            self.state.save(&v)?;
+            let n = v.ref_count();
+            self.mounted.lock().unwrap().insert(name.into(), v);
+            return Ok(Unmounted::StillUsed(n));
+        }
+        sys::unmount(&v.mountpoint)?;
+        let image_ref = ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() };
+        let mapper = MapperKind::parse(&v.mapper).unwrap_or(self.mapper.kind());
+        self.mapper.unmap(&Mapping { image: image_ref, device: v.device.clone(), mapper })?;
+        let _ = std::fs::remove_dir(&v.mountpoint);
+        // Unmapped: the volume is free on this host whatever happens next.
+        self.mounted.lock().unwrap().remove(name);
+        self.state.remove(name)?;
+        self.status.lock().unwrap().remove(name);
+        let cluster = self.cluster()?;
+        let image = cluster.open_pool(&v.pool, &v.namespace)?.open_image(&v.image)?;
+        for key in [META_MOUNTED_BY, META_MOUNTED_ADDR, META_MOUNTED_SINCE] {
+            image.metadata_remove(key)?;
+        }
+        self.release_host_lock(&image)?;
+        Ok(Unmounted::Released)
+    }
+
+    // ---- get / list ------------------------------------------------------
+
+    fn get(&self, name: &str) -> Result<VolumeInfo, EngineError> {
+        let entry = match self.directory()?.get(name) {
+            Some(e) if e.state == EntryState::Ready => e.clone(),
+            _ => {
+                // Not in the (possibly stale) cache: ask the directory itself.
+                let cluster = self.cluster()?;
+                match self.dir_get(&self.directory_pool(&cluster)?, name)? {
+                    Some(e) if e.state == EntryState::Ready => e,
+                    _ => return Err(EngineError::NotFound(name.into())),
+                }
+            }
+        };
+        let cluster = self.cluster()?;
+        let image = match cluster.open_pool(&entry.pool, &entry.namespace)?.open_image_read_only(name) {
+            Ok(i) => i,
+            Err(CephError::NotFound { .. }) => return Err(EngineError::NotFound(name.into())),
+            Err(e) => return Err(e.into()),
+        };
+        let meta = image.metadata_list()?;
+        let size = image.size()?;
+        let mut status = serde_json::Map::new();
+        let mut put = |k: &str, v: serde_json::Value| {
+            status.insert(k.to_string(), v);
+        };
+        put("pool", entry.pool.clone().into());
+        if !entry.namespace.is_empty() {
+            put("namespace", entry.namespace.clone().into());
+        }
+        put("image", Self::image_ref(name, &entry).to_string().into());
+        put("size", format!("{} MiB", size >> 20).into());
+        put("size_bytes", size.into());
+        put("fstype", meta.get(META_FSTYPE).cloned().unwrap_or_else(|| "ext4".into()).into());
+        put("features", ceph::features_to_string(image.features()?).into());
+        if let Some(m) = meta.get(META_MOUNT).filter(|m| !m.is_empty()) {
+            put("mount_options", m.clone().into());
+        }
+        put("mounted_by", meta.get(META_MOUNTED_BY).cloned().unwrap_or_default().into());
+        if let Some(s) = meta.get(META_MOUNTED_SINCE) {
+            put("mounted_since", s.clone().into());
+        }
+        let info = VolumeInfo { name: name.into(), mountpoint: None, created_at: meta.get(META_CREATED).cloned(), status };
+        self.status.lock().unwrap().insert(name.into(), (Instant::now(), info.clone()));
+        let mut info = info;
+        self.add_local_status(&mut info);
+        Ok(info)
+    }
+
+    /// What only this host knows: mapper, device, mountpoint, containers.
+    fn add_local_status(&self, info: &mut VolumeInfo) {
+        if let Some(v) = self.mounted.lock().unwrap().get(&info.name) {
+            info.mountpoint = Some(v.mountpoint.clone());
+            info.status.insert("mapper".into(), v.mapper.clone().into());
+            info.status.insert("device".into(), v.device.to_string_lossy().into_owned().into());
+            info.status.insert("containers".into(), v.ref_count().into());
+        }
+    }
+
+    fn list(&self) -> Result<Vec<VolumeInfo>, EngineError> {
+        let mounted = self.mounted.lock().unwrap().clone();
+        Ok(self
+            .directory()?
+            .into_iter()
+            .filter(|(_, e)| e.state == EntryState::Ready)
+            .map(|(name, _)| VolumeInfo {
+                mountpoint: mounted.get(&name).map(|v| v.mountpoint.clone()),
+                name,
+                created_at: None,
+                status: serde_json::Map::new(),
+            })
+            .collect())
+    }
+
+    // ---- start-up --------------------------------------------------------
+
+    /// Matches saved state against the host: volumes still mounted are
+    /// taken back (containers keep running on them); what a crash left
+    /// half-done (mapped but not mounted, mounted but never recorded) is
+    /// undone. Needs no cluster; host locks left behind are taken over by
+    /// the next Mount here or released by the next Unmount.
+    fn reconcile(&self) -> Result<(), EngineError> {
+        let mounts = sys::mounts()?;
+        let mut kept = BTreeMap::new();
+        for v in self.state.load_all()? {
+            let still_mounted = mounts.iter().any(|m| m.target == v.mountpoint && Path::new(&m.source) == v.device);
+            if still_mounted && v.ref_count() > 0 {
+                tracing::info!("volume '{}' is still mounted at {} for {} reference(s): keeping it", v.name, v.mountpoint.display(), v.ref_count());
+                kept.insert(v.name.clone(), v);
+            } else {
+                tracing::warn!("volume '{}' was recorded as mounted but is not: cleaning up", v.name);
+                if still_mounted {
+                    sys::unmount(&v.mountpoint)?;
+                }
+                let image = ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() };
+                if let Some(m) = self.mapper.find(&image)? {
+                    self.mapper.unmap(&m)?;
+                }
+                self.state.remove(&v.name)?;
+            }
+        }
+        // Mappings nobody recorded: a crash between map and the state write.
+        for m in self.mapper.list()? {
+            if kept.values().any(|v| v.image == m.image.image && v.pool == m.image.pool && v.namespace == m.image.namespace) {
+                continue;
+            }
+            for mnt in mounts.iter().filter(|mnt| Path::new(&mnt.source) == m.device && mnt.target.starts_with(&self.cfg.mount_root)) {
+                sys::unmount(&mnt.target)?;
+            }
+            tracing::warn!("unmapping {} ({}): mapped but not recorded", m.image, m.device.display());
+            self.mapper.unmap(&m)?;
+        }
+        *self.mounted.lock().unwrap() = kept;
+        Ok(())
+    }
+}

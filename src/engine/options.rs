@@ -1,0 +1,332 @@
+//! Volume names and `-o` options: parsed and checked before anything touches
+//! Ceph, so bad input changes nothing.
+
+use std::collections::BTreeMap;
+
+use super::EngineError;
+use crate::ceph;
+use crate::host::fs::Fstype;
+
+pub const MIB: u64 = 1 << 20;
+const MAX_NAME: usize = 100;
+const MAX_SIZE: u64 = 1 << 50; // 1 PiB
+/// mkfs.xfs (xfsprogs 5.19+) refuses filesystems under 300 MiB.
+const XFS_MIN_SIZE: u64 = 300 * MIB;
+
+pub const VALID_OPTIONS: &[&str] = &[
+    "pool",
+    "namespace",
+    "size",
+    "fstype",
+    "mkfs_options",
+    "mount_options",
+    "order",
+    "object_size",
+    "features",
+    "data_pool",
+    "uid",
+    "gid",
+    "mode",
+];
+
+/// What a volume gets when `-o` does not say.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub pool: String,
+    pub namespace: String,
+    pub size: u64,
+    pub fstype: Fstype,
+    pub mkfs_options: Option<String>,
+    pub mount_options: String,
+    pub features: Option<String>,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            pool: "rbd".into(),
+            namespace: String::new(),
+            size: 512 * MIB,
+            fstype: Fstype::Ext4,
+            mkfs_options: None,
+            mount_options: String::new(),
+            features: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeOptions {
+    pub pool: String,
+    pub namespace: String,
+    pub size: u64,
+    pub fstype: Fstype,
+    /// Replaces the default mkfs options when given.
+    pub mkfs_options: Vec<String>,
+    pub mount_options: String,
+    pub create: ceph::CreateOptions,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mode: Option<u32>,
+}
+
+/// Checks a volume name: it becomes an image name and a directory name.
+pub fn validate_name(name: &str) -> Result<(), EngineError> {
+    let bad = |reason: &str| Err(EngineError::InvalidName { name: name.escape_debug().to_string(), reason: reason.into() });
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > MAX_NAME {
+        return bad("it is longer than 100 bytes");
+    }
+    if name == "." || name == ".." {
+        return bad("'.' and '..' are not names");
+    }
+    if let Some(c) = name.chars().find(|c| *c == '/' || *c == '@' || c.is_whitespace() || c.is_control()) {
+        return bad(&format!("it contains {:?}; use letters, digits, '-', '_' and '.'", c));
+    }
+    Ok(())
+}
+
+/// Sizes: a plain number is MiB (wetopi's `size=206`); suffixes B, K/KB/Ki/KiB,
+/// M.., G.., T.. are powers of 1024 (as `rbd create --size 1G`).
+pub fn parse_size(value: &str) -> Result<u64, String> {
+    let bytes = parse_quantity(value, MIB)?;
+    if bytes < MIB {
+        return Err("it is smaller than 1 MiB".into());
+    }
+    Ok(bytes)
+}
+
+/// A number with an optional unit; `plain` is the unit of a bare number.
+fn parse_quantity(value: &str, plain: u64) -> Result<u64, String> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| "it must be a number with an optional unit, e.g. 206, 512M, 10G".to_string())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" => plain,
+        "m" | "mb" | "mi" | "mib" => MIB,
+        "b" => 1,
+        "k" | "kb" | "ki" | "kib" => 1 << 10,
+        "g" | "gb" | "gi" | "gib" => 1 << 30,
+        "t" | "tb" | "ti" | "tib" => 1 << 40,
+        other => return Err(format!("unknown unit '{other}': use B, K, M, G or T (Ki, Mi, Gi, Ti also work)")),
+    };
+    n.checked_mul(mult).filter(|b| *b <= MAX_SIZE).ok_or_else(|| "it is larger than 1 PiB".to_string())
+}
+
+fn parse_id(value: &str) -> Result<u32, String> {
+    value.trim().parse::<u32>().map_err(|_| "it must be a numeric id (0 to 4294967295)".into())
+}
+
+fn parse_mode(value: &str) -> Result<u32, String> {
+    u32::from_str_radix(value.trim(), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| "it must be an octal mode such as 0755 or 2775".into())
+}
+
+fn plain_text(value: &str) -> Result<(), String> {
+    if value.chars().any(|c| c.is_control()) {
+        return Err("it contains control characters".into());
+    }
+    Ok(())
+}
+
+fn pool_like(value: &str) -> Result<(), String> {
+    if value.is_empty() || value.len() > 100 || value.chars().any(|c| c == '/' || c == '@' || c.is_whitespace() || c.is_control()) {
+        return Err("it must be 1 to 100 characters without '/', '@', spaces or control characters".into());
+    }
+    Ok(())
+}
+
+/// Parses `-o` options over the defaults. `fstype_available` says which
+/// filesystems this host can format.
+pub fn parse(
+    opts: &BTreeMap<String, String>,
+    defaults: &Defaults,
+    fstype_available: impl Fn(Fstype) -> bool,
+) -> Result<VolumeOptions, EngineError> {
+    let invalid = |option: &str, value: &str, reason: String| EngineError::InvalidOption {
+        option: option.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    let mut o = VolumeOptions {
+        pool: defaults.pool.clone(),
+        namespace: defaults.namespace.clone(),
+        size: defaults.size,
+        fstype: defaults.fstype,
+        mkfs_options: Vec::new(),
+        mount_options: defaults.mount_options.clone(),
+        create: ceph::CreateOptions::default(),
+        uid: None,
+        gid: None,
+        mode: None,
+    };
+    let mut mkfs = defaults.mkfs_options.clone();
+    let mut features = defaults.features.clone();
+    let mut order_given = None;
+    for (key, value) in opts {
+        let canonical = match key.as_str() {
+            "mkfsOptions" => "mkfs_options",
+            "mountOptions" => "mount_options",
+            "objectSize" => "object_size",
+            "dataPool" => "data_pool",
+            k => k,
+        };
+        let check = |r: Result<(), String>| r.map_err(|reason| invalid(key, value, reason));
+        match canonical {
+            "pool" => {
+                check(pool_like(value))?;
+                o.pool = value.clone();
+            }
+            "namespace" => {
+                if !value.is_empty() {
+                    check(pool_like(value))?;
+                }
+                o.namespace = value.clone();
+            }
+            "data_pool" => {
+                check(pool_like(value))?;
+                o.create.data_pool = Some(value.clone());
+            }
+            "size" => o.size = parse_size(value).map_err(|r| invalid(key, value, r))?,
+            "fstype" => {
+                let f = Fstype::parse(value.trim())
+                    .ok_or_else(|| invalid(key, value, "use ext4, xfs or btrfs".into()))?;
+                if !fstype_available(f) {
+                    return Err(invalid(key, value, format!("mkfs.{} is not installed on this host", f.as_str())));
+                }
+                o.fstype = f;
+            }
+            "mkfs_options" => {
+                check(plain_text(value))?;
+                mkfs = Some(value.clone());
+            }
+            "mount_options" => {
+                check(plain_text(value))?;
+                if value.chars().any(char::is_whitespace) {
+                    return Err(invalid(key, value, "separate mount options with commas, without spaces".into()));
+                }
+                o.mount_options = value.clone();
+            }
+            "order" | "object_size" => {
+                if let Some(prev) = order_given {
+                    return Err(invalid(key, value, format!("give either order or object_size, not both (also got {prev})")));
+                }
+                order_given = Some(canonical);
+                let order = if canonical == "order" {
+                    value.trim().parse::<u8>().ok().filter(|o| (12..=25).contains(o)).ok_or_else(|| {
+                        invalid(key, value, "it must be 12 (4 KiB objects) to 25 (32 MiB objects)".into())
+                    })?
+                } else {
+                    let bytes = parse_quantity(value, 1).map_err(|r| invalid(key, value, r))?;
+                    ceph::order_from_object_size(bytes).map_err(|e| invalid(key, value, e.to_string()))?
+                };
+                o.create.order = Some(order);
+            }
+            "features" => features = Some(value.clone()),
+            "uid" => o.uid = Some(parse_id(value).map_err(|r| invalid(key, value, r))?),
+            "gid" => o.gid = Some(parse_id(value).map_err(|r| invalid(key, value, r))?),
+            "mode" => o.mode = Some(parse_mode(value).map_err(|r| invalid(key, value, r))?),
+            _ => return Err(EngineError::UnknownOption { option: key.clone(), valid: VALID_OPTIONS.join(", ") }),
+        }
+    }
+    if let Some(f) = features.filter(|f| !f.trim().is_empty()) {
+        o.create.features = Some(ceph::features_from_str(f.trim()).map_err(|e| invalid("features", &f, e.to_string()))?);
+    }
+    if let Some(m) = mkfs {
+        o.mkfs_options = m.split_whitespace().map(str::to_string).collect();
+    }
+    if o.fstype == Fstype::Xfs && o.size < XFS_MIN_SIZE {
+        return Err(invalid("size", &format!("{}", o.size / MIB), "xfs needs at least 300 MiB".into()));
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn p(pairs: &[(&str, &str)]) -> Result<VolumeOptions, EngineError> {
+        parse(&opts(pairs), &Defaults::default(), |f| f != Fstype::Btrfs)
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("206").unwrap(), 206 * MIB);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("1Gi").unwrap(), 1 << 30);
+        assert_eq!(parse_size("128M").unwrap(), 128 * MIB);
+        assert_eq!(parse_size("2048K").unwrap(), 2 * MIB);
+        assert_eq!(parse_size("1T").unwrap(), 1 << 40);
+        assert_eq!(parse_size("1048576B").unwrap(), MIB);
+        assert!(parse_size("abc").is_err());
+        assert!(parse_size("-5").is_err());
+        assert!(parse_size("10X").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn names() {
+        for good in ["v", "db-1", "a.b_c", &"x".repeat(100), &"f".repeat(64)] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "a/b", "a@b", "a b", "a\tb", "a\nb", &"x".repeat(101)] {
+            let e = validate_name(bad).unwrap_err();
+            assert!(e.to_string().starts_with("invalid volume name"), "{e}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_aliases() {
+        let o = p(&[]).unwrap();
+        assert_eq!((o.pool.as_str(), o.size, o.fstype), ("rbd", 512 * MIB, Fstype::Ext4));
+        let o = p(&[("size", "206"), ("mkfsOptions", "-b 4096 -m 1"), ("mountOptions", "noatime,discard"), ("object_size", "8M")]).unwrap();
+        assert_eq!(o.size, 206 * MIB);
+        assert_eq!(o.mkfs_options, vec!["-b", "4096", "-m", "1"]);
+        assert_eq!(o.mount_options, "noatime,discard");
+        assert_eq!(o.create.order, Some(23));
+        let o = p(&[("features", "layering,exclusive-lock"), ("uid", "1000"), ("gid", "1000"), ("mode", "0750"), ("order", "22")]).unwrap();
+        assert_eq!(o.create.features, Some(ceph::features::LAYERING | ceph::features::EXCLUSIVE_LOCK));
+        assert_eq!((o.uid, o.gid, o.mode), (Some(1000), Some(1000), Some(0o750)));
+        assert_eq!(o.create.order, Some(22));
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("size", "big", "size"),
+            ("fstype", "ntfs", "fstype"),
+            ("fstype", "btrfs", "not installed"),
+            ("order", "40", "order"),
+            ("object_size", "3M", "object_size"),
+            ("features", "layering,warp-drive", "features"),
+            ("uid", "-1", "uid"),
+            ("mode", "999", "mode"),
+            ("pool", "a/b", "pool"),
+            ("mount_options", "noatime, discard", "mount_options"),
+        ];
+        for (k, v, want) in cases {
+            let e = p(&[(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(want), "{k}={v}: {e}");
+        }
+        let e = p(&[("fstype", "xfs"), ("size", "100")]).unwrap_err().to_string();
+        assert!(e.contains("300 MiB"), "{e}");
+        let e = p(&[("order", "22"), ("object_size", "4M")]).unwrap_err().to_string();
+        assert!(e.contains("not both"), "{e}");
+    }
+
+    #[test]
+    fn unknown_option_lists_the_valid_ones() {
+        let e = p(&[("sise", "1G")]).unwrap_err().to_string();
+        assert!(e.contains("'sise'") && e.contains("size") && e.contains("mount_options"), "{e}");
+    }
+}

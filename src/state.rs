@@ -1,0 +1,175 @@
+//! This host's own state, persisted so a restart of `rbdvol serve` loses
+//! nothing: which volumes are mounted here, by which containers (a multiset
+//! of Mount IDs), through which device. One small JSON file per volume,
+//! written atomically, mode 0600, in a 0700 directory.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
+    let path = path.to_path_buf();
+    move |source| StateError::Io { op, path, source }
+}
+
+/// A volume mounted on this host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MountedVolume {
+    pub name: String,
+    pub pool: String,
+    #[serde(default)]
+    pub namespace: String,
+    pub image: String,
+    pub mapper: String,
+    pub device: PathBuf,
+    pub mountpoint: PathBuf,
+    pub fstype: String,
+    /// Mount ID → how many times it mounted (docker cp sends the same ID twice).
+    pub refs: BTreeMap<String, u32>,
+}
+
+impl MountedVolume {
+    pub fn add_ref(&mut self, id: &str) {
+        *self.refs.entry(id.to_string()).or_insert(0) += 1;
+    }
+
+    /// Drops one reference of `id`; unknown IDs change nothing.
+    pub fn drop_ref(&mut self, id: &str) {
+        if let Some(n) = self.refs.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                self.refs.remove(id);
+            }
+        }
+    }
+
+    pub fn ref_count(&self) -> u32 {
+        self.refs.values().sum()
+    }
+}
+
+/// Writes a file atomically: temp file, fsync, rename, fsync the directory;
+/// mode 0600.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StateError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("state")));
+    {
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io("create", &tmp))?;
+        f.write_all(contents).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("sync", &tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io("rename into", path))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+fn file_name(volume: &str) -> String {
+    // Volume names are validated (no '/'), but never trust a file name.
+    let safe: String = volume.chars().map(|c| if c == '/' || c == '\0' { '_' } else { c }).collect();
+    format!("{safe}.json")
+}
+
+impl StateStore {
+    pub fn open(dir: PathBuf) -> Result<StateStore, StateError> {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io("create", &dir))?;
+        Ok(StateStore { dir })
+    }
+
+    pub fn save(&self, volume: &MountedVolume) -> Result<(), StateError> {
+        let json = serde_json::to_vec_pretty(volume).expect("state serializes");
+        write_atomic(&self.dir.join(file_name(&volume.name)), &json)
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), StateError> {
+        let path = self.dir.join(file_name(name));
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StateError::Io { op: "remove", path, source: e }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every saved volume; unreadable files are skipped with a warning.
+    pub fn load_all(&self) -> Result<Vec<MountedVolume>, StateError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(io("read", &self.dir))? {
+            let path = entry.map_err(io("read", &self.dir))?.path();
+            if path.extension().is_none_or(|e| e != "json") || path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                continue;
+            }
+            match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<MountedVolume>(&b).ok()) {
+                Some(v) => out.push(v),
+                None => tracing::warn!("ignoring unreadable state file {}", path.display()),
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn vol(name: &str) -> MountedVolume {
+        MountedVolume {
+            name: name.into(),
+            pool: "rbd".into(),
+            namespace: String::new(),
+            image: name.into(),
+            mapper: "userspace".into(),
+            device: "/dev/loop3".into(),
+            mountpoint: format!("/var/lib/rbdvol/mnt/{name}").into(),
+            fstype: "ext4".into(),
+            refs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn refs_are_a_multiset() {
+        let mut v = vol("a");
+        v.add_ref("c1");
+        v.add_ref("c1");
+        v.add_ref("c2");
+        assert_eq!(v.ref_count(), 3);
+        v.drop_ref("c1");
+        v.drop_ref("unknown");
+        assert_eq!(v.ref_count(), 2);
+        v.drop_ref("c1");
+        v.drop_ref("c2");
+        assert_eq!(v.ref_count(), 0);
+        assert!(v.refs.is_empty());
+    }
+
+    #[test]
+    fn save_load_remove_privately() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path().join("volumes")).unwrap();
+        let mut a = vol("a");
+        a.add_ref("c1");
+        store.save(&a).unwrap();
+        store.save(&vol("b")).unwrap();
+        assert_eq!(store.load_all().unwrap(), vec![a.clone(), vol("b")]);
+        let mode = std::fs::metadata(dir.path().join("volumes/a.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let dmode = std::fs::metadata(dir.path().join("volumes")).unwrap().permissions().mode();
+        assert_eq!(dmode & 0o777, 0o700);
+        store.remove("a").unwrap();
+        store.remove("a").unwrap();
+        assert_eq!(store.load_all().unwrap(), vec![vol("b")]);
+    }
+}
