@@ -154,7 +154,7 @@ const META_MOUNTED_BY: &str = "rbdvol.mounted_by";
 const META_MOUNTED_ADDR: &str = "rbdvol.mounted_addr";
 const META_MOUNTED_SINCE: &str = "rbdvol.mounted_since";
 const DIRECTORY_TTL: Duration = Duration::from_secs(1);
-const STATUS_TTL: Duration = Duration::from_secs(5);
+const STATUS_TTL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -654,7 +654,17 @@ impl Inner {
             let size = image.size()?;
             let fs_size: u64 = meta.get(META_FS_SIZE).and_then(|s| s.parse().ok()).unwrap_or(size);
             if size > fs_size {
-                fs::grow(&self.tools, fstype, &device, &mp)?;
+                if let Err(online) = fs::grow(&self.tools, fstype, &device, &mp) {
+                    if fstype != Fstype::Ext4 {
+                        return Err(online.into());
+                    }
+                    tracing::warn!("growing '{name}' online failed ({online}): growing it offline");
+                    sys::unmount(&mp)?;
+                    mounted_at = None;
+                    fs::grow_ext4_offline(&self.tools, &device)?;
+                    sys::mount(&device, &mp, fstype.as_str(), &options)?;
+                    mounted_at = Some(mp.clone());
+                }
                 image.metadata_set(META_FS_SIZE, &size.to_string())?;
             }
             image.metadata_set(META_MOUNTED_BY, &self.cfg.host_id)?;

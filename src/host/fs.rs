@@ -119,3 +119,21 @@ pub fn grow(tools: &Tools, fstype: Fstype, device: &Path, mountpoint: &Path) -> 
         Fstype::Btrfs => tools.run(Tool::Btrfs, &mnt, &["filesystem", "resize", "max", &mnt]).map(drop),
     }
 }
+
+/// Grows an unmounted ext4 filesystem: a forced check first (resize2fs
+/// insists), then the resize. For hosts where online growth is refused (it
+/// needs CAP_SYS_RESOURCE).
+pub fn grow_ext4_offline(tools: &Tools, device: &Path) -> Result<(), HostError> {
+    let dev = device.to_string_lossy().into_owned();
+    let out = tools.output(Tool::E2fsck, &["-f", "-p", &dev])?;
+    // 0: clean, 1: errors fixed; anything else needs a human.
+    if !matches!(out.status.code(), Some(0) | Some(1)) {
+        return Err(HostError::ToolFailed {
+            tool: "e2fsck",
+            target: dev,
+            status: out.status.to_string(),
+            stderr: format!("{}{}", String::from_utf8_lossy(&out.stdout).trim(), String::from_utf8_lossy(&out.stderr).trim()),
+        });
+    }
+    tools.run(Tool::Resize2fs, &dev, &[&dev]).map(drop)
+}

@@ -14,6 +14,7 @@ pub enum Tool {
     MkfsBtrfs,
     Blkid,
     Resize2fs,
+    E2fsck,
     XfsGrowfs,
     Btrfs,
     Modprobe,
@@ -21,12 +22,13 @@ pub enum Tool {
 }
 
 impl Tool {
-    pub const ALL: [Tool; 9] = [
+    pub const ALL: [Tool; 10] = [
         Tool::MkfsExt4,
         Tool::MkfsXfs,
         Tool::MkfsBtrfs,
         Tool::Blkid,
         Tool::Resize2fs,
+        Tool::E2fsck,
         Tool::XfsGrowfs,
         Tool::Btrfs,
         Tool::Modprobe,
@@ -40,6 +42,7 @@ impl Tool {
             Tool::MkfsBtrfs => "mkfs.btrfs",
             Tool::Blkid => "blkid",
             Tool::Resize2fs => "resize2fs",
+            Tool::E2fsck => "e2fsck",
             Tool::XfsGrowfs => "xfs_growfs",
             Tool::Btrfs => "btrfs",
             Tool::Modprobe => "modprobe",
@@ -49,7 +52,7 @@ impl Tool {
 
     fn hint(self) -> &'static str {
         match self {
-            Tool::MkfsExt4 | Tool::Resize2fs => "apt-get install e2fsprogs",
+            Tool::MkfsExt4 | Tool::Resize2fs | Tool::E2fsck => "apt-get install e2fsprogs",
             Tool::MkfsXfs | Tool::XfsGrowfs => "apt-get install xfsprogs",
             Tool::MkfsBtrfs | Tool::Btrfs => "apt-get install btrfs-progs",
             Tool::Blkid => "apt-get install util-linux",
@@ -60,7 +63,7 @@ impl Tool {
 
     /// Tools rbdvol cannot work without (ext4 is the default filesystem).
     fn required(self) -> bool {
-        matches!(self, Tool::MkfsExt4 | Tool::Blkid | Tool::Resize2fs)
+        matches!(self, Tool::MkfsExt4 | Tool::Blkid | Tool::Resize2fs | Tool::E2fsck)
     }
 }
 

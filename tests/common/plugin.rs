@@ -1,0 +1,285 @@
+//! A real `rbdvol serve` process against a test cluster, spoken to exactly
+//! as dockerd speaks: HTTP/1.1 POST on its Unix socket, no Content-Type.
+//! Dropping the fixture stops the plugin and removes everything it left on
+//! the host (mounts, loop devices, user-space servers, files).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::cluster::TestCluster;
+
+pub struct Plugin {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub host_id: String,
+    env: Vec<(String, String)>,
+    extra_args: Vec<String>,
+}
+
+/// One HTTP answer from the plugin.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: String,
+    pub json: serde_json::Value,
+}
+
+impl Answer {
+    pub fn err(&self) -> &str {
+        self.json["Err"].as_str().unwrap_or("")
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rbdvol")
+}
+
+impl Plugin {
+    /// Starts a plugin with its own state, mount and run directories.
+    pub fn start(cluster: &TestCluster, host_id: &str) -> Plugin {
+        Self::start_with(cluster, host_id, None, &[])
+    }
+
+    /// `socket`: where to listen (default: inside the plugin's directory).
+    pub fn start_with(cluster: &TestCluster, host_id: &str, socket: Option<PathBuf>, extra_args: &[&str]) -> Plugin {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let dir = PathBuf::from(format!("/tmp/rbdvol-plugin-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = cluster.admin_settings();
+        let env = vec![
+            ("RBD_CONF_GLOBAL_MON_HOST".to_string(), settings.mon_host.clone()),
+            ("RBD_CONF_KEYRING_USER".to_string(), "client.admin".to_string()),
+            ("RBD_CONF_KEYRING_KEY".to_string(), settings.key.expose().to_string()),
+        ];
+        let mut p = Plugin {
+            child: None,
+            socket: socket.unwrap_or_else(|| dir.join("rbd.sock")),
+            dir,
+            host_id: host_id.to_string(),
+            env,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        p.spawn();
+        p
+    }
+
+    pub fn mount_root(&self) -> PathBuf {
+        self.dir.join("mnt")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("serve.log")).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--host-id")
+            .arg(&self.host_id)
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--mount-root")
+            .arg(self.mount_root())
+            .arg("--run-dir")
+            .arg(self.run_dir())
+            .args(&self.extra_args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start rbdvol serve");
+        self.child = Some(child);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("rbdvol serve exited ({status}):\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("rbdvol serve did not listen within 10 s:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("plugin running").id()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// SIGTERM and wait; returns how long the plugin took to exit.
+    pub fn stop(&mut self) -> Duration {
+        let start = Instant::now();
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+        start.elapsed()
+    }
+
+    /// POSTs `body` to `/<endpoint>` the way dockerd does.
+    pub fn call(&self, endpoint: &str, body: &str) -> Answer {
+        raw_call(&self.socket, endpoint, body)
+    }
+
+    pub fn create(&self, name: &str, opts: &[(&str, &str)]) -> Answer {
+        let opts: serde_json::Map<String, serde_json::Value> = opts.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+        self.call("VolumeDriver.Create", &serde_json::json!({ "Name": name, "Opts": opts }).to_string())
+    }
+
+    pub fn mount(&self, name: &str, id: &str) -> Answer {
+        self.call("VolumeDriver.Mount", &serde_json::json!({ "Name": name, "ID": id }).to_string())
+    }
+
+    pub fn unmount(&self, name: &str, id: &str) -> Answer {
+        self.call("VolumeDriver.Unmount", &serde_json::json!({ "Name": name, "ID": id }).to_string())
+    }
+
+    pub fn get(&self, name: &str) -> Answer {
+        self.call("VolumeDriver.Get", &serde_json::json!({ "Name": name }).to_string())
+    }
+
+    pub fn remove(&self, name: &str) -> Answer {
+        self.call("VolumeDriver.Remove", &serde_json::json!({ "Name": name }).to_string())
+    }
+
+    /// What this plugin has on the host: mounts and loop devices under its
+    /// directories, user-space servers, state files.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        for line in mountinfo.lines() {
+            let target = line.split(' ').nth(4).unwrap_or("");
+            if target.starts_with(self.dir.to_str().unwrap()) {
+                found.push(format!("mount {target}"));
+            }
+        }
+        for (dev, backing) in loop_devices() {
+            if backing.starts_with(&self.dir) {
+                found.push(format!("loop {} -> {}", dev.display(), backing.display()));
+            }
+        }
+        for dir in read_dir(&self.run_dir().join("userspace")) {
+            found.push(format!("user-space server dir {}", dir.display()));
+        }
+        for f in read_dir(&self.state_dir().join("volumes")) {
+            if !f.file_name().unwrap().to_string_lossy().starts_with('.') {
+                found.push(format!("state {}", f.display()));
+            }
+        }
+        found
+    }
+}
+
+pub fn raw_call(socket: &Path, endpoint: &str, body: &str) -> Answer {
+    let mut s = UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let req = format!(
+        "POST /{endpoint} HTTP/1.1\r\nHost: plugin.moby.localhost\r\nUser-Agent: Go-http-client/1.1\r\nContent-Length: {}\r\nAccept: application/vnd.docker.plugins.v1.2+json\r\nAccept-Encoding: gzip\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let (head, rest) = loop {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "plugin closed the connection without answering {endpoint}");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break (String::from_utf8_lossy(&buf[..pos]).into_owned(), buf[pos + 4..].to_vec());
+        }
+    };
+    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .expect("content-length");
+    let mut body = rest;
+    while body.len() < len {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0);
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let json = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{endpoint} answered non-JSON ({e}): {}", String::from_utf8_lossy(&body)));
+    Answer { status, headers: head, json }
+}
+
+fn read_dir(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default()
+}
+
+pub fn loop_devices() -> Vec<(PathBuf, PathBuf)> {
+    read_dir(Path::new("/sys/block"))
+        .into_iter()
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_string();
+            let backing = std::fs::read_to_string(p.join("loop/backing_file")).ok()?;
+            name.starts_with("loop").then(|| (PathBuf::from(format!("/dev/{name}")), PathBuf::from(backing.trim_end())))
+        })
+        .collect()
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        self.kill9();
+        // Undo whatever the plugin left: container mounts first, then loop
+        // devices, then the user-space servers and their FUSE mounts.
+        let dir = self.dir.to_string_lossy().into_owned();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut targets: Vec<String> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|t| t.starts_with(&dir))
+            .collect();
+        targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        for t in targets.iter().filter(|t| !t.ends_with("/fuse")) {
+            let _ = nix::mount::umount2(t.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        for (dev, backing) in loop_devices() {
+            if backing.starts_with(&self.dir) {
+                let _ = Command::new("losetup").arg("-d").arg(&dev).status();
+            }
+        }
+        for server in read_dir(&self.run_dir().join("userspace")) {
+            if let Some(pid) = std::fs::read_to_string(server.join("pid")).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = nix::mount::umount2(&server.join("fuse"), nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,409 @@
+//! `rbdvol serve` end to end against a real throwaway cluster, spoken to as
+//! dockerd speaks. Block I/O goes through the user-space mapper (this
+//! machine's kernel has no rbd or nbd module).
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::cluster::{unique, TestCluster, POOL};
+use common::plugin::Plugin;
+
+fn cluster() -> &'static TestCluster {
+    TestCluster::shared()
+}
+
+fn plugin() -> Plugin {
+    Plugin::start(cluster(), &unique("host"))
+}
+
+fn id(n: u32) -> String {
+    format!("{n:064x}")
+}
+
+/// Images in the test pool, as an independent client sees them.
+fn rbd_ls() -> Vec<String> {
+    let out = cluster().cli("rbd", &["ls", POOL]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+fn rbd_info(name: &str) -> Option<serde_json::Value> {
+    let out = cluster().cli("rbd", &["info", "--format", "json", &format!("{POOL}/{name}")]);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// Reads a file out of an ext4 volume through `rbd export` and `debugfs`:
+/// a path that shares nothing with the plugin.
+fn read_from_ceph(name: &str, file: &str) -> String {
+    let img = std::env::temp_dir().join(format!("{}.img", unique("export")));
+    let out = cluster().cli("rbd", &["export", "--no-progress", &format!("{POOL}/{name}"), img.to_str().unwrap()]);
+    assert!(out.status.success(), "rbd export: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("debugfs").args(["-R", &format!("cat {file}")]).arg(&img).output().expect("run debugfs");
+    let _ = std::fs::remove_file(&img);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ok(a: &common::plugin::Answer) {
+    assert_eq!(a.err(), "", "unexpected Err: {:?}", a.json);
+}
+
+#[test]
+fn speaks_the_protocol_as_dockerd_does() {
+    let p = plugin();
+    // Activate comes with an empty body and no Content-Type.
+    let a = p.call("Plugin.Activate", "");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json, serde_json::json!({ "Implements": ["VolumeDriver"] }));
+    assert!(a.headers.to_ascii_lowercase().contains("content-type: application/json"));
+    assert_eq!(p.call("VolumeDriver.Capabilities", "{}").json, serde_json::json!({ "Capabilities": { "Scope": "global" } }));
+    assert_eq!(p.call("VolumeDriver.Capabilities", "").json["Capabilities"]["Scope"], "global");
+    let list = p.call("VolumeDriver.List", "{}");
+    ok(&list);
+    assert!(list.json["Volumes"].is_array());
+    // Opts may be null; unknown fields are ignored.
+    let name = unique("proto");
+    ok(&p.call("VolumeDriver.Create", &format!(r#"{{"Name":"{name}","Opts":null,"Extra":1}}"#)));
+    let got = p.get(&name);
+    ok(&got);
+    assert_eq!(got.json["Volume"]["Name"], name.as_str());
+    assert!(got.json["Volume"]["CreatedAt"].as_str().unwrap().ends_with('Z'));
+    let path = p.call("VolumeDriver.Path", &format!(r#"{{"Name":"{name}"}}"#));
+    assert_eq!(path.json, serde_json::json!({ "Mountpoint": "", "Err": "" }));
+    // Errors are JSON objects with Err, never an empty 200.
+    let a = p.call("VolumeDriver.Get", "{not json");
+    assert!(a.err().contains("invalid request body"), "{:?}", a.json);
+    let a = p.get("no-such-volume");
+    assert_eq!(a.err(), "volume 'no-such-volume' does not exist");
+    let a = p.call("VolumeDriver.Nope", "{}");
+    assert_eq!(a.status, 404);
+    assert!(!a.err().is_empty());
+    ok(&p.remove(&name));
+}
+
+#[test]
+fn bad_input_gets_an_err_and_creates_nothing() {
+    let p = plugin();
+    let before = rbd_ls();
+    let long = "x".repeat(101);
+    for bad in ["", ".", "..", "a/b", "a@b", "a b", "tab\there", "nl\nx", long.as_str()] {
+        let a = p.create(bad, &[]);
+        assert!(a.err().starts_with("invalid volume name"), "{bad:?}: {:?}", a.json);
+    }
+    let name = unique("bad");
+    let cases: &[(&str, &str, &str)] = &[
+        ("size", "lots", "size"),
+        ("size", "10X", "unknown unit"),
+        ("fstype", "ntfs", "ext4, xfs or btrfs"),
+        ("order", "99", "order"),
+        ("features", "layering,warp", "features"),
+        ("uid", "root", "uid"),
+        ("mode", "rwx", "mode"),
+        ("pool", "no-such-pool", "pool 'no-such-pool' does not exist"),
+        ("data_pool", "no-such-data-pool", "no-such-data-pool"),
+        ("namespace", "no-such-ns", "no-such-ns"),
+        ("fstype", "xfs", "300 MiB"),
+    ];
+    for (k, v, want) in cases {
+        let opts: Vec<(&str, &str)> = if *k == "fstype" && *v == "xfs" { vec![(k, v), ("size", "64")] } else { vec![(k, v)] };
+        let a = p.create(&name, &opts);
+        assert!(a.err().contains(want), "{k}={v}: {:?}", a.json);
+    }
+    let a = p.create(&name, &[("sise", "1G")]);
+    assert!(a.err().contains("unknown option 'sise'") && a.err().contains("size, fstype"), "{:?}", a.json);
+    let a = p.call("VolumeDriver.Create", &format!(r#"{{"Name":"{name}","Opts":{{"size":[1]}}}}"#));
+    assert!(a.err().contains("size"), "{:?}", a.json);
+    // Nothing was created, in Ceph or in the directory.
+    assert_eq!(rbd_ls(), before);
+    assert!(p.get(&name).err().contains("does not exist"));
+    assert!(p.leftovers().is_empty(), "{:?}", p.leftovers());
+}
+
+#[test]
+fn create_mount_write_and_read_back_from_ceph() {
+    let p = plugin();
+    let name = unique("data");
+    ok(&p.create(&name, &[("size", "206"), ("mountOptions", "noatime"), ("uid", "1000"), ("gid", "1001"), ("mode", "0750")]));
+    let info = rbd_info(&name).expect("image exists");
+    assert_eq!(info["size"], 206u64 << 20);
+    // Idempotent: a second Create of the same volume is fine.
+    ok(&p.create(&name, &[("size", "206")]));
+
+    let m = p.mount(&name, &id(1));
+    ok(&m);
+    let mp = PathBuf::from(m.json["Mountpoint"].as_str().unwrap());
+    assert_eq!(mp, p.mount_root().join(&name));
+    let root = std::fs::metadata(&mp).unwrap();
+    assert_eq!((root.uid(), root.gid(), root.mode() & 0o7777), (1000, 1001, 0o750));
+    {
+        let mut f = std::fs::File::create(mp.join("hello.txt")).unwrap();
+        f.write_all(b"written through rbdvol\n").unwrap();
+        f.sync_all().unwrap();
+    }
+    let status = p.get(&name).json["Volume"]["Status"].clone();
+    assert_eq!(status["mapper"], "userspace");
+    assert_eq!(status["mounted_by"], p.host_id.as_str());
+    assert_eq!(status["containers"], 1);
+    assert!(status["device"].as_str().unwrap().starts_with("/dev/loop"));
+    assert!(!status.to_string().contains(cluster().admin_settings().key.expose()), "key in status");
+    assert_eq!(p.call("VolumeDriver.Path", &format!(r#"{{"Name":"{name}"}}"#)).json["Mountpoint"], mp.to_str().unwrap());
+    // Remove while mounted is refused.
+    assert!(p.remove(&name).err().contains("mounted on this host"), "remove while mounted");
+
+    ok(&p.unmount(&name, &id(1)));
+    assert!(p.leftovers().is_empty(), "{:?}", p.leftovers());
+    assert_eq!(read_from_ceph(&name, "/hello.txt"), "written through rbdvol\n");
+
+    ok(&p.remove(&name));
+    assert!(rbd_info(&name).is_none(), "image still in ceph");
+    assert!(p.get(&name).err().contains("does not exist"));
+    ok(&p.remove(&name));
+}
+
+#[test]
+fn references_are_per_mount_id() {
+    let p = plugin();
+    let name = unique("refs");
+    ok(&p.create(&name, &[("size", "64")]));
+    let mp = PathBuf::from(p.mount(&name, &id(1)).json["Mountpoint"].as_str().unwrap().to_string());
+    ok(&p.mount(&name, &id(2)));
+    ok(&p.mount(&name, &id(2))); // docker cp: the same ID again
+    assert_eq!(p.get(&name).json["Volume"]["Status"]["containers"], 3);
+    ok(&p.unmount(&name, &id(1)));
+    ok(&p.unmount(&name, &id(2)));
+    assert!(is_mounted(&mp), "unmounted while an ID still holds it");
+    ok(&p.unmount(&name, &id(7))); // an unknown ID changes nothing
+    assert!(is_mounted(&mp));
+    ok(&p.unmount(&name, &id(2)));
+    assert!(!is_mounted(&mp));
+    ok(&p.unmount(&name, &id(2))); // repeated Unmount is fine
+    assert!(p.leftovers().is_empty(), "{:?}", p.leftovers());
+    ok(&p.remove(&name));
+}
+
+fn is_mounted(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
+}
+
+#[test]
+fn a_failed_mount_rolls_back_completely() {
+    let p = plugin();
+    let name = unique("rollback");
+    ok(&p.create(&name, &[("size", "64")]));
+    // Make the mount fail after mapping: the image now claims to be xfs.
+    let pool = cluster().connect().open_pool(POOL, "").unwrap();
+    pool.open_image(&name).unwrap().metadata_set("rbdvol.fstype", "xfs").unwrap();
+    let a = p.mount(&name, &id(1));
+    assert!(a.err().contains("ext4") && a.err().contains("xfs"), "{:?}", a.json);
+    assert!(p.leftovers().is_empty(), "{:?}", p.leftovers());
+    let image = pool.open_image_read_only(&name).unwrap();
+    assert!(image.host_lockers().unwrap().lockers.is_empty(), "host lock left behind");
+    assert!(image.watchers().unwrap().is_empty(), "still mapped somewhere");
+    assert_eq!(image.metadata_get("rbdvol.mounted_by").unwrap(), None);
+    // Put it right: the volume mounts.
+    pool.open_image(&name).unwrap().metadata_set("rbdvol.fstype", "ext4").unwrap();
+    ok(&p.mount(&name, &id(1)));
+    ok(&p.unmount(&name, &id(1)));
+    ok(&p.remove(&name));
+}
+
+#[test]
+fn a_plugin_crash_loses_nothing_and_leaks_nothing() {
+    let mut p = plugin();
+    let name = unique("restart");
+    ok(&p.create(&name, &[("size", "128")]));
+    let mp = PathBuf::from(p.mount(&name, &id(1)).json["Mountpoint"].as_str().unwrap().to_string());
+    ok(&p.mount(&name, &id(2)));
+
+    // A writer keeps writing and fsyncing while the plugin dies.
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU32::new(0));
+    let writer = {
+        let (stop, written, file) = (stop.clone(), written.clone(), mp.join("log"));
+        std::thread::spawn(move || -> Result<(), String> {
+            let mut f = std::fs::File::create(&file).map_err(|e| e.to_string())?;
+            while !stop.load(Ordering::SeqCst) {
+                let n = written.load(Ordering::SeqCst);
+                f.write_all(format!("{n:08}\n").as_bytes()).map_err(|e| format!("write {n}: {e}"))?;
+                f.sync_data().map_err(|e| format!("fsync {n}: {e}"))?;
+                written.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    p.kill9();
+    let during = written.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(500));
+    p.restart();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap().expect("the writer saw an error");
+    let total = written.load(Ordering::SeqCst);
+    assert!(total > during, "no writes went through while the plugin was down ({during} → {total})");
+
+    // The restarted plugin knows both references.
+    let status = p.get(&name).json["Volume"]["Status"].clone();
+    assert_eq!(status["containers"], 2, "{status}");
+    ok(&p.unmount(&name, &id(1)));
+    assert!(is_mounted(&mp));
+    ok(&p.unmount(&name, &id(2)));
+    assert!(p.leftovers().is_empty(), "{:?}", p.leftovers());
+    let image = cluster().connect().open_pool(POOL, "").unwrap().open_image_read_only(&name).unwrap();
+    assert!(image.host_lockers().unwrap().lockers.is_empty(), "host lock left behind");
+    let log = read_from_ceph(&name, "/log");
+    assert_eq!(log.lines().count() as u32, total, "every fsynced line is in ceph");
+    ok(&p.remove(&name));
+}
+
+#[test]
+fn one_host_at_a_time() {
+    let a = plugin();
+    let b = plugin();
+    let name = unique("shared");
+    ok(&a.create(&name, &[("size", "64")]));
+    // Global scope: the other host sees the volume.
+    ok(&b.get(&name));
+    assert!(b.call("VolumeDriver.List", "{}").json["Volumes"].as_array().unwrap().iter().any(|v| v["Name"] == name.as_str()));
+
+    ok(&a.mount(&name, &id(1)));
+    let refused = b.mount(&name, &id(2));
+    let msg = refused.err();
+    assert!(msg.contains(&format!("mounted on host '{}'", a.host_id)) && msg.contains("since"), "{msg}");
+    assert!(b.leftovers().is_empty(), "{:?}", b.leftovers());
+    assert!(b.remove(&name).err().contains(&a.host_id), "remove from another host while mounted");
+    std::thread::sleep(Duration::from_millis(1100)); // past the status cache
+    assert_eq!(b.get(&name).json["Volume"]["Status"]["mounted_by"], a.host_id.as_str());
+
+    ok(&a.unmount(&name, &id(1)));
+    ok(&b.mount(&name, &id(2)));
+    assert!(a.mount(&name, &id(3)).err().contains(&b.host_id));
+    ok(&b.unmount(&name, &id(2)));
+    ok(&a.remove(&name));
+    assert!(rbd_info(&name).is_none());
+}
+
+#[test]
+fn a_half_made_volume_is_completed_never_exposed() {
+    let p = plugin();
+    let name = unique("half");
+    // What a crash between image creation and mkfs leaves behind.
+    let pool = cluster().connect().open_pool(POOL, "").unwrap();
+    pool.metadata_set(&format!("rbdvol.volume.{name}"), r#"{"pool":"rbd","namespace":"","state":"creating"}"#).unwrap();
+    pool.create_image(&name, 64 << 20, &Default::default()).unwrap();
+    pool.open_image(&name).unwrap().metadata_set("rbdvol.fstype", "ext4").unwrap();
+    assert!(p.get(&name).err().contains("does not exist"), "half-made volume exposed");
+    assert!(!p.call("VolumeDriver.List", "{}").json["Volumes"].as_array().unwrap().iter().any(|v| v["Name"] == name.as_str()));
+    // The next Create completes it.
+    ok(&p.create(&name, &[("size", "64")]));
+    ok(&p.get(&name));
+    ok(&p.mount(&name, &id(1)));
+    ok(&p.unmount(&name, &id(1)));
+    ok(&p.remove(&name));
+
+    // A crash before the image existed: Mount says it does not exist,
+    // Create makes it.
+    let name = unique("half");
+    pool.metadata_set(&format!("rbdvol.volume.{name}"), r#"{"pool":"rbd","namespace":"","state":"creating"}"#).unwrap();
+    assert!(p.get(&name).err().contains("does not exist"));
+    ok(&p.create(&name, &[("size", "64")]));
+    ok(&p.mount(&name, &id(1)));
+    ok(&p.unmount(&name, &id(1)));
+    ok(&p.remove(&name));
+}
+
+#[test]
+fn an_existing_foreign_image_is_not_taken_over() {
+    let p = plugin();
+    let name = unique("foreign");
+    let pool = cluster().connect().open_pool(POOL, "").unwrap();
+    pool.create_image(&name, 16 << 20, &Default::default()).unwrap();
+    let a = p.create(&name, &[]);
+    assert!(a.err().contains("not an rbdvol volume"), "{:?}", a.json);
+    assert!(p.get(&name).err().contains("does not exist"));
+    assert!(rbd_info(&name).is_some(), "the foreign image must survive");
+    pool.remove_image(&name).unwrap();
+}
+
+#[test]
+fn the_filesystem_grows_with_the_image() {
+    let p = plugin();
+    let name = unique("grow");
+    ok(&p.create(&name, &[("size", "64")]));
+    let pool = cluster().connect().open_pool(POOL, "").unwrap();
+    pool.open_image(&name).unwrap().grow(256 << 20, &|_, _| {}).unwrap();
+    let m = p.mount(&name, &id(1));
+    ok(&m);
+    let mp = PathBuf::from(m.json["Mountpoint"].as_str().unwrap().to_string());
+    let st = nix::sys::statvfs::statvfs(&mp).unwrap();
+    let size = st.blocks() as u64 * st.fragment_size() as u64;
+    assert!(size > 200 << 20, "filesystem is {} MiB after growing the image to 256 MiB", size >> 20);
+    ok(&p.unmount(&name, &id(1)));
+    ok(&p.remove(&name));
+}
+
+#[test]
+fn xfs_volumes() {
+    let p = plugin();
+    let name = unique("xfs");
+    ok(&p.create(&name, &[("size", "320M"), ("fstype", "xfs")]));
+    let mp = PathBuf::from(p.mount(&name, &id(1)).json["Mountpoint"].as_str().unwrap().to_string());
+    std::fs::write(mp.join("x"), b"xfs").unwrap();
+    let fstype = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(mp.to_str().unwrap()))
+        .and_then(|l| l.split(" - ").nth(1).map(|r| r.split(' ').next().unwrap().to_string()))
+        .unwrap();
+    assert_eq!(fstype, "xfs");
+    assert_eq!(p.get(&name).json["Volume"]["Status"]["fstype"], "xfs");
+    ok(&p.unmount(&name, &id(1)));
+    ok(&p.remove(&name));
+}
+
+#[test]
+fn socket_is_private_and_the_plugin_stops_on_sigterm() {
+    let mut p = plugin();
+    let mode = std::fs::metadata(&p.socket).unwrap().mode();
+    assert_eq!(mode & 0o777, 0o660);
+    let took = p.stop();
+    assert!(took < Duration::from_secs(10), "took {took:?} to stop");
+    assert!(!p.socket.exists(), "socket left behind");
+}
+
+#[test]
+fn missing_settings_never_stop_the_plugin() {
+    let dir = std::env::temp_dir().join(unique("nosettings"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("rbd.sock");
+    let mut child = Command::new(common::plugin::bin())
+        .args(["serve", "--socket", sock.to_str().unwrap(), "--state-dir"])
+        .arg(dir.join("state"))
+        .arg("--mount-root")
+        .arg(dir.join("mnt"))
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !sock.exists() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(start.elapsed() < Duration::from_secs(2), "listening took {:?}", start.elapsed());
+    let a = common::plugin::raw_call(&sock, "VolumeDriver.Create", r#"{"Name":"v","Opts":{}}"#);
+    assert!(a.err().contains("RBD_CONF_GLOBAL_MON_HOST"), "{:?}", a.json);
+    let a = common::plugin::raw_call(&sock, "VolumeDriver.Capabilities", "");
+    assert_eq!(a.json["Capabilities"]["Scope"], "global");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
