@@ -35,19 +35,11 @@ fn rbd_ls() -> Vec<String> {
 }
 
 fn rbd_info(name: &str) -> Option<serde_json::Value> {
-    let out = cluster().cli("rbd", &["info", "--format", "json", &format!("{POOL}/{name}")]);
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    cluster().rbd_info(name)
 }
 
-/// Reads a file out of an ext4 volume through `rbd export` and `debugfs`:
-/// a path that shares nothing with the plugin.
 fn read_from_ceph(name: &str, file: &str) -> String {
-    let img = std::env::temp_dir().join(format!("{}.img", unique("export")));
-    let out = cluster().cli("rbd", &["export", "--no-progress", &format!("{POOL}/{name}"), img.to_str().unwrap()]);
-    assert!(out.status.success(), "rbd export: {}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new("debugfs").args(["-R", &format!("cat {file}")]).arg(&img).output().expect("run debugfs");
-    let _ = std::fs::remove_file(&img);
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    cluster().read_file_from_image(name, file)
 }
 
 fn ok(a: &common::plugin::Answer) {

@@ -114,6 +114,23 @@ impl TestCluster {
             .unwrap_or_else(|e| panic!("cannot run {tool}: {e}"))
     }
 
+    /// `rbd info` of an image in the test pool, `None` when it does not exist.
+    pub fn rbd_info(&self, name: &str) -> Option<serde_json::Value> {
+        let out = self.cli("rbd", &["info", "--format", "json", &format!("{POOL}/{name}")]);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("rbd info json"))
+    }
+
+    /// Reads a file out of an ext4 volume through `rbd export` and
+    /// `debugfs`: a path that shares nothing with rbdvol.
+    pub fn read_file_from_image(&self, name: &str, file: &str) -> String {
+        let img = std::env::temp_dir().join(format!("{}.img", unique("export")));
+        let out = self.cli("rbd", &["export", "--no-progress", &format!("{POOL}/{name}"), img.to_str().unwrap()]);
+        assert!(out.status.success(), "rbd export: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("debugfs").args(["-R", &format!("cat {file}")]).arg(&img).output().expect("run debugfs");
+        let _ = std::fs::remove_file(&img);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The pids of this cluster's daemons.
     pub fn daemon_pids(&self) -> Vec<u32> {
         std::fs::read_dir(self.dir.join("run"))

@@ -1,0 +1,67 @@
+//! rbdvol with a real dockerd: `docker volume create -d`, containers writing
+//! and reading, `docker volume rm`, checked against Ceph independently.
+
+mod common;
+
+use common::cluster::{unique, TestCluster};
+use common::docker::{docker, docker_ok, DockerPlugin, IMAGE};
+
+#[test]
+fn docker_volumes_end_to_end() {
+    let cluster = TestCluster::shared();
+    let d = DockerPlugin::start(cluster);
+    let label = format!("rbdvol-test={}", d.driver);
+    let v = unique("dv");
+
+    let out = d.create_volume(&v, &["size=128M"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info = cluster.rbd_info(&v).expect("the image exists in ceph");
+    assert_eq!(info["size"], 128u64 << 20);
+
+    // A container writes; a second one reads it back.
+    let mount = format!("{v}:/data");
+    docker_ok(&["run", "--rm", "--label", &label, "-v", &mount, IMAGE, "sh", "-c", "echo written-in-a-container > /data/f && sync"]);
+    let read = docker_ok(&["run", "--rm", "--label", &label, "-v", &mount, IMAGE, "cat", "/data/f"]);
+    assert_eq!(read, "written-in-a-container");
+
+    // Two containers at once share the mount; it goes away after both.
+    let first = docker_ok(&["run", "-d", "--label", &label, "-v", &mount, IMAGE, "sleep", "300"]);
+    let second = docker_ok(&["run", "--rm", "--label", &label, "-v", &mount, IMAGE, "sh", "-c", "cat /data/f && echo second > /data/g && sync"]);
+    assert_eq!(second, "written-in-a-container");
+    let inspect: serde_json::Value = serde_json::from_str(&docker_ok(&["volume", "inspect", &v])).unwrap();
+    let status = &inspect[0]["Status"];
+    assert_eq!(status["containers"], 1, "{inspect}");
+    assert_eq!(status["pool"], "rbd");
+    assert_eq!(status["mapper"], "userspace");
+    assert_eq!(inspect[0]["Scope"], "global");
+    let key = cluster.admin_settings().key.expose().to_string();
+    assert!(!inspect.to_string().contains(&key), "the key is in docker volume inspect");
+    docker_ok(&["rm", "-f", &first]);
+    assert!(d.plugin.leftovers().is_empty(), "{:?}", d.plugin.leftovers());
+
+    let listed = docker_ok(&["volume", "ls", "--format", "{{.Driver}} {{.Name}}"]);
+    assert!(listed.lines().any(|l| l == format!("{} {v}", d.driver)), "{listed}");
+
+    // What the containers wrote is in Ceph, read by a path outside rbdvol.
+    assert_eq!(cluster.read_file_from_image(&v, "/f"), "written-in-a-container\n");
+    assert_eq!(cluster.read_file_from_image(&v, "/g"), "second\n");
+
+    docker_ok(&["volume", "rm", &v]);
+    assert!(cluster.rbd_info(&v).is_none(), "docker volume rm left the image in ceph");
+    assert!(!docker(&["volume", "inspect", &v]).status.success());
+}
+
+#[test]
+fn docker_shows_errors_a_user_can_act_on() {
+    let cluster = TestCluster::shared();
+    let d = DockerPlugin::start(cluster);
+    let v = unique("dverr");
+    let out = d.create_volume(&v, &["size=lots"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid value 'lots' for option 'size'"), "{err}");
+    let out = d.create_volume(&v, &["colour=blue"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown option 'colour'"), "{err}");
+    assert!(cluster.rbd_info(&v).is_none());
+}
