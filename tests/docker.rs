@@ -43,8 +43,8 @@ fn docker_volumes_end_to_end() {
     assert!(listed.lines().any(|l| l == format!("{} {v}", d.driver)), "{listed}");
 
     // What the containers wrote is in Ceph, read by a path outside rbdvol.
-    assert_eq!(cluster.read_file_from_image(&v, "/f"), "written-in-a-container\n");
-    assert_eq!(cluster.read_file_from_image(&v, "/g"), "second\n");
+    let files = cluster.read_files_from_image(&v, &["/f", "/g"]);
+    assert_eq!(files, ["written-in-a-container\n", "second\n"]);
 
     docker_ok(&["volume", "rm", &v]);
     assert!(cluster.rbd_info(&v).is_none(), "docker volume rm left the image in ceph");

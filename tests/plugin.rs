@@ -39,7 +39,7 @@ fn rbd_info(name: &str) -> Option<serde_json::Value> {
 }
 
 fn read_from_ceph(name: &str, file: &str) -> String {
-    cluster().read_file_from_image(name, file)
+    cluster().read_files_from_image(name, &[file]).remove(0)
 }
 
 fn ok(a: &common::plugin::Answer) {

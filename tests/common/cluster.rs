@@ -120,15 +120,21 @@ impl TestCluster {
         out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("rbd info json"))
     }
 
-    /// Reads a file out of an ext4 volume through `rbd export` and
+    /// Reads files out of an ext4 volume through `rbd export` and
     /// `debugfs`: a path that shares nothing with rbdvol.
-    pub fn read_file_from_image(&self, name: &str, file: &str) -> String {
+    pub fn read_files_from_image(&self, name: &str, files: &[&str]) -> Vec<String> {
         let img = std::env::temp_dir().join(format!("{}.img", unique("export")));
         let out = self.cli("rbd", &["export", "--no-progress", &format!("{POOL}/{name}"), img.to_str().unwrap()]);
         assert!(out.status.success(), "rbd export: {}", String::from_utf8_lossy(&out.stderr));
-        let out = Command::new("debugfs").args(["-R", &format!("cat {file}")]).arg(&img).output().expect("run debugfs");
+        let contents = files
+            .iter()
+            .map(|file| {
+                let out = Command::new("debugfs").args(["-R", &format!("cat {file}")]).arg(&img).output().expect("run debugfs");
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            })
+            .collect();
         let _ = std::fs::remove_file(&img);
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        contents
     }
 
     /// The pids of this cluster's daemons.

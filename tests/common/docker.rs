@@ -57,23 +57,32 @@ pub fn ensure_test_image() {
     assert!(import.wait().unwrap().success(), "docker import of the test image failed");
 }
 
-/// rbdvol as a legacy plugin: its socket in /run/docker/plugins under a
-/// driver name of its own.
+/// The driver name the tests register rbdvol under. It is fixed: dockerd
+/// keeps its records of a driver's volumes across runs and retries a driver
+/// whose socket is gone for 15 s per call, so a new name per run would make
+/// every later `docker volume` command slow.
+pub const DRIVER: &str = "rbdvoltest";
+
+/// One test at a time owns the driver's socket.
+static DRIVER_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// rbdvol as a legacy plugin: its socket in /run/docker/plugins.
 pub struct DockerPlugin {
     pub driver: String,
     pub plugin: Plugin,
     volumes: std::cell::RefCell<Vec<String>>,
+    _exclusive: std::sync::MutexGuard<'static, ()>,
 }
 
 impl DockerPlugin {
     pub fn start(cluster: &TestCluster) -> DockerPlugin {
+        let exclusive = DRIVER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         require_dockerd();
         ensure_test_image();
-        let driver = super::cluster::unique("rbdtest");
         std::fs::create_dir_all("/run/docker/plugins").unwrap();
-        let socket = PathBuf::from(format!("/run/docker/plugins/{driver}.sock"));
+        let socket = PathBuf::from(format!("/run/docker/plugins/{DRIVER}.sock"));
         let plugin = Plugin::start_with(cluster, &super::cluster::unique("dockerhost"), Some(socket), &[]);
-        DockerPlugin { driver, plugin, volumes: Default::default() }
+        DockerPlugin { driver: DRIVER.to_string(), plugin, volumes: Default::default(), _exclusive: exclusive }
     }
 
     /// `docker volume create -d <driver> -o k=v ... name`, remembered for cleanup.
