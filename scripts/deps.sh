@@ -8,6 +8,10 @@ packages=(
     gcc pkg-config librbd-dev librados-dev
     # the throwaway test cluster
     ceph-mon ceph-osd ceph-mgr ceph-common uuid-runtime python3 procps
+    # what rbdvol runs on the host: filesystems, blkid, FUSE, modprobe
+    e2fsprogs xfsprogs util-linux fuse3 kmod
+    # end-to-end tests: a real dockerd and a static busybox for the test image
+    docker.io busybox-static
 )
 missing=()
 for p in "${packages[@]}"; do
