@@ -12,6 +12,8 @@ packages=(
     e2fsprogs xfsprogs util-linux fuse3 kmod
     # end-to-end tests: a real dockerd and a static busybox for the test image
     docker.io busybox-static
+    # benchmarks: the peers' way (rbd CLI is in ceph-common) and fio
+    rbd-fuse fio curl
 )
 missing=()
 for p in "${packages[@]}"; do

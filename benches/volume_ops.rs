@@ -1,0 +1,140 @@
+//! Volume operations end to end: rbdvol's Create (with mkfs), Mount,
+//! Unmount and Remove through its socket, against the same sequence done
+//! the way the peer plugins do it — shelling out to `rbd`, a mapper, `mkfs`
+//! and `mount` — on the same throwaway cluster in the same run.
+//!
+//!   cargo bench --bench volume_ops            (20 volumes each)
+//!   VOLUMES=50 cargo bench --bench volume_ops
+//!
+//! This kernel has no rbd module, so the peers' `rbd map` is replaced by
+//! Ceph's own user-space equivalent, `rbd-fuse` + `losetup`: the same data
+//! path rbdvol's user-space mapper uses. Under `cargo test` it runs one
+//! volume each, to prove it works.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::cluster::{TestCluster, POOL};
+use common::plugin::Plugin;
+
+const SIZE_MIB: u32 = 512;
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("run {program}: {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn timed(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+/// What a peer plugin does, one process per step.
+struct Peer<'a> {
+    tc: &'a TestCluster,
+    dir: PathBuf,
+}
+
+impl Peer<'_> {
+    fn conf(&self) -> &str {
+        self.tc.conf.to_str().unwrap()
+    }
+
+    fn map(&self, image: &str) -> (PathBuf, String) {
+        let fuse = self.dir.join(format!("fuse-{image}"));
+        std::fs::create_dir_all(&fuse).unwrap();
+        run("rbd-fuse", &["-c", self.conf(), "-p", POOL, "-r", image, fuse.to_str().unwrap()]);
+        let dev = run("losetup", &["--direct-io=on", "--show", "-f", fuse.join(image).to_str().unwrap()]);
+        (fuse, dev)
+    }
+
+    fn unmap(&self, fuse: &Path, dev: &str) {
+        run("losetup", &["-d", dev]);
+        run("fusermount3", &["-u", fuse.to_str().unwrap()]);
+    }
+
+    fn create(&self, image: &str) {
+        run("rbd", &["-c", self.conf(), "create", "--size", &SIZE_MIB.to_string(), &format!("{POOL}/{image}")]);
+        let (fuse, dev) = self.map(image);
+        let _ = Command::new("blkid").arg(&dev).output();
+        run("mkfs.ext4", &["-q", "-F", &dev]);
+        self.unmap(&fuse, &dev);
+    }
+
+    fn mount(&self, image: &str) -> (PathBuf, String, PathBuf) {
+        let (fuse, dev) = self.map(image);
+        let mp = self.dir.join(format!("mnt-{image}"));
+        std::fs::create_dir_all(&mp).unwrap();
+        run("mount", &[&dev, mp.to_str().unwrap()]);
+        (fuse, dev, mp)
+    }
+
+    fn unmount(&self, fuse: &Path, dev: &str, mp: &Path) {
+        run("umount", &[mp.to_str().unwrap()]);
+        self.unmap(fuse, dev);
+    }
+
+    fn remove(&self, image: &str) {
+        run("rbd", &["-c", self.conf(), "rm", "--no-progress", &format!("{POOL}/{image}")]);
+    }
+}
+
+fn percentile(samples: &[Duration], p: f64) -> Duration {
+    let mut s = samples.to_vec();
+    s.sort();
+    s[((s.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let bench_mode = std::env::args().any(|a| a == "--bench");
+    let n: usize = if bench_mode { std::env::var("VOLUMES").ok().and_then(|v| v.parse().ok()).unwrap_or(20) } else { 1 };
+    let tc = TestCluster::start();
+    let plugin = Plugin::start(&tc, "bench-host");
+    let peer_dir = std::env::temp_dir().join(format!("rbdvol-peer-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&peer_dir).unwrap();
+    let peer = Peer { tc: &tc, dir: peer_dir.clone() };
+
+    let ops = ["create", "mount", "unmount", "remove"];
+    let mut ours: Vec<Vec<Duration>> = vec![Vec::new(); 4];
+    let mut theirs: Vec<Vec<Duration>> = vec![Vec::new(); 4];
+    let size = format!("{SIZE_MIB}");
+    for i in 0..n {
+        let name = format!("vol-{i}");
+        let id = format!("{i:064x}");
+        ours[0].push(timed(|| assert_eq!(plugin.create(&name, &[("size", &size)]).err(), "")));
+        ours[1].push(timed(|| assert_eq!(plugin.mount(&name, &id).err(), "")));
+        ours[2].push(timed(|| assert_eq!(plugin.unmount(&name, &id).err(), "")));
+        ours[3].push(timed(|| assert_eq!(plugin.remove(&name).err(), "")));
+
+        let image = format!("peer-{i}");
+        theirs[0].push(timed(|| peer.create(&image)));
+        let mut mounted = None;
+        theirs[1].push(timed(|| mounted = Some(peer.mount(&image))));
+        let (fuse, dev, mp) = mounted.unwrap();
+        theirs[2].push(timed(|| peer.unmount(&fuse, &dev, &mp)));
+        theirs[3].push(timed(|| peer.remove(&image)));
+    }
+    let _ = std::fs::remove_dir_all(&peer_dir);
+
+    println!("\n{n} volumes of {SIZE_MIB} MiB, ext4 (ms; peer = rbd CLI + rbd-fuse + losetup + mkfs.ext4 + mount)");
+    println!("{:<9} {:>10} {:>10} {:>10} {:>10} {:>8}", "op", "rbdvol p50", "p95", "peer p50", "p95", "ratio");
+    let (mut sum_ours, mut sum_theirs) = (0.0, 0.0);
+    for (i, op) in ops.iter().enumerate() {
+        let (o50, o95, t50, t95) =
+            (percentile(&ours[i], 0.5), percentile(&ours[i], 0.95), percentile(&theirs[i], 0.5), percentile(&theirs[i], 0.95));
+        sum_ours += ms(o50);
+        sum_theirs += ms(t50);
+        println!("{op:<9} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>7.1}x", ms(o50), ms(o95), ms(t50), ms(t95), ms(t50) / ms(o50));
+    }
+    println!("{:<9} {:>10.1} {:>10} {:>10.1} {:>10} {:>7.1}x", "end2end", sum_ours, "", sum_theirs, "", sum_theirs / sum_ours);
+}
