@@ -196,7 +196,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         state_dir: args.state_dir.clone(),
     };
     let host_id = config.host_id.clone();
-    let engine = Engine::start(config, settings, tools, mapper::build(kind, &mapper_config, &Tools::discover()?))?;
+    let mapper = mapper::build(kind, &mapper_config, &tools);
+    let engine = Engine::start(config, settings, tools, mapper)?;
     tracing::info!("host '{host_id}', mapper {}", engine.mapper_kind().as_str());
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

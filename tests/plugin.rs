@@ -143,7 +143,9 @@ fn create_mount_write_and_read_back_from_ceph() {
     assert_eq!(status["mounted_by"], p.host_id.as_str());
     assert_eq!(status["containers"], 1);
     assert!(status["device"].as_str().unwrap().starts_with("/dev/loop"));
-    assert!(!status.to_string().contains(cluster().admin_settings().key.expose()), "key in status");
+    let key = cluster().admin_settings().key.expose().to_string();
+    assert!(!status.to_string().contains(&key), "key in status");
+    assert_no_key_on_the_host(&p, &key);
     assert_eq!(p.call("VolumeDriver.Path", &format!(r#"{{"Name":"{name}"}}"#)).json["Mountpoint"], mp.to_str().unwrap());
     // Remove while mounted is refused.
     assert!(p.remove(&name).err().contains("mounted on this host"), "remove while mounted");
@@ -179,6 +181,43 @@ fn references_are_per_mount_id() {
     ok(&p.remove(&name));
 }
 
+/// The key is in no log, state file, child command line or environment.
+fn assert_no_key_on_the_host(p: &Plugin, key: &str) {
+    let mut servers = 0;
+    for entry in walk(&p.dir) {
+        if entry.is_file() {
+            let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap_or_default()).into_owned();
+            assert!(!text.contains(key), "the key is in {}", entry.display());
+        }
+        if entry.file_name().is_some_and(|n| n == "pid") {
+            let pid = std::fs::read_to_string(&entry).unwrap();
+            for f in ["cmdline", "environ"] {
+                let text = String::from_utf8_lossy(&std::fs::read(format!("/proc/{}/{f}", pid.trim())).unwrap()).into_owned();
+                assert!(!text.contains(key), "the key is in the user-space server's {f}");
+            }
+            servers += 1;
+        }
+    }
+    assert_eq!(servers, 1, "one user-space server expected");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        // Not into FUSE mounts or volume mounts: just the plugin's own files.
+        if path.ends_with("fuse") || path.ends_with("mnt") {
+            continue;
+        }
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 fn is_mounted(path: &Path) -> bool {
     std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
 }
@@ -190,16 +229,19 @@ fn a_failed_mount_rolls_back_completely() {
     ok(&p.create(&name, &[("size", "64")]));
     // Make the mount fail after mapping: the image now claims to be xfs.
     let pool = cluster().connect().open_pool(POOL, "").unwrap();
-    pool.open_image(&name).unwrap().metadata_set("rbdvol.fstype", "xfs").unwrap();
+    let image = pool.open_image(&name).unwrap();
+    let meta = image.metadata_get("rbdvol.volume").unwrap().unwrap();
+    image.metadata_set("rbdvol.volume", &meta.replace(r#""fstype":"ext4""#, r#""fstype":"xfs""#)).unwrap();
+    drop(image);
     let a = p.mount(&name, &id(1));
     assert!(a.err().contains("ext4") && a.err().contains("xfs"), "{:?}", a.json);
     assert!(p.leftovers().is_empty(), "{:?}", p.leftovers());
     let image = pool.open_image_read_only(&name).unwrap();
     assert!(image.host_lockers().unwrap().lockers.is_empty(), "host lock left behind");
     assert!(image.watchers().unwrap().is_empty(), "still mapped somewhere");
-    assert_eq!(image.metadata_get("rbdvol.mounted_by").unwrap(), None);
+    assert_eq!(image.metadata_get("rbdvol.mounted").unwrap(), None);
     // Put it right: the volume mounts.
-    pool.open_image(&name).unwrap().metadata_set("rbdvol.fstype", "ext4").unwrap();
+    pool.open_image(&name).unwrap().metadata_set("rbdvol.volume", &meta).unwrap();
     ok(&p.mount(&name, &id(1)));
     ok(&p.unmount(&name, &id(1)));
     ok(&p.remove(&name));
@@ -289,7 +331,8 @@ fn a_half_made_volume_is_completed_never_exposed() {
     let pool = cluster().connect().open_pool(POOL, "").unwrap();
     pool.metadata_set(&format!("rbdvol.volume.{name}"), r#"{"pool":"rbd","namespace":"","state":"creating"}"#).unwrap();
     pool.create_image(&name, 64 << 20, &Default::default()).unwrap();
-    pool.open_image(&name).unwrap().metadata_set("rbdvol.fstype", "ext4").unwrap();
+    let marker = format!(r#"{{"name":"{name}","fstype":"ext4","uid":null,"gid":null,"mode":null,"created_at":"2026-01-01T00:00:00Z"}}"#);
+    pool.open_image(&name).unwrap().metadata_set("rbdvol.volume", &marker).unwrap();
     assert!(p.get(&name).err().contains("does not exist"), "half-made volume exposed");
     assert!(!p.call("VolumeDriver.List", "{}").json["Volumes"].as_array().unwrap().iter().any(|v| v["Name"] == name.as_str()));
     // The next Create completes it.

@@ -140,19 +140,14 @@ pub struct EngineConfig {
 }
 
 const DIR_PREFIX: &str = "rbdvol.volume.";
+/// The marker and the volume's settings, JSON (`VolumeMeta`).
 const META_VOLUME: &str = "rbdvol.volume";
-const META_FSTYPE: &str = "rbdvol.fstype";
-const META_MKFS: &str = "rbdvol.mkfs_options";
-const META_MOUNT: &str = "rbdvol.mount_options";
-const META_CREATED: &str = "rbdvol.created_at";
+/// Present once formatted: the filesystem's size in bytes (grown at mount).
 const META_FORMATTED: &str = "rbdvol.formatted";
-const META_FS_SIZE: &str = "rbdvol.fs_size";
-const META_UID: &str = "rbdvol.uid";
-const META_GID: &str = "rbdvol.gid";
-const META_MODE: &str = "rbdvol.mode";
-const META_MOUNTED_BY: &str = "rbdvol.mounted_by";
-const META_MOUNTED_ADDR: &str = "rbdvol.mounted_addr";
-const META_MOUNTED_SINCE: &str = "rbdvol.mounted_since";
+/// Who has it mounted, JSON (`MountedBy`); removed at the last Unmount.
+const META_MOUNTED: &str = "rbdvol.mounted";
+/// How long Remove waits for watchers that are closing.
+const WATCHERS_SETTLE: Duration = Duration::from_secs(10);
 const DIRECTORY_TTL: Duration = Duration::from_secs(1);
 const STATUS_TTL: Duration = Duration::from_secs(1);
 
@@ -170,6 +165,35 @@ struct DirEntry {
     #[serde(default)]
     namespace: String,
     state: EntryState,
+}
+
+/// What rbdvol keeps in the image's metadata about a volume.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct VolumeMeta {
+    name: String,
+    fstype: Fstype,
+    #[serde(default)]
+    mkfs_options: Vec<String>,
+    #[serde(default)]
+    mount_options: String,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    mode: Option<u32>,
+    created_at: String,
+}
+
+impl VolumeMeta {
+    /// The metadata of an rbdvol volume called `name`, if the image is one.
+    fn of(meta: &BTreeMap<String, String>, name: &str) -> Option<VolumeMeta> {
+        meta.get(META_VOLUME).and_then(|v| serde_json::from_str::<VolumeMeta>(v).ok()).filter(|v| v.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct MountedBy {
+    host: String,
+    addr: String,
+    since: String,
 }
 
 type VolumeLock = Arc<tokio::sync::Mutex<()>>;
@@ -191,6 +215,15 @@ struct Inner {
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
+}
+
+/// When the holder of the host lock mounted the volume, for error messages.
+fn mounted_since(image: &Image) -> Result<String, EngineError> {
+    Ok(image
+        .metadata_get(META_MOUNTED)?
+        .and_then(|m| serde_json::from_str::<MountedBy>(&m).ok())
+        .map(|m| m.since)
+        .unwrap_or_else(|| "an unknown time".into()))
 }
 
 fn now_rfc3339() -> String {
@@ -425,7 +458,7 @@ impl Inner {
             Ok(()) => {}
             Err(CephError::AlreadyExists { .. }) => {
                 let image = pool.open_image_read_only(name)?;
-                let ours = image.metadata_get(META_VOLUME)?.as_deref() == Some(name);
+                let ours = VolumeMeta::of(&image.metadata_list()?, name).is_some();
                 if !ours && !resuming {
                     self.dir_remove(&dir, name)?;
                     return Err(EngineError::NotOurs { image: ImageRef { pool: opts.pool.clone(), namespace: opts.namespace.clone(), image: name.into() }.to_string() });
@@ -438,7 +471,7 @@ impl Inner {
         }
         let result = (|| {
             let image = pool.open_image(name)?;
-            if image.metadata_get(META_VOLUME)?.is_none() {
+            if VolumeMeta::of(&image.metadata_list()?, name).is_none() {
                 self.write_create_metadata(&image, name, opts)?;
             }
             self.ensure_formatted(&image, &Self::image_ref(name, &entry))?;
@@ -457,44 +490,36 @@ impl Inner {
     }
 
     fn write_create_metadata(&self, image: &Image, name: &str, opts: &VolumeOptions) -> Result<(), EngineError> {
-        image.metadata_set(META_FSTYPE, opts.fstype.as_str())?;
-        image.metadata_set(META_MKFS, &opts.mkfs_options.join(" "))?;
-        image.metadata_set(META_MOUNT, &opts.mount_options)?;
-        image.metadata_set(META_CREATED, &now_rfc3339())?;
-        if let Some(uid) = opts.uid {
-            image.metadata_set(META_UID, &uid.to_string())?;
-        }
-        if let Some(gid) = opts.gid {
-            image.metadata_set(META_GID, &gid.to_string())?;
-        }
-        if let Some(mode) = opts.mode {
-            image.metadata_set(META_MODE, &format!("{mode:o}"))?;
-        }
-        // The marker last: an image with it has all the rest.
-        image.metadata_set(META_VOLUME, name)?;
+        let meta = VolumeMeta {
+            name: name.to_string(),
+            fstype: opts.fstype,
+            mkfs_options: opts.mkfs_options.clone(),
+            mount_options: opts.mount_options.clone(),
+            uid: opts.uid,
+            gid: opts.gid,
+            mode: opts.mode,
+            created_at: now_rfc3339(),
+        };
+        image.metadata_set(META_VOLUME, &serde_json::to_string(&meta).expect("meta serializes"))?;
         Ok(())
     }
 
     /// Formats a volume that is not yet (mkfs only on a blank device), and
     /// applies the root's owner and mode. Takes the host lock meanwhile.
     fn ensure_formatted(&self, image: &Image, image_ref: &ImageRef) -> Result<(), EngineError> {
-        if image.metadata_get(META_FORMATTED)?.as_deref() == Some("true") {
+        let all = image.metadata_list()?;
+        if all.contains_key(META_FORMATTED) {
             return Ok(());
         }
-        let meta = image.metadata_list()?;
-        let fstype = Fstype::parse(meta.get(META_FSTYPE).map(String::as_str).unwrap_or("ext4")).unwrap_or(Fstype::Ext4);
-        let mkfs: Vec<String> = meta.get(META_MKFS).map(|m| m.split_whitespace().map(str::to_string).collect()).unwrap_or_default();
+        let meta = VolumeMeta::of(&all, &image_ref.image).ok_or_else(|| EngineError::NotFound(image_ref.image.clone()))?;
+        let (fstype, mkfs) = (meta.fstype, &meta.mkfs_options);
         self.take_host_lock(image, &image_ref.image)?;
         let result = (|| {
             self.mapper.check_features(image_ref, image.features()?)?;
             let mapping = self.mapper.map(image_ref, self.settings()?)?;
             let formatted = (|| {
-                fs::format_if_blank(&self.tools, &mapping.device, fstype, &mkfs)?;
-                let (uid, gid, mode) = (
-                    meta.get(META_UID).and_then(|v| v.parse().ok()),
-                    meta.get(META_GID).and_then(|v| v.parse().ok()),
-                    meta.get(META_MODE).and_then(|v| u32::from_str_radix(v, 8).ok()),
-                );
+                fs::format_if_blank(&self.tools, &mapping.device, fstype, mkfs)?;
+                let (uid, gid, mode) = (meta.uid, meta.gid, meta.mode);
                 if uid.is_some() || gid.is_some() || mode.is_some() {
                     let tmp = self.cfg.state_dir.join("format").join(&image_ref.image);
                     std::fs::create_dir_all(&tmp).map_err(HostError::io("create", &tmp))?;
@@ -508,8 +533,7 @@ impl Inner {
             })();
             self.mapper.unmap(&mapping)?;
             formatted?;
-            image.metadata_set(META_FS_SIZE, &image.size()?.to_string())?;
-            image.metadata_set(META_FORMATTED, "true")?;
+            image.metadata_set(META_FORMATTED, &image.size()?.to_string())?;
             Ok(())
         })();
         self.release_host_lock(image)?;
@@ -525,8 +549,7 @@ impl Inner {
             Err(CephError::LockBusy { .. }) => {
                 let lockers = image.host_lockers()?;
                 if let Some(other) = lockers.lockers.iter().find(|l| l.cookie != self.cookie()) {
-                    let since = image.metadata_get(META_MOUNTED_SINCE)?.unwrap_or_else(|| "an unknown time".into());
-                    return Err(EngineError::MountedElsewhere { name: name.to_string(), host: other.cookie.clone(), since });
+                    return Err(EngineError::MountedElsewhere { name: name.to_string(), host: other.cookie.clone(), since: mounted_since(image)? });
                 }
                 // Held under our own host id by an earlier run of this
                 // plugin (a restart gives us a new client id): take it over.
@@ -562,8 +585,7 @@ impl Inner {
         match pool.open_image_read_only(name) {
             Ok(image) => {
                 if let Some(holder) = image.host_lockers()?.lockers.first() {
-                    let since = image.metadata_get(META_MOUNTED_SINCE)?.unwrap_or_else(|| "an unknown time".into());
-                    return Err(EngineError::MountedElsewhere { name: name.into(), host: holder.cookie.clone(), since });
+                    return Err(EngineError::MountedElsewhere { name: name.into(), host: holder.cookie.clone(), since: mounted_since(&image)? });
                 }
             }
             Err(CephError::NotFound { .. }) => {
@@ -573,7 +595,7 @@ impl Inner {
             Err(e) => return Err(e.into()),
         }
         self.dir_put(&dir, name, &DirEntry { state: EntryState::Removing, ..entry.clone() })?;
-        match pool.remove_image(name) {
+        match self.remove_image_settling(&pool, name) {
             Ok(()) | Err(CephError::NotFound { .. }) => {
                 self.dir_remove(&dir, name)?;
                 Ok(Removed::Removed)
@@ -581,6 +603,21 @@ impl Inner {
             Err(e) => {
                 self.dir_put(&dir, name, &entry)?;
                 Err(e.into())
+            }
+        }
+    }
+
+    /// Removes an image, waiting a little for watchers that are on their
+    /// way out: a mapper process closing after the last Unmount, or udev
+    /// probing a device just unmapped. A watcher that stays is `InUse`.
+    fn remove_image_settling(&self, pool: &Pool, name: &str) -> Result<(), CephError> {
+        let start = Instant::now();
+        loop {
+            match pool.remove_image(name) {
+                Err(CephError::InUse { .. }) if start.elapsed() < WATCHERS_SETTLE => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                other => return other,
             }
         }
     }
@@ -612,14 +649,15 @@ impl Inner {
         let image = pool.open_image(name)?;
         if entry.state == EntryState::Creating {
             // Half-made by a crashed Create: complete it, then expose it.
-            if image.metadata_get(META_VOLUME)?.as_deref() != Some(name) {
+            if VolumeMeta::of(&image.metadata_list()?, name).is_none() {
                 return Err(EngineError::NotFound(name.into()));
             }
             self.ensure_formatted(&image, &image_ref)?;
             self.dir_put(&dir, name, &DirEntry { state: EntryState::Ready, ..entry.clone() })?;
         }
-        let meta = image.metadata_list()?;
-        let fstype = Fstype::parse(meta.get(META_FSTYPE).map(String::as_str).unwrap_or("ext4")).unwrap_or(Fstype::Ext4);
+        let all = image.metadata_list()?;
+        let meta = VolumeMeta::of(&all, name).ok_or_else(|| EngineError::NotFound(name.into()))?;
+        let fstype = meta.fstype;
         self.take_host_lock(&image, name)?;
 
         // From here on, a failure undoes every step taken.
@@ -630,29 +668,29 @@ impl Inner {
             let m = self.mapper.map(&image_ref, self.settings()?)?;
             let device = m.device.clone();
             mapping = Some(m);
-            match fs::probe(&self.tools, &device)? {
-                Some(found) if found == fstype.as_str() => {}
-                found => {
-                    return Err(HostError::WrongFilesystem {
-                        device,
-                        found: found.unwrap_or_else(|| "no".into()),
-                        wanted: fstype.as_str().into(),
-                    }
-                    .into())
-                }
-            }
             let mp = self.mountpoint(name);
             std::fs::create_dir_all(&mp).map_err(HostError::io("create", &mp))?;
-            let mut options = meta.get(META_MOUNT).cloned().unwrap_or_default();
+            let mut options = meta.mount_options.clone();
             let implied = fstype.implied_mount_options();
             if !implied.is_empty() && !options.split(',').any(|o| o == implied) {
                 options = if options.is_empty() { implied.to_string() } else { format!("{options},{implied}") };
             }
-            sys::mount(&device, &mp, fstype.as_str(), &options)?;
+            if let Err(e) = sys::mount(&device, &mp, fstype.as_str(), &options) {
+                // Say what is on the device when it is not what we expect.
+                return Err(match fs::probe(&self.tools, &device)? {
+                    Some(found) if found == fstype.as_str() => e.into(),
+                    found => HostError::WrongFilesystem {
+                        device,
+                        found: found.unwrap_or_else(|| "no".into()),
+                        wanted: fstype.as_str().into(),
+                    }
+                    .into(),
+                });
+            }
             mounted_at = Some(mp.clone());
             // Grow the filesystem when the image grew since it was made.
             let size = image.size()?;
-            let fs_size: u64 = meta.get(META_FS_SIZE).and_then(|s| s.parse().ok()).unwrap_or(size);
+            let fs_size: u64 = all.get(META_FORMATTED).and_then(|s| s.parse().ok()).unwrap_or(size);
             if size > fs_size {
                 if let Err(online) = fs::grow(&self.tools, fstype, &device, &mp) {
                     if fstype != Fstype::Ext4 {
@@ -665,11 +703,10 @@ impl Inner {
                     sys::mount(&device, &mp, fstype.as_str(), &options)?;
                     mounted_at = Some(mp.clone());
                 }
-                image.metadata_set(META_FS_SIZE, &size.to_string())?;
+                image.metadata_set(META_FORMATTED, &size.to_string())?;
             }
-            image.metadata_set(META_MOUNTED_BY, &self.cfg.host_id)?;
-            image.metadata_set(META_MOUNTED_ADDR, &cluster.own_address()?)?;
-            image.metadata_set(META_MOUNTED_SINCE, &now_rfc3339())?;
+            let by = MountedBy { host: self.cfg.host_id.clone(), addr: cluster.own_address()?, since: now_rfc3339() };
+            image.metadata_set(META_MOUNTED, &serde_json::to_string(&by).expect("serializes"))?;
             let mut v = MountedVolume {
                 name: name.into(),
                 pool: entry.pool.clone(),
@@ -696,9 +733,7 @@ impl Inner {
                 }
             }
             let _ = std::fs::remove_dir(self.mountpoint(name));
-            for key in [META_MOUNTED_BY, META_MOUNTED_ADDR, META_MOUNTED_SINCE] {
-                let _ = image.metadata_remove(key);
-            }
+            let _ = image.metadata_remove(META_MOUNTED);
             if let Err(e) = self.release_host_lock(&image) {
                 tracing::error!("rolling back mount of '{name}': {e}");
             }
@@ -727,9 +762,7 @@ impl Inner {
         self.status.lock().unwrap().remove(name);
         let cluster = self.cluster()?;
         let image = cluster.open_pool(&v.pool, &v.namespace)?.open_image(&v.image)?;
-        for key in [META_MOUNTED_BY, META_MOUNTED_ADDR, META_MOUNTED_SINCE] {
-            image.metadata_remove(key)?;
-        }
+        image.metadata_remove(META_MOUNTED)?;
         self.release_host_lock(&image)?;
         Ok(Unmounted::Released)
     }
@@ -767,16 +800,18 @@ impl Inner {
         put("image", Self::image_ref(name, &entry).to_string().into());
         put("size", format!("{} MiB", size >> 20).into());
         put("size_bytes", size.into());
-        put("fstype", meta.get(META_FSTYPE).cloned().unwrap_or_else(|| "ext4".into()).into());
+        let vm = VolumeMeta::of(&meta, name);
+        put("fstype", vm.as_ref().map(|v| v.fstype.as_str()).unwrap_or("ext4").into());
         put("features", ceph::features_to_string(image.features()?).into());
-        if let Some(m) = meta.get(META_MOUNT).filter(|m| !m.is_empty()) {
-            put("mount_options", m.clone().into());
+        if let Some(m) = vm.as_ref().map(|v| v.mount_options.clone()).filter(|m| !m.is_empty()) {
+            put("mount_options", m.into());
         }
-        put("mounted_by", meta.get(META_MOUNTED_BY).cloned().unwrap_or_default().into());
-        if let Some(s) = meta.get(META_MOUNTED_SINCE) {
-            put("mounted_since", s.clone().into());
+        let by = meta.get(META_MOUNTED).and_then(|m| serde_json::from_str::<MountedBy>(m).ok());
+        put("mounted_by", by.as_ref().map(|b| b.host.clone()).unwrap_or_default().into());
+        if let Some(b) = by {
+            put("mounted_since", b.since.into());
         }
-        let info = VolumeInfo { name: name.into(), mountpoint: None, created_at: meta.get(META_CREATED).cloned(), status };
+        let info = VolumeInfo { name: name.into(), mountpoint: None, created_at: vm.map(|v| v.created_at), status };
         self.status.lock().unwrap().insert(name.into(), (Instant::now(), info.clone()));
         let mut info = info;
         self.add_local_status(&mut info);

@@ -318,5 +318,8 @@ fn serve_inner(dir: &Path) -> Result<(), HostError> {
     tracing::info!("{signal:?}: stopping the server for {}", input.image);
     drop(session); // unmounts and joins the FUSE thread
     image.flush()?;
+    drop(image);
+    // A clean stop leaves nothing behind: the mapper does not wait for it.
+    let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }

@@ -125,17 +125,24 @@ impl Tools {
     /// carry meaning (blkid exits 2 when it finds nothing).
     pub fn output(&self, tool: Tool, args: &[&str]) -> Result<std::process::Output, HostError> {
         let path = self.path(tool)?;
-        Command::new(path)
+        Self::clean_env(&mut Command::new(path))
             .args(args)
             .stdin(Stdio::null())
-            .env("LC_ALL", "C")
             .output()
             .map_err(HostError::io("run", path))
     }
 
     /// A command for a long-lived child (rbd-nbd), for the mappers.
     pub fn command(&self, tool: Tool) -> Result<Command, HostError> {
-        Ok(Command::new(self.path(tool)?))
+        let mut cmd = Command::new(self.path(tool)?);
+        Self::clean_env(&mut cmd);
+        Ok(cmd)
+    }
+
+    /// Children get a minimal environment: never the plugin's, which holds
+    /// the cephx key (`RBD_CONF_KEYRING_KEY`).
+    pub fn clean_env(cmd: &mut Command) -> &mut Command {
+        cmd.env_clear().env("PATH", SEARCH_PATH.join(":")).env("LC_ALL", "C")
     }
 }
 

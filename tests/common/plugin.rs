@@ -177,9 +177,22 @@ impl Plugin {
         self.call("VolumeDriver.Remove", &serde_json::json!({ "Name": name }).to_string())
     }
 
-    /// What this plugin has on the host: mounts and loop devices under its
-    /// directories, user-space servers, state files.
+    /// What this plugin still has on the host once the user-space servers it
+    /// stopped have exited (they are reaped in the background; 10 s at most).
     pub fn leftovers(&self) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let found = self.leftovers_now();
+            if found.is_empty() || start.elapsed() > Duration::from_secs(10) {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What this plugin has on the host right now: mounts and loop devices
+    /// under its directories, user-space servers, state files.
+    pub fn leftovers_now(&self) -> Vec<String> {
         let mut found = Vec::new();
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         for line in mountinfo.lines() {

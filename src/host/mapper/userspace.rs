@@ -45,7 +45,14 @@ struct Server {
     pid: Option<u32>,
 }
 
+/// Marks a server that was told to stop: never reused for a new mapping.
+const STOPPING: &str = "stopping";
+
 impl Server {
+    fn stopping(&self) -> bool {
+        self.dir.join(STOPPING).exists()
+    }
+
     fn disk(&self) -> PathBuf {
         self.dir.join("fuse").join(DISK_FILE)
     }
@@ -98,6 +105,13 @@ impl Userspace {
         crate::state::write_atomic(&dir.join("image.json"), &image_json)?;
         let log = std::fs::File::create(dir.join("server.log")).map_err(HostError::io("create", dir.join("server.log")))?;
         let mut cmd = Command::new(&self.exe);
+        // The key arrives on stdin; the environment carries only logging.
+        crate::host::tools::Tools::clean_env(&mut cmd);
+        for var in ["RUST_LOG", "LOG_LEVEL"] {
+            if let Ok(v) = std::env::var(var) {
+                cmd.env(var, v);
+            }
+        }
         cmd.arg("userspace-serve").arg("--dir").arg(&dir);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log);
         // SAFETY: setsid is async-signal-safe; it puts the server in its own
@@ -141,19 +155,40 @@ impl Userspace {
         Ok(Server { dir, image: image.clone(), pid: Some(pid) })
     }
 
-    fn stop_server(&self, server: &Server) -> Result<(), HostError> {
-        if let Some(pid) = server.pid.filter(|p| sys::process_alive(*p)) {
-            sys::signal(pid, Signal::SIGTERM)?;
+    /// Waits for a server to exit (killing it after STOP_TIMEOUT) and
+    /// removes what it left.
+    fn reap(&self, server: &Server) -> Result<(), HostError> {
+        if let Some(pid) = server.pid {
             let start = Instant::now();
             while sys::process_alive(pid) && start.elapsed() < STOP_TIMEOUT {
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(10));
             }
             if sys::process_alive(pid) {
                 tracing::warn!("user-space server {pid} for {} did not stop in {}s: killing it", server.image, STOP_TIMEOUT.as_secs());
                 sys::signal(pid, Signal::SIGKILL)?;
+                while sys::process_alive(pid) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             }
         }
         self.clean_dead(server)
+    }
+
+    /// Tells a server to stop. Its data is already flushed (the filesystem
+    /// on top was unmounted and the loop device detached, each flushing), so
+    /// nobody needs to wait: a background thread reaps it.
+    fn stop_server(&self, server: Server) -> Result<(), HostError> {
+        std::fs::write(server.dir.join(STOPPING), b"").or_else(ignore_not_found).map_err(HostError::io("mark", &server.dir))?;
+        if let Some(pid) = server.pid.filter(|p| sys::process_alive(*p)) {
+            sys::signal(pid, Signal::SIGTERM)?;
+        }
+        let reaper = Userspace { root: self.root.clone(), exe: self.exe.clone() };
+        std::thread::spawn(move || {
+            if let Err(e) = reaper.reap(&server) {
+                tracing::error!("cleaning up the user-space server for {}: {e}", server.image);
+            }
+        });
+        Ok(())
     }
 }
 
@@ -176,6 +211,11 @@ impl Mapper for Userspace {
 
     fn map(&self, image: &ImageRef, settings: &CephSettings) -> Result<Mapping, HostError> {
         let server = match self.server(image) {
+            Some(s) if s.stopping() => {
+                // The last unmap's server is still shutting down: let it finish.
+                self.reap(&s)?;
+                self.start_server(image, settings)?
+            }
             Some(s) if s.alive() => s,
             Some(dead) => {
                 self.clean_dead(&dead)?;
@@ -188,7 +228,7 @@ impl Mapper for Userspace {
             None => match sys::loop_attach(&server.disk(), BLOCK_SIZE) {
                 Ok(dev) => dev,
                 Err(e) => {
-                    let _ = self.stop_server(&server);
+                    let _ = self.stop_server(server);
                     return Err(e);
                 }
             },
@@ -202,7 +242,7 @@ impl Mapper for Userspace {
                 if let Some(dev) = server.loop_device() {
                     sys::loop_detach(&dev)?;
                 }
-                self.stop_server(&server)
+                self.stop_server(server)
             }
             None => Ok(()),
         }
@@ -212,7 +252,7 @@ impl Mapper for Userspace {
         Ok(self
             .servers()
             .into_iter()
-            .filter(|s| s.alive())
+            .filter(|s| s.alive() && !s.stopping())
             .filter_map(|s| {
                 let device = s.loop_device()?;
                 Some(Mapping { image: s.image, device, mapper: MapperKind::Userspace })
