@@ -84,8 +84,12 @@ impl Userspace {
             .collect()
     }
 
+    /// The server for `image`: a live one first, else one that is stopping
+    /// or dead (to wait for or clean up).
     fn server(&self, image: &ImageRef) -> Option<Server> {
-        self.servers().into_iter().find(|s| &s.image == image)
+        let mut candidates: Vec<Server> = self.servers().into_iter().filter(|s| &s.image == image).collect();
+        candidates.sort_by_key(|s| (s.alive() && !s.stopping(), s.alive()));
+        candidates.pop()
     }
 
     /// Removes what a dead server left: its stale FUSE mount and directory.
@@ -99,7 +103,10 @@ impl Userspace {
     }
 
     fn start_server(&self, image: &ImageRef, settings: &CephSettings) -> Result<Server, HostError> {
-        let dir = self.root.join(dir_name(image));
+        // One directory per server instance: cleaning up after a stopped
+        // server must never touch the one that replaced it.
+        let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let dir = self.root.join(format!("{}.{nonce:x}", dir_name(image)));
         std::fs::create_dir_all(&dir).map_err(HostError::io("create", &dir))?;
         let image_json = serde_json::to_vec(image).expect("ImageRef serializes");
         crate::state::write_atomic(&dir.join("image.json"), &image_json)?;
