@@ -442,3 +442,36 @@ fn missing_settings_never_stop_the_plugin() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn other_calls_answer_while_a_volume_is_being_formatted() {
+    let p = Arc::new(plugin());
+    let other = unique("bystander");
+    ok(&p.create(&other, &[("size", "64")]));
+    // A slow mkfs: every inode table written now, not lazily.
+    let slow = unique("slow");
+    let creating = {
+        let (p, slow) = (Arc::clone(&p), slow.clone());
+        std::thread::spawn(move || {
+            p.create(&slow, &[("size", "4G"), ("mkfs_options", "-N 2000000 -E lazy_itable_init=0,lazy_journal_init=0,nodiscard")])
+        })
+    };
+    // Wait until the create is under way (its intent is in the directory).
+    let pool = cluster().connect().open_pool(POOL, "").unwrap();
+    let key = format!("rbdvol.volume.{slow}");
+    let start = std::time::Instant::now();
+    while !pool.metadata_get(&key).unwrap().is_some_and(|v| v.contains("creating")) {
+        assert!(start.elapsed() < Duration::from_secs(60), "the create never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ok(&p.call("VolumeDriver.List", "{}"));
+    ok(&p.get(&other));
+    ok(&p.call("VolumeDriver.Path", &format!(r#"{{"Name":"{other}"}}"#)));
+    assert_eq!(p.call("VolumeDriver.Capabilities", "{}").json["Capabilities"]["Scope"], "global");
+    assert!(p.get(&slow).err().contains("does not exist"), "a volume being formatted is not exposed");
+    assert!(!creating.is_finished(), "the other calls waited for the create");
+    ok(&creating.join().unwrap());
+    ok(&p.get(&slow));
+    ok(&p.remove(&slow));
+    ok(&p.remove(&other));
+}
