@@ -137,4 +137,51 @@ fn main() {
         println!("{op:<9} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>7.1}x", ms(o50), ms(o95), ms(t50), ms(t95), ms(t50) / ms(o50));
     }
     println!("{:<9} {:>10.1} {:>10} {:>10.1} {:>10} {:>7.1}x", "end2end", sum_ours, "", sum_theirs, "", sum_theirs / sum_ours);
+
+    scale(&tc, &plugin, if bench_mode { 1000 } else { 10 });
+}
+
+/// List latency and the plugin's memory with many volumes. The volumes are
+/// made through the Ceph layer (directory entry, image, metadata) rather than
+/// by 1,000 mkfs runs: List and Get only read those.
+fn scale(tc: &TestCluster, plugin: &Plugin, n: usize) {
+    let pool = tc.connect().open_pool(POOL, "").unwrap();
+    for i in 0..n {
+        let name = format!("many-{i:04}");
+        pool.create_image(&name, 64 << 20, &Default::default()).unwrap();
+        let image = pool.open_image(&name).unwrap();
+        let meta = format!(r#"{{"name":"{name}","fstype":"ext4","uid":null,"gid":null,"mode":null,"created_at":"2026-01-01T00:00:00Z"}}"#);
+        image.metadata_set("rbdvol.volume", &meta).unwrap();
+        image.metadata_set("rbdvol.formatted", &(64u64 << 20).to_string()).unwrap();
+        pool.metadata_set(&format!("rbdvol.volume.{name}"), r#"{"pool":"rbd","namespace":"","state":"ready"}"#).unwrap();
+    }
+    let list = |expect: usize| {
+        let a = plugin.call("VolumeDriver.List", "{}");
+        assert_eq!(a.err(), "");
+        assert!(a.json["Volumes"].as_array().unwrap().len() >= expect);
+    };
+    // Cold: the directory cache (1 s) has expired before each call.
+    let mut cold = Vec::new();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(1100));
+        cold.push(timed(|| list(n)));
+    }
+    let warm: Vec<Duration> = (0..10).map(|_| timed(|| list(n))).collect();
+    let rss_before = rss_kib(plugin.pid());
+    let get_all = timed(|| {
+        for i in 0..n {
+            assert_eq!(plugin.get(&format!("many-{i:04}")).err(), "");
+        }
+    });
+    let rss = rss_kib(plugin.pid());
+    println!("\n{n} volumes: List p50 {:.1} ms cold (directory read from ceph), {:.2} ms warm; Get of all {n}: {:.0} ms; rbdvol serve RSS {:.1} MiB after List, {:.1} MiB after Get of all",
+        ms(percentile(&cold, 0.5)), ms(percentile(&warm, 0.5)), ms(get_all), rss_before as f64 / 1024.0, rss as f64 / 1024.0);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap()))
+        .unwrap()
 }
