@@ -115,6 +115,9 @@ impl Filesystem for DiskFs {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);
+        // Let the kernel keep many direct-I/O requests of the loop device in
+        // flight at once instead of one at a time.
+        let _ = config.add_capabilities(fuser::consts::FUSE_ASYNC_DIO);
         Ok(())
     }
 
