@@ -3,7 +3,7 @@
 # throwaway cluster in the same run, and against Ceph's own user-space path
 # (rbd-fuse + loop device + ext4). Needs a release build (cargo build --release).
 #
-#   benches/datapath.sh            # prints a table; ~3 minutes
+#   benches/datapath.sh            # prints a table (medians of ROUNDS=3 rounds); ~4 minutes
 #
 # Jobs: 4 MiB sequential write and read (queue depth 16), 4 KiB random write
 # (queue depth 16). fio writes with O_DIRECT to a file on the volume's ext4;
@@ -45,9 +45,6 @@ rbd_bench() { # type pattern size total -> bytes/s and ops/s of the summary line
         | awk '/^elapsed:/ {for (i=1;i<=NF;i++) {if ($i=="ops/sec:") o=$(i+1); if ($i=="bytes/sec:") {b=$(i+1); u=$(i+2)}}}
                END {m=1; if (u ~ /^KiB/) m=1024; if (u ~ /^MiB/) m=1048576; if (u ~ /^GiB/) m=1073741824; printf "%.0f %.0f\n", b*m, o}'
 }
-read -r rbd_sw _ < <(rbd_bench write seq 4M "$SEQ_TOTAL")
-read -r rbd_sr _ < <(rbd_bench read seq 4M "$SEQ_TOTAL")
-read -r _ rbd_rw < <(rbd_bench write rand 4K "$RAND_TOTAL")
 
 fio_job() { # dir rw bs size -> bytes/s and iops
     fio --name=b --directory="$1" --filename=fio.dat --rw="$2" --bs="$3" --size="$4" --iodepth=16 \
@@ -75,7 +72,6 @@ for _ in $(seq 100); do [ -S "$work/rbd.sock" ] && break; sleep 0.05; done
 api() { curl -s --unix-socket "$work/rbd.sock" -X POST "http://p/VolumeDriver.$1" -d "$2"; }
 api Create '{"Name":"bench","Opts":{"size":"2G"}}' >/dev/null
 mp=$(api Mount '{"Name":"bench","ID":"b"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["Mountpoint"])')
-read -r ours_sw ours_sr ours_rw < <(run_fio "$mp")
 
 # --- Ceph's rbd-fuse + loop + ext4 -----------------------------------------
 rbd -c "$conf" create --size 2G rbd/peer
@@ -84,11 +80,23 @@ rbd-fuse -c "$conf" -p rbd -r peer "$work/peer-fuse"
 peer_dev=$(losetup --direct-io=on --show -f "$work/peer-fuse/peer")
 mkfs.ext4 -q -F -m0 -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 "$peer_dev"
 mount "$peer_dev" "$work/peer-mnt"
-read -r peer_sw peer_sr peer_rw < <(run_fio "$work/peer-mnt")
 
-python3 - "$rbd_sw" "$rbd_sr" "$rbd_rw" "$ours_sw" "$ours_sr" "$ours_rw" "$peer_sw" "$peer_sr" "$peer_rw" <<'EOF'
-import sys
-rbd_sw, rbd_sr, rbd_rw, o_sw, o_sr, o_rw, p_sw, p_sr, p_rw = map(float, sys.argv[1:])
+# --- rounds: the three paths take turns, so drift hits them alike -----------
+: >"$work/results"
+for round in $(seq "${ROUNDS:-3}"); do
+    read -r rbd_sw _ < <(rbd_bench write seq 4M "$SEQ_TOTAL")
+    read -r rbd_sr _ < <(rbd_bench read seq 4M "$SEQ_TOTAL")
+    read -r _ rbd_rw < <(rbd_bench write rand 4K "$RAND_TOTAL")
+    read -r ours_sw ours_sr ours_rw < <(run_fio "$mp")
+    read -r peer_sw peer_sr peer_rw < <(run_fio "$work/peer-mnt")
+    echo "$rbd_sw $rbd_sr $rbd_rw $ours_sw $ours_sr $ours_rw $peer_sw $peer_sr $peer_rw" >>"$work/results"
+done
+
+python3 - "$work/results" <<'EOF'
+import statistics, sys
+rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+rbd_sw, rbd_sr, rbd_rw, o_sw, o_sr, o_rw, p_sw, p_sr, p_rw = (statistics.median(c) for c in zip(*rows))
+print(f"medians of {len(rows)} rounds")
 mib = 1 << 20
 print(f"{'job':<24}{'rbd bench':>12}{'rbdvol':>12}{'% of rbd':>10}{'rbd-fuse+loop':>15}{'rbdvol/fuse':>12}")
 for name, r, o, p, unit, div in [
