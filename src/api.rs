@@ -98,11 +98,8 @@ async fn capabilities() -> Json<Value> {
     Json(json!({ "Capabilities": { "Scope": "global" } }))
 }
 
-async fn create(State(d): State<Driver>, body: Bytes) -> Response {
-    let req: CreateRequest = match parse("VolumeDriver.Create", &body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
+async fn create(State(d): State<Driver>, body: Bytes) -> Result<Response, Response> {
+    let req: CreateRequest = parse("VolumeDriver.Create", &body)?;
     let mut opts = BTreeMap::new();
     for (k, v) in req.opts.unwrap_or_default() {
         let v = match v {
@@ -110,87 +107,72 @@ async fn create(State(d): State<Driver>, body: Bytes) -> Response {
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
             other => {
-                return reply_err(
+                return Err(reply_err(
                     "VolumeDriver.Create",
                     &req.name,
                     EngineError::InvalidOption { option: k, value: other.to_string(), reason: "it must be a string".into() },
-                )
+                ))
             }
         };
         opts.insert(k, v);
     }
-    match d.create(&req.name, opts).await {
+    Ok(match d.create(&req.name, opts).await {
         Ok(how) => {
             tracing::info!("created volume '{}' ({how:?})", req.name);
             Json(json!({ "Err": "" })).into_response()
         }
         Err(e) => reply_err("VolumeDriver.Create", &req.name, e),
-    }
+    })
 }
 
-async fn remove(State(d): State<Driver>, body: Bytes) -> Response {
-    let req: NameRequest = match parse("VolumeDriver.Remove", &body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    match d.remove(&req.name).await {
+async fn remove(State(d): State<Driver>, body: Bytes) -> Result<Response, Response> {
+    let req: NameRequest = parse("VolumeDriver.Remove", &body)?;
+    Ok(match d.remove(&req.name).await {
         Ok(how) => {
             tracing::info!("removed volume '{}' ({how:?})", req.name);
             Json(json!({ "Err": "" })).into_response()
         }
         Err(e) => reply_err("VolumeDriver.Remove", &req.name, e),
-    }
+    })
 }
 
-async fn mount(State(d): State<Driver>, body: Bytes) -> Response {
-    let req: MountRequest = match parse("VolumeDriver.Mount", &body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    match d.mount(&req.name, &req.id).await {
+async fn mount(State(d): State<Driver>, body: Bytes) -> Result<Response, Response> {
+    let req: MountRequest = parse("VolumeDriver.Mount", &body)?;
+    Ok(match d.mount(&req.name, &req.id).await {
         Ok(m) => {
             tracing::info!("mounted volume '{}' for {} at {}", req.name, req.id, m.path().display());
             Json(json!({ "Mountpoint": m.path().to_string_lossy(), "Err": "" })).into_response()
         }
         Err(e) => reply_err("VolumeDriver.Mount", &req.name, e),
-    }
+    })
 }
 
-async fn unmount(State(d): State<Driver>, body: Bytes) -> Response {
-    let req: MountRequest = match parse("VolumeDriver.Unmount", &body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    match d.unmount(&req.name, &req.id).await {
+async fn unmount(State(d): State<Driver>, body: Bytes) -> Result<Response, Response> {
+    let req: MountRequest = parse("VolumeDriver.Unmount", &body)?;
+    Ok(match d.unmount(&req.name, &req.id).await {
         Ok(how) => {
             tracing::info!("unmounted volume '{}' for {} ({how:?})", req.name, req.id);
             Json(json!({ "Err": "" })).into_response()
         }
         Err(e) => reply_err("VolumeDriver.Unmount", &req.name, e),
-    }
+    })
 }
 
-async fn path(State(d): State<Driver>, body: Bytes) -> Response {
-    let req: NameRequest = match parse("VolumeDriver.Path", &body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    match d.path(&req.name).await {
+async fn path(State(d): State<Driver>, body: Bytes) -> Result<Response, Response> {
+    let req: NameRequest = parse("VolumeDriver.Path", &body)?;
+    Ok(match d.path(&req.name).await {
         Ok(p) => Json(json!({ "Mountpoint": p.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(), "Err": "" })).into_response(),
         Err(e) => reply_err("VolumeDriver.Path", &req.name, e),
-    }
+    })
 }
 
-async fn get(State(d): State<Driver>, body: Bytes) -> Response {
-    let req: NameRequest = match parse("VolumeDriver.Get", &body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    match d.get(&req.name).await {
+async fn get(State(d): State<Driver>, body: Bytes) -> Result<Response, Response> {
+    let req: NameRequest = parse("VolumeDriver.Get", &body)?;
+    Ok(match d.get(&req.name).await {
         Ok(v) => Json(json!({ "Volume": volume_json(&v), "Err": "" })).into_response(),
         Err(EngineError::NotFound(n)) => Json(json!({ "Err": format!("volume '{n}' does not exist") })).into_response(),
         Err(e) => reply_err("VolumeDriver.Get", &req.name, e),
-    }
+    })
 }
 
 async fn list(State(d): State<Driver>) -> Response {

@@ -1,6 +1,6 @@
 //! A connection to one Ceph cluster as one cephx identity.
 
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, c_int, CStr, CString};
 use std::ptr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,26 @@ pub(crate) fn strings_from_list_buf(buf: &[u8]) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect()
+}
+
+/// Calls `fill(buf, len)` with a growing buffer until librbd stops answering
+/// -ERANGE. `len` is in/out: librbd may say how much it needs.
+pub(crate) fn with_growing_buffer(
+    initial: usize,
+    mut fill: impl FnMut(&mut [u8], &mut usize) -> c_int,
+) -> (c_int, Vec<u8>) {
+    let mut len = initial;
+    loop {
+        let mut buf = vec![0u8; len];
+        let mut want = len;
+        let ret = fill(&mut buf, &mut want);
+        if ret == -libc::ERANGE && len < (64 << 20) {
+            len = if want > len { want } else { len * 2 };
+            continue;
+        }
+        buf.truncate(want.min(len));
+        return (ret, buf);
+    }
 }
 
 pub(crate) struct ClusterHandle {

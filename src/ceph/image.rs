@@ -7,7 +7,7 @@ use std::ptr;
 use rbdvol_sys as sys;
 
 use super::blocking::assert_off_executor;
-use super::cluster::{cstring, string_from_buf, strings_from_list_buf};
+use super::cluster::{cstring, string_from_buf, strings_from_list_buf, with_growing_buffer};
 use super::error::{check, check_ssize, CephError, Target};
 use super::pool::Pool;
 
@@ -188,26 +188,6 @@ unsafe extern "C" fn progress_trampoline(offset: u64, total: u64, data: *mut c_v
     // A panic must not unwind into librbd's C++ frames.
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(offset, total)));
     0
-}
-
-/// Calls `fill(buf, len)` with a growing buffer until librbd stops answering
-/// -ERANGE. `len` is in/out: librbd may say how much it needs.
-fn with_growing_buffer(
-    initial: usize,
-    mut fill: impl FnMut(&mut [u8], &mut usize) -> c_int,
-) -> (c_int, Vec<u8>) {
-    let mut len = initial;
-    loop {
-        let mut buf = vec![0u8; len];
-        let mut want = len;
-        let ret = fill(&mut buf, &mut want);
-        if ret == -libc::ERANGE && len < (64 << 20) {
-            len = if want > len { want } else { len * 2 };
-            continue;
-        }
-        buf.truncate(want.min(len));
-        return (ret, buf);
-    }
 }
 
 impl Image {

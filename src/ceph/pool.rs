@@ -329,22 +329,15 @@ impl Pool {
     pub fn metadata_get(&self, key: &str) -> Result<Option<String>, CephError> {
         assert_off_executor("get pool metadata");
         let c_key = cstring("metadata key", key)?;
-        let mut len = 256usize;
-        loop {
-            let mut buf = vec![0u8; len];
-            let mut want = len;
-            // SAFETY: buf is writable for want bytes; want is in/out.
-            let ret = unsafe { sys::rbd_pool_metadata_get(self.handle.raw, c_key.as_ptr(), buf.as_mut_ptr().cast(), &mut want) };
-            if ret == -libc::ERANGE {
-                len = want.max(len * 2);
-                continue;
-            }
-            if ret == -libc::ENOENT {
-                return Ok(None);
-            }
-            check(ret, "get metadata of", || self.target())?;
-            return Ok(Some(super::cluster::string_from_buf(&buf)));
+        let (ret, buf) = super::cluster::with_growing_buffer(256, |buf, len| {
+            // SAFETY: buf is writable for *len bytes; len is in/out.
+            unsafe { sys::rbd_pool_metadata_get(self.handle.raw, c_key.as_ptr(), buf.as_mut_ptr().cast(), len) }
+        });
+        if ret == -libc::ENOENT {
+            return Ok(None);
         }
+        check(ret, "get metadata of", || self.target())?;
+        Ok(Some(super::cluster::string_from_buf(&buf)))
     }
 
     pub fn metadata_set(&self, key: &str, value: &str) -> Result<(), CephError> {
