@@ -32,7 +32,7 @@ if ! command -v cargo >/dev/null; then
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 fi
 command -v cargo >/dev/null \
-    || { echo "deps: cargo is missing: install Rust 1.75 or newer with rustup (https://rustup.rs)" >&2; exit 1; }
+    || { echo "deps: cargo is missing: install Rust 1.85 or newer with rustup (https://rustup.rs)" >&2; exit 1; }
 rustc_minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
-[ "$rustc_minor" -ge 75 ] \
-    || { echo "deps: $(rustc --version) is too old: rbdvol needs Rust 1.75 or newer (rustup update)" >&2; exit 1; }
+[ "$rustc_minor" -ge 85 ] \
+    || { echo "deps: $(rustc --version) is too old: rbdvol needs Rust 1.85 or newer (rustup update)" >&2; exit 1; }
