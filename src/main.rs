@@ -74,10 +74,7 @@ enum Command {
     Serve(ServeArgs),
     /// Internal: the user-space mapper's server for one image.
     #[command(hide = true)]
-    UserspaceServe {
-        #[arg(long)]
-        dir: PathBuf,
-    },
+    UserspaceServe,
     /// Connect to the cluster with the settings from the environment
     /// (RBD_CONF_GLOBAL_MON_HOST, RBD_CONF_KEYRING_USER, RBD_CONF_KEYRING_KEY,
     /// RBD_CONF_<SECTION>_<OPTION>) and report what rbdvol sees.
@@ -100,7 +97,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Check { pool, namespace, write } => check(&pool, &namespace, write),
         Command::Serve(args) => serve(args),
-        Command::UserspaceServe { dir } => Ok(rbdvol::host::fusefs::serve(&dir)?),
+        Command::UserspaceServe => Ok(rbdvol::host::fusefs::serve()?),
     }
 }
 

@@ -256,6 +256,9 @@ impl Engine {
             }),
         };
         engine.inner.reconcile()?;
+        if let Ok(settings) = &engine.inner.settings {
+            engine.inner.mapper.warm_up(settings);
+        }
         Ok(engine)
     }
 

@@ -8,7 +8,6 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, Write};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -27,11 +26,11 @@ const ROOT: u64 = 1;
 const DISK: u64 = 2;
 const TTL: Duration = Duration::from_secs(1);
 
-/// What `rbdvol serve` hands the server on its stdin (never argv or env:
-/// it holds the key).
+/// What `rbdvol serve` hands a server first, on its stdin (never argv or
+/// env: it holds the key). The server connects, says `connected`, and waits
+/// for an [`Assignment`]: a spare server is ready before a map needs it.
 #[derive(serde::Serialize, serde::Deserialize)]
-pub struct ServerInput {
-    pub image: ImageRef,
+pub struct ServerSettings {
     pub mon_host: String,
     pub user: String,
     pub key: String,
@@ -39,10 +38,16 @@ pub struct ServerInput {
     pub timeouts_secs: [u64; 3],
 }
 
-impl ServerInput {
-    pub fn new(image: &ImageRef, settings: &CephSettings) -> ServerInput {
-        ServerInput {
-            image: image.clone(),
+/// The image a server is to serve, and the directory it serves it in.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Assignment {
+    pub image: ImageRef,
+    pub dir: std::path::PathBuf,
+}
+
+impl ServerSettings {
+    pub fn new(settings: &CephSettings) -> ServerSettings {
+        ServerSettings {
             mon_host: settings.mon_host.clone(),
             user: settings.user.clone(),
             key: settings.key.expose().to_string(),
@@ -267,40 +272,57 @@ fn flush_then(image: &Arc<Image>, reply: ReplyEmpty) {
     }
 }
 
-/// Runs the server: reads its input from stdin, mounts the FUSE file at
-/// `dir/fuse`, says `ready` on stdout, and serves until SIGTERM or SIGINT;
-/// then unmounts and flushes. Errors before `ready` go to stdout as
-/// `error: ...` for the parent to report.
-pub fn serve(dir: &Path) -> Result<(), HostError> {
-    let result = serve_inner(dir);
+/// Runs a server: connects with the settings on its first stdin line,
+/// says `connected`, waits for its assignment on the second line (EOF: a
+/// spare nobody needed, exit quietly), mounts the FUSE file at `dir/fuse`,
+/// says `ready`, and serves until SIGTERM or SIGINT; then unmounts, flushes
+/// and removes its directory. Errors go to stdout as `error: ...` for the
+/// parent to report.
+pub fn serve() -> Result<(), HostError> {
+    let result = serve_inner();
     if let Err(e) = &result {
         let _ = writeln!(std::io::stdout(), "error: {e}");
     }
     result
 }
 
-fn serve_inner(dir: &Path) -> Result<(), HostError> {
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).map_err(HostError::io("read input from", "stdin"))?;
-    let input: ServerInput = serde_json::from_str(&line)
-        .map_err(|e| HostError::Invalid { what: "server input", value: "stdin".into(), reason: e.to_string() })?;
-    line.clear();
-    let settings = input.settings();
-    let cluster = Cluster::connect(&settings)?;
-    let pool = cluster.open_pool(&input.image.pool, &input.image.namespace)?;
-    let image = Arc::new(pool.open_image(&input.image.image)?);
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
 
-    // Block the stop signals before any thread starts, then wait for them.
+fn serve_inner() -> Result<(), HostError> {
+    // Block the stop signals before librados starts its threads, so that
+    // none of them can take a SIGTERM and end the process uncleanly.
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
-    signals.thread_block().map_err(HostError::sys("block signals in", dir))?;
+    signals.thread_block().map_err(HostError::sys("block signals in", "userspace-serve"))?;
+
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line).map_err(HostError::io("read settings from", "stdin"))?;
+    let input: ServerSettings = serde_json::from_str(&line)
+        .map_err(|e| HostError::Invalid { what: "server settings", value: "stdin".into(), reason: e.to_string() })?;
+    line.clear();
+    let cluster = Cluster::connect(&input.settings())?;
+    drop(input);
+    say("connected");
+
+    if stdin.lock().read_line(&mut line).map_err(HostError::io("read assignment from", "stdin"))? == 0 {
+        return Ok(()); // a spare that was not needed
+    }
+    let Assignment { image: image_ref, dir } = serde_json::from_str(&line)
+        .map_err(|e| HostError::Invalid { what: "server assignment", value: "stdin".into(), reason: e.to_string() })?;
+    let pool = cluster.open_pool(&image_ref.pool, &image_ref.namespace)?;
+    let image = Arc::new(pool.open_image(&image_ref.image)?);
 
     let mountpoint = dir.join("fuse");
     std::fs::create_dir_all(&mountpoint).map_err(HostError::io("create", &mountpoint))?;
     let fs = DiskFs { image: Arc::clone(&image), uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
     let options = [
-        MountOption::FSName(format!("rbdvol:{}", input.image)),
+        MountOption::FSName(format!("rbdvol:{image_ref}")),
         MountOption::Subtype("rbdvol".into()),
         MountOption::DefaultPermissions,
         MountOption::RW,
@@ -308,21 +330,21 @@ fn serve_inner(dir: &Path) -> Result<(), HostError> {
     ];
     let session = fuser::spawn_mount2(fs, &mountpoint, &options).map_err(HostError::io("mount fuse at", &mountpoint))?;
     std::fs::write(dir.join("pid"), std::process::id().to_string()).map_err(HostError::io("write", dir.join("pid")))?;
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "ready");
-        let _ = out.flush();
+    say("ready");
+    // Nothing else for the parent: detach from its pipes.
+    // SAFETY: closing our own stdin and stdout descriptors; nothing uses
+    // them after this point.
+    unsafe {
+        libc::close(0);
+        libc::close(1);
     }
-    // Nothing else for the parent: detach from its pipe.
-    // SAFETY: closing our own stdout descriptor; nothing else uses it later.
-    unsafe { libc::close(1) };
 
-    let signal = signals.wait().map_err(HostError::sys("wait for signals in", dir))?;
-    tracing::info!("{signal:?}: stopping the server for {}", input.image);
+    let signal = signals.wait().map_err(HostError::sys("wait for signals in", &dir))?;
+    tracing::info!("{signal:?}: stopping the server for {image_ref}");
     drop(session); // unmounts and joins the FUSE thread
     image.flush()?;
     drop(image);
     // A clean stop leaves nothing behind: the mapper does not wait for it.
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -62,6 +62,10 @@ pub trait Mapper: Send + Sync {
 
     fn unmap(&self, mapping: &Mapping) -> Result<(), HostError>;
 
+    /// Prepares for the first map (the user-space mapper starts a spare
+    /// server); by default nothing.
+    fn warm_up(&self, _settings: &CephSettings) {}
+
     /// The existing mapping of `image`, if any (found after a restart).
     fn find(&self, image: &ImageRef) -> Result<Option<Mapping>, HostError> {
         Ok(self.list()?.into_iter().find(|m| &m.image == image))

@@ -1,20 +1,30 @@
-//! The user-space mapper: a detached `rbdvol userspace-serve` process serves
-//! the image as a FUSE file (see `host::fusefs`), and a loop device with
-//! direct I/O turns that file into a block device. The server outlives a
-//! restart of `rbdvol serve`; its directory under the run dir records which
-//! image it serves, so a restarted plugin finds the mapping again.
+//! The user-space mapper: a detached `rbdvol userspace-serve` process per
+//! mapped image serves it as a FUSE file (see `host::fusefs`), and a loop
+//! device with direct I/O turns that file into a block device. The server
+//! outlives a restart of `rbdvol serve`; its directory under the run dir
+//! records which image it serves, so a restarted plugin finds the mapping
+//! again.
+//!
+//! Starting a server means loading librbd and authenticating to the cluster;
+//! so one spare server, already connected, waits for the next map, and a
+//! new spare is started in the background each time one is taken. A spare
+//! that is never needed exits when the plugin does (its stdin closes).
 
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
 use super::{Mapper, MapperKind, Mapping};
 use crate::config::CephSettings;
-use crate::host::fusefs::{ServerInput, DISK_FILE};
+use crate::host::fusefs::{Assignment, ServerSettings, DISK_FILE};
 use crate::host::{sys, HostError, ImageRef};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,6 +35,99 @@ const BLOCK_SIZE: u32 = 4096;
 pub struct Userspace {
     root: PathBuf,
     exe: PathBuf,
+    spare: Arc<Mutex<Option<Spare>>>,
+}
+
+/// A server that is connected and waits for its assignment.
+struct Spare {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    log: PathBuf,
+    fingerprint: u64,
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        // An unused spare is not needed any more (an assigned one has
+        // exited by now: its reaper drops it after waiting for it).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Identifies the settings a spare connected with.
+fn fingerprint(settings: &CephSettings) -> u64 {
+    let mut h = DefaultHasher::new();
+    (&settings.mon_host, &settings.user, settings.key.expose(), &settings.options).hash(&mut h);
+    h.finish()
+}
+
+fn nonce() -> String {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{n:x}")
+}
+
+fn map_failed(reason: String) -> HostError {
+    HostError::MapFailed { mapper: "userspace", image: "a user-space server".into(), reason }
+}
+
+/// Starts a server and waits until it is connected.
+fn spawn_spare(exe: &Path, spares: &Path, settings: &CephSettings) -> Result<Spare, HostError> {
+    std::fs::create_dir_all(spares).map_err(HostError::io("create", spares))?;
+    let log_path = spares.join(format!("{}.log", nonce()));
+    let log = std::fs::File::create(&log_path).map_err(HostError::io("create", &log_path))?;
+    let mut cmd = Command::new(exe);
+    // The key arrives on stdin; the environment carries only logging.
+    crate::host::tools::Tools::clean_env(&mut cmd);
+    for var in ["RUST_LOG", "LOG_LEVEL"] {
+        if let Ok(v) = std::env::var(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd.arg("userspace-serve").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log);
+    // SAFETY: setsid is async-signal-safe; it puts the server in its own
+    // session so signals to the plugin's process group never reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| map_failed(format!("cannot start {}: {e}", exe.display())))?;
+    let stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let input = serde_json::to_string(&ServerSettings::new(settings)).expect("settings serialize");
+    let mut spare = Spare { child, stdin, lines, log: log_path, fingerprint: fingerprint(settings) };
+    spare.stdin.write_all(format!("{input}\n").as_bytes()).map_err(|e| map_failed(format!("cannot hand over settings: {e}")))?;
+    match spare.wait_for("connected") {
+        Ok(()) => Ok(spare),
+        Err(reason) => {
+            let _ = spare.child.kill();
+            let _ = spare.child.wait();
+            Err(map_failed(reason))
+        }
+    }
+}
+
+impl Spare {
+    /// Waits for the server to say `want`; its `error: ...` becomes the reason.
+    fn wait_for(&mut self, want: &str) -> Result<(), String> {
+        match self.lines.recv_timeout(START_TIMEOUT) {
+            Ok(line) if line == want => Ok(()),
+            Ok(line) => Err(line.strip_prefix("error: ").unwrap_or(&line).to_string()),
+            Err(_) => Err(format!("the server did not say '{want}' within {}s (log: {})", START_TIMEOUT.as_secs(), self.log.display())),
+        }
+    }
 }
 
 /// A directory name for an image: every byte outside `[A-Za-z0-9_.-]` is
@@ -69,7 +172,9 @@ impl Server {
 
 impl Userspace {
     pub fn new(root: PathBuf, exe: PathBuf) -> Userspace {
-        Userspace { root, exe }
+        // Spares of an earlier run exited with it; their logs are left.
+        let _ = std::fs::remove_dir_all(root.with_file_name("userspace-spare"));
+        Userspace { root, exe, spare: Arc::new(Mutex::new(None)) }
     }
 
     fn servers(&self) -> Vec<Server> {
@@ -92,94 +197,69 @@ impl Userspace {
         candidates.pop()
     }
 
-    /// Removes what a dead server left: its stale FUSE mount and directory.
-    fn clean_dead(&self, server: &Server) -> Result<(), HostError> {
-        if let Some(dev) = server.loop_device() {
-            sys::loop_detach(&dev)?;
-        }
-        let fuse = server.dir.join("fuse");
-        let _ = nix::mount::umount2(&fuse, nix::mount::MntFlags::MNT_DETACH);
-        std::fs::remove_dir_all(&server.dir).or_else(ignore_not_found).map_err(HostError::io("remove", &server.dir))
+
+    /// Starts a spare server in the background unless one is waiting.
+    fn warm_up(&self, settings: &CephSettings) {
+        let (slot, exe, dir, settings) = (Arc::clone(&self.spare), self.exe.clone(), self.spares_dir(), settings.clone());
+        std::thread::spawn(move || {
+            if slot.lock().unwrap().is_some() {
+                return;
+            }
+            match spawn_spare(&exe, &dir, &settings) {
+                Ok(spare) => {
+                    let mut slot = slot.lock().unwrap();
+                    if slot.is_none() {
+                        *slot = Some(spare);
+                    }
+                }
+                Err(e) => tracing::warn!("cannot start a spare user-space server: {e}"),
+            }
+        });
+    }
+
+    fn spares_dir(&self) -> PathBuf {
+        self.root.with_file_name("userspace-spare")
+    }
+
+    /// The spare server if it fits these settings, else a new one; either
+    /// way a new spare is started in the background for the next map.
+    fn take_spare(&self, settings: &CephSettings) -> Result<Spare, HostError> {
+        let taken = self.spare.lock().unwrap().take().filter(|s| s.fingerprint == fingerprint(settings));
+        let spare = match taken {
+            Some(s) if sys::process_alive(s.child.id()) => s,
+            _ => spawn_spare(&self.exe, &self.spares_dir(), settings)?,
+        };
+        self.warm_up(settings);
+        Ok(spare)
     }
 
     fn start_server(&self, image: &ImageRef, settings: &CephSettings) -> Result<Server, HostError> {
+        let mut spare = self.take_spare(settings)?;
         // One directory per server instance: cleaning up after a stopped
         // server must never touch the one that replaced it.
-        let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let dir = self.root.join(format!("{}.{nonce:x}", dir_name(image)));
+        let dir = self.root.join(format!("{}.{}", dir_name(image), nonce()));
         std::fs::create_dir_all(&dir).map_err(HostError::io("create", &dir))?;
         let image_json = serde_json::to_vec(image).expect("ImageRef serializes");
         crate::state::write_atomic(&dir.join("image.json"), &image_json)?;
-        let log = std::fs::File::create(dir.join("server.log")).map_err(HostError::io("create", dir.join("server.log")))?;
-        let mut cmd = Command::new(&self.exe);
-        // The key arrives on stdin; the environment carries only logging.
-        crate::host::tools::Tools::clean_env(&mut cmd);
-        for var in ["RUST_LOG", "LOG_LEVEL"] {
-            if let Ok(v) = std::env::var(var) {
-                cmd.env(var, v);
-            }
+        // The server keeps writing to its log wherever the file is.
+        let _ = std::fs::rename(&spare.log, dir.join("server.log"));
+        let assignment = serde_json::to_string(&Assignment { image: image.clone(), dir: dir.clone() }).expect("serializes");
+        let sent = spare.stdin.write_all(format!("{assignment}\n").as_bytes());
+        let ready = sent.map_err(|e| format!("cannot hand over the image: {e}")).and_then(|_| spare.wait_for("ready"));
+        let pid = spare.child.id();
+        if let Err(reason) = ready {
+            let _ = sys::signal(pid, Signal::SIGKILL);
+            let _ = spare.child.wait();
+            let _ = clean_dead(&Server { dir, image: image.clone(), pid: Some(pid) });
+            return Err(HostError::MapFailed { mapper: "userspace", image: image.to_string(), reason });
         }
-        cmd.arg("userspace-serve").arg("--dir").arg(&dir);
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log);
-        // SAFETY: setsid is async-signal-safe; it puts the server in its own
-        // session so signals to the plugin's process group never reach it.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::unistd::setsid().map_err(std::io::Error::from)?;
-                Ok(())
-            });
-        }
-        let fail = |reason: String| HostError::MapFailed { mapper: "userspace", image: image.to_string(), reason };
-        let mut child = cmd.spawn().map_err(|e| fail(format!("cannot start {}: {e}", self.exe.display())))?;
-        let input = serde_json::to_string(&ServerInput::new(image, settings)).expect("input serializes");
-        {
-            let mut stdin = child.stdin.take().expect("piped stdin");
-            stdin.write_all(input.as_bytes()).and_then(|_| stdin.write_all(b"\n")).map_err(|e| fail(format!("cannot hand over settings: {e}")))?;
-        }
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let status = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
-        let pid = child.id();
         // Reap the server whenever it exits while we are alive.
         std::thread::spawn(move || {
-            let _ = child.wait();
+            let _ = spare.child.wait();
         });
-        let status = status.trim();
-        if status != "ready" {
-            let _ = sys::signal(pid, Signal::SIGKILL);
-            let server = Server { dir: dir.clone(), image: image.clone(), pid: Some(pid) };
-            let _ = self.clean_dead(&server);
-            let reason = status.strip_prefix("error: ").map(str::to_string).unwrap_or_else(|| {
-                format!("the server did not start within {}s (log: {})", START_TIMEOUT.as_secs(), dir.join("server.log").display())
-            });
-            return Err(fail(reason));
-        }
         Ok(Server { dir, image: image.clone(), pid: Some(pid) })
     }
 
-    /// Waits for a server to exit (killing it after STOP_TIMEOUT) and
-    /// removes what it left.
-    fn reap(&self, server: &Server) -> Result<(), HostError> {
-        if let Some(pid) = server.pid {
-            let start = Instant::now();
-            while sys::process_alive(pid) && start.elapsed() < STOP_TIMEOUT {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if sys::process_alive(pid) {
-                tracing::warn!("user-space server {pid} for {} did not stop in {}s: killing it", server.image, STOP_TIMEOUT.as_secs());
-                sys::signal(pid, Signal::SIGKILL)?;
-                while sys::process_alive(pid) {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-        }
-        self.clean_dead(server)
-    }
 
     /// Tells a server to stop. Its data is already flushed (the filesystem
     /// on top was unmounted and the loop device detached, each flushing), so
@@ -189,14 +269,42 @@ impl Userspace {
         if let Some(pid) = server.pid.filter(|p| sys::process_alive(*p)) {
             sys::signal(pid, Signal::SIGTERM)?;
         }
-        let reaper = Userspace { root: self.root.clone(), exe: self.exe.clone() };
         std::thread::spawn(move || {
-            if let Err(e) = reaper.reap(&server) {
+            if let Err(e) = reap(&server) {
                 tracing::error!("cleaning up the user-space server for {}: {e}", server.image);
             }
         });
         Ok(())
     }
+}
+
+/// Removes what a dead server left: its stale FUSE mount and directory.
+fn clean_dead(server: &Server) -> Result<(), HostError> {
+    if let Some(dev) = server.loop_device() {
+        sys::loop_detach(&dev)?;
+    }
+    let fuse = server.dir.join("fuse");
+    let _ = nix::mount::umount2(&fuse, nix::mount::MntFlags::MNT_DETACH);
+    std::fs::remove_dir_all(&server.dir).or_else(ignore_not_found).map_err(HostError::io("remove", &server.dir))
+}
+
+/// Waits for a server to exit (killing it after STOP_TIMEOUT) and
+/// removes what it left.
+fn reap(server: &Server) -> Result<(), HostError> {
+    if let Some(pid) = server.pid {
+        let start = Instant::now();
+        while sys::process_alive(pid) && start.elapsed() < STOP_TIMEOUT {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if sys::process_alive(pid) {
+            tracing::warn!("user-space server {pid} for {} did not stop in {}s: killing it", server.image, STOP_TIMEOUT.as_secs());
+            sys::signal(pid, Signal::SIGKILL)?;
+            while sys::process_alive(pid) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    clean_dead(server)
 }
 
 fn ignore_not_found(e: std::io::Error) -> Result<(), std::io::Error> {
@@ -212,6 +320,10 @@ impl Mapper for Userspace {
         MapperKind::Userspace
     }
 
+    fn warm_up(&self, settings: &CephSettings) {
+        Userspace::warm_up(self, settings)
+    }
+
     fn check_features(&self, _image: &ImageRef, _features: u64) -> Result<(), HostError> {
         Ok(()) // librbd maps every feature
     }
@@ -220,12 +332,12 @@ impl Mapper for Userspace {
         let server = match self.server(image) {
             Some(s) if s.stopping() => {
                 // The last unmap's server is still shutting down: let it finish.
-                self.reap(&s)?;
+                reap(&s)?;
                 self.start_server(image, settings)?
             }
             Some(s) if s.alive() => s,
             Some(dead) => {
-                self.clean_dead(&dead)?;
+                clean_dead(&dead)?;
                 self.start_server(image, settings)?
             }
             None => self.start_server(image, settings)?,
