@@ -89,24 +89,23 @@ pub fn format_if_blank(tools: &Tools, device: &Path, fstype: Fstype, extra: &[St
     match probe(tools, device)? {
         Some(found) if found == fstype.as_str() => Ok(false),
         Some(found) => Err(HostError::WrongFilesystem { device: device.into(), found, wanted: fstype.as_str().into() }),
-        None => {
-            let dev = device.to_string_lossy().into_owned();
-            let mut args: Vec<&str> = if extra.is_empty() {
-                fstype.default_mkfs_options().to_vec()
-            } else {
-                extra.iter().map(String::as_str).collect()
-            };
-            if fstype == Fstype::Ext4 {
-                args.push("-F"); // a loop or rbd device is not "a partition"
-            }
-            if fstype == Fstype::Xfs {
-                args.push("-f");
-            }
-            args.push(&dev);
-            tools.run(fstype.mkfs(), &dev, &args)?;
-            Ok(true)
-        }
+        None => format(tools, device, fstype, extra).map(|()| true),
     }
+}
+
+/// Formats `device`, which the caller knows to be blank (a brand-new image).
+pub fn format(tools: &Tools, device: &Path, fstype: Fstype, extra: &[String]) -> Result<(), HostError> {
+    let dev = device.to_string_lossy().into_owned();
+    let mut args: Vec<&str> =
+        if extra.is_empty() { fstype.default_mkfs_options().to_vec() } else { extra.iter().map(String::as_str).collect() };
+    if fstype == Fstype::Ext4 {
+        args.push("-F"); // a loop or rbd device is not "a partition"
+    }
+    if fstype == Fstype::Xfs {
+        args.push("-f");
+    }
+    args.push(&dev);
+    tools.run(fstype.mkfs(), &dev, &args).map(drop)
 }
 
 /// Grows the mounted filesystem to fill its device.
