@@ -181,3 +181,102 @@ async fn list(State(d): State<Driver>) -> Response {
         Err(e) => reply_err("VolumeDriver.List", "", e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::engine::{Created, Mounted, Removed, Unmounted};
+
+    /// Records what it was asked and answers from a script: the API layer
+    /// only parses and forwards, which is what these tests check.
+    #[derive(Default)]
+    struct Fake {
+        calls: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl VolumeDriver for Fake {
+        async fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<Created, EngineError> {
+            self.calls.lock().unwrap().push(format!("create {name} {opts:?}"));
+            if name == "bad" {
+                return Err(EngineError::UnknownOption { option: "colour".into(), valid: "size".into() });
+            }
+            Ok(Created::New)
+        }
+        async fn remove(&self, name: &str) -> Result<Removed, EngineError> {
+            self.calls.lock().unwrap().push(format!("remove {name}"));
+            Ok(Removed::Removed)
+        }
+        async fn mount(&self, name: &str, id: &str) -> Result<Mounted, EngineError> {
+            self.calls.lock().unwrap().push(format!("mount {name} {id}"));
+            Ok(Mounted::First(PathBuf::from(format!("/mnt/{name}"))))
+        }
+        async fn unmount(&self, name: &str, id: &str) -> Result<Unmounted, EngineError> {
+            self.calls.lock().unwrap().push(format!("unmount {name} {id}"));
+            Ok(Unmounted::Released)
+        }
+        async fn path(&self, _name: &str) -> Result<Option<PathBuf>, EngineError> {
+            Ok(None)
+        }
+        async fn get(&self, name: &str) -> Result<VolumeInfo, EngineError> {
+            match name {
+                "v" => Ok(VolumeInfo { name: "v".into(), mountpoint: None, created_at: Some("2026-01-01T00:00:00Z".into()), status: Default::default() }),
+                _ => Err(EngineError::NotFound(name.into())),
+            }
+        }
+        async fn list(&self) -> Result<Vec<VolumeInfo>, EngineError> {
+            Ok(vec![])
+        }
+    }
+
+    async fn post(fake: Arc<Fake>, path: &str, body: &'static str) -> (StatusCode, Value) {
+        // As dockerd sends it: no Content-Type.
+        let req = Request::post(path).header("Host", "plugin.moby.localhost").body(Body::from(body)).unwrap();
+        let resp = router(fake).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).expect("every answer is JSON"))
+    }
+
+    #[tokio::test]
+    async fn forwards_and_answers_json() {
+        let fake = Arc::new(Fake::default());
+        let (s, v) = post(fake.clone(), "/VolumeDriver.Create", r#"{"Name":"a","Opts":{"size":"1G","uid":1000}}"#).await;
+        assert_eq!((s, v), (StatusCode::OK, json!({ "Err": "" })));
+        let (_, v) = post(fake.clone(), "/VolumeDriver.Mount", r#"{"Name":"a","ID":"c1"}"#).await;
+        assert_eq!(v, json!({ "Mountpoint": "/mnt/a", "Err": "" }));
+        let (_, v) = post(fake.clone(), "/VolumeDriver.Unmount", r#"{"Name":"a","ID":"c1","Extra":true}"#).await;
+        assert_eq!(v, json!({ "Err": "" }));
+        assert_eq!(
+            *fake.calls.lock().unwrap(),
+            vec![r#"create a {"size": "1G", "uid": "1000"}"#.to_string(), "mount a c1".into(), "unmount a c1".into()]
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_bodies_and_errors() {
+        let fake = Arc::new(Fake::default());
+        assert_eq!(post(fake.clone(), "/Plugin.Activate", "").await.1, json!({ "Implements": ["VolumeDriver"] }));
+        assert_eq!(post(fake.clone(), "/VolumeDriver.List", "").await.1, json!({ "Volumes": [], "Err": "" }));
+        let (_, v) = post(fake.clone(), "/VolumeDriver.Create", r#"{"Name":"bad","Opts":null}"#).await;
+        assert_eq!(v["Err"], "unknown option 'colour': valid options are size");
+        let (_, v) = post(fake.clone(), "/VolumeDriver.Get", r#"{"Name":"nope"}"#).await;
+        assert_eq!(v, json!({ "Err": "volume 'nope' does not exist" }));
+        let (_, v) = post(fake.clone(), "/VolumeDriver.Get", r#"{"Name":"v"}"#).await;
+        assert_eq!(v["Volume"], json!({ "Name": "v", "Mountpoint": "", "CreatedAt": "2026-01-01T00:00:00Z" }));
+        let (_, v) = post(fake.clone(), "/VolumeDriver.Mount", "not json").await;
+        assert!(v["Err"].as_str().unwrap().starts_with("invalid request body for VolumeDriver.Mount"), "{v}");
+        let (_, v) = post(fake.clone(), "/VolumeDriver.Create", r#"{"Name":"x","Opts":{"size":["1G"]}}"#).await;
+        assert!(v["Err"].as_str().unwrap().contains("it must be a string"), "{v}");
+        let (s, v) = post(fake, "/VolumeDriver.Teleport", "{}").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert!(v["Err"].is_string());
+    }
+}
