@@ -29,7 +29,7 @@ fi
 
 # Rust: Debian 12's rustc (1.63) is too old for the crates rbdvol uses.
 if ! command -v cargo >/dev/null; then
-    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+    [ -x "${HOME:-/root}/.cargo/bin/cargo" ] && export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 fi
 command -v cargo >/dev/null \
     || { echo "deps: cargo is missing: install Rust 1.85 or newer with rustup (https://rustup.rs)" >&2; exit 1; }

@@ -39,7 +39,7 @@ fi
 [ $# -eq 0 ] || { echo "usage: $0 [stop]" >&2; exit 2; }
 
 scripts/deps.sh
-export PATH="$HOME/.cargo/bin:$PATH"
+export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 cargo build --locked --release
 mkdir -p "$base"
 chmod 700 "$base"

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-export PATH="$HOME/.cargo/bin:$PATH"
+export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 started=$(scripts/dockerd.sh /tmp/rbdvol-test-dockerd.log)
 stop_dockerd() { if [ -n "$started" ]; then kill "$started" 2>/dev/null || true; fi; }
 trap stop_dockerd EXIT
