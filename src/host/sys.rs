@@ -60,10 +60,6 @@ pub fn mounts() -> Result<Vec<MountEntry>, HostError> {
     Ok(parse_mountinfo(&text))
 }
 
-pub fn is_mountpoint(target: &Path) -> Result<bool, HostError> {
-    Ok(mounts()?.iter().any(|m| m.target == target))
-}
-
 /// Flags `mount(8)` understands as flags rather than filesystem data.
 fn split_mount_options(options: &str) -> (MsFlags, String) {
     let mut flags = MsFlags::empty();
@@ -218,20 +214,6 @@ pub fn loop_devices() -> Vec<(PathBuf, PathBuf)> {
             Some((PathBuf::from(format!("/dev/{name}")), PathBuf::from(backing.trim_end_matches('\n'))))
         })
         .collect()
-}
-
-/// Size of a block device in bytes.
-pub fn block_device_size(device: &Path) -> Result<u64, HostError> {
-    let f = File::open(device).map_err(HostError::io("open", device))?;
-    let mut size: u64 = 0;
-    // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
-    const BLKGETSIZE64: libc::c_ulong = 0x80081272;
-    // SAFETY: f is an open block device; size is a valid u64 out-pointer.
-    let ret = unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) };
-    if ret < 0 {
-        return Err(HostError::Io { op: "get size of", path: device.into(), source: std::io::Error::last_os_error() });
-    }
-    Ok(size)
 }
 
 // ---- the kernel keyring (krbd's key=) ------------------------------------
