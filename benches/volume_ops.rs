@@ -107,6 +107,8 @@ fn main() {
     let ops = ["create", "mount", "unmount", "remove"];
     let mut ours: Vec<Vec<Duration>> = vec![Vec::new(); 4];
     let mut theirs: Vec<Vec<Duration>> = vec![Vec::new(); 4];
+    let mut deleted: Vec<Duration> = Vec::new();
+    let pool = tc.connect().open_pool(POOL, "").unwrap();
     let size = format!("{SIZE_MIB}");
     for i in 0..n {
         let name = format!("vol-{i}");
@@ -114,7 +116,14 @@ fn main() {
         ours[0].push(timed(|| assert_eq!(plugin.create(&name, &[("size", &size)]).err(), "")));
         ours[1].push(timed(|| assert_eq!(plugin.mount(&name, &id).err(), "")));
         ours[2].push(timed(|| assert_eq!(plugin.unmount(&name, &id).err(), "")));
+        let removed = Instant::now();
         ours[3].push(timed(|| assert_eq!(plugin.remove(&name).err(), "")));
+        // Remove returns once the volume is hidden; the image is deleted in
+        // the background. Also measure until it is gone from Ceph.
+        while pool.image_id(&name).is_ok() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        deleted.push(removed.elapsed());
 
         let image = format!("peer-{i}");
         theirs[0].push(timed(|| peer.create(&image)));
@@ -137,6 +146,10 @@ fn main() {
         println!("{op:<9} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>7.1}x", ms(o50), ms(o95), ms(t50), ms(t95), ms(t50) / ms(o50));
     }
     println!("{:<9} {:>10.1} {:>10} {:>10.1} {:>10} {:>7.1}x", "end2end", sum_ours, "", sum_theirs, "", sum_theirs / sum_ours);
+    let (d50, d95) = (ms(percentile(&deleted, 0.5)), ms(percentile(&deleted, 0.95)));
+    let with_delete = sum_ours - ms(percentile(&ours[3], 0.5)) + d50;
+    println!("remove until the image is deleted in ceph: p50 {d50:.1} ms, p95 {d95:.1} ms; end to end counting that: {with_delete:.1} ms = {:.1}x", sum_theirs / with_delete);
+    print_steps(&plugin.log());
 
     scale(&tc, &plugin, if bench_mode { 1000 } else { 10 });
 }
@@ -176,6 +189,47 @@ fn scale(tc: &TestCluster, plugin: &Plugin, n: usize) {
     let rss = rss_kib(plugin.pid());
     println!("\n{n} volumes: List p50 {:.1} ms cold (directory read from ceph), {:.2} ms warm; Get of all {n}: {:.0} ms; rbdvol serve RSS {:.1} MiB after List, {:.1} MiB after Get of all",
         ms(percentile(&cold, 0.5)), ms(percentile(&warm, 0.5)), ms(get_all), rss_before as f64 / 1024.0, rss as f64 / 1024.0);
+}
+
+/// Where rbdvol's time went: the median of each step the plugin logs at
+/// debug level (`RBDVOL_TEST_LOG=rbdvol=debug cargo bench ...`).
+fn print_steps(log: &str) {
+    let mut by_op: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Vec<f64>>> = Default::default();
+    let mut order: Vec<(String, String)> = Vec::new();
+    for line in log.lines() {
+        // "... create 'vol-3' took 61.2 ms: directory: creating 1.0, ..."
+        let Some((head, steps)) = line.split_once(" ms: ") else { continue };
+        let Some(op) = head.split(" took ").next().and_then(|h| h.rsplit(' ').nth(1)) else { continue };
+        if !head.contains("'vol-") {
+            continue;
+        }
+        for step in steps.split(", ") {
+            if let Some((what, ms)) = step.rsplit_once(' ') {
+                if let Ok(ms) = ms.parse::<f64>() {
+                    if !order.contains(&(op.to_string(), what.to_string())) {
+                        order.push((op.to_string(), what.to_string()));
+                    }
+                    by_op.entry(op.to_string()).or_default().entry(what.to_string()).or_default().push(ms);
+                }
+            }
+        }
+    }
+    if by_op.is_empty() {
+        return;
+    }
+    println!("\nrbdvol steps, median ms:");
+    for op in ["create", "mount", "unmount", "remove"] {
+        let steps: Vec<String> = order
+            .iter()
+            .filter(|(o, _)| o == op)
+            .map(|(_, what)| {
+                let mut v = by_op[op][what].clone();
+                v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                format!("{what} {:.1}", v[v.len() / 2])
+            })
+            .collect();
+        println!("  {op:<8} {}", steps.join(", "));
+    }
 }
 
 fn rss_kib(pid: u32) -> u64 {

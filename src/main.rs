@@ -208,14 +208,19 @@ fn serve(args: ServeArgs) -> Result<()> {
             }
             _ => {}
         }
+        // Before listening: a SIGTERM from then on is a clean stop.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let listener = tokio::net::UnixListener::bind(&args.socket)
             .with_context(|| format!("listening on {}", args.socket.display()))?;
         std::fs::set_permissions(&args.socket, std::fs::Permissions::from_mode(0o660))?;
         tracing::info!("listening on {} ({} ms after start)", args.socket.display(), started.elapsed().as_millis());
+        if engine.has_settings() {
+            let e = engine.clone();
+            tokio::spawn(async move { e.resume_purges().await });
+        }
         let driver: Arc<dyn VolumeDriver> = Arc::new(engine);
         axum::serve(listener, rbdvol::api::router(driver))
-            .with_graceful_shutdown(async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            .with_graceful_shutdown(async move {
                 tokio::select! {
                     _ = term.recv() => {}
                     _ = tokio::signal::ctrl_c() => {}

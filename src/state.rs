@@ -28,6 +28,10 @@ pub struct MountedVolume {
     #[serde(default)]
     pub namespace: String,
     pub image: String,
+    /// The image id (its header is reached without opening the image);
+    /// absent in state written by older versions.
+    #[serde(default)]
+    pub image_id: Option<String>,
     pub mapper: String,
     pub device: PathBuf,
     pub mountpoint: PathBuf,
@@ -131,6 +135,7 @@ mod tests {
             pool: "rbd".into(),
             namespace: String::new(),
             image: name.into(),
+            image_id: Some("10ab".into()),
             mapper: "userspace".into(),
             device: "/dev/loop3".into(),
             mountpoint: format!("/var/lib/rbdvol/mnt/{name}").into(),

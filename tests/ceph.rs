@@ -314,6 +314,48 @@ fn advisory_exclusive_lock_is_held_against_other_clients() {
 }
 
 #[test]
+fn header_metadata_and_host_lock_without_opening_the_image() {
+    let pool = pool();
+    let name = create(&pool, 16 * MIB);
+    let id = pool.image_id(&name).unwrap();
+    assert_eq!(rbd_info(&name)["id"], id.as_str());
+    let header = pool.header(&name, &id).unwrap();
+
+    // Metadata written through the header is what librbd and `rbd` read.
+    header.metadata_set("rbdvol.test", "{\"a\": 1}").unwrap();
+    let image = pool.open_image(&name).unwrap();
+    assert_eq!(image.metadata_get("rbdvol.test").unwrap().as_deref(), Some("{\"a\": 1}"));
+    let out = TestCluster::shared().cli("rbd", &["image-meta", "get", &format!("{POOL}/{name}"), "rbdvol.test"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "{\"a\": 1}");
+    assert_eq!(header.metadata_get("rbdvol.test").unwrap().as_deref(), Some("{\"a\": 1}"));
+    header.metadata_remove("rbdvol.test").unwrap();
+    header.metadata_remove("rbdvol.test").unwrap();
+    assert_eq!(header.metadata_get("rbdvol.test").unwrap(), None);
+    assert_eq!(image.metadata_get("rbdvol.test").unwrap(), None);
+
+    // The host lock is one holder at a time across clients.
+    let other = TestCluster::shared().connect().open_pool(POOL, "").unwrap().header(&name, &id).unwrap();
+    assert_eq!(header.host_lock("host-a", "rbdvol on host-a").unwrap(), Done::Changed);
+    assert_eq!(header.host_lock("host-a", "rbdvol on host-a").unwrap(), Done::AlreadyDone);
+    assert!(matches!(other.host_lock("host-b", "rbdvol on host-b"), Err(CephError::LockBusy { .. })));
+    let lockers = other.host_lockers().unwrap();
+    assert_eq!(lockers.lockers.len(), 1);
+    assert_eq!(lockers.lockers[0].cookie, "host-a");
+    assert_eq!(image.header().unwrap().host_lockers().unwrap(), lockers);
+    assert_eq!(header.host_unlock("host-a").unwrap(), Done::Changed);
+    assert_eq!(header.host_unlock("host-a").unwrap(), Done::AlreadyDone);
+    assert_eq!(other.host_lock("host-b", "rbdvol on host-b").unwrap(), Done::Changed);
+    let l = &other.host_lockers().unwrap().lockers[0];
+    assert_eq!(header.host_break_lock(&l.client, &l.cookie).unwrap(), Done::Changed);
+    assert!(header.host_lockers().unwrap().lockers.is_empty());
+
+    // A missing image is named.
+    let e = pool.image_id("no-such-image").unwrap_err();
+    assert!(matches!(e, CephError::NotFound { .. }), "{e:?}");
+    assert!(e.to_string().contains("no-such-image"), "{e}");
+}
+
+#[test]
 fn advisory_shared_locks() {
     let name = create(&pool(), 16 * MIB);
     let a = TestCluster::shared().connect().open_pool(POOL, "").unwrap().open_image(&name).unwrap();

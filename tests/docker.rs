@@ -47,7 +47,7 @@ fn docker_volumes_end_to_end() {
     assert_eq!(files, ["written-in-a-container\n", "second\n"]);
 
     docker_ok(&["volume", "rm", &v]);
-    assert!(cluster.rbd_info(&v).is_none(), "docker volume rm left the image in ceph");
+    assert!(cluster.image_deleted(&v), "docker volume rm left the image in ceph");
     assert!(!docker(&["volume", "inspect", &v]).status.success());
 }
 
@@ -63,5 +63,5 @@ fn docker_shows_errors_a_user_can_act_on() {
     let out = d.create_volume(&v, &["colour=blue"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown option 'colour'"), "{err}");
-    assert!(cluster.rbd_info(&v).is_none());
+    assert!(cluster.image_deleted(&v));
 }

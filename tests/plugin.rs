@@ -155,7 +155,7 @@ fn create_mount_write_and_read_back_from_ceph() {
     assert_eq!(read_from_ceph(&name, "/hello.txt"), "written through rbdvol\n");
 
     ok(&p.remove(&name));
-    assert!(rbd_info(&name).is_none(), "image still in ceph");
+    assert!(cluster().image_deleted(&name), "image still in ceph");
     assert!(p.get(&name).err().contains("does not exist"));
     ok(&p.remove(&name));
 }
@@ -237,7 +237,7 @@ fn a_failed_mount_rolls_back_completely() {
     assert!(a.err().contains("ext4") && a.err().contains("xfs"), "{:?}", a.json);
     assert!(p.leftovers().is_empty(), "{:?}", p.leftovers());
     let image = pool.open_image_read_only(&name).unwrap();
-    assert!(image.host_lockers().unwrap().lockers.is_empty(), "host lock left behind");
+    assert!(image.header().unwrap().host_lockers().unwrap().lockers.is_empty(), "host lock left behind");
     assert!(image.watchers().unwrap().is_empty(), "still mapped somewhere");
     assert_eq!(image.metadata_get("rbdvol.mounted").unwrap(), None);
     // Put it right: the volume mounts.
@@ -290,7 +290,7 @@ fn a_plugin_crash_loses_nothing_and_leaks_nothing() {
     ok(&p.unmount(&name, &id(2)));
     assert!(p.leftovers().is_empty(), "{:?}", p.leftovers());
     let image = cluster().connect().open_pool(POOL, "").unwrap().open_image_read_only(&name).unwrap();
-    assert!(image.host_lockers().unwrap().lockers.is_empty(), "host lock left behind");
+    assert!(image.header().unwrap().host_lockers().unwrap().lockers.is_empty(), "host lock left behind");
     let log = read_from_ceph(&name, "/log");
     assert_eq!(log.lines().count() as u32, total, "every fsynced line is in ceph");
     ok(&p.remove(&name));
@@ -320,7 +320,7 @@ fn one_host_at_a_time() {
     assert!(a.mount(&name, &id(3)).err().contains(&b.host_id));
     ok(&b.unmount(&name, &id(2)));
     ok(&a.remove(&name));
-    assert!(rbd_info(&name).is_none());
+    assert!(cluster().image_deleted(&name));
 }
 
 #[test]
@@ -351,6 +351,42 @@ fn a_half_made_volume_is_completed_never_exposed() {
     ok(&p.mount(&name, &id(1)));
     ok(&p.unmount(&name, &id(1)));
     ok(&p.remove(&name));
+}
+
+#[test]
+fn a_removed_volume_is_deleted_in_the_background_and_its_name_is_free_at_once() {
+    let mut p = plugin();
+    let name = unique("purge");
+    ok(&p.create(&name, &[("size", "64")]));
+    ok(&p.mount(&name, &id(1)));
+    std::fs::write(p.mount_root().join(&name).join("old.txt"), "old\n").unwrap();
+    ok(&p.unmount(&name, &id(1)));
+    // Remove, then at once Create again (scripts do): the new volume is a
+    // fresh one, never the old image.
+    ok(&p.remove(&name));
+    assert!(p.get(&name).err().contains("does not exist"), "a removed volume is hidden at once");
+    ok(&p.create(&name, &[("size", "64")]));
+    ok(&p.mount(&name, &id(2)));
+    assert!(!p.mount_root().join(&name).join("old.txt").exists(), "the old image came back");
+    ok(&p.unmount(&name, &id(2)));
+    ok(&p.remove(&name));
+    assert!(cluster().image_deleted(&name));
+
+    // A removal the plugin did not finish (a crash between hiding the
+    // volume and deleting its image) is finished at the next start.
+    let name = unique("purge");
+    let pool = cluster().connect().open_pool(POOL, "").unwrap();
+    pool.create_image(&name, 16 << 20, &Default::default()).unwrap();
+    let key = format!("rbdvol.volume.{name}");
+    pool.metadata_set(&key, r#"{"pool":"rbd","namespace":"","state":"removing"}"#).unwrap();
+    assert!(p.get(&name).err().contains("does not exist"));
+    p.restart();
+    assert!(cluster().image_deleted(&name), "the pending deletion was not resumed");
+    let start = std::time::Instant::now();
+    while pool.metadata_get(&key).unwrap().is_some() {
+        assert!(start.elapsed() < Duration::from_secs(15), "directory entry left: {:?}", pool.metadata_get(&key));
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

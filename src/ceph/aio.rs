@@ -146,3 +146,61 @@ pub fn discard(
 pub fn flush(image: &Arc<Image>, done: impl FnOnce(Result<(), CephError>) + Send + 'static) -> Result<(), CephError> {
     submit(image, Request::Flush, "flush", Vec::new(), Box::new(move |r| done(r.map(drop))))
 }
+
+/// Writes many buffers with a bounded number in flight (a bulk copy into an
+/// image), then flushes. The first error wins; later writes are not sent.
+pub struct BulkWriter {
+    image: Arc<Image>,
+    window: usize,
+    state: Arc<(std::sync::Mutex<Bulk>, std::sync::Condvar)>,
+}
+
+#[derive(Default)]
+struct Bulk {
+    in_flight: usize,
+    error: Option<CephError>,
+}
+
+impl BulkWriter {
+    pub fn new(image: &Arc<Image>, window: usize) -> BulkWriter {
+        BulkWriter { image: Arc::clone(image), window: window.max(1), state: Default::default() }
+    }
+
+    /// Waits until fewer than `limit` writes are in flight; the first error
+    /// seen so far, if any.
+    fn wait_below(&self, limit: usize) -> Result<(), CephError> {
+        let (lock, cond) = &*self.state;
+        let mut s = cond.wait_while(lock.lock().unwrap(), |s| s.in_flight >= limit && s.error.is_none()).unwrap();
+        match s.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    pub fn write(&self, offset: u64, data: Vec<u8>) -> Result<(), CephError> {
+        super::blocking::assert_off_executor("bulk write");
+        self.wait_below(self.window)?;
+        self.state.0.lock().unwrap().in_flight += 1;
+        let state = Arc::clone(&self.state);
+        let sent = write(&self.image, offset, data, move |r| {
+            let (lock, cond) = &*state;
+            let mut s = lock.lock().unwrap();
+            s.in_flight -= 1;
+            if let Err(e) = r {
+                s.error.get_or_insert(e);
+            }
+            cond.notify_all();
+        });
+        if let Err(e) = sent {
+            self.state.0.lock().unwrap().in_flight -= 1;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Waits for every write, then flushes the image.
+    pub fn finish(self) -> Result<(), CephError> {
+        self.wait_below(1)?;
+        self.image.flush()
+    }
+}

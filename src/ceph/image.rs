@@ -9,6 +9,7 @@ use rbdvol_sys as sys;
 use super::blocking::assert_off_executor;
 use super::cluster::{cstring, string_from_buf, strings_from_list_buf, with_growing_buffer};
 use super::error::{check, check_ssize, CephError, Target};
+use super::header::Header;
 use super::pool::Pool;
 
 /// An open image. Closed on drop; keeps its pool (and so its cluster
@@ -116,12 +117,9 @@ pub enum Done {
     AlreadyDone,
 }
 
-/// The name of rbdvol's host lock on image headers.
-const HOST_LOCK: &std::ffi::CStr = c"rbdvol";
-
 /// The -ERANGE loop shared by librbd's and librados's list_lockers, which
 /// take the same buffers. Returns the positive errno on failure.
-fn collect_lockers(mut list: impl FnMut(
+pub(crate) fn collect_lockers(mut list: impl FnMut(
     *mut c_int,
     *mut std::ffi::c_char,
     *mut usize,
@@ -515,82 +513,10 @@ impl Image {
         check(ret, "break managed lock on", || self.target()).map(drop)
     }
 
-    /// The RADOS object holding the image header (where locks live).
-    fn header_object(&self) -> Result<std::ffi::CString, CephError> {
-        cstring("header object", &format!("rbd_header.{}", self.id()?))
-    }
-
-    /// Takes rbdvol's host lock: a RADOS exclusive lock named `rbdvol` on
-    /// the image header, with `cookie` naming the host. It is separate from
-    /// librbd's `rbd_lock`, which the exclusive-lock feature uses for its
-    /// managed lock: holding an `rbd_lock` advisory lock would stop every
-    /// writer of such an image, our own mapper included. Taking a lock this
-    /// client already holds is `AlreadyDone`; anyone else's is `LockBusy`.
-    pub fn host_lock(&self, cookie: &str, description: &str) -> Result<Done, CephError> {
-        assert_off_executor("take host lock");
-        let oid = self.header_object()?;
-        let c_cookie = cstring("lock cookie", cookie)?;
-        let c_desc = cstring("lock description", description)?;
-        // SAFETY: the io context is open; all strings outlive the call; a
-        // null duration means the lock does not expire.
-        let ret = unsafe {
-            sys::rados_lock_exclusive(
-                self.pool.handle.raw,
-                oid.as_ptr(),
-                HOST_LOCK.as_ptr(),
-                c_cookie.as_ptr(),
-                c_desc.as_ptr(),
-                ptr::null_mut(),
-                0,
-            )
-        };
-        self.lock_result(ret, "take host lock on")
-    }
-
-    /// Releases this client's host lock; not holding it is `AlreadyDone`.
-    pub fn host_unlock(&self, cookie: &str) -> Result<Done, CephError> {
-        assert_off_executor("release host lock");
-        let oid = self.header_object()?;
-        let c_cookie = cstring("lock cookie", cookie)?;
-        // SAFETY: the io context is open; all strings outlive the call.
-        let ret = unsafe { sys::rados_unlock(self.pool.handle.raw, oid.as_ptr(), HOST_LOCK.as_ptr(), c_cookie.as_ptr()) };
-        if ret == -libc::ENOENT {
-            return Ok(Done::AlreadyDone);
-        }
-        check(ret, "release host lock on", || self.target())?;
-        Ok(Done::Changed)
-    }
-
-    /// Who holds the host lock.
-    pub fn host_lockers(&self) -> Result<Lockers, CephError> {
-        assert_off_executor("list host lockers");
-        let oid = self.header_object()?;
-        collect_lockers(|excl, tag, tl, cl, cll, co, col, ad, adl| {
-            // SAFETY: each buffer is writable for the length passed with it;
-            // the lengths are in/out; oid and the lock name outlive the call.
-            unsafe {
-                sys::rados_list_lockers(self.pool.handle.raw, oid.as_ptr(), HOST_LOCK.as_ptr(), excl, tag, tl, cl, cll, co, col, ad, adl)
-            }
-        })
-        .map_err(|ret| CephError::from_errno("list host lockers of", self.target(), ret))
-    }
-
-    /// Breaks a host lock held by another client (a dead host, or this
-    /// host's previous incarnation). Already gone is `AlreadyDone`.
-    pub fn host_break_lock(&self, client: &str, cookie: &str) -> Result<Done, CephError> {
-        assert_off_executor("break host lock");
-        let oid = self.header_object()?;
-        let c_client = cstring("lock holder", client)?;
-        let c_cookie = cstring("lock cookie", cookie)?;
-        // SAFETY: the io context is open; all strings outlive the call.
-        let ret = unsafe {
-            sys::rados_break_lock(self.pool.handle.raw, oid.as_ptr(), HOST_LOCK.as_ptr(), c_client.as_ptr(), c_cookie.as_ptr())
-        };
-        if ret == -libc::ENOENT {
-            return Ok(Done::AlreadyDone);
-        }
-        check(ret, "break host lock on", || self.target())?;
-        Ok(Done::Changed)
+    /// The image's header object, for rbdvol's host lock and metadata
+    /// keys without librbd (see [`Header`]).
+    pub fn header(&self) -> Result<Header, CephError> {
+        self.pool.header(&self.name, &self.id()?)
     }
 
     /// Flushes cached writes to the cluster.

@@ -7,12 +7,14 @@ pub mod aio;
 mod blocking;
 mod cluster;
 mod error;
+mod header;
 mod image;
 mod pool;
 
 pub use blocking::offload;
 pub use cluster::Cluster;
 pub use error::{CephError, Target};
+pub use header::Header;
 pub use image::{Done, Grow, Image, ImageInfo, LockMode, Locker, Lockers, Watcher};
 pub use pool::{features_from_str, features_to_string, order_from_object_size, CreateOptions, ImageSpec, Pool};
 

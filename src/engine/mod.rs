@@ -16,13 +16,14 @@
 //! take no volume lock.
 
 pub mod options;
+mod timing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::ceph::{self, CephError, Cluster, Done, Image, Pool};
+use crate::ceph::{self, CephError, Cluster, Done, Header, Image, Pool};
 use crate::config::{CephSettings, ConfigError};
 use crate::host::fs::{self, Fstype};
 use crate::host::mapper::{Mapper, MapperKind, Mapping};
@@ -165,6 +166,10 @@ struct DirEntry {
     #[serde(default)]
     namespace: String,
     state: EntryState,
+    /// The image id, once the image exists: its header is then reached
+    /// without a lookup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
 }
 
 /// What rbdvol keeps in the image's metadata about a volume.
@@ -196,9 +201,10 @@ struct MountedBy {
     since: String,
 }
 
-/// Whether an image may hold data: one this very call created is thin and
-/// all zeros, so it needs no blkid probe (~40 ms through the user-space
-/// mapper); any other is probed, and formatted only when blank.
+/// Whether an image may hold data. One this very call created is thin and
+/// all zeros: it is formatted in a scratch file and only the written blocks
+/// are copied in (no mapping, no blkid probe). Any other is mapped, probed,
+/// and formatted only when blank.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Blank {
     New,
@@ -227,8 +233,8 @@ pub struct Engine {
 }
 
 /// When the holder of the host lock mounted the volume, for error messages.
-fn mounted_since(image: &Image) -> Result<String, EngineError> {
-    Ok(image
+fn mounted_since(header: &Header) -> Result<String, EngineError> {
+    Ok(header
         .metadata_get(META_MOUNTED)?
         .and_then(|m| serde_json::from_str::<MountedBy>(&m).ok())
         .map(|m| m.since)
@@ -275,6 +281,32 @@ impl Engine {
         self.inner.mapper.kind()
     }
 
+    /// Deletes, in the background, the image of a volume just removed. It
+    /// holds the volume's lock, so a Create of the same name waits for it.
+    fn schedule_purge(&self, name: &str) {
+        let engine = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let n = name.clone();
+            if let Err(e) = engine.locked("purge", &name, move |inner| inner.purge(&n)).await {
+                tracing::error!("deleting the image of removed volume '{name}' failed (retried at the next start): {e}");
+            }
+        });
+    }
+
+    pub fn has_settings(&self) -> bool {
+        self.inner.settings.is_ok()
+    }
+
+    /// Schedules the deletions a previous run (on any host) left unfinished.
+    pub async fn resume_purges(&self) {
+        let inner = Arc::clone(&self.inner);
+        match ceph::offload(move || inner.pending_purges()).await {
+            Ok(names) => names.iter().for_each(|n| self.schedule_purge(n)),
+            Err(e) => tracing::warn!("cannot look for removed volumes left to delete: {e}"),
+        }
+    }
+
     fn volume_lock(&self, name: &str) -> VolumeLock {
         let mut locks = self.inner.locks.lock().unwrap();
         Arc::clone(locks.entry(name.to_string()).or_default())
@@ -283,13 +315,21 @@ impl Engine {
     /// Runs `work` on the blocking pool while holding the volume's lock.
     async fn locked<T: Send + 'static>(
         &self,
+        op: &'static str,
         name: &str,
         work: impl FnOnce(&Inner) -> Result<T, EngineError> + Send + 'static,
     ) -> Result<T, EngineError> {
         let lock = self.volume_lock(name);
         let _guard = lock.lock().await;
         let inner = Arc::clone(&self.inner);
-        ceph::offload(move || work(&inner)).await
+        let n = name.to_string();
+        ceph::offload(move || {
+            timing::start();
+            let r = work(&inner);
+            tracing::debug!("{op} '{n}' took {}", timing::finish());
+            r
+        })
+        .await
     }
 }
 
@@ -300,25 +340,29 @@ impl VolumeDriver for Engine {
         let tools = self.inner.tools.clone();
         let opts = options::parse(&opts, &self.inner.cfg.defaults, |f| f.available(&tools))?;
         let n = name.to_string();
-        self.locked(name, move |inner| inner.create(&n, &opts)).await
+        self.locked("create", name, move |inner| inner.create(&n, &opts)).await
     }
 
     async fn remove(&self, name: &str) -> Result<Removed, EngineError> {
         options::validate_name(name)?;
         let n = name.to_string();
-        self.locked(name, move |inner| inner.remove(&n)).await
+        let removed = self.locked("remove", name, move |inner| inner.remove(&n)).await?;
+        if removed == Removed::Removed {
+            self.schedule_purge(name);
+        }
+        Ok(removed)
     }
 
     async fn mount(&self, name: &str, id: &str) -> Result<Mounted, EngineError> {
         options::validate_name(name)?;
         let (n, id) = (name.to_string(), id.to_string());
-        self.locked(name, move |inner| inner.mount(&n, &id)).await
+        self.locked("mount", name, move |inner| inner.mount(&n, &id)).await
     }
 
     async fn unmount(&self, name: &str, id: &str) -> Result<Unmounted, EngineError> {
         options::validate_name(name)?;
         let (n, id) = (name.to_string(), id.to_string());
-        self.locked(name, move |inner| inner.unmount(&n, &id)).await
+        self.locked("unmount", name, move |inner| inner.unmount(&n, &id)).await
     }
 
     async fn path(&self, name: &str) -> Result<Option<PathBuf>, EngineError> {
@@ -406,14 +450,19 @@ impl Inner {
                 return Ok(map.clone());
             }
         }
-        let cluster = self.cluster()?;
-        let entries = self.directory_pool(&cluster)?.metadata_list(DIR_PREFIX)?;
-        let map: BTreeMap<String, DirEntry> = entries
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix(DIR_PREFIX)?.to_string(), serde_json::from_str(&v).ok()?)))
-            .collect();
+        let map = self.read_directory()?;
         *self.directory.lock().unwrap() = Some((Instant::now(), map.clone()));
         Ok(map)
+    }
+
+    /// The directory as it is now, bypassing (and not filling) the cache.
+    fn read_directory(&self) -> Result<BTreeMap<String, DirEntry>, EngineError> {
+        let cluster = self.cluster()?;
+        let entries = self.directory_pool(&cluster)?.metadata_list(DIR_PREFIX)?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(DIR_PREFIX)?.to_string(), serde_json::from_str(&v).ok()?)))
+            .collect())
     }
 
     fn image_ref(name: &str, entry: &DirEntry) -> ImageRef {
@@ -444,9 +493,10 @@ impl Inner {
         let resuming = match self.dir_get(&dir, name)? {
             Some(DirEntry { state: EntryState::Ready, .. }) => return Ok(Created::AlreadyExisted),
             Some(e @ DirEntry { state: EntryState::Removing, .. }) => {
-                // A remove was interrupted: finish it before creating anew.
+                // Removed, but the image is not deleted yet: finish that
+                // before creating anew.
                 let pool = cluster.open_pool(&e.pool, &e.namespace)?;
-                match pool.remove_image(name) {
+                match self.remove_image_settling(&pool, name) {
                     Ok(()) | Err(CephError::NotFound { .. }) => {}
                     Err(err) => return Err(err.into()),
                 }
@@ -455,10 +505,11 @@ impl Inner {
             Some(DirEntry { state: EntryState::Creating, .. }) => true,
             None => false,
         };
-        let entry = DirEntry { pool: opts.pool.clone(), namespace: opts.namespace.clone(), state: EntryState::Creating };
+        let entry = DirEntry { pool: opts.pool.clone(), namespace: opts.namespace.clone(), state: EntryState::Creating, id: None };
         // The intent goes first: a crash from here on leaves a `creating`
         // entry, which the next Create or Mount completes.
         self.dir_put(&dir, name, &entry)?;
+        timing::step("directory: creating");
         let pool = match cluster.open_pool(&opts.pool, &opts.namespace) {
             Ok(p) => p,
             Err(e) => {
@@ -482,13 +533,21 @@ impl Inner {
                 return Err(e.into());
             }
         };
+        timing::step("create image");
         let result = (|| {
-            let image = pool.open_image(name)?;
-            if VolumeMeta::of(&image.metadata_list()?, name).is_none() {
-                self.write_create_metadata(&image, name, opts)?;
+            let image = Arc::new(pool.open_image(name)?);
+            let header = image.header()?;
+            timing::step("open image");
+            let all = image.metadata_list()?;
+            if VolumeMeta::of(&all, name).is_none() {
+                self.write_create_metadata(&header, name, opts)?;
             }
-            self.ensure_formatted(&image, &Self::image_ref(name, &entry), fresh)?;
-            self.dir_put(&dir, name, &DirEntry { state: EntryState::Ready, ..entry.clone() })
+            timing::step("metadata");
+            self.ensure_formatted(&image, &header, &Self::image_ref(name, &entry), fresh)?;
+            let id = Some(header.id().to_string());
+            self.dir_put(&dir, name, &DirEntry { state: EntryState::Ready, id, ..entry.clone() })?;
+            timing::step("directory: ready");
+            Ok(())
         })();
         if let Err(e) = result {
             // A failure (not a crash) is cleaned up, so a retry starts fresh.
@@ -502,7 +561,7 @@ impl Inner {
         Ok(Created::New)
     }
 
-    fn write_create_metadata(&self, image: &Image, name: &str, opts: &VolumeOptions) -> Result<(), EngineError> {
+    fn write_create_metadata(&self, header: &Header, name: &str, opts: &VolumeOptions) -> Result<(), EngineError> {
         let meta = VolumeMeta {
             name: name.to_string(),
             fstype: opts.fstype,
@@ -513,78 +572,93 @@ impl Inner {
             mode: opts.mode,
             created_at: now_rfc3339(),
         };
-        image.metadata_set(META_VOLUME, &serde_json::to_string(&meta).expect("meta serializes"))?;
+        header.metadata_set(META_VOLUME, &serde_json::to_string(&meta).expect("meta serializes"))?;
         Ok(())
     }
 
     /// Formats a volume that is not yet (mkfs only on a blank device), and
     /// applies the root's owner and mode. Takes the host lock meanwhile.
-    fn ensure_formatted(&self, image: &Image, image_ref: &ImageRef, blank: Blank) -> Result<(), EngineError> {
+    fn ensure_formatted(&self, image: &Arc<Image>, header: &Header, image_ref: &ImageRef, blank: Blank) -> Result<(), EngineError> {
         let all = image.metadata_list()?;
         if all.contains_key(META_FORMATTED) {
             return Ok(());
         }
         let meta = VolumeMeta::of(&all, &image_ref.image).ok_or_else(|| EngineError::NotFound(image_ref.image.clone()))?;
-        let (fstype, mkfs) = (meta.fstype, &meta.mkfs_options);
-        self.take_host_lock(image, &image_ref.image)?;
+        let owner = fs::RootOwner { uid: meta.uid, gid: meta.gid, mode: meta.mode };
+        self.take_host_lock(header, &image_ref.image)?;
+        timing::step("host lock");
         let result = (|| {
-            self.mapper.check_features(image_ref, image.features()?)?;
-            let mapping = self.mapper.map(image_ref, self.settings()?)?;
-            let formatted = (|| {
-                match blank {
-                    Blank::New => fs::format(&self.tools, &mapping.device, fstype, mkfs)?,
-                    Blank::Probe => {
-                        fs::format_if_blank(&self.tools, &mapping.device, fstype, mkfs)?;
-                    }
-                }
-                let (uid, gid, mode) = (meta.uid, meta.gid, meta.mode);
-                if uid.is_some() || gid.is_some() || mode.is_some() {
-                    let tmp = self.cfg.state_dir.join("format").join(&image_ref.image);
-                    std::fs::create_dir_all(&tmp).map_err(HostError::io("create", &tmp))?;
-                    sys::mount(&mapping.device, &tmp, fstype.as_str(), fstype.implied_mount_options())?;
-                    let owned = sys::chown_chmod(&tmp, uid, gid, mode);
-                    sys::unmount(&tmp)?;
-                    let _ = std::fs::remove_dir(&tmp);
-                    owned?;
-                }
-                Ok::<_, EngineError>(())
-            })();
-            self.mapper.unmap(&mapping)?;
-            formatted?;
-            image.metadata_set(META_FORMATTED, &image.size()?.to_string())?;
+            match blank {
+                Blank::New => self.format_new(image, image_ref, &meta, owner)?,
+                Blank::Probe => self.format_mapped(image, image_ref, &meta, owner)?,
+            }
+            header.metadata_set(META_FORMATTED, &image.size()?.to_string())?;
             Ok(())
         })();
-        self.release_host_lock(image)?;
+        self.release_host_lock(header)?;
+        timing::step("formatted, unlocked");
         result
+    }
+
+    /// mkfs in a scratch file, then its non-zero blocks into the new image.
+    fn format_new(&self, image: &Arc<Image>, image_ref: &ImageRef, meta: &VolumeMeta, owner: fs::RootOwner) -> Result<(), EngineError> {
+        let dir = self.cfg.state_dir.join("format");
+        let scratch = fs::ScratchFs::make(&self.tools, &dir, &image_ref.image, image.size()?, meta.fstype, &meta.mkfs_options, owner)?;
+        timing::step("mkfs");
+        let writer = ceph::aio::BulkWriter::new(image, 16);
+        scratch.for_each_data(4 << 20, |offset, data| writer.write(offset, data).map_err(EngineError::from))?;
+        writer.finish()?;
+        timing::step("copy");
+        Ok(())
+    }
+
+    /// Maps the image, formats it if blank (a half-made volume may already
+    /// hold a filesystem), unmaps it.
+    fn format_mapped(&self, image: &Image, image_ref: &ImageRef, meta: &VolumeMeta, owner: fs::RootOwner) -> Result<(), EngineError> {
+        self.mapper.check_features(image_ref, image.features()?)?;
+        let mapping = self.mapper.map(image_ref, self.settings()?)?;
+        timing::step("map");
+        let formatted = (|| {
+            fs::format_if_blank(&self.tools, &mapping.device, meta.fstype, &meta.mkfs_options)?;
+            if !owner.is_default() {
+                let tmp = self.cfg.state_dir.join("format").join(&image_ref.image);
+                fs::set_root_owner(&mapping.device, meta.fstype, &tmp, owner)?;
+            }
+            timing::step("mkfs");
+            Ok::<_, EngineError>(())
+        })();
+        self.mapper.unmap(&mapping)?;
+        timing::step("unmap");
+        formatted
     }
 
     // ---- host lock -------------------------------------------------------
 
-    fn take_host_lock(&self, image: &Image, name: &str) -> Result<(), EngineError> {
+    fn take_host_lock(&self, header: &Header, name: &str) -> Result<(), EngineError> {
         let desc = format!("rbdvol on {}", self.cfg.host_id);
-        match image.host_lock(self.cookie(), &desc) {
+        match header.host_lock(self.cookie(), &desc) {
             Ok(_) => Ok(()),
             Err(CephError::LockBusy { .. }) => {
-                let lockers = image.host_lockers()?;
+                let lockers = header.host_lockers()?;
                 if let Some(other) = lockers.lockers.iter().find(|l| l.cookie != self.cookie()) {
-                    return Err(EngineError::MountedElsewhere { name: name.to_string(), host: other.cookie.clone(), since: mounted_since(image)? });
+                    return Err(EngineError::MountedElsewhere { name: name.to_string(), host: other.cookie.clone(), since: mounted_since(header)? });
                 }
                 // Held under our own host id by an earlier run of this
                 // plugin (a restart gives us a new client id): take it over.
                 for l in &lockers.lockers {
-                    image.host_break_lock(&l.client, &l.cookie)?;
+                    header.host_break_lock(&l.client, &l.cookie)?;
                 }
-                image.host_lock(self.cookie(), &desc)?;
+                header.host_lock(self.cookie(), &desc)?;
                 Ok(())
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    fn release_host_lock(&self, image: &Image) -> Result<(), EngineError> {
-        if image.host_unlock(self.cookie())? == Done::AlreadyDone {
-            for l in image.host_lockers()?.lockers.iter().filter(|l| l.cookie == self.cookie()) {
-                image.host_break_lock(&l.client, &l.cookie)?;
+    fn release_host_lock(&self, header: &Header) -> Result<(), EngineError> {
+        if header.host_unlock(self.cookie())? == Done::AlreadyDone {
+            for l in header.host_lockers()?.lockers.iter().filter(|l| l.cookie == self.cookie()) {
+                header.host_break_lock(&l.client, &l.cookie)?;
             }
         }
         Ok(())
@@ -592,6 +666,9 @@ impl Inner {
 
     // ---- remove ----------------------------------------------------------
 
+    /// Hides the volume (directory state `removing`): from here on it is
+    /// gone for Docker on every host. The image itself is deleted by
+    /// `purge`, which the caller schedules right after.
     fn remove(&self, name: &str) -> Result<Removed, EngineError> {
         if let Some(v) = self.mounted.lock().unwrap().get(name) {
             return Err(EngineError::InUseHere { name: name.into(), containers: v.ref_count() });
@@ -599,30 +676,51 @@ impl Inner {
         let cluster = self.cluster()?;
         let dir = self.directory_pool(&cluster)?;
         let Some(entry) = self.dir_get(&dir, name)? else { return Ok(Removed::AlreadyGone) };
+        if entry.state == EntryState::Removing {
+            return Ok(Removed::Removed);
+        }
         let pool = cluster.open_pool(&entry.pool, &entry.namespace)?;
-        match pool.open_image_read_only(name) {
-            Ok(image) => {
-                if let Some(holder) = image.host_lockers()?.lockers.first() {
-                    return Err(EngineError::MountedElsewhere { name: name.into(), host: holder.cookie.clone(), since: mounted_since(&image)? });
-                }
-            }
+        let id = match entry.id.clone().map(Ok).unwrap_or_else(|| pool.image_id(name)) {
+            Ok(id) => id,
             Err(CephError::NotFound { .. }) => {
                 self.dir_remove(&dir, name)?;
                 return Ok(Removed::AlreadyGone);
             }
             Err(e) => return Err(e.into()),
+        };
+        let header = pool.header(name, &id)?;
+        timing::step("directory");
+        if let Some(holder) = header.host_lockers()?.lockers.first() {
+            return Err(EngineError::MountedElsewhere { name: name.into(), host: holder.cookie.clone(), since: mounted_since(&header)? });
         }
-        self.dir_put(&dir, name, &DirEntry { state: EntryState::Removing, ..entry.clone() })?;
+        timing::step("host lock");
+        self.dir_put(&dir, name, &DirEntry { state: EntryState::Removing, id: Some(id), ..entry })?;
+        timing::step("directory: removing");
+        Ok(Removed::Removed)
+    }
+
+    /// Deletes the image of a removed (`removing`) volume, then its
+    /// directory entry. Idempotent; what fails stays `removing` and is
+    /// retried at the next start or by a Create of the same name.
+    fn purge(&self, name: &str) -> Result<(), EngineError> {
+        let cluster = self.cluster()?;
+        let dir = self.directory_pool(&cluster)?;
+        let Some(entry) = self.dir_get(&dir, name)?.filter(|e| e.state == EntryState::Removing) else { return Ok(()) };
+        let pool = cluster.open_pool(&entry.pool, &entry.namespace)?;
         match self.remove_image_settling(&pool, name) {
             Ok(()) | Err(CephError::NotFound { .. }) => {
+                timing::step("remove image");
                 self.dir_remove(&dir, name)?;
-                Ok(Removed::Removed)
+                timing::step("directory: remove");
+                Ok(())
             }
-            Err(e) => {
-                self.dir_put(&dir, name, &entry)?;
-                Err(e.into())
-            }
+            Err(e) => Err(e.into()),
         }
+    }
+
+    /// Volumes whose image is still to be deleted.
+    fn pending_purges(&self) -> Result<Vec<String>, EngineError> {
+        Ok(self.read_directory()?.into_iter().filter(|(_, e)| e.state == EntryState::Removing).map(|(n, _)| n).collect())
     }
 
     /// Removes an image, waiting a little for watchers that are on their
@@ -664,19 +762,23 @@ impl Inner {
         };
         let image_ref = Self::image_ref(name, &entry);
         let pool = cluster.open_pool(&entry.pool, &entry.namespace)?;
-        let image = pool.open_image(name)?;
+        timing::step("directory");
+        let image = Arc::new(pool.open_image(name)?);
+        let header = image.header()?;
+        timing::step("open image");
         if entry.state == EntryState::Creating {
             // Half-made by a crashed Create: complete it, then expose it.
             if VolumeMeta::of(&image.metadata_list()?, name).is_none() {
                 return Err(EngineError::NotFound(name.into()));
             }
-            self.ensure_formatted(&image, &image_ref, Blank::Probe)?;
+            self.ensure_formatted(&image, &header, &image_ref, Blank::Probe)?;
             self.dir_put(&dir, name, &DirEntry { state: EntryState::Ready, ..entry.clone() })?;
         }
         let all = image.metadata_list()?;
         let meta = VolumeMeta::of(&all, name).ok_or_else(|| EngineError::NotFound(name.into()))?;
         let fstype = meta.fstype;
-        self.take_host_lock(&image, name)?;
+        self.take_host_lock(&header, name)?;
+        timing::step("host lock");
 
         // From here on, a failure undoes every step taken.
         let mut mapping: Option<Mapping> = None;
@@ -684,6 +786,7 @@ impl Inner {
         let result = (|| {
             self.mapper.check_features(&image_ref, image.features()?)?;
             let m = self.mapper.map(&image_ref, self.settings()?)?;
+            timing::step("map");
             let device = m.device.clone();
             mapping = Some(m);
             let mp = self.mountpoint(name);
@@ -706,6 +809,7 @@ impl Inner {
                 });
             }
             mounted_at = Some(mp.clone());
+            timing::step("mount");
             // Grow the filesystem when the image grew since it was made.
             let size = image.size()?;
             let fs_size: u64 = all.get(META_FORMATTED).and_then(|s| s.parse().ok()).unwrap_or(size);
@@ -721,15 +825,16 @@ impl Inner {
                     sys::mount(&device, &mp, fstype.as_str(), &options)?;
                     mounted_at = Some(mp.clone());
                 }
-                image.metadata_set(META_FORMATTED, &size.to_string())?;
+                header.metadata_set(META_FORMATTED, &size.to_string())?;
             }
             let by = MountedBy { host: self.cfg.host_id.clone(), addr: cluster.own_address()?, since: now_rfc3339() };
-            image.metadata_set(META_MOUNTED, &serde_json::to_string(&by).expect("serializes"))?;
+            header.metadata_set(META_MOUNTED, &serde_json::to_string(&by).expect("serializes"))?;
             let mut v = MountedVolume {
                 name: name.into(),
                 pool: entry.pool.clone(),
                 namespace: entry.namespace.clone(),
                 image: name.into(),
+                image_id: Some(header.id().to_string()),
                 mapper: self.mapper.kind().as_str().into(),
                 device,
                 mountpoint: mp.clone(),
@@ -739,6 +844,7 @@ impl Inner {
             v.add_ref(id);
             self.state.save(&v)?;
             self.mounted.lock().unwrap().insert(name.into(), v);
+            timing::step("record");
             Ok(mp)
         })();
         if result.is_err() {
@@ -751,8 +857,8 @@ impl Inner {
                 }
             }
             let _ = std::fs::remove_dir(self.mountpoint(name));
-            let _ = image.metadata_remove(META_MOUNTED);
-            if let Err(e) = self.release_host_lock(&image) {
+            let _ = header.metadata_remove(META_MOUNTED);
+            if let Err(e) = self.release_host_lock(&header) {
                 tracing::error!("rolling back mount of '{name}': {e}");
             }
         }
@@ -770,18 +876,27 @@ impl Inner {
             return Ok(Unmounted::StillUsed(n));
         }
         sys::unmount(&v.mountpoint)?;
+        timing::step("umount");
         let image_ref = ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() };
         let mapper = MapperKind::parse(&v.mapper).unwrap_or(self.mapper.kind());
         self.mapper.unmap(&Mapping { image: image_ref, device: v.device.clone(), mapper })?;
+        timing::step("unmap");
         let _ = std::fs::remove_dir(&v.mountpoint);
         // Unmapped: the volume is free on this host whatever happens next.
         self.mounted.lock().unwrap().remove(name);
         self.state.remove(name)?;
         self.status.lock().unwrap().remove(name);
         let cluster = self.cluster()?;
-        let image = cluster.open_pool(&v.pool, &v.namespace)?.open_image(&v.image)?;
-        image.metadata_remove(META_MOUNTED)?;
-        self.release_host_lock(&image)?;
+        timing::step("record");
+        let pool = cluster.open_pool(&v.pool, &v.namespace)?;
+        let id = match v.image_id.clone() {
+            Some(id) => id,
+            None => pool.image_id(&v.image)?,
+        };
+        let header = pool.header(&v.image, &id)?;
+        header.metadata_remove(META_MOUNTED)?;
+        self.release_host_lock(&header)?;
+        timing::step("metadata, unlock");
         Ok(Unmounted::Released)
     }
 

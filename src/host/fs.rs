@@ -1,6 +1,7 @@
 //! Filesystems on mapped devices: probe, format (only a blank device), grow.
 
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use super::tools::{Tool, Tools};
 use super::HostError;
@@ -135,4 +136,133 @@ pub fn grow_ext4_offline(tools: &Tools, device: &Path) -> Result<(), HostError> 
         });
     }
     tools.run(Tool::Resize2fs, &dev, &[&dev]).map(drop)
+}
+
+/// Owner and mode for a new filesystem's root directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RootOwner {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mode: Option<u32>,
+}
+
+impl RootOwner {
+    pub fn is_default(&self) -> bool {
+        self.uid.is_none() && self.gid.is_none() && self.mode.is_none()
+    }
+}
+
+/// Sets the root's owner and mode of the filesystem on `device`, through a
+/// private mount at `tmp`.
+pub fn set_root_owner(device: &Path, fstype: Fstype, tmp: &Path, owner: RootOwner) -> Result<(), HostError> {
+    std::fs::create_dir_all(tmp).map_err(HostError::io("create", tmp))?;
+    super::sys::mount(device, tmp, fstype.as_str(), fstype.implied_mount_options())?;
+    let owned = super::sys::chown_chmod(tmp, owner.uid, owner.gid, owner.mode);
+    let unmounted = super::sys::unmount(tmp);
+    let _ = std::fs::remove_dir(tmp);
+    owned.and(unmounted)
+}
+
+/// A filesystem made in a sparse scratch file instead of on the mapped
+/// image. A brand-new image reads as zeros, so writing only the scratch
+/// file's non-zero blocks into it gives exactly the image mkfs would have
+/// made through a mapper — without mapping (a FUSE server and loop device,
+/// or a kernel mapping) just to format, and in a few hundred KiB of writes:
+/// ext4 writes ~300 KiB on a fresh 512 MiB device, xfs mostly zeros.
+///
+/// The file presents 512-byte sectors, as every mapper does, so mkfs picks
+/// the same block and sector sizes. It is removed on drop.
+#[derive(Debug)]
+pub struct ScratchFs {
+    path: PathBuf,
+}
+
+/// Zero blocks are skipped at this granularity.
+const SCRATCH_BLOCK: usize = 64 << 10;
+
+impl ScratchFs {
+    /// Makes `fstype` in `dir/<name>.mkfs` of `size` bytes; `loop_tmp` is
+    /// where the root is mounted when `owner` asks for a chown or chmod.
+    pub fn make(
+        tools: &Tools,
+        dir: &Path,
+        name: &str,
+        size: u64,
+        fstype: Fstype,
+        extra: &[String],
+        owner: RootOwner,
+    ) -> Result<ScratchFs, HostError> {
+        std::fs::create_dir_all(dir).map_err(HostError::io("create", dir))?;
+        let scratch = ScratchFs { path: dir.join(format!("{name}.mkfs")) };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&scratch.path)
+            .map_err(HostError::io("create", &scratch.path))?;
+        file.set_len(size).map_err(HostError::io("size", &scratch.path))?;
+        drop(file);
+        format(tools, &scratch.path, fstype, extra)?;
+        if !owner.is_default() {
+            let device = super::sys::loop_attach(&scratch.path, 512, super::sys::LoopIo::Buffered)?;
+            let owned = set_root_owner(&device, fstype, &dir.join(format!("{name}.root")), owner);
+            let detached = super::sys::loop_detach(&device);
+            owned.and(detached)?;
+        }
+        Ok(scratch)
+    }
+
+    /// Calls `write` for each run of non-zero data (at most `max` bytes,
+    /// a multiple of 64 KiB), in order of offset.
+    pub fn for_each_data<E: From<HostError>>(
+        &self,
+        max: usize,
+        mut write: impl FnMut(u64, Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(&self.path).map_err(HostError::io("open", &self.path))?;
+        let size = file.metadata().map_err(HostError::io("stat", &self.path))?.len();
+        let max = max.max(SCRATCH_BLOCK) / SCRATCH_BLOCK * SCRATCH_BLOCK;
+        let mut block = vec![0u8; SCRATCH_BLOCK];
+        let mut run: Option<(u64, Vec<u8>)> = None;
+        let mut offset = 0u64;
+        while offset < size {
+            let Some((data, hole)) = super::sys::next_data(&file, &self.path, offset)? else { break };
+            // Whole blocks, so writes stay aligned.
+            let mut at = data / SCRATCH_BLOCK as u64 * SCRATCH_BLOCK as u64;
+            while at < hole.min(size) {
+                let len = (SCRATCH_BLOCK as u64).min(size - at) as usize;
+                file.read_exact_at(&mut block[..len], at).map_err(HostError::io("read", &self.path))?;
+                let zero = block[..len].iter().all(|&b| b == 0);
+                match (&mut run, zero) {
+                    (Some((start, buf)), false) if *start + buf.len() as u64 == at && buf.len() + len <= max => {
+                        buf.extend_from_slice(&block[..len])
+                    }
+                    (_, false) => {
+                        if let Some((start, buf)) = run.replace((at, block[..len].to_vec())) {
+                            write(start, buf)?;
+                        }
+                    }
+                    (_, true) => {
+                        if let Some((start, buf)) = run.take() {
+                            write(start, buf)?;
+                        }
+                    }
+                }
+                at += len as u64;
+            }
+            offset = hole.max(at);
+        }
+        if let Some((start, buf)) = run {
+            write(start, buf)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ScratchFs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }

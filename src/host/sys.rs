@@ -136,14 +136,23 @@ struct LoopConfig {
     reserved: [u64; 8],
 }
 
-/// Attaches `backing` to a free loop device with direct I/O (no second page
-/// cache between the filesystem and the image) and returns `/dev/loopN`.
-pub fn loop_attach(backing: &Path, block_size: u32) -> Result<PathBuf, HostError> {
+/// Whether a loop device reads and writes its backing file past the page
+/// cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopIo {
+    /// No second page cache between the filesystem and the image.
+    Direct,
+    /// Through the page cache (files on tmpfs, which refuses O_DIRECT).
+    Buffered,
+}
+
+/// Attaches `backing` to a free loop device and returns `/dev/loopN`.
+pub fn loop_attach(backing: &Path, block_size: u32, io: LoopIo) -> Result<PathBuf, HostError> {
     let ctl = File::open("/dev/loop-control").map_err(HostError::io("open", "/dev/loop-control"))?;
     let backing_file = OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_DIRECT)
+        .custom_flags(if io == LoopIo::Direct { libc::O_DIRECT } else { 0 })
         .open(backing)
         .map_err(HostError::io("open", backing))?;
     for _ in 0..20 {
@@ -158,7 +167,7 @@ pub fn loop_attach(backing: &Path, block_size: u32) -> Result<PathBuf, HostError
         let mut config: LoopConfig = unsafe { std::mem::zeroed() };
         config.fd = backing_file.as_raw_fd() as u32;
         config.block_size = block_size;
-        config.info.lo_flags = LO_FLAGS_DIRECT_IO;
+        config.info.lo_flags = if io == LoopIo::Direct { LO_FLAGS_DIRECT_IO } else { 0 };
         let name = backing.as_os_str().as_encoded_bytes();
         let len = name.len().min(63);
         config.info.lo_file_name[..len].copy_from_slice(&name[..len]);
@@ -307,4 +316,18 @@ mod tests {
         assert_eq!(std::mem::size_of::<LoopInfo64>(), 232);
         assert_eq!(std::mem::size_of::<LoopConfig>(), 304);
     }
+}
+
+/// The next run of data in a sparse `file` at or after `offset`, as
+/// (start, end of data); `None` when only a hole remains.
+pub fn next_data(file: &File, path: &Path, offset: u64) -> Result<Option<(u64, u64)>, HostError> {
+    use nix::unistd::{lseek, Whence};
+    let fd = file.as_raw_fd();
+    let data = match lseek(fd, offset as i64, Whence::SeekData) {
+        Ok(d) => d as u64,
+        Err(nix::errno::Errno::ENXIO) => return Ok(None),
+        Err(e) => return Err(HostError::Sys { op: "seek data in", path: path.into(), errno: e }),
+    };
+    let hole = lseek(fd, data as i64, Whence::SeekHole).map_err(HostError::sys("seek hole in", path))? as u64;
+    Ok(Some((data, hole)))
 }

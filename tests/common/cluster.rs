@@ -120,6 +120,20 @@ impl TestCluster {
         out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("rbd info json"))
     }
 
+    /// Whether the image is deleted within 15 s: rbdvol's Remove hides a
+    /// volume at once and deletes its image in the background.
+    #[allow(dead_code)]
+    pub fn image_deleted(&self, name: &str) -> bool {
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(15) {
+            if self.rbd_info(name).is_none() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    }
+
     /// Reads files out of an ext4 volume through `rbd export` and
     /// `debugfs`: a path that shares nothing with rbdvol.
     pub fn read_files_from_image(&self, name: &str, files: &[&str]) -> Vec<String> {

@@ -29,8 +29,11 @@ use crate::host::{sys, HostError, ImageRef};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// The loop device's logical block size: what ext4 and xfs use anyway.
-const BLOCK_SIZE: u32 = 4096;
+/// The loop device's logical block size: 512 bytes, as krbd and rbd-nbd
+/// present, so mkfs makes the same filesystem whichever mapper a volume
+/// meets first (ext4 below 512 MiB picks 1 KiB blocks and xfs 512-byte
+/// sectors, which a 4 KiB-sector device could not mount).
+pub const BLOCK_SIZE: u32 = 512;
 
 pub struct Userspace {
     root: PathBuf,
@@ -344,7 +347,7 @@ impl Mapper for Userspace {
         };
         let device = match server.loop_device() {
             Some(dev) => dev,
-            None => match sys::loop_attach(&server.disk(), BLOCK_SIZE) {
+            None => match sys::loop_attach(&server.disk(), BLOCK_SIZE, sys::LoopIo::Direct) {
                 Ok(dev) => dev,
                 Err(e) => {
                     let _ = self.stop_server(server);
