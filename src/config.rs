@@ -110,6 +110,11 @@ impl CephSettings {
         let mut options = BTreeMap::new();
         let mut timeouts = Timeouts::default();
         for (name, value) in vars {
+            // A managed plugin passes every declared variable, unset ones
+            // as empty strings: empty means unset.
+            if value.trim().is_empty() {
+                continue;
+            }
             match name.as_str() {
                 "RBD_CONF_GLOBAL_MON_HOST" => mon_host = Some(value),
                 "RBD_CONF_KEYRING_USER" => user = Some(value),
@@ -196,6 +201,22 @@ mod tests {
         assert_eq!(s.options.get("rbd_default_features").map(String::as_str), Some("3"));
         assert_eq!(s.options.len(), 2);
         assert_eq!(s.timeouts.connect, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn empty_values_are_unset_as_a_managed_plugin_passes_them() {
+        let s = CephSettings::from_vars(vars(&[
+            ("RBD_CONF_GLOBAL_MON_HOST", "10.0.0.1"),
+            ("RBD_CONF_KEYRING_KEY", "AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg=="),
+            ("RBD_CONF_GLOBAL_FSID", ""),
+            ("RBD_CONF_CLIENT_RBD_DEFAULT_FEATURES", " "),
+            ("RBDVOL_CONNECT_TIMEOUT", ""),
+        ]))
+        .unwrap();
+        assert!(s.options.is_empty(), "{:?}", s.options);
+        assert_eq!(s.timeouts, Timeouts::default());
+        let e = CephSettings::from_vars(vars(&[("RBD_CONF_GLOBAL_MON_HOST", "10.0.0.1"), ("RBD_CONF_KEYRING_KEY", "")])).unwrap_err();
+        assert!(e.to_string().contains("RBD_CONF_KEYRING_KEY is missing"), "{e}");
     }
 
     #[test]

@@ -75,6 +75,14 @@ enum Command {
     /// Internal: the user-space mapper's server for one image.
     #[command(hide = true)]
     UserspaceServe,
+    /// The managed plugin's entrypoint: `serve` under a supervisor that
+    /// restarts it if it dies, so its user-space servers (and the I/O of
+    /// the containers on them) outlive a crash.
+    Plugin {
+        /// Arguments for `serve`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Connect to the cluster with the settings from the environment
     /// (RBD_CONF_GLOBAL_MON_HOST, RBD_CONF_KEYRING_USER, RBD_CONF_KEYRING_KEY,
     /// RBD_CONF_<SECTION>_<OPTION>) and report what rbdvol sees.
@@ -98,6 +106,12 @@ fn main() -> Result<()> {
         Command::Check { pool, namespace, write } => check(&pool, &namespace, write),
         Command::Serve(args) => serve(args),
         Command::UserspaceServe => Ok(rbdvol::host::fusefs::serve()?),
+        Command::Plugin { args } => {
+            let exe = std::env::current_exe().context("locating the rbdvol binary")?;
+            let serve: Vec<std::ffi::OsString> = std::iter::once("serve".into()).chain(args).collect();
+            let code = rbdvol::host::supervise::run(&exe, &serve)?;
+            std::process::exit(code)
+        }
     }
 }
 
@@ -111,7 +125,12 @@ fn init_logging() {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn check(pool_name: &str, namespace: &str, write: bool) -> Result<()> {
@@ -155,6 +174,11 @@ fn check(pool_name: &str, namespace: &str, write: bool) -> Result<()> {
     Ok(())
 }
 
+/// A managed plugin passes unset variables as empty strings.
+fn non_empty(value: &Option<String>) -> Option<String> {
+    value.clone().filter(|v| !v.trim().is_empty())
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
     let started = Instant::now();
     // Missing or bad settings never stop the plugin: every call then says
@@ -179,15 +203,15 @@ fn serve(args: ServeArgs) -> Result<()> {
     let default_size = parse_size(&args.default_size)
         .map_err(|e| anyhow::anyhow!("invalid VOLUME_SIZE '{}': {e}", args.default_size))?;
     let config = EngineConfig {
-        host_id: args.host_id.clone().unwrap_or_else(rbdvol::host::sys::hostname),
+        host_id: non_empty(&args.host_id).unwrap_or_else(rbdvol::host::sys::hostname),
         defaults: Defaults {
             pool: args.pool.clone(),
             namespace: args.namespace.clone(),
             size: default_size,
             fstype: default_fstype,
-            mkfs_options: args.default_mkfs_options.clone(),
+            mkfs_options: non_empty(&args.default_mkfs_options),
             mount_options: args.default_mount_options.clone(),
-            features: args.default_features.clone(),
+            features: non_empty(&args.default_features),
         },
         mount_root: args.mount_root.clone(),
         state_dir: args.state_dir.clone(),
@@ -216,7 +240,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         tracing::info!("listening on {} ({} ms after start)", args.socket.display(), started.elapsed().as_millis());
         if engine.has_settings() {
             let e = engine.clone();
-            tokio::spawn(async move { e.resume_purges().await });
+            tokio::spawn(async move { e.resume_background_work().await });
         }
         let driver: Arc<dyn VolumeDriver> = Arc::new(engine);
         axum::serve(listener, rbdvol::api::router(driver))

@@ -59,6 +59,9 @@ pub enum EngineError {
     #[error("{0}")]
     Config(#[from] ConfigError),
 
+    #[error("{source}; settings to fix: {settings}")]
+    Connect { source: CephError, settings: &'static str },
+
     #[error(transparent)]
     Ceph(#[from] CephError),
 
@@ -224,6 +227,10 @@ struct Inner {
     locks: Mutex<HashMap<String, VolumeLock>>,
     directory: Mutex<Option<(Instant, BTreeMap<String, DirEntry>)>>,
     status: Mutex<HashMap<String, (Instant, VolumeInfo)>>,
+    last_connect_error: Mutex<Option<String>>,
+    /// Volumes start-up found recorded as mounted here but no longer
+    /// mounted: their host locks are released once the cluster answers.
+    leftovers: Mutex<Vec<String>>,
 }
 
 /// The engine. Cheap to clone.
@@ -268,6 +275,8 @@ impl Engine {
                 locks: Mutex::new(HashMap::new()),
                 directory: Mutex::new(None),
                 status: Mutex::new(HashMap::new()),
+                last_connect_error: Mutex::new(None),
+                leftovers: Mutex::new(Vec::new()),
             }),
         };
         engine.inner.reconcile()?;
@@ -298,12 +307,20 @@ impl Engine {
         self.inner.settings.is_ok()
     }
 
-    /// Schedules the deletions a previous run (on any host) left unfinished.
-    pub async fn resume_purges(&self) {
+    /// Finishes what a previous run left: deletions (of any host) and this
+    /// host's locks on volumes it no longer has mounted.
+    pub async fn resume_background_work(&self) {
         let inner = Arc::clone(&self.inner);
         match ceph::offload(move || inner.pending_purges()).await {
             Ok(names) => names.iter().for_each(|n| self.schedule_purge(n)),
             Err(e) => tracing::warn!("cannot look for removed volumes left to delete: {e}"),
+        }
+        let leftovers = std::mem::take(&mut *self.inner.leftovers.lock().unwrap());
+        for name in leftovers {
+            let n = name.clone();
+            if let Err(e) = self.locked("release", &name, move |inner| inner.release_leftovers(&n)).await {
+                tracing::warn!("cannot release this host's lock on volume '{name}' (the next Mount or Unmount here retries): {e}");
+            }
         }
     }
 
@@ -403,7 +420,24 @@ impl Inner {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let c = Cluster::connect(settings)?;
+        let c = Cluster::connect(settings).map_err(|source| {
+            let settings = match source {
+                CephError::Auth { .. } => "RBD_CONF_KEYRING_USER, RBD_CONF_KEYRING_KEY",
+                CephError::TimedOut { .. } => "RBD_CONF_GLOBAL_MON_HOST (and that the monitors are reachable from this host)",
+                CephError::InvalidArgument { .. } | CephError::BadOption { .. } => "RBD_CONF_GLOBAL_MON_HOST, RBD_CONF_<SECTION>_<OPTION>",
+                _ => "RBD_CONF_GLOBAL_MON_HOST, RBD_CONF_KEYRING_USER, RBD_CONF_KEYRING_KEY",
+            };
+            let e = EngineError::Connect { source, settings };
+            // Once per distinct failure, not once per Docker call.
+            let text = e.to_string();
+            let mut last = self.last_connect_error.lock().unwrap();
+            if last.as_deref() != Some(text.as_str()) {
+                tracing::error!("{text}");
+                *last = Some(text);
+            }
+            e
+        })?;
+        *self.last_connect_error.lock().unwrap() = None;
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -867,7 +901,14 @@ impl Inner {
     }
 
     fn unmount(&self, name: &str, id: &str) -> Result<Unmounted, EngineError> {
-        let Some(mut v) = self.mounted.lock().unwrap().get(name).cloned() else { return Ok(Unmounted::NotMounted) };
+        let Some(mut v) = self.mounted.lock().unwrap().get(name).cloned() else {
+            // Not mounted here: a lock this host left behind (a crash, a
+            // forced plugin stop) is released now.
+            if let Err(e) = self.release_leftovers(name) {
+                tracing::warn!("cannot release this host's lock on volume '{name}': {e}");
+            }
+            return Ok(Unmounted::NotMounted);
+        };
         v.drop_ref(id);
         if v.ref_count() > 0 {
             self.state.save(&v)?;
@@ -898,6 +939,31 @@ impl Inner {
         self.release_host_lock(&header)?;
         timing::step("metadata, unlock");
         Ok(Unmounted::Released)
+    }
+
+    /// Releases this host's host lock and mounted-by record on a volume it
+    /// does not have mounted. Idempotent; a lock of another host is left.
+    fn release_leftovers(&self, name: &str) -> Result<(), EngineError> {
+        if self.mounted.lock().unwrap().contains_key(name) {
+            return Ok(());
+        }
+        let cluster = self.cluster()?;
+        let Some(entry) = self.dir_get(&self.directory_pool(&cluster)?, name)? else { return Ok(()) };
+        let pool = cluster.open_pool(&entry.pool, &entry.namespace)?;
+        let id = match entry.id.clone().map(Ok).unwrap_or_else(|| pool.image_id(name)) {
+            Ok(id) => id,
+            Err(CephError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let header = pool.header(name, &id)?;
+        if !header.host_lockers()?.lockers.iter().any(|l| l.cookie == self.cookie()) {
+            return Ok(());
+        }
+        header.metadata_remove(META_MOUNTED)?;
+        self.release_host_lock(&header)?;
+        self.status.lock().unwrap().remove(name);
+        tracing::info!("released this host's lock on volume '{name}', left by an earlier run");
+        Ok(())
     }
 
     // ---- get / list ------------------------------------------------------
@@ -984,6 +1050,7 @@ impl Inner {
     /// undone. Needs no cluster; host locks left behind are taken over by
     /// the next Mount here or released by the next Unmount.
     fn reconcile(&self) -> Result<(), EngineError> {
+        self.mapper.clean_up_dead()?;
         let mounts = sys::mounts()?;
         let mut kept = BTreeMap::new();
         for v in self.state.load_all()? {
@@ -1001,6 +1068,7 @@ impl Inner {
                     self.mapper.unmap(&m)?;
                 }
                 self.state.remove(&v.name)?;
+                self.leftovers.lock().unwrap().push(v.name.clone());
             }
         }
         // Mappings nobody recorded: a crash between map and the state write.

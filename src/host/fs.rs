@@ -205,7 +205,7 @@ impl ScratchFs {
         drop(file);
         format(tools, &scratch.path, fstype, extra)?;
         if !owner.is_default() {
-            let device = super::sys::loop_attach(&scratch.path, 512, super::sys::LoopIo::Buffered)?;
+            let device = super::sys::loop_attach(&scratch.path, 512, super::sys::LoopIo::Buffered, "rbdvol:mkfs")?;
             let owned = set_root_owner(&device, fstype, &dir.join(format!("{name}.root")), owner);
             let detached = super::sys::loop_detach(&device);
             owned.and(detached)?;

@@ -329,7 +329,9 @@ fn serve_inner() -> Result<(), HostError> {
         MountOption::Dev,
     ];
     let session = fuser::spawn_mount2(fs, &mountpoint, &options).map_err(HostError::io("mount fuse at", &mountpoint))?;
-    std::fs::write(dir.join("pid"), std::process::id().to_string()).map_err(HostError::io("write", dir.join("pid")))?;
+    let me = std::process::id();
+    let pid = format!("{me} {}", super::sys::process_start_time(me).unwrap_or(0));
+    std::fs::write(dir.join("pid"), pid).map_err(HostError::io("write", dir.join("pid")))?;
     say("ready");
     // Nothing else for the parent: detach from its pipes.
     // SAFETY: closing our own stdin and stdout descriptors; nothing uses

@@ -107,6 +107,7 @@ pub fn unmount(target: &Path) -> Result<(), HostError> {
 // ---- loop devices --------------------------------------------------------
 
 const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LO_FLAGS_DIRECT_IO: u32 = 16;
@@ -146,8 +147,11 @@ pub enum LoopIo {
     Buffered,
 }
 
-/// Attaches `backing` to a free loop device and returns `/dev/loopN`.
-pub fn loop_attach(backing: &Path, block_size: u32, io: LoopIo) -> Result<PathBuf, HostError> {
+/// Attaches `backing` to a free loop device and returns `/dev/loopN`. The
+/// device is named `tag` (its `lo_file_name`, at most 63 bytes), which
+/// finds it again even after its backing file's FUSE server died and the
+/// file's path reads as `/disk`.
+pub fn loop_attach(backing: &Path, block_size: u32, io: LoopIo, tag: &str) -> Result<PathBuf, HostError> {
     let ctl = File::open("/dev/loop-control").map_err(HostError::io("open", "/dev/loop-control"))?;
     let backing_file = OpenOptions::new()
         .read(true)
@@ -168,9 +172,8 @@ pub fn loop_attach(backing: &Path, block_size: u32, io: LoopIo) -> Result<PathBu
         config.fd = backing_file.as_raw_fd() as u32;
         config.block_size = block_size;
         config.info.lo_flags = if io == LoopIo::Direct { LO_FLAGS_DIRECT_IO } else { 0 };
-        let name = backing.as_os_str().as_encoded_bytes();
-        let len = name.len().min(63);
-        config.info.lo_file_name[..len].copy_from_slice(&name[..len]);
+        let len = tag.len().min(63);
+        config.info.lo_file_name[..len].copy_from_slice(&tag.as_bytes()[..len]);
         // SAFETY: dev_file is an open loop device; config is a valid
         // loop_config that outlives the call; the kernel takes its own
         // reference to the backing file.
@@ -185,6 +188,48 @@ pub fn loop_attach(backing: &Path, block_size: u32, io: LoopIo) -> Result<PathBu
         return Err(HostError::Io { op: "attach loop device", path: dev, source: err });
     }
     Err(HostError::Io { op: "attach loop device for", path: backing.into(), source: std::io::Error::from_raw_os_error(libc::EBUSY) })
+}
+
+/// The attached loop device named `tag` (see [`loop_attach`]), if any.
+pub fn loop_find(tag: &str) -> Option<PathBuf> {
+    let rd = std::fs::read_dir("/sys/block").ok()?;
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Only attached devices have a backing file.
+        if !name.starts_with("loop") || !entry.path().join("loop/backing_file").exists() {
+            continue;
+        }
+        let dev = PathBuf::from(format!("/dev/{name}"));
+        let Ok(file) = File::open(&dev) else { continue };
+        // SAFETY: LoopInfo64 is plain data; all-zero is its empty value.
+        let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+        // SAFETY: file is an open loop device; info is a writable
+        // loop_info64 that outlives the call.
+        let ret = unsafe { libc::ioctl(file.as_raw_fd(), LOOP_GET_STATUS64 as _, &mut info as *mut LoopInfo64) };
+        if ret != 0 {
+            continue;
+        }
+        let len = info.lo_file_name.iter().position(|&b| b == 0).unwrap_or(info.lo_file_name.len());
+        if &info.lo_file_name[..len] == tag.as_bytes() {
+            return Some(dev);
+        }
+    }
+    None
+}
+
+/// Whether `device` is a loop device whose backing file's filesystem is
+/// gone (a FUSE file whose server died: the kernel answers ENOTCONN), and
+/// the backing file's name as the kernel last knew it.
+pub fn loop_backing_dead(device: &Path) -> Option<PathBuf> {
+    let name = device.file_name()?.to_string_lossy().into_owned();
+    let backing = std::fs::read_to_string(Path::new("/sys/block").join(&name).join("loop/backing_file")).ok()?;
+    let file = File::open(device).ok()?;
+    // SAFETY: LoopInfo64 is plain data; all-zero is its empty value.
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: file is an open block device; info is a writable loop_info64
+    // that outlives the call.
+    let ret = unsafe { libc::ioctl(file.as_raw_fd(), LOOP_GET_STATUS64 as _, &mut info as *mut LoopInfo64) };
+    (ret != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)).then(|| PathBuf::from(backing.trim_end()))
 }
 
 /// Detaches a loop device; already detached is fine. Retries EBUSY briefly.
@@ -269,6 +314,16 @@ pub fn chown_chmod(path: &Path, uid: Option<u32>, gid: Option<u32>, mode: Option
 }
 
 /// Whether a process exists (and is not a zombie).
+/// When process `pid` started (clock ticks after boot): with the pid, it
+/// names one process, where a pid alone may be reused (every container
+/// start begins a new pid namespace at 1).
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 22; the fields after the command name, which may contain
+    // spaces and parentheses, start at field 3.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat.rsplit(')').next().map(|s| !s.trim_start().starts_with('Z')).unwrap_or(false),

@@ -3,4 +3,5 @@
 
 pub mod cluster;
 pub mod docker;
+pub mod managed;
 pub mod plugin;

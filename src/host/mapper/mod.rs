@@ -73,6 +73,12 @@ pub trait Mapper: Send + Sync {
 
     /// Every mapping this mapper has on the host.
     fn list(&self) -> Result<Vec<Mapping>, HostError>;
+
+    /// Removes what mappings whose process died left behind (at start-up);
+    /// by default nothing.
+    fn clean_up_dead(&self) -> Result<(), HostError> {
+        Ok(())
+    }
 }
 
 /// Where mappers keep their runtime files, and where to look for sysfs.

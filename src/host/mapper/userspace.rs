@@ -144,15 +144,40 @@ pub fn dir_name(image: &ImageRef) -> String {
     format!("{}@{}@{}", esc(&image.pool), esc(&image.namespace), esc(&image.image))
 }
 
+/// One process: its pid and start time (a pid alone may be reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Process {
+    pid: u32,
+    started: u64,
+}
+
+impl Process {
+    fn of(pid: u32) -> Process {
+        Process { pid, started: sys::process_start_time(pid).unwrap_or(0) }
+    }
+
+    /// "pid start-time", as the server writes it.
+    fn parse(s: &str) -> Option<Process> {
+        let mut parts = s.split_whitespace();
+        Some(Process { pid: parts.next()?.parse().ok()?, started: parts.next()?.parse().ok()? })
+    }
+
+    fn alive(&self) -> bool {
+        sys::process_alive(self.pid) && sys::process_start_time(self.pid) == Some(self.started)
+    }
+}
+
 /// The state of one server directory.
 struct Server {
     dir: PathBuf,
     image: ImageRef,
-    pid: Option<u32>,
+    process: Option<Process>,
 }
 
 /// Marks a server that was told to stop: never reused for a new mapping.
 const STOPPING: &str = "stopping";
+/// The loop device attached to the server's file.
+const LOOP_FILE: &str = "loop";
 
 impl Server {
     fn stopping(&self) -> bool {
@@ -164,12 +189,18 @@ impl Server {
     }
 
     fn alive(&self) -> bool {
-        self.pid.is_some_and(sys::process_alive)
+        self.process.is_some_and(|p| p.alive())
+    }
+
+    /// The loop device's name: unique per server instance (the directory's
+    /// nonce), and short enough for `lo_file_name`.
+    fn loop_tag(&self) -> String {
+        let name = self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        format!("rbdvol:{}", name.rsplit('.').next().unwrap_or(&name))
     }
 
     fn loop_device(&self) -> Option<PathBuf> {
-        let disk = self.disk();
-        sys::loop_devices().into_iter().find(|(_, backing)| *backing == disk).map(|(dev, _)| dev)
+        sys::loop_find(&self.loop_tag())
     }
 }
 
@@ -186,8 +217,8 @@ impl Userspace {
             .filter_map(|e| {
                 let dir = e.path();
                 let image: ImageRef = serde_json::from_slice(&std::fs::read(dir.join("image.json")).ok()?).ok()?;
-                let pid = std::fs::read_to_string(dir.join("pid")).ok().and_then(|p| p.trim().parse().ok());
-                Some(Server { dir, image, pid })
+                let process = std::fs::read_to_string(dir.join("pid")).ok().and_then(|p| Process::parse(&p));
+                Some(Server { dir, image, process })
             })
             .collect()
     }
@@ -249,18 +280,18 @@ impl Userspace {
         let assignment = serde_json::to_string(&Assignment { image: image.clone(), dir: dir.clone() }).expect("serializes");
         let sent = spare.stdin.write_all(format!("{assignment}\n").as_bytes());
         let ready = sent.map_err(|e| format!("cannot hand over the image: {e}")).and_then(|_| spare.wait_for("ready"));
-        let pid = spare.child.id();
+        let process = Process::of(spare.child.id());
         if let Err(reason) = ready {
-            let _ = sys::signal(pid, Signal::SIGKILL);
+            let _ = sys::signal(process.pid, Signal::SIGKILL);
             let _ = spare.child.wait();
-            let _ = clean_dead(&Server { dir, image: image.clone(), pid: Some(pid) });
+            let _ = clean_dead(&Server { dir, image: image.clone(), process: Some(process) });
             return Err(HostError::MapFailed { mapper: "userspace", image: image.to_string(), reason });
         }
         // Reap the server whenever it exits while we are alive.
         std::thread::spawn(move || {
             let _ = spare.child.wait();
         });
-        Ok(Server { dir, image: image.clone(), pid: Some(pid) })
+        Ok(Server { dir, image: image.clone(), process: Some(process) })
     }
 
 
@@ -269,8 +300,8 @@ impl Userspace {
     /// nobody needs to wait: a background thread reaps it.
     fn stop_server(&self, server: Server) -> Result<(), HostError> {
         std::fs::write(server.dir.join(STOPPING), b"").or_else(ignore_not_found).map_err(HostError::io("mark", &server.dir))?;
-        if let Some(pid) = server.pid.filter(|p| sys::process_alive(*p)) {
-            sys::signal(pid, Signal::SIGTERM)?;
+        if let Some(p) = server.process.filter(Process::alive) {
+            sys::signal(p.pid, Signal::SIGTERM)?;
         }
         std::thread::spawn(move || {
             if let Err(e) = reap(&server) {
@@ -286,6 +317,15 @@ fn clean_dead(server: &Server) -> Result<(), HostError> {
     if let Some(dev) = server.loop_device() {
         sys::loop_detach(&dev)?;
     }
+    // A loop device on a dead server's file cannot be asked its name (the
+    // kernel answers ENOTCONN): the device recorded at attach time is
+    // detached when it is still on a dead file of that name.
+    if let Some(dev) = std::fs::read_to_string(server.dir.join(LOOP_FILE)).ok().map(|d| PathBuf::from(d.trim())) {
+        if sys::loop_backing_dead(&dev).is_some_and(|b| b.file_name() == Some(DISK_FILE.as_ref())) {
+            tracing::warn!("detaching {} from the dead user-space server of {}", dev.display(), server.image);
+            sys::loop_detach(&dev)?;
+        }
+    }
     let fuse = server.dir.join("fuse");
     let _ = nix::mount::umount2(&fuse, nix::mount::MntFlags::MNT_DETACH);
     std::fs::remove_dir_all(&server.dir).or_else(ignore_not_found).map_err(HostError::io("remove", &server.dir))
@@ -294,15 +334,15 @@ fn clean_dead(server: &Server) -> Result<(), HostError> {
 /// Waits for a server to exit (killing it after STOP_TIMEOUT) and
 /// removes what it left.
 fn reap(server: &Server) -> Result<(), HostError> {
-    if let Some(pid) = server.pid {
+    if let Some(p) = server.process {
         let start = Instant::now();
-        while sys::process_alive(pid) && start.elapsed() < STOP_TIMEOUT {
+        while p.alive() && start.elapsed() < STOP_TIMEOUT {
             std::thread::sleep(Duration::from_millis(10));
         }
-        if sys::process_alive(pid) {
-            tracing::warn!("user-space server {pid} for {} did not stop in {}s: killing it", server.image, STOP_TIMEOUT.as_secs());
-            sys::signal(pid, Signal::SIGKILL)?;
-            while sys::process_alive(pid) {
+        if p.alive() {
+            tracing::warn!("user-space server {} for {} did not stop in {}s: killing it", p.pid, server.image, STOP_TIMEOUT.as_secs());
+            sys::signal(p.pid, Signal::SIGKILL)?;
+            while p.alive() {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
@@ -347,8 +387,11 @@ impl Mapper for Userspace {
         };
         let device = match server.loop_device() {
             Some(dev) => dev,
-            None => match sys::loop_attach(&server.disk(), BLOCK_SIZE, sys::LoopIo::Direct) {
-                Ok(dev) => dev,
+            None => match sys::loop_attach(&server.disk(), BLOCK_SIZE, sys::LoopIo::Direct, &server.loop_tag()) {
+                Ok(dev) => {
+                    let _ = std::fs::write(server.dir.join(LOOP_FILE), dev.as_os_str().as_encoded_bytes());
+                    dev
+                }
                 Err(e) => {
                     let _ = self.stop_server(server);
                     return Err(e);
@@ -368,6 +411,18 @@ impl Mapper for Userspace {
             }
             None => Ok(()),
         }
+    }
+
+    /// Servers that died with their plugin (a forced `docker plugin
+    /// disable` kills every process in it): their loop devices are
+    /// detached (when still mounted somewhere, as soon as that goes), their
+    /// FUSE mounts and directories removed.
+    fn clean_up_dead(&self) -> Result<(), HostError> {
+        for server in self.servers().into_iter().filter(|s| !s.alive()) {
+            tracing::warn!("the user-space server for {} is gone: cleaning up after it", server.image);
+            clean_dead(&server)?;
+        }
+        Ok(())
     }
 
     fn list(&self) -> Result<Vec<Mapping>, HostError> {

@@ -1,0 +1,155 @@
+//! rbdvol as a managed Docker plugin: the plugin directory built by
+//! `docker/build.sh` from the rbdvol binary under test, then `docker plugin
+//! create`, `set` and `enable` against a real dockerd. Dropping the fixture
+//! removes the test's containers and volumes, then the plugin.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use super::cluster::TestCluster;
+use super::docker::{docker, docker_ok, ensure_test_image, require_dockerd};
+
+/// One managed-plugin test at a time: they share dockerd's plugin table.
+static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub struct ManagedPlugin {
+    pub name: String,
+    dir: tempfile::TempDir,
+    volumes: std::cell::RefCell<Vec<String>>,
+    _exclusive: std::sync::MutexGuard<'static, ()>,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl ManagedPlugin {
+    /// Builds the plugin directory and creates the plugin (disabled).
+    pub fn create(name: &str) -> ManagedPlugin {
+        let exclusive = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        require_dockerd();
+        ensure_test_image();
+        // A plugin of that name left by an interrupted run.
+        let _ = docker(&["plugin", "rm", "-f", name]);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("plugin");
+        let build = Command::new(repo().join("docker/build.sh"))
+            .arg("--binary")
+            .arg(super::plugin::bin())
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .expect("run docker/build.sh");
+        assert!(build.status.success(), "docker/build.sh: {}{}", String::from_utf8_lossy(&build.stdout), String::from_utf8_lossy(&build.stderr));
+        docker_ok(&["plugin", "create", name, out.to_str().unwrap()]);
+        let p = ManagedPlugin { name: name.to_string(), dir, volumes: Default::default(), _exclusive: exclusive };
+        if !Path::new("/lib/modules").exists() {
+            // This host has no kernel modules directory (a VM kernel with
+            // everything built in): mount an empty one instead.
+            let empty = p.dir.path().join("no-modules");
+            std::fs::create_dir_all(&empty).unwrap();
+            p.set(&[("modules.source", empty.to_str().unwrap())]);
+        }
+        p
+    }
+
+    /// `docker plugin set` (the plugin must be disabled).
+    pub fn set(&self, settings: &[(&str, &str)]) {
+        let pairs: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut args = vec!["plugin", "set", &self.name];
+        args.extend(pairs.iter().map(String::as_str));
+        docker_ok(&args);
+    }
+
+    /// Points the plugin at the test cluster as client.admin.
+    pub fn set_cluster(&self, cluster: &TestCluster) {
+        let s = cluster.admin_settings();
+        self.set(&[
+            ("RBD_CONF_GLOBAL_MON_HOST", &s.mon_host),
+            ("RBD_CONF_KEYRING_USER", "client.admin"),
+            ("RBD_CONF_KEYRING_KEY", s.key.expose()),
+        ]);
+    }
+
+    pub fn enable(&self) -> Duration {
+        let start = Instant::now();
+        docker_ok(&["plugin", "enable", &self.name]);
+        start.elapsed()
+    }
+
+    pub fn disable(&self, force: bool) -> Output {
+        let mut args = vec!["plugin", "disable"];
+        if force {
+            args.push("-f");
+        }
+        args.push(&self.name);
+        docker(&args)
+    }
+
+    pub fn id(&self) -> String {
+        docker_ok(&["plugin", "inspect", "-f", "{{.Id}}", &self.name])
+    }
+
+    /// The pids of the plugin's `rbdvol serve` processes (found by the
+    /// plugin's id in their cgroup).
+    pub fn serve_pids(&self) -> Vec<i32> {
+        let id = self.id();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            if args.len() < 2 || !args[0].ends_with(b"/rbdvol") || args[1] != b"serve" {
+                continue;
+            }
+            if std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default().contains(&id) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Waits until a serve other than `old` runs; panics after 15 s.
+    pub fn wait_for_new_serve(&self, old: &[i32]) -> i32 {
+        let start = Instant::now();
+        loop {
+            if let Some(p) = self.serve_pids().into_iter().find(|p| !old.contains(p)) {
+                return p;
+            }
+            assert!(start.elapsed() < Duration::from_secs(15), "no new rbdvol serve in the plugin after 15 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `docker volume create -d <plugin> -o k=v ... name`, remembered for cleanup.
+    pub fn create_volume(&self, name: &str, opts: &[&str]) -> Output {
+        self.volumes.borrow_mut().push(name.to_string());
+        let mut args = vec!["volume", "create", "-d", &self.name];
+        for o in opts {
+            args.push("-o");
+            args.push(o);
+        }
+        args.push(name);
+        docker(&args)
+    }
+
+    /// The label the test's containers carry, for cleanup.
+    pub fn label(&self) -> String {
+        format!("rbdvol-test={}", self.name)
+    }
+}
+
+impl Drop for ManagedPlugin {
+    fn drop(&mut self) {
+        let ids = docker(&["ps", "-aq", "--filter", &format!("label={}", self.label())]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = docker(&["rm", "-f", id]);
+        }
+        for v in self.volumes.borrow().iter() {
+            let _ = docker(&["volume", "rm", "-f", v]);
+        }
+        let _ = docker(&["plugin", "disable", "-f", &self.name]);
+        let _ = docker(&["plugin", "rm", "-f", &self.name]);
+    }
+}
