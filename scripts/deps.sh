@@ -11,7 +11,9 @@ packages=(
     # what rbdvol runs on the host: filesystems, blkid, FUSE, modprobe
     e2fsprogs xfsprogs util-linux fuse3 kmod
     # end-to-end tests: a real dockerd and a static busybox for the test image
-    docker.io busybox-static
+    docker.io busybox-static docker-compose
+    # docker/build.sh: strip and ldconfig
+    binutils libc-bin
     # benchmarks: the peers' way (rbd CLI is in ceph-common) and fio
     rbd-fuse fio curl
 )

@@ -255,3 +255,48 @@ fn wait_for_task(service: &str, not: &[&str]) -> String {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+#[test]
+fn the_compose_example_works() {
+    let cluster = TestCluster::shared();
+    let p = ManagedPlugin::create("rbdvol-e2e-compose");
+    p.set_cluster(cluster);
+    p.enable();
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker/compose.example.yml")).unwrap();
+    assert!(example.contains("image: busybox") && example.contains("driver: rbd"), "the example changed: update this test");
+    let compose = example.replace("image: busybox", &format!("image: {IMAGE}")).replace("driver: rbd", &format!("driver: {}", p.name));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yml");
+    std::fs::write(&file, compose).unwrap();
+    let project = unique("compose").replace('-', "");
+    let volume = format!("{project}_data");
+    let compose = |args: &[&str]| {
+        let out = std::process::Command::new("docker-compose")
+            .arg("-p")
+            .arg(&project)
+            .arg("-f")
+            .arg(&file)
+            .args(args)
+            .output()
+            .expect("docker-compose is installed (scripts/deps.sh installs it)");
+        assert!(out.status.success(), "docker-compose {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    struct Down<'a>(&'a dyn Fn(&[&str]));
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            (self.0)(&["down", "-v"]);
+        }
+    }
+    compose(&["up", "-d"]);
+    let _down = Down(&compose);
+    let info = cluster.rbd_info(&volume).expect("compose made the volume's image");
+    assert_eq!(info["size"], 1024 * MIB);
+    let app = docker_ok(&["ps", "-q", "--filter", &format!("label=com.docker.compose.project={project}")]);
+    let start = Instant::now();
+    while docker(&["exec", &app, "cat", "/data/starts"]).stdout.is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the service did not write its volume");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let inspect: serde_json::Value = serde_json::from_str(&docker_ok(&["volume", "inspect", &volume])).unwrap();
+    assert_eq!(inspect[0]["Status"]["mount_options"], "noatime", "{inspect}");
+}
