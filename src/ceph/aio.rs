@@ -121,6 +121,18 @@ pub fn read(
     )
 }
 
+/// Reads `buf.len()` bytes at `offset` into `buf`, a buffer the caller
+/// reuses (its old contents are overwritten); `done` gets it back with the
+/// number of bytes read.
+pub fn read_into(
+    image: &Arc<Image>,
+    offset: u64,
+    buf: Vec<u8>,
+    done: impl FnOnce(Result<(usize, Vec<u8>), CephError>) + Send + 'static,
+) -> Result<(), CephError> {
+    submit(image, Request::Read { offset }, "read", buf, Box::new(done))
+}
+
 /// Writes `data` at `offset`; `done` gets the number of bytes written.
 pub fn write(
     image: &Arc<Image>,

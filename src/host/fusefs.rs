@@ -82,6 +82,30 @@ struct DiskFs {
     image: Arc<Image>,
     uid: u32,
     gid: u32,
+    buffers: Arc<BufferPool>,
+}
+
+/// Read buffers, reused: a fresh 1 MiB buffer per read costs an mmap, 256
+/// page faults with the kernel zeroing each page, and a munmap.
+#[derive(Default)]
+struct BufferPool(std::sync::Mutex<Vec<Vec<u8>>>);
+
+/// Buffers kept for reuse: enough for the reads the kernel keeps in flight.
+const POOLED_BUFFERS: usize = 64;
+
+impl BufferPool {
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self.0.lock().unwrap().pop().unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        let mut pool = self.0.lock().unwrap();
+        if pool.len() < POOLED_BUFFERS {
+            pool.push(buf);
+        }
+    }
 }
 
 fn errno_of(e: &crate::ceph::CephError) -> i32 {
@@ -171,8 +195,12 @@ impl Filesystem for DiskFs {
             return reply.data(&[]);
         }
         let len = (size as u64).min(end - offset) as usize;
-        let r = aio::read(&self.image, offset, len, move |result| match result {
-            Ok(buf) => reply.data(&buf),
+        let buffers = Arc::clone(&self.buffers);
+        let r = aio::read_into(&self.image, offset, self.buffers.take(len), move |result| match result {
+            Ok((n, buf)) => {
+                reply.data(&buf[..n.min(buf.len())]);
+                buffers.give(buf);
+            }
             Err(e) => reply.error(errno_of(&e)),
         });
         if let Err(e) = r {
@@ -320,7 +348,12 @@ fn serve_inner() -> Result<(), HostError> {
 
     let mountpoint = dir.join("fuse");
     std::fs::create_dir_all(&mountpoint).map_err(HostError::io("create", &mountpoint))?;
-    let fs = DiskFs { image: Arc::clone(&image), uid: nix::unistd::getuid().as_raw(), gid: nix::unistd::getgid().as_raw() };
+    let fs = DiskFs {
+        image: Arc::clone(&image),
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        buffers: Default::default(),
+    };
     let options = [
         MountOption::FSName(format!("rbdvol:{image_ref}")),
         MountOption::Subtype("rbdvol".into()),
