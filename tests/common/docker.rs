@@ -21,6 +21,17 @@ pub fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `docker volume create -d <driver> -o k=v ... name`.
+pub fn volume_create(driver: &str, name: &str, opts: &[&str]) -> Output {
+    let mut args = vec!["volume", "create", "-d", driver];
+    for o in opts {
+        args.push("-o");
+        args.push(o);
+    }
+    args.push(name);
+    docker(&args)
+}
+
 /// Fails loudly when no dockerd answers: CI must have one.
 pub fn require_dockerd() {
     let out = docker(&["info", "--format", "{{.ServerVersion}}"]);
@@ -88,13 +99,7 @@ impl DockerPlugin {
     /// `docker volume create -d <driver> -o k=v ... name`, remembered for cleanup.
     pub fn create_volume(&self, name: &str, opts: &[&str]) -> Output {
         self.volumes.borrow_mut().push(name.to_string());
-        let mut args = vec!["volume", "create", "-d", &self.driver];
-        for o in opts {
-            args.push("-o");
-            args.push(o);
-        }
-        args.push(name);
-        docker(&args)
+        volume_create(&self.driver, name, opts)
     }
 }
 

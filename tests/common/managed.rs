@@ -125,13 +125,7 @@ impl ManagedPlugin {
     /// `docker volume create -d <plugin> -o k=v ... name`, remembered for cleanup.
     pub fn create_volume(&self, name: &str, opts: &[&str]) -> Output {
         self.volumes.borrow_mut().push(name.to_string());
-        let mut args = vec!["volume", "create", "-d", &self.name];
-        for o in opts {
-            args.push("-o");
-            args.push(o);
-        }
-        args.push(name);
-        docker(&args)
+        super::docker::volume_create(&self.name, name, opts)
     }
 
     /// The label the test's containers carry, for cleanup.
