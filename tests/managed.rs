@@ -31,9 +31,15 @@ fn wait_for_count_above(container: &str, n: u64) -> u64 {
     }
 }
 
+/// The names in the host's /dev.
+fn dev_entries() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/dev").unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+}
+
 #[test]
 fn managed_plugin_end_to_end() {
     let cluster = TestCluster::shared();
+    let dev_before = dev_entries();
     let p = ManagedPlugin::create("rbdvol-e2e");
     p.set_cluster(cluster);
     let took = p.enable();
@@ -132,6 +138,12 @@ fn managed_plugin_end_to_end() {
     let stop = start.elapsed();
     println!("docker plugin disable took {stop:?}");
     assert!(stop < Duration::from_secs(9), "the plugin took {stop:?} to stop");
+
+    // Removing the plugin leaves the host's /dev alone (a peer's plugin
+    // once emptied it on removal).
+    drop(p);
+    let lost: Vec<_> = dev_before.difference(&dev_entries()).cloned().collect();
+    assert!(lost.is_empty(), "docker plugin rm took these from /dev: {lost:?}");
 }
 
 #[test]

@@ -190,9 +190,11 @@ fn assert_no_key_on_the_host(p: &Plugin, key: &str) {
             assert!(!text.contains(key), "the key is in {}", entry.display());
         }
         if entry.file_name().is_some_and(|n| n == "pid") {
-            let pid = std::fs::read_to_string(&entry).unwrap();
+            // "pid start-time"
+            let record = std::fs::read_to_string(&entry).unwrap();
+            let pid = record.split_whitespace().next().unwrap().to_string();
             for f in ["cmdline", "environ"] {
-                let text = String::from_utf8_lossy(&std::fs::read(format!("/proc/{}/{f}", pid.trim())).unwrap()).into_owned();
+                let text = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/{f}")).unwrap()).into_owned();
                 assert!(!text.contains(key), "the key is in the user-space server's {f}");
             }
             servers += 1;

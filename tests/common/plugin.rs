@@ -288,7 +288,7 @@ impl Drop for Plugin {
             }
         }
         for server in read_dir(&self.run_dir().join("userspace")) {
-            if let Some(pid) = std::fs::read_to_string(server.join("pid")).ok().and_then(|p| p.trim().parse::<i32>().ok()) {
+            if let Some(pid) = std::fs::read_to_string(server.join("pid")).ok().and_then(|p| p.split_whitespace().next()?.parse::<i32>().ok()) {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             }
             let _ = nix::mount::umount2(&server.join("fuse"), nix::mount::MntFlags::MNT_DETACH);
