@@ -9,4 +9,5 @@ pub mod ceph;
 pub mod config;
 pub mod engine;
 pub mod host;
+pub mod settings;
 pub mod state;

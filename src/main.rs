@@ -1,17 +1,18 @@
 //! The `rbdvol` binary: the command line, and the only place `anyhow` is used.
 
+use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use rbdvol::ceph::{self, Cluster, CreateOptions};
-use rbdvol::config::CephSettings;
-use rbdvol::engine::options::{parse_size, Defaults};
+use rbdvol::config::consul::{self, Consul, ConsulSettings};
+use rbdvol::config::{CephSettings, ConfigError};
 use rbdvol::engine::{Engine, EngineConfig, VolumeDriver};
-use rbdvol::host::fs::Fstype;
+use rbdvol::settings::{resolve, Sources};
 use rbdvol::host::mapper::{self, MapperConfig, MapperKind};
 use rbdvol::host::tools::Tools;
 
@@ -46,32 +47,44 @@ struct ServeArgs {
     #[arg(long, env = "RBDVOL_SYSFS", default_value = "/sys", hide = true)]
     sysfs: PathBuf,
     /// Default pool for new volumes; also holds the volume directory.
-    #[arg(long, env = "RBD_CONF_POOL", default_value = "rbd")]
-    pool: String,
+    #[arg(long, env = "RBD_CONF_POOL")]
+    pool: Option<String>,
     /// Default RADOS namespace for new volumes.
-    #[arg(long, env = "RBD_CONF_NAMESPACE", default_value = "")]
-    namespace: String,
-    /// Default size of new volumes (a plain number is MiB).
-    #[arg(long, env = "VOLUME_SIZE", default_value = "512")]
-    default_size: String,
-    /// Default filesystem of new volumes.
-    #[arg(long, env = "VOLUME_FSTYPE", default_value = "ext4")]
-    default_fstype: String,
+    #[arg(long, env = "RBD_CONF_NAMESPACE")]
+    namespace: Option<String>,
+    /// Default size of new volumes (a plain number is MiB; default 512).
+    #[arg(long, env = "VOLUME_SIZE")]
+    default_size: Option<String>,
+    /// Default filesystem of new volumes (default ext4).
+    #[arg(long, env = "VOLUME_FSTYPE")]
+    default_fstype: Option<String>,
     /// Default mkfs options (replace ceph-csi's defaults when set).
     #[arg(long, env = "VOLUME_MKFS_OPTIONS")]
     default_mkfs_options: Option<String>,
     /// Default mount options.
-    #[arg(long, env = "MOUNT_OPTIONS", default_value = "")]
-    default_mount_options: String,
+    #[arg(long, env = "MOUNT_OPTIONS")]
+    default_mount_options: Option<String>,
     /// Default image features of new volumes (e.g. layering,exclusive-lock).
     #[arg(long, env = "VOLUME_FEATURES")]
     default_features: Option<String>,
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// The effective settings, with their sources.
+    Show(ServeArgs),
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the Docker volume plugin on its socket.
     Serve(ServeArgs),
+    /// Print the effective settings and where each comes from (built-in
+    /// default, Consul, environment or flag); the key is never shown.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
     /// Internal: the user-space mapper's server for one image.
     #[command(hide = true)]
     UserspaceServe,
@@ -106,6 +119,7 @@ fn main() -> Result<()> {
         Command::Check { pool, namespace, write } => check(&pool, &namespace, write),
         Command::Serve(args) => serve(args),
         Command::UserspaceServe => Ok(rbdvol::host::fusefs::serve()?),
+        Command::Config { what: ConfigCommand::Show(args) } => config_show(&args),
         Command::Plugin { args } => {
             let exe = std::env::current_exe().context("locating the rbdvol binary")?;
             let serve: Vec<std::ffi::OsString> = std::iter::once("serve".into()).chain(args).collect();
@@ -179,11 +193,175 @@ fn non_empty(value: &Option<String>) -> Option<String> {
     value.clone().filter(|v| !v.trim().is_empty())
 }
 
+/// The flag-or-environment values clap found for the volume defaults.
+fn flag_sources(args: &ServeArgs) -> BTreeMap<String, String> {
+    [
+        ("RBD_CONF_POOL", &args.pool),
+        ("RBD_CONF_NAMESPACE", &args.namespace),
+        ("VOLUME_SIZE", &args.default_size),
+        ("VOLUME_FSTYPE", &args.default_fstype),
+        ("VOLUME_MKFS_OPTIONS", &args.default_mkfs_options),
+        ("MOUNT_OPTIONS", &args.default_mount_options),
+        ("VOLUME_FEATURES", &args.default_features),
+    ]
+    .into_iter()
+    .filter_map(|(n, v)| non_empty(v).map(|v| (n.to_string(), v)))
+    .collect()
+}
+
+fn base_sources(args: &ServeArgs) -> Sources {
+    Sources {
+        flags: flag_sources(args),
+        env: std::env::vars().filter(|(_, v)| !v.trim().is_empty()).collect(),
+        consul: BTreeMap::new(),
+    }
+}
+
+/// The last settings read from Consul, kept on the host (0600) so the
+/// plugin starts and works while Consul is down.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ConsulCache {
+    prefix: String,
+    kv: BTreeMap<String, String>,
+}
+
+fn read_consul_cache(path: &Path, prefix: &str) -> Option<BTreeMap<String, String>> {
+    let cache: ConsulCache = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    (cache.prefix == prefix).then_some(cache.kv)
+}
+
+fn write_consul_cache(path: &Path, prefix: &str, kv: &BTreeMap<String, String>) {
+    let cache = ConsulCache { prefix: prefix.to_string(), kv: kv.clone() };
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = rbdvol::state::write_atomic(path, &serde_json::to_vec(&cache).expect("serializes")) {
+        tracing::warn!("cannot cache the settings from consul: {e}");
+    }
+}
+
+/// Logs each distinct complaint once.
+#[derive(Default)]
+struct Reported(HashSet<String>);
+
+impl Reported {
+    fn error(&mut self, line: String) {
+        if self.0.insert(line.clone()) {
+            tracing::error!("{line}");
+        }
+    }
+}
+
+fn consul_vars(kv: &BTreeMap<String, String>, prefix: &str, reported: &mut Reported) -> BTreeMap<String, (String, String)> {
+    let mut lines = Vec::new();
+    let vars = consul::to_vars(kv, |key, reason| lines.push(format!("consul key {prefix}{key} ignored: {reason}")));
+    lines.into_iter().for_each(|l| reported.error(l));
+    vars
+}
+
+/// Follows rbdvol's prefix in Consul with blocking queries and puts every
+/// change in force. Never in the way of a Docker call: the engine always
+/// has settings (the last good ones, or an error saying what is missing).
+async fn watch_consul(engine: Engine, consul_settings: ConsulSettings, base: Sources, cache: PathBuf, mut have_settings: bool) {
+    let prefix = consul_settings.prefix.clone();
+    let addr = consul_settings.addr.clone();
+    let client = Consul::new(consul_settings);
+    let mut reported = Reported::default();
+    let (mut index, mut last, mut failing) = (None::<u64>, None::<BTreeMap<String, String>>, false);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match client.read(index, Duration::from_secs(300)).await {
+            Ok(snap) => {
+                if failing {
+                    tracing::info!("consul at {addr} answers again");
+                    failing = false;
+                }
+                backoff = Duration::from_secs(1);
+                if index.is_some_and(|i| snap.index < i) {
+                    index = None; // consul's index went back (a restarted dev agent): read afresh
+                    continue;
+                }
+                index = Some(snap.index);
+                if last.as_ref() == Some(&snap.kv) {
+                    continue;
+                }
+                let mut sources = base.clone();
+                sources.consul = consul_vars(&snap.kv, &prefix, &mut reported);
+                let eff = resolve(&sources, |r| reported.error(r));
+                engine.update_settings(eff.ceph, eff.defaults);
+                write_consul_cache(&cache, &prefix, &snap.kv);
+                have_settings = true;
+                last = Some(snap.kv);
+            }
+            Err(e) => {
+                if !failing {
+                    let keeping = if have_settings { "keeping the last good settings and " } else { "" };
+                    tracing::warn!("{e}: {keeping}retrying with backoff");
+                    failing = true;
+                }
+                if !have_settings {
+                    let eff = resolve(&base, |_| {});
+                    if eff.ceph.is_err() {
+                        let why = format!("{e} and no settings from it are cached on this host: Docker calls fail until it answers");
+                        engine.update_settings(Err(ConfigError::Consul(why)), eff.defaults);
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn config_show(args: &ServeArgs) -> Result<()> {
+    let mut sources = base_sources(args);
+    let mut reported = Reported::default();
+    if let Some(c) = ConsulSettings::from_vars(std::env::vars()) {
+        let prefix = c.prefix.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let client = Consul::new(c);
+        match runtime.block_on(client.read(None, Duration::ZERO)) {
+            Ok(snap) => sources.consul = consul_vars(&snap.kv, &prefix, &mut reported),
+            Err(e) => {
+                eprintln!("{e}: showing the cached settings from consul, if any");
+                if let Some(kv) = read_consul_cache(&args.state_dir.join(CONSUL_CACHE), &prefix) {
+                    sources.consul = consul_vars(&kv, &prefix, &mut reported);
+                }
+            }
+        }
+    }
+    let eff = resolve(&sources, |r| eprintln!("{r}"));
+    println!("{:<40} {:<40} source", "setting", "value");
+    for s in &eff.shown {
+        println!("{:<40} {:<40} {}", s.name, s.value, s.source);
+    }
+    if let Err(e) = &eff.ceph {
+        println!("cluster settings: {e}");
+    }
+    Ok(())
+}
+
+const CONSUL_CACHE: &str = "consul-cache.json";
+
 fn serve(args: ServeArgs) -> Result<()> {
     let started = Instant::now();
     // Missing or bad settings never stop the plugin: every call then says
     // which setting to fix.
-    let settings = CephSettings::from_env();
+    let consul_settings = ConsulSettings::from_vars(std::env::vars());
+    let cache_path = args.state_dir.join(CONSUL_CACHE);
+    let base = base_sources(&args);
+    let mut sources = base.clone();
+    let mut reported = Reported::default();
+    let cached = consul_settings.as_ref().and_then(|c| read_consul_cache(&cache_path, &c.prefix));
+    if let (Some(c), Some(kv)) = (&consul_settings, &cached) {
+        tracing::info!("using the settings cached from consul at {} until it answers", c.addr);
+        sources.consul = consul_vars(kv, &c.prefix, &mut reported);
+    }
+    let effective = resolve(&sources, |r| reported.error(r));
+    let mut settings = effective.ceph;
+    if let (Some(c), None, Err(e)) = (&consul_settings, &cached, &settings) {
+        settings = Err(ConfigError::Consul(format!("waiting for the settings from consul at {} (none cached on this host yet): {e}", c.addr)));
+    }
     if let Err(e) = &settings {
         tracing::error!("{e}");
     }
@@ -198,21 +376,9 @@ fn serve(args: ServeArgs) -> Result<()> {
         other => MapperKind::parse(other)
             .with_context(|| format!("invalid --mapper '{other}': use auto, krbd, nbd or userspace"))?,
     };
-    let default_fstype = Fstype::parse(&args.default_fstype)
-        .with_context(|| format!("invalid VOLUME_FSTYPE '{}': use ext4, xfs or btrfs", args.default_fstype))?;
-    let default_size = parse_size(&args.default_size)
-        .map_err(|e| anyhow::anyhow!("invalid VOLUME_SIZE '{}': {e}", args.default_size))?;
     let config = EngineConfig {
         host_id: non_empty(&args.host_id).unwrap_or_else(rbdvol::host::sys::hostname),
-        defaults: Defaults {
-            pool: args.pool.clone(),
-            namespace: args.namespace.clone(),
-            size: default_size,
-            fstype: default_fstype,
-            mkfs_options: non_empty(&args.default_mkfs_options),
-            mount_options: args.default_mount_options.clone(),
-            features: non_empty(&args.default_features),
-        },
+        defaults: effective.defaults,
         mount_root: args.mount_root.clone(),
         state_dir: args.state_dir.clone(),
     };
@@ -238,10 +404,11 @@ fn serve(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("listening on {}", args.socket.display()))?;
         std::fs::set_permissions(&args.socket, std::fs::Permissions::from_mode(0o660))?;
         tracing::info!("listening on {} ({} ms after start)", args.socket.display(), started.elapsed().as_millis());
-        if engine.has_settings() {
-            let e = engine.clone();
-            tokio::spawn(async move { e.resume_background_work().await });
+        if let Some(c) = consul_settings {
+            tokio::spawn(watch_consul(engine.clone(), c, base, cache_path, cached.is_some()));
         }
+        let e = engine.clone();
+        tokio::spawn(async move { e.resume_background_work().await });
         let driver: Arc<dyn VolumeDriver> = Arc::new(engine);
         axum::serve(listener, rbdvol::api::router(driver))
             .with_graceful_shutdown(async move {

@@ -218,7 +218,10 @@ type VolumeLock = Arc<tokio::sync::Mutex<()>>;
 
 struct Inner {
     cfg: EngineConfig,
-    settings: Result<CephSettings, ConfigError>,
+    /// The cluster settings and volume defaults now in force: replaced as
+    /// a whole when the settings change (Consul), never edited in place.
+    settings: std::sync::RwLock<Result<CephSettings, ConfigError>>,
+    defaults: std::sync::RwLock<Defaults>,
     cluster: Mutex<Option<Cluster>>,
     tools: Tools,
     mapper: Box<dyn Mapper>,
@@ -265,8 +268,9 @@ impl Engine {
         std::fs::create_dir_all(&cfg.mount_root).map_err(HostError::io("create", &cfg.mount_root))?;
         let engine = Engine {
             inner: Arc::new(Inner {
+                defaults: std::sync::RwLock::new(cfg.defaults.clone()),
                 cfg,
-                settings,
+                settings: std::sync::RwLock::new(settings),
                 cluster: Mutex::new(None),
                 tools,
                 mapper,
@@ -280,7 +284,7 @@ impl Engine {
             }),
         };
         engine.inner.reconcile()?;
-        if let Ok(settings) = &engine.inner.settings {
+        if let Ok(settings) = &*engine.inner.settings.read().unwrap() {
             engine.inner.mapper.warm_up(settings);
         }
         Ok(engine)
@@ -303,8 +307,34 @@ impl Engine {
         });
     }
 
+    /// Puts new settings in force (a change in Consul). Operations running
+    /// finish with the connection they have; the next ones connect with the
+    /// new settings (a new RADOS client: a rotated key, new monitors).
+    /// Mounted volumes keep their mappings, which hold their own connections.
+    pub fn update_settings(&self, settings: Result<CephSettings, ConfigError>, defaults: Defaults) {
+        let changed = *self.inner.settings.read().unwrap() != settings;
+        if changed {
+            match &settings {
+                Ok(s) => tracing::info!("new cluster settings in force (monitors {}, user client.{})", s.mon_host, s.user),
+                Err(e) => tracing::error!("{e}"),
+            }
+            if let Ok(s) = &settings {
+                self.inner.mapper.warm_up(s);
+            }
+            *self.inner.settings.write().unwrap() = settings;
+            *self.inner.cluster.lock().unwrap() = None;
+            *self.inner.last_connect_error.lock().unwrap() = None;
+        }
+        let mut current = self.inner.defaults.write().unwrap();
+        if *current != defaults {
+            tracing::info!("new volume defaults in force: {defaults:?}");
+            *current = defaults;
+            *self.inner.directory.lock().unwrap() = None;
+        }
+    }
+
     pub fn has_settings(&self) -> bool {
-        self.inner.settings.is_ok()
+        self.inner.settings.read().unwrap().is_ok()
     }
 
     /// Finishes what a previous run left: deletions (of any host) and this
@@ -355,7 +385,8 @@ impl VolumeDriver for Engine {
     async fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<Created, EngineError> {
         options::validate_name(name)?;
         let tools = self.inner.tools.clone();
-        let opts = options::parse(&opts, &self.inner.cfg.defaults, |f| f.available(&tools))?;
+        let defaults = self.inner.defaults.read().unwrap().clone();
+        let opts = options::parse(&opts, &defaults, |f| f.available(&tools))?;
         let n = name.to_string();
         self.locked("create", name, move |inner| inner.create(&n, &opts)).await
     }
@@ -408,19 +439,19 @@ impl VolumeDriver for Engine {
 }
 
 impl Inner {
-    fn settings(&self) -> Result<&CephSettings, EngineError> {
-        self.settings.as_ref().map_err(|e| EngineError::Config(e.clone()))
+    fn settings(&self) -> Result<CephSettings, EngineError> {
+        self.settings.read().unwrap().clone().map_err(EngineError::Config)
     }
 
     /// The shared connection, made on first use (so the plugin starts even
     /// while the cluster is unreachable).
     fn cluster(&self) -> Result<Cluster, EngineError> {
-        let settings = self.settings()?;
         let mut slot = self.cluster.lock().unwrap();
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let c = Cluster::connect(settings).map_err(|source| {
+        let settings = self.settings()?;
+        let c = Cluster::connect(&settings).map_err(|source| {
             let settings = match source {
                 CephError::Auth { .. } => "RBD_CONF_KEYRING_USER, RBD_CONF_KEYRING_KEY",
                 CephError::TimedOut { .. } => "RBD_CONF_GLOBAL_MON_HOST (and that the monitors are reachable from this host)",
@@ -451,7 +482,8 @@ impl Inner {
     }
 
     fn directory_pool(&self, cluster: &Cluster) -> Result<Pool, EngineError> {
-        Ok(cluster.open_pool(&self.cfg.defaults.pool, "")?)
+        let pool = self.defaults.read().unwrap().pool.clone();
+        Ok(cluster.open_pool(&pool, "")?)
     }
 
     fn dir_get(&self, dir: &Pool, name: &str) -> Result<Option<DirEntry>, EngineError> {
@@ -650,7 +682,7 @@ impl Inner {
     /// hold a filesystem), unmaps it.
     fn format_mapped(&self, image: &Image, image_ref: &ImageRef, meta: &VolumeMeta, owner: fs::RootOwner) -> Result<(), EngineError> {
         self.mapper.check_features(image_ref, image.features()?)?;
-        let mapping = self.mapper.map(image_ref, self.settings()?)?;
+        let mapping = self.mapper.map(image_ref, &self.settings()?)?;
         timing::step("map");
         let formatted = (|| {
             fs::format_if_blank(&self.tools, &mapping.device, meta.fstype, &meta.mkfs_options)?;
@@ -819,7 +851,7 @@ impl Inner {
         let mut mounted_at: Option<PathBuf> = None;
         let result = (|| {
             self.mapper.check_features(&image_ref, image.features()?)?;
-            let m = self.mapper.map(&image_ref, self.settings()?)?;
+            let m = self.mapper.map(&image_ref, &self.settings()?)?;
             timing::step("map");
             let device = m.device.clone();
             mapping = Some(m);

@@ -30,7 +30,7 @@ pub const VALID_OPTIONS: &[&str] = &[
 ];
 
 /// What a volume gets when `-o` does not say.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Defaults {
     pub pool: String,
     pub namespace: String,

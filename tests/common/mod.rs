@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod consul;
 pub mod docker;
 pub mod managed;
 pub mod plugin;

@@ -47,16 +47,21 @@ impl Plugin {
 
     /// `socket`: where to listen (default: inside the plugin's directory).
     pub fn start_with(cluster: &TestCluster, host_id: &str, socket: Option<PathBuf>, extra_args: &[&str]) -> Plugin {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let dir = PathBuf::from(format!("/tmp/rbdvol-plugin-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
         let settings = cluster.admin_settings();
         let env = vec![
             ("RBD_CONF_GLOBAL_MON_HOST".to_string(), settings.mon_host.clone()),
             ("RBD_CONF_KEYRING_USER".to_string(), "client.admin".to_string()),
             ("RBD_CONF_KEYRING_KEY".to_string(), settings.key.expose().to_string()),
         ];
+        Self::start_env(host_id, env, socket, extra_args)
+    }
+
+    /// A plugin with exactly this environment (besides PATH and RUST_LOG).
+    pub fn start_env(host_id: &str, env: Vec<(String, String)>, socket: Option<PathBuf>, extra_args: &[&str]) -> Plugin {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let dir = PathBuf::from(format!("/tmp/rbdvol-plugin-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
         let mut p = Plugin {
             child: None,
             socket: socket.unwrap_or_else(|| dir.join("rbd.sock")),

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+pub mod consul;
+
 use zeroize::Zeroizing;
 
 /// A secret (cephx key, token). Never printed: `Debug` and `Display` show a
@@ -85,6 +87,9 @@ pub enum ConfigError {
     Missing { name: &'static str, hint: &'static str },
     #[error("setting {name} is invalid: {reason}")]
     Invalid { name: String, reason: String },
+    /// Settings that should come from Consul, which has not answered yet.
+    #[error("{0}")]
+    Consul(String),
 }
 
 /// Environment variables that are rbdvol's own, not ceph options.

@@ -1,0 +1,264 @@
+//! Settings from Consul KV: the layout, the client, and the watch.
+//!
+//! Under a prefix (default `rbdvol/`), `conf/<section>/<option>` mirrors
+//! `RBD_CONF_<SECTION>_<OPTION>` (`conf/global/mon_host`,
+//! `conf/keyring/user`, `conf/keyring/key`, ...) and `defaults/<name>` the
+//! volume defaults (`defaults/pool` = `RBD_CONF_POOL`, `defaults/size` =
+//! `VOLUME_SIZE`, ...). Consul ranks below the environment and flags.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rs_consul::types::ReadKeyRequest;
+
+pub const DEFAULT_PREFIX: &str = "rbdvol/";
+
+/// The volume defaults under `defaults/`, with the variable each mirrors.
+pub const DEFAULT_KEYS: [(&str, &str); 7] = [
+    ("pool", "RBD_CONF_POOL"),
+    ("namespace", "RBD_CONF_NAMESPACE"),
+    ("size", "VOLUME_SIZE"),
+    ("fstype", "VOLUME_FSTYPE"),
+    ("mkfs_options", "VOLUME_MKFS_OPTIONS"),
+    ("mount_options", "MOUNT_OPTIONS"),
+    ("features", "VOLUME_FEATURES"),
+];
+
+/// The environment variable a KV key (relative to the prefix) mirrors.
+pub fn env_name_of(key: &str) -> Option<String> {
+    let parts: Vec<&str> = key.split('/').collect();
+    let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    match parts.as_slice() {
+        ["conf", "keyring", field @ ("user" | "key")] => Some(format!("RBD_CONF_KEYRING_{}", field.to_ascii_uppercase())),
+        ["conf", section @ ("global" | "client"), option] if ok(option) => {
+            Some(format!("RBD_CONF_{}_{}", section.to_ascii_uppercase(), option.to_ascii_uppercase()))
+        }
+        ["defaults", name] => DEFAULT_KEYS.iter().find(|(k, _)| k == name).map(|(_, env)| env.to_string()),
+        _ => None,
+    }
+}
+
+/// The KV key that mirrors an environment variable (for `config show`).
+pub fn kv_key_of(env: &str) -> Option<String> {
+    if let Some((k, _)) = DEFAULT_KEYS.iter().find(|(_, e)| *e == env) {
+        return Some(format!("defaults/{k}"));
+    }
+    let rest = env.strip_prefix("RBD_CONF_")?;
+    let (section, option) = rest.split_once('_')?;
+    Some(format!("conf/{}/{}", section.to_ascii_lowercase(), option.to_ascii_lowercase()))
+}
+
+/// Checks what can be checked of a value without the cluster; the reason
+/// when it is malformed.
+pub fn check_value(env: &str, value: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    match env {
+        "RBD_CONF_KEYRING_KEY" => {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(value.trim())
+                .map_err(|_| "not valid base64 (a cephx key looks like AQB...==)".to_string())?;
+            if raw.len() < 16 {
+                return Err("too short for a cephx key".into());
+            }
+            Ok(())
+        }
+        "RBD_CONF_GLOBAL_MON_HOST" if value.trim().is_empty() => Err("the monitor list is empty".into()),
+        _ => Ok(()),
+    }
+}
+
+/// The KV entries under the prefix as environment-style settings, with the
+/// malformed and unknown ones left out. Each is reported once through
+/// `report(key, reason)`.
+pub fn to_vars(kv: &BTreeMap<String, String>, mut report: impl FnMut(&str, &str)) -> BTreeMap<String, (String, String)> {
+    let mut vars = BTreeMap::new();
+    for (key, value) in kv {
+        if key.is_empty() || key.ends_with('/') || key.starts_with("volumes/") || key.starts_with("pools/") {
+            continue;
+        }
+        let Some(env) = env_name_of(key) else {
+            report(key, "not a known setting");
+            continue;
+        };
+        if value.trim().is_empty() {
+            continue;
+        }
+        match check_value(&env, value) {
+            Ok(()) => {
+                vars.insert(env, (value.trim().to_string(), key.clone()));
+            }
+            Err(reason) => report(key, &reason),
+        }
+    }
+    vars
+}
+
+/// Errors of the Consul source, worded for operators.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ConsulError {
+    #[error("consul rejected the ACL token (CONSUL_HTTP_TOKEN) for {addr}: {detail}")]
+    Denied { addr: String, detail: String },
+    #[error("consul at {addr} is unreachable: {detail}")]
+    Unreachable { addr: String, detail: String },
+    #[error("consul at {addr} answered badly: {detail}")]
+    Bad { addr: String, detail: String },
+}
+
+/// Where Consul is and how to talk to it, from the standard `CONSUL_*`
+/// variables.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConsulSettings {
+    pub addr: String,
+    pub token: Option<crate::config::Secret>,
+    pub prefix: String,
+}
+
+impl std::fmt::Debug for ConsulSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsulSettings").field("addr", &self.addr).field("prefix", &self.prefix).finish()
+    }
+}
+
+impl ConsulSettings {
+    /// `None` when `CONSUL_HTTP_ADDR` is unset or empty: no Consul.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Option<ConsulSettings> {
+        let vars: BTreeMap<String, String> = vars.into_iter().filter(|(_, v)| !v.trim().is_empty()).collect();
+        let addr = vars.get("CONSUL_HTTP_ADDR")?.trim().to_string();
+        let ssl = vars.get("CONSUL_HTTP_SSL").is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
+        let addr = if addr.contains("://") { addr } else { format!("{}://{addr}", if ssl { "https" } else { "http" }) };
+        let mut prefix = vars.get("RBDVOL_CONSUL_PREFIX").cloned().unwrap_or_else(|| DEFAULT_PREFIX.to_string());
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Some(ConsulSettings { addr, token: vars.get("CONSUL_HTTP_TOKEN").map(|t| crate::config::Secret::new(t.trim())), prefix })
+    }
+}
+
+/// A Consul client bound to rbdvol's prefix.
+pub struct Consul {
+    client: rs_consul::Consul,
+    pub settings: ConsulSettings,
+}
+
+/// One read of the prefix: the entries (keys relative to the prefix) and
+/// the index to wait on for the next change.
+pub struct Snapshot {
+    pub kv: BTreeMap<String, String>,
+    pub index: u64,
+}
+
+impl Consul {
+    pub fn new(settings: ConsulSettings) -> Consul {
+        let config = rs_consul::Config {
+            address: settings.addr.clone(),
+            token: settings.token.as_ref().map(|t| t.expose().to_string()),
+            ..Default::default()
+        };
+        Consul { client: rs_consul::Consul::new(config), settings }
+    }
+
+    fn error(&self, e: rs_consul::ConsulError) -> ConsulError {
+        let addr = self.settings.addr.clone();
+        match e {
+            rs_consul::ConsulError::UnexpectedResponseCode(code, body) if code.as_u16() == 403 => {
+                ConsulError::Denied { addr, detail: body.unwrap_or_default().trim().to_string() }
+            }
+            rs_consul::ConsulError::ResponseError(e) => ConsulError::Unreachable { addr, detail: e.to_string() },
+            rs_consul::ConsulError::TimeoutExceeded(_) => ConsulError::Unreachable { addr, detail: "timed out".into() },
+            other => ConsulError::Bad { addr, detail: other.to_string() },
+        }
+    }
+
+    /// Reads every key under the prefix. With `after`, a blocking query:
+    /// returns when something under the prefix changed past that index, or
+    /// after `wait` with the same index.
+    pub async fn read(&self, after: Option<u64>, wait: Duration) -> Result<Snapshot, ConsulError> {
+        let request = ReadKeyRequest { key: &self.settings.prefix, recurse: true, index: after, wait, ..Default::default() };
+        // The client's own timeout would cut a blocking query short.
+        let limit = wait + Duration::from_secs(10);
+        let response = match tokio::time::timeout(limit, self.client.read_key(request)).await {
+            Err(_) => return Err(ConsulError::Unreachable { addr: self.settings.addr.clone(), detail: "no answer".into() }),
+            Ok(Err(rs_consul::ConsulError::UnexpectedResponseCode(code, _))) if code.as_u16() == 404 => {
+                // Nothing under the prefix (yet).
+                return Ok(Snapshot { kv: BTreeMap::new(), index: after.unwrap_or(0) });
+            }
+            Ok(r) => r.map_err(|e| self.error(e))?,
+        };
+        let kv = response
+            .response
+            .into_iter()
+            .filter_map(|e| Some((e.key.strip_prefix(&self.settings.prefix)?.to_string(), e.value.unwrap_or_default())))
+            .collect();
+        Ok(Snapshot { kv, index: response.index })
+    }
+
+    /// Writes one key (relative to the prefix).
+    pub async fn put(&self, key: &str, value: &str) -> Result<(), ConsulError> {
+        let full = format!("{}{key}", self.settings.prefix);
+        let request = rs_consul::types::CreateOrUpdateKeyRequest { key: &full, ..Default::default() };
+        let (ok, _) = self.client.create_or_update_key(request, value.as_bytes().to_vec()).await.map_err(|e| self.error(e))?;
+        if !ok {
+            return Err(ConsulError::Bad { addr: self.settings.addr.clone(), detail: format!("the write of {full} was refused") });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_keys_mirror_the_wetopi_variables() {
+        assert_eq!(env_name_of("conf/global/mon_host").as_deref(), Some("RBD_CONF_GLOBAL_MON_HOST"));
+        assert_eq!(env_name_of("conf/global/fsid").as_deref(), Some("RBD_CONF_GLOBAL_FSID"));
+        assert_eq!(env_name_of("conf/client/rbd_default_features").as_deref(), Some("RBD_CONF_CLIENT_RBD_DEFAULT_FEATURES"));
+        assert_eq!(env_name_of("conf/keyring/user").as_deref(), Some("RBD_CONF_KEYRING_USER"));
+        assert_eq!(env_name_of("conf/keyring/key").as_deref(), Some("RBD_CONF_KEYRING_KEY"));
+        assert_eq!(env_name_of("defaults/size").as_deref(), Some("VOLUME_SIZE"));
+        assert_eq!(env_name_of("defaults/pool").as_deref(), Some("RBD_CONF_POOL"));
+        assert_eq!(env_name_of("conf/osd/x"), None);
+        assert_eq!(env_name_of("conf/global/a b"), None);
+        assert_eq!(env_name_of("defaults/colour"), None);
+        for key in ["conf/global/mon_host", "conf/keyring/key", "defaults/mount_options", "conf/client/rbd_cache"] {
+            assert_eq!(kv_key_of(&env_name_of(key).unwrap()).as_deref(), Some(key));
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_left_out_and_named() {
+        let kv: BTreeMap<String, String> = [
+            ("conf/global/mon_host", "10.0.0.1"),
+            ("conf/keyring/key", "not base64!"),
+            ("conf/keyring/user", "client.docker"),
+            ("defaults/colour", "blue"),
+            ("volumes/v1", "{}"),
+            ("conf/global/fsid", ""),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut reported = Vec::new();
+        let vars = to_vars(&kv, |k, reason| reported.push(format!("{k}: {reason}")));
+        assert_eq!(vars.keys().cloned().collect::<Vec<_>>(), ["RBD_CONF_GLOBAL_MON_HOST", "RBD_CONF_KEYRING_USER"]);
+        assert_eq!(vars["RBD_CONF_GLOBAL_MON_HOST"].1, "conf/global/mon_host");
+        assert_eq!(reported.len(), 2, "{reported:?}");
+        assert!(reported[0].starts_with("conf/keyring/key: not valid base64"), "{reported:?}");
+        assert!(reported[1].starts_with("defaults/colour"), "{reported:?}");
+        assert!(check_value("RBD_CONF_GLOBAL_MON_HOST", " ").is_err());
+        assert!(check_value("RBD_CONF_KEYRING_KEY", "AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg==").is_ok());
+    }
+
+    #[test]
+    fn consul_settings_from_the_standard_variables() {
+        let v = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        assert_eq!(ConsulSettings::from_vars(v(&[("CONSUL_HTTP_ADDR", "")])), None);
+        let s = ConsulSettings::from_vars(v(&[("CONSUL_HTTP_ADDR", "127.0.0.1:8500"), ("CONSUL_HTTP_TOKEN", "t")])).unwrap();
+        assert_eq!(s.addr, "http://127.0.0.1:8500");
+        assert_eq!(s.prefix, "rbdvol/");
+        assert_eq!(s.token.unwrap().expose(), "t");
+        let s = ConsulSettings::from_vars(v(&[("CONSUL_HTTP_ADDR", "c:8501"), ("CONSUL_HTTP_SSL", "true"), ("RBDVOL_CONSUL_PREFIX", "x")])).unwrap();
+        assert_eq!((s.addr.as_str(), s.prefix.as_str()), ("https://c:8501", "x/"));
+        assert!(!format!("{s:?}").contains("token"));
+    }
+}

@@ -1,0 +1,164 @@
+//! Where settings come from, in order of precedence: built-in defaults <
+//! Consul KV < environment < command-line flags. Each source's value is
+//! checked on its own: a malformed one is reported (naming where it came
+//! from) and the next source down is used, so one bad key never stops the
+//! rest from applying.
+
+use std::collections::BTreeMap;
+
+use crate::config::consul::DEFAULT_KEYS;
+use crate::config::{CephSettings, ConfigError};
+use crate::engine::options::{parse_size, Defaults};
+use crate::host::fs::Fstype;
+
+/// The sources, each as environment-style names (`RBD_CONF_POOL`, ...).
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// Command-line flags (clap also fills these from the environment,
+    /// which ranks just below flags: both rank above Consul).
+    pub flags: BTreeMap<String, String>,
+    /// The process environment (non-empty values).
+    pub env: BTreeMap<String, String>,
+    /// Consul KV: name → (value, KV key).
+    pub consul: BTreeMap<String, (String, String)>,
+}
+
+/// One setting as `rbdvol config show` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    pub name: String,
+    pub value: String,
+    pub source: String,
+}
+
+pub struct Effective {
+    pub ceph: Result<CephSettings, ConfigError>,
+    pub defaults: Defaults,
+    pub shown: Vec<Shown>,
+}
+
+fn check_default(name: &str, value: &str) -> Result<(), String> {
+    match name {
+        "VOLUME_SIZE" => parse_size(value).map(drop),
+        "VOLUME_FSTYPE" => Fstype::parse(value).map(drop).ok_or_else(|| "not ext4, xfs or btrfs".to_string()),
+        "VOLUME_FEATURES" => crate::ceph::features_from_str(value).map(drop).map_err(|e| e.to_string()),
+        "RBD_CONF_POOL" if value.contains('/') => Err("a pool name has no '/'".into()),
+        _ => Ok(()),
+    }
+}
+
+fn builtin(name: &str) -> &'static str {
+    match name {
+        "RBD_CONF_POOL" => "rbd",
+        "VOLUME_SIZE" => "512",
+        "VOLUME_FSTYPE" => "ext4",
+        _ => "",
+    }
+}
+
+/// Resolves the sources; `report` gets one line per ignored value.
+pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
+    let mut shown = Vec::new();
+    let mut chosen = BTreeMap::new();
+    for (_, name) in DEFAULT_KEYS {
+        let candidates = [
+            sources.flags.get(name).map(|v| (v.clone(), "flag or environment".to_string())),
+            sources.consul.get(name).map(|(v, key)| (v.clone(), format!("consul {key}"))),
+            Some((builtin(name).to_string(), "default".to_string())),
+        ];
+        for (value, source) in candidates.into_iter().flatten() {
+            match check_default(name, value.trim()) {
+                Ok(()) => {
+                    shown.push(Shown { name: name.to_string(), value: value.trim().to_string(), source });
+                    chosen.insert(name, value.trim().to_string());
+                    break;
+                }
+                Err(reason) => report(format!("{source} {name}='{value}' ignored: {reason}")),
+            }
+        }
+    }
+    let get = |n: &str| chosen.get(n).cloned().unwrap_or_default();
+    let defaults = Defaults {
+        pool: get("RBD_CONF_POOL"),
+        namespace: get("RBD_CONF_NAMESPACE"),
+        size: parse_size(&get("VOLUME_SIZE")).unwrap_or(512 << 20),
+        fstype: Fstype::parse(&get("VOLUME_FSTYPE")).unwrap_or(Fstype::Ext4),
+        mkfs_options: Some(get("VOLUME_MKFS_OPTIONS")).filter(|s| !s.is_empty()),
+        mount_options: get("MOUNT_OPTIONS"),
+        features: Some(get("VOLUME_FEATURES")).filter(|s| !s.is_empty()),
+    };
+
+    // Cluster settings: Consul's, then the environment's over them.
+    let mut vars: BTreeMap<String, (String, String)> = sources.consul.iter().map(|(n, (v, k))| (n.clone(), (v.clone(), format!("consul {k}")))).collect();
+    for (n, v) in &sources.env {
+        if n.starts_with("RBD_CONF_") || n.starts_with("RBDVOL_") && n.ends_with("_TIMEOUT") {
+            vars.insert(n.clone(), (v.clone(), "environment".into()));
+        }
+    }
+    for (n, (v, source)) in &vars {
+        if n.starts_with("RBD_CONF_") && !DEFAULT_KEYS.iter().any(|(_, d)| d == n) || n.ends_with("_TIMEOUT") {
+            let value = if n == "RBD_CONF_KEYRING_KEY" { "(set; not shown)".to_string() } else { v.clone() };
+            shown.push(Shown { name: n.clone(), value, source: source.clone() });
+        }
+    }
+    let ceph = CephSettings::from_vars(vars.into_iter().map(|(n, (v, _))| (n, v)));
+    Effective { ceph, defaults, shown }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn consul(pairs: &[(&str, &str, &str)]) -> BTreeMap<String, (String, String)> {
+        pairs.iter().map(|(n, v, k)| (n.to_string(), (v.to_string(), k.to_string()))).collect()
+    }
+
+    const KEY_A: &str = "AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg==";
+    const KEY_B: &str = "AQCZhS1kAAAAABAAnLkQ1V3fsgRZ8ZmVPnt9ow==";
+
+    #[test]
+    fn environment_beats_consul_beats_defaults() {
+        let sources = Sources {
+            flags: map(&[("VOLUME_SIZE", "1G")]),
+            env: map(&[("RBD_CONF_KEYRING_KEY", KEY_B), ("PATH", "/bin")]),
+            consul: consul(&[
+                ("RBD_CONF_GLOBAL_MON_HOST", "10.0.0.1", "conf/global/mon_host"),
+                ("RBD_CONF_KEYRING_KEY", KEY_A, "conf/keyring/key"),
+                ("VOLUME_SIZE", "2G", "defaults/size"),
+                ("VOLUME_FSTYPE", "xfs", "defaults/fstype"),
+            ]),
+        };
+        let e = resolve(&sources, |r| panic!("{r}"));
+        let ceph = e.ceph.unwrap();
+        assert_eq!(ceph.mon_host, "10.0.0.1");
+        assert_eq!(ceph.key.expose(), KEY_B, "the environment's key wins");
+        assert_eq!(e.defaults.size, 1 << 30, "the flag wins");
+        assert_eq!(e.defaults.fstype, Fstype::Xfs, "consul beats the default");
+        assert_eq!(e.defaults.pool, "rbd");
+        let key = e.shown.iter().find(|s| s.name == "RBD_CONF_KEYRING_KEY").unwrap();
+        assert_eq!((key.value.as_str(), key.source.as_str()), ("(set; not shown)", "environment"));
+        let mon = e.shown.iter().find(|s| s.name == "RBD_CONF_GLOBAL_MON_HOST").unwrap();
+        assert_eq!(mon.source, "consul conf/global/mon_host");
+        assert!(!format!("{:?}", e.shown).contains(KEY_A) && !format!("{:?}", e.shown).contains(KEY_B));
+    }
+
+    #[test]
+    fn a_malformed_value_falls_back_to_the_next_source_and_is_reported() {
+        let sources = Sources {
+            consul: consul(&[("VOLUME_SIZE", "lots", "defaults/size"), ("VOLUME_FSTYPE", "ntfs", "defaults/fstype")]),
+            flags: map(&[("VOLUME_FSTYPE", "xfs")]),
+            ..Default::default()
+        };
+        let mut reports = Vec::new();
+        let e = resolve(&sources, |r| reports.push(r));
+        assert_eq!(e.defaults.size, 512 << 20);
+        assert_eq!(e.defaults.fstype, Fstype::Xfs);
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert!(reports[0].contains("consul defaults/size") && reports[0].contains("lots"), "{reports:?}");
+        assert!(matches!(e.ceph, Err(ConfigError::Missing { name: "RBD_CONF_GLOBAL_MON_HOST", .. })));
+    }
+}

@@ -1,0 +1,195 @@
+//! Cluster settings and the keyring from Consul KV, against a real Consul
+//! agent (dev mode, ACLs on) and the real test cluster: precedence, bad
+//! values, a rejected token, hot reload of the key and the monitor list, a
+//! late Consul, and a restart while Consul is down.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use common::cluster::{unique, TestCluster};
+use common::consul::ConsulAgent;
+use common::plugin::{Answer, Plugin};
+
+fn cluster() -> &'static TestCluster {
+    TestCluster::shared()
+}
+
+fn id(n: u32) -> String {
+    format!("{n:064x}")
+}
+
+fn consul_env(agent: &ConsulAgent, prefix: &str, token: &str) -> Vec<(String, String)> {
+    vec![
+        ("CONSUL_HTTP_ADDR".into(), agent.addr()),
+        ("CONSUL_HTTP_TOKEN".into(), token.into()),
+        ("RBDVOL_CONSUL_PREFIX".into(), prefix.into()),
+    ]
+}
+
+/// What `rbdvol` needs to reach the test cluster, written to Consul.
+fn seed(agent: &ConsulAgent, prefix: &str, user: &str, key: &str) {
+    agent.put(&format!("{prefix}conf/global/mon_host"), &cluster().admin_settings().mon_host);
+    agent.put(&format!("{prefix}conf/keyring/user"), user);
+    agent.put(&format!("{prefix}conf/keyring/key"), key);
+}
+
+/// Calls `f` until its answer has no Err (or `timeout`); the last answer.
+fn eventually(timeout: Duration, f: impl Fn() -> Answer) -> Answer {
+    let start = Instant::now();
+    loop {
+        let a = f();
+        if a.err().is_empty() || start.elapsed() > timeout {
+            return a;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn ok(a: &Answer) {
+    assert_eq!(a.err(), "", "{:?}", a.json);
+}
+
+fn admin_key() -> String {
+    cluster().admin_settings().key.expose().to_string()
+}
+
+#[test]
+fn settings_come_from_consul_and_the_environment_overrides_them() {
+    let agent = ConsulAgent::start();
+    let prefix = format!("{}/", unique("cfg"));
+    seed(&agent, &prefix, "client.admin", &admin_key());
+    agent.put(&format!("{prefix}defaults/size"), "48");
+    agent.put(&format!("{prefix}defaults/fstype"), "ntfs");
+    let p = Plugin::start_env(&unique("consulhost"), consul_env(&agent, &prefix, &agent.token), None, &[]);
+
+    // No cluster setting in the environment: all from Consul.
+    let v = unique("cv");
+    ok(&eventually(Duration::from_secs(15), || p.create(&v, &[])));
+    assert_eq!(cluster().rbd_info(&v).unwrap()["size"], 48u64 << 20, "defaults/size from consul");
+    assert_eq!(p.get(&v).json["Volume"]["Status"]["fstype"], "ext4", "a malformed fstype falls back to the default");
+    let log = p.log();
+    assert!(log.contains("defaults/fstype") && log.contains("ignored"), "the bad key is not named in the log:\n{log}");
+    assert!(!log.contains(&admin_key()), "the key is in the log");
+    let cache = p.state_dir().join("consul-cache.json");
+    assert_eq!(std::fs::metadata(&cache).expect("settings cached").permissions().mode() & 0o777, 0o600);
+    ok(&p.remove(&v));
+
+    // The environment wins over Consul.
+    let mut env = consul_env(&agent, &prefix, &agent.token);
+    env.push(("VOLUME_SIZE".into(), "40".into()));
+    let p2 = Plugin::start_env(&unique("consulhost"), env, None, &[]);
+    let v = unique("cv");
+    ok(&eventually(Duration::from_secs(15), || p2.create(&v, &[])));
+    assert_eq!(cluster().rbd_info(&v).unwrap()["size"], 40u64 << 20, "VOLUME_SIZE from the environment");
+    ok(&p2.remove(&v));
+}
+
+#[test]
+fn a_rejected_token_is_named_and_a_late_consul_is_picked_up() {
+    let mut agent = ConsulAgent::start();
+    let prefix = format!("{}/", unique("acl"));
+    seed(&agent, &prefix, "client.admin", &admin_key());
+    let p = Plugin::start_env(&unique("consulhost"), consul_env(&agent, &prefix, "not-the-token"), None, &[]);
+    let start = Instant::now();
+    loop {
+        let err = p.create(&unique("denied"), &[]).err().to_string();
+        assert!(!err.is_empty(), "a create worked with a rejected token");
+        if err.contains("consul rejected the ACL token") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "the error does not say the token was rejected: {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Consul down at the plugin's first start, nothing cached: every call
+    // says so; as soon as Consul answers, the plugin works.
+    agent.stop();
+    let late = Plugin::start_env(&unique("consulhost"), consul_env(&agent, &prefix, &agent.token), None, &[]);
+    let v = unique("late");
+    let err = late.create(&v, &[]).err().to_string();
+    assert!(err.contains("consul"), "{err}");
+    std::thread::sleep(Duration::from_secs(2));
+    let err = late.create(&v, &[]).err().to_string();
+    assert!(err.contains("unreachable"), "{err}");
+    agent.spawn();
+    seed(&agent, &prefix, "client.admin", &admin_key());
+    ok(&eventually(Duration::from_secs(45), || late.create(&v, &[])));
+    ok(&late.remove(&v));
+}
+
+#[test]
+fn a_rotated_key_and_new_monitors_take_effect_without_a_restart() {
+    let agent = ConsulAgent::start();
+    let prefix = format!("{}/", unique("rot"));
+    let user = format!("client.{}", unique("rot"));
+    let caps = ["mon", "profile rbd", "osd", "profile rbd pool=rbd", "mgr", "profile rbd"];
+    let new_key = || {
+        let mut args = vec!["auth", "get-or-create-key", user.as_str()];
+        args.extend(caps);
+        let out = cluster().cli("ceph", &args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let key1 = new_key();
+    seed(&agent, &prefix, &user, &key1);
+    let p = Plugin::start_env(&unique("consulhost"), consul_env(&agent, &prefix, &agent.token), None, &[]);
+    let a = unique("rota");
+    ok(&eventually(Duration::from_secs(15), || p.create(&a, &[("size", "64")])));
+    let mp = std::path::PathBuf::from(p.mount(&a, &id(1)).json["Mountpoint"].as_str().expect("mounted").to_string());
+    let write = |text: &str| {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(mp.join("log")).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f.sync_all().unwrap();
+    };
+    write("before\n");
+
+    // Rotate: the old key stops working for new connections.
+    assert!(cluster().cli("ceph", &["auth", "rm", &user]).status.success());
+    let key2 = new_key();
+    assert_ne!(key1, key2);
+    agent.put(&format!("{prefix}conf/keyring/key"), &key2);
+    let b = unique("rotb");
+    ok(&eventually(Duration::from_secs(15), || p.create(&b, &[("size", "64")])));
+    assert!(p.log().contains("new cluster settings in force"), "{}", p.log());
+    // The volume mounted before keeps working.
+    write("after\n");
+    ok(&p.unmount(&a, &id(1)));
+    assert_eq!(cluster().read_files_from_image(&a, &["/log"]), ["before\nafter\n"]);
+
+    // A new monitor list (the same monitors, spelled as v2 addresses only).
+    let mons = cluster().admin_settings().mon_host;
+    let v2_only = mons.trim_matches(|c| c == '[' || c == ']').split(',').find(|m| m.starts_with("v2:")).unwrap().to_string();
+    agent.put(&format!("{prefix}conf/global/mon_host"), &v2_only);
+    let start = Instant::now();
+    while !p.log().contains(&format!("monitors {v2_only}")) {
+        assert!(start.elapsed() < Duration::from_secs(15), "the new monitor list was not taken: {}", p.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let c = unique("rotc");
+    ok(&p.create(&c, &[("size", "64")]));
+    for v in [&a, &b, &c] {
+        ok(&p.remove(v));
+    }
+    let _ = cluster().cli("ceph", &["auth", "rm", &user]);
+}
+
+#[test]
+fn a_plugin_restarted_while_consul_is_down_works_from_its_cache() {
+    let mut agent = ConsulAgent::start();
+    let prefix = format!("{}/", unique("cache"));
+    seed(&agent, &prefix, "client.admin", &admin_key());
+    let mut p = Plugin::start_env(&unique("consulhost"), consul_env(&agent, &prefix, &agent.token), None, &[]);
+    let v = unique("cached");
+    ok(&eventually(Duration::from_secs(15), || p.create(&v, &[("size", "64")])));
+    agent.stop();
+    p.restart();
+    ok(&p.mount(&v, &id(1)));
+    ok(&p.unmount(&v, &id(1)));
+    ok(&p.remove(&v));
+    let log = p.log();
+    assert!(log.contains("using the settings cached from consul"), "{log}");
+    assert!(log.contains("unreachable"), "consul being down is not logged: {log}");
+}
