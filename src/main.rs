@@ -70,6 +70,24 @@ struct ServeArgs {
 }
 
 #[derive(Subcommand)]
+enum ConsulCommand {
+    /// Write rbdvol's settings to Consul (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN,
+    /// RBDVOL_CONSUL_PREFIX): from a ceph.conf and a keyring, or, without
+    /// --conf, from this environment's RBD_CONF_* and volume defaults.
+    Seed {
+        /// A ceph.conf: its [global] and [client] options a client uses.
+        #[arg(long, requires = "keyring")]
+        conf: Option<PathBuf>,
+        /// A keyring holding the user's key.
+        #[arg(long)]
+        keyring: Option<PathBuf>,
+        /// The user whose key to take from the keyring (default: its first).
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// The effective settings, with their sources.
     Show(ServeArgs),
@@ -84,6 +102,11 @@ enum Command {
     Config {
         #[command(subcommand)]
         what: ConfigCommand,
+    },
+    /// Consul: seed rbdvol's settings.
+    Consul {
+        #[command(subcommand)]
+        what: ConsulCommand,
     },
     /// Internal: the user-space mapper's server for one image.
     #[command(hide = true)]
@@ -120,6 +143,7 @@ fn main() -> Result<()> {
         Command::Serve(args) => serve(args),
         Command::UserspaceServe => Ok(rbdvol::host::fusefs::serve()?),
         Command::Config { what: ConfigCommand::Show(args) } => config_show(&args),
+        Command::Consul { what: ConsulCommand::Seed { conf, keyring, user } } => consul_seed(conf, keyring, user),
         Command::Plugin { args } => {
             let exe = std::env::current_exe().context("locating the rbdvol binary")?;
             let serve: Vec<std::ffi::OsString> = std::iter::once("serve".into()).chain(args).collect();
@@ -342,6 +366,40 @@ fn config_show(args: &ServeArgs) -> Result<()> {
 }
 
 const CONSUL_CACHE: &str = "consul-cache.json";
+
+fn consul_seed(conf: Option<PathBuf>, keyring: Option<PathBuf>, user: Option<String>) -> Result<()> {
+    let settings = ConsulSettings::from_vars(std::env::vars()).context("CONSUL_HTTP_ADDR is not set: where is consul?")?;
+    let entries: Vec<(String, String)> = match (&conf, &keyring) {
+        (Some(conf), Some(keyring)) => {
+            let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+            let (entries, skipped) = consul::seed_from_ceph_conf(&read(conf)?, &read(keyring)?, user.as_deref());
+            for s in skipped {
+                println!("left out {s} (a daemon's or this host's own setting)");
+            }
+            anyhow::ensure!(entries.iter().any(|(k, _)| k == "conf/keyring/key"), "no key for {} in {}", user.as_deref().unwrap_or("any user"), keyring.display());
+            entries
+        }
+        _ => std::env::vars()
+            .filter(|(n, v)| !v.trim().is_empty() && (n.starts_with("RBD_CONF_") || consul::DEFAULT_KEYS.iter().any(|(_, e)| e == n)))
+            .filter_map(|(n, v)| Some((consul::kv_key_of(&n).filter(|k| consul::env_name_of(k).is_some())?, v)))
+            .collect(),
+    };
+    anyhow::ensure!(!entries.is_empty(), "nothing to seed: give --conf and --keyring, or set RBD_CONF_* variables");
+    for (key, value) in &entries {
+        if let Err(reason) = consul::check_value(&consul::env_name_of(key).unwrap_or_default(), value) {
+            anyhow::bail!("not seeding {key}: {reason}");
+        }
+    }
+    let prefix = settings.prefix.clone();
+    let client = Consul::new(settings);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    for (key, value) in &entries {
+        runtime.block_on(client.put(key, value))?;
+        let shown = if key == "conf/keyring/key" { "(the key)" } else { value.as_str() };
+        println!("{prefix}{key} = {shown}");
+    }
+    Ok(())
+}
 
 fn serve(args: ServeArgs) -> Result<()> {
     let started = Instant::now();

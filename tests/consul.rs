@@ -193,3 +193,45 @@ fn a_plugin_restarted_while_consul_is_down_works_from_its_cache() {
     assert!(log.contains("using the settings cached from consul"), "{log}");
     assert!(log.contains("unreachable"), "consul being down is not logged: {log}");
 }
+
+#[test]
+fn consul_seed_migrates_a_ceph_conf_and_keyring_in_one_step() {
+    let agent = ConsulAgent::start();
+    let prefix = format!("{}/", unique("seed"));
+    let env = consul_env(&agent, &prefix, &agent.token);
+    let out = std::process::Command::new(common::plugin::bin())
+        .args(["consul", "seed", "--conf"])
+        .arg(&cluster().conf)
+        .arg("--keyring")
+        .arg(&cluster().keyring)
+        .env_clear()
+        .envs(env.iter().cloned())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("{prefix}conf/global/mon_host")), "{stdout}");
+    assert!(stdout.contains("left out [client] keyring"), "{stdout}");
+    assert!(!stdout.contains(&admin_key()), "seed printed the key");
+
+    // A plugin with nothing but Consul's address works from what was seeded.
+    let p = Plugin::start_env(&unique("consulhost"), env.clone(), None, &[]);
+    let v = unique("seeded");
+    ok(&eventually(Duration::from_secs(15), || p.create(&v, &[("size", "32")])));
+    ok(&p.remove(&v));
+
+    // `config show` names each setting's source and never the key.
+    let out = std::process::Command::new(common::plugin::bin())
+        .args(["config", "show"])
+        .env_clear()
+        .envs(env.iter().cloned())
+        .env("VOLUME_SIZE", "1G")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.lines().any(|l| l.starts_with("RBD_CONF_GLOBAL_MON_HOST") && l.ends_with("consul conf/global/mon_host")), "{shown}");
+    assert!(shown.lines().any(|l| l.starts_with("VOLUME_SIZE") && l.contains("1G") && l.ends_with("flag or environment")), "{shown}");
+    assert!(shown.lines().any(|l| l.starts_with("VOLUME_FSTYPE") && l.ends_with("default")), "{shown}");
+    assert!(!shown.contains(&admin_key()), "config show printed the key");
+}

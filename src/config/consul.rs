@@ -93,6 +93,69 @@ pub fn to_vars(kv: &BTreeMap<String, String>, mut report: impl FnMut(&str, &str)
     vars
 }
 
+/// Options of a ceph.conf that only daemons or this host's files use: not
+/// for a shared store (`keyring` points at a file of one host; rbdvol holds
+/// the key in memory).
+fn host_or_daemon_only(option: &str) -> bool {
+    const EXACT: [&str; 7] = ["keyring", "admin_socket", "log_file", "pid_file", "run_dir", "public_addr", "cluster_addr"];
+    const PREFIXES: [&str; 5] = ["osd_", "mgr_", "mds_", "memstore_", "bluestore_"];
+    EXACT.contains(&option)
+        || option.ends_with("_data")
+        || PREFIXES.iter().any(|p| option.starts_with(p))
+        || (option.starts_with("mon_") && !matches!(option, "mon_host" | "mon_initial_members"))
+}
+
+/// The KV entries (relative to the prefix) that `rbdvol consul seed` writes
+/// for a ceph.conf and a keyring: the `[global]` and `[client]` options a
+/// client uses, and the keyring's first `key` (or that of `user`). Returns
+/// the entries and the options left out.
+pub fn seed_from_ceph_conf(conf: &str, keyring: &str, user: Option<&str>) -> (Vec<(String, String)>, Vec<String>) {
+    let mut entries = Vec::new();
+    let mut skipped = Vec::new();
+    for (section, option, value) in ini(conf) {
+        let section = match section.as_str() {
+            "global" => "global",
+            "client" => "client",
+            _ => continue,
+        };
+        if host_or_daemon_only(&option) {
+            skipped.push(format!("[{section}] {option}"));
+            continue;
+        }
+        entries.push((format!("conf/{section}/{option}"), value));
+    }
+    let wanted = user.map(|u| if u.starts_with("client.") { u.to_string() } else { format!("client.{u}") });
+    if let Some((section, _, key)) =
+        ini(keyring).into_iter().find(|(s, o, _)| o == "key" && wanted.as_deref().is_none_or(|w| w == s))
+    {
+        entries.push(("conf/keyring/user".into(), section));
+        entries.push(("conf/keyring/key".into(), key));
+    }
+    (entries, skipped)
+}
+
+/// (section, option with `_` for spaces, value) of an ini-style file.
+fn ini(text: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim().to_string();
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            let option = k.trim().split_whitespace().collect::<Vec<_>>().join("_").to_ascii_lowercase();
+            let value = v.trim().trim_matches('"').to_string();
+            out.push((section.clone(), option, value));
+        }
+    }
+    out
+}
+
 /// Errors of the Consul source, worded for operators.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ConsulError {
@@ -247,6 +310,27 @@ mod tests {
         assert!(reported[1].starts_with("defaults/colour"), "{reported:?}");
         assert!(check_value("RBD_CONF_GLOBAL_MON_HOST", " ").is_err());
         assert!(check_value("RBD_CONF_KEYRING_KEY", "AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg==").is_ok());
+    }
+
+    #[test]
+    fn seeding_from_a_ceph_conf_keeps_what_clients_use() {
+        let conf = "[global]\nfsid = 6e2b\nmon host = [v2:10.0.0.1:3300]\nauth client required = cephx\nrun dir = /run/ceph\n\
+                    osd pool default size = 1\nmon allow pool delete = true\n[client]\nkeyring = /etc/ceph/k\nrbd cache = false\n[osd]\nosd data = /x\n";
+        let keyring = "[client.docker]\n\tkey = AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg==\n\tcaps mon = \"profile rbd\"\n";
+        let (entries, skipped) = seed_from_ceph_conf(conf, keyring, None);
+        let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["conf/global/fsid", "conf/global/mon_host", "conf/global/auth_client_required", "conf/client/rbd_cache", "conf/keyring/user", "conf/keyring/key"]
+        );
+        assert_eq!(entries[1].1, "[v2:10.0.0.1:3300]");
+        assert_eq!(entries[4].1, "client.docker");
+        assert!(skipped.contains(&"[client] keyring".to_string()) && skipped.contains(&"[global] run_dir".to_string()), "{skipped:?}");
+        for (k, _) in &entries {
+            assert!(env_name_of(k).is_some(), "{k} maps to no setting");
+        }
+        let (entries, _) = seed_from_ceph_conf("", keyring, Some("admin"));
+        assert!(entries.is_empty(), "another user's key was taken");
     }
 
     #[test]
