@@ -235,3 +235,43 @@ fn consul_seed_migrates_a_ceph_conf_and_keyring_in_one_step() {
     assert!(shown.lines().any(|l| l.starts_with("VOLUME_FSTYPE") && l.ends_with("default")), "{shown}");
     assert!(!shown.contains(&admin_key()), "config show printed the key");
 }
+
+#[test]
+fn volume_records_follow_ceph_and_are_repaired() {
+    let agent = ConsulAgent::start();
+    let prefix = format!("{}/", unique("rec"));
+    seed(&agent, &prefix, "client.admin", &admin_key());
+    let p = Plugin::start_env(&unique("consulhost"), consul_env(&agent, &prefix, &agent.token), None, &[]);
+    let v = unique("recv");
+    let key = format!("{prefix}volumes/{v}");
+    let record = |s: Option<&str>| s.and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()).unwrap_or_default();
+    ok(&eventually(Duration::from_secs(15), || p.create(&v, &[("size", "64")])));
+    agent.wait_for(&key, "a record of the new volume", |s| {
+        let r = record(s);
+        r["pool"] == "rbd" && r["size"] == 64u64 << 20 && r["fstype"] == "ext4" && r["mounted_by"] == ""
+    });
+
+    ok(&p.mount(&v, &id(1)));
+    let mp = p.mount_root().join(&v);
+    agent.wait_for(&key, "the record names this host, device and mountpoint", |s| {
+        let r = record(s);
+        r["mounted_by"] == p.host_id.as_str()
+            && r["device"].as_str().is_some_and(|d| d.starts_with("/dev/loop"))
+            && r["mountpoint"] == mp.to_str().unwrap()
+    });
+
+    // A lost record and a stale one are repaired from Ceph.
+    agent.delete(&key);
+    agent.wait_for(&key, "the deleted record is back", |s| record(s)["mounted_by"] == p.host_id.as_str());
+    agent.put(&key, r#"{"pool":"elsewhere","mounted_by":"nobody"}"#);
+    agent.wait_for(&key, "the stale record is repaired", |s| record(s)["pool"] == "rbd" && record(s)["mounted_by"] == p.host_id.as_str());
+    // A record of a volume that does not exist is not trusted: removed.
+    let ghost = format!("{prefix}volumes/{}", unique("ghost"));
+    agent.put(&ghost, r#"{"pool":"rbd"}"#);
+    agent.wait_for(&ghost, "the record of a volume Ceph does not have is removed", |s| s.is_none());
+
+    ok(&p.unmount(&v, &id(1)));
+    agent.wait_for(&key, "the record shows it unmounted", |s| record(s)["mounted_by"] == "" && record(s)["device"].is_null());
+    ok(&p.remove(&v));
+    agent.wait_for(&key, "the record of the removed volume is gone", |s| s.is_none());
+}

@@ -255,6 +255,34 @@ impl Consul {
         Ok(Snapshot { kv, index: response.index })
     }
 
+    /// One key (relative to the prefix) and its modify index; `None` when
+    /// it does not exist.
+    pub async fn get(&self, key: &str) -> Result<Option<(String, u64)>, ConsulError> {
+        let full = format!("{}{key}", self.settings.prefix);
+        let request = ReadKeyRequest { key: &full, ..Default::default() };
+        match self.client.read_key(request).await {
+            Ok(r) => Ok(r.response.into_iter().next().map(|e| (e.value.unwrap_or_default(), e.modify_index.max(0) as u64))),
+            Err(rs_consul::ConsulError::UnexpectedResponseCode(code, _)) if code.as_u16() == 404 => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Writes one key only if its modify index is still `index` (0: only
+    /// if it does not exist); false when someone else wrote it first.
+    pub async fn put_cas(&self, key: &str, value: &str, index: u64) -> Result<bool, ConsulError> {
+        let full = format!("{}{key}", self.settings.prefix);
+        let request = rs_consul::types::CreateOrUpdateKeyRequest { key: &full, check_and_set: Some(index as i64), ..Default::default() };
+        let (ok, _) = self.client.create_or_update_key(request, value.as_bytes().to_vec()).await.map_err(|e| self.error(e))?;
+        Ok(ok)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), ConsulError> {
+        let full = format!("{}{key}", self.settings.prefix);
+        let request = rs_consul::types::DeleteKeyRequest { key: &full, ..Default::default() };
+        self.client.delete_key(request).await.map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
     /// Writes one key (relative to the prefix).
     pub async fn put(&self, key: &str, value: &str) -> Result<(), ConsulError> {
         let full = format!("{}{key}", self.settings.prefix);

@@ -234,6 +234,9 @@ struct Inner {
     /// Volumes start-up found recorded as mounted here but no longer
     /// mounted: their host locks are released once the cluster answers.
     leftovers: Mutex<Vec<String>>,
+    /// Told the name of each volume a Create, Remove, first Mount or last
+    /// Unmount changed (for the volume records in Consul).
+    changes: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
 /// The engine. Cheap to clone.
@@ -281,6 +284,7 @@ impl Engine {
                 status: Mutex::new(HashMap::new()),
                 last_connect_error: Mutex::new(None),
                 leftovers: Mutex::new(Vec::new()),
+                changes: Mutex::new(None),
             }),
         };
         engine.inner.reconcile()?;
@@ -330,6 +334,19 @@ impl Engine {
             tracing::info!("new volume defaults in force: {defaults:?}");
             *current = defaults;
             *self.inner.directory.lock().unwrap() = None;
+        }
+    }
+
+    /// The names of volumes whose state changes from now on.
+    pub fn changes(&self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.inner.changes.lock().unwrap() = Some(tx);
+        rx
+    }
+
+    fn changed(&self, name: &str) {
+        if let Some(tx) = self.inner.changes.lock().unwrap().as_ref() {
+            let _ = tx.send(name.to_string());
         }
     }
 
@@ -388,7 +405,11 @@ impl VolumeDriver for Engine {
         let defaults = self.inner.defaults.read().unwrap().clone();
         let opts = options::parse(&opts, &defaults, |f| f.available(&tools))?;
         let n = name.to_string();
-        self.locked("create", name, move |inner| inner.create(&n, &opts)).await
+        let created = self.locked("create", name, move |inner| inner.create(&n, &opts)).await?;
+        if created == Created::New {
+            self.changed(name);
+        }
+        Ok(created)
     }
 
     async fn remove(&self, name: &str) -> Result<Removed, EngineError> {
@@ -397,6 +418,7 @@ impl VolumeDriver for Engine {
         let removed = self.locked("remove", name, move |inner| inner.remove(&n)).await?;
         if removed == Removed::Removed {
             self.schedule_purge(name);
+            self.changed(name);
         }
         Ok(removed)
     }
@@ -404,13 +426,21 @@ impl VolumeDriver for Engine {
     async fn mount(&self, name: &str, id: &str) -> Result<Mounted, EngineError> {
         options::validate_name(name)?;
         let (n, id) = (name.to_string(), id.to_string());
-        self.locked("mount", name, move |inner| inner.mount(&n, &id)).await
+        let mounted = self.locked("mount", name, move |inner| inner.mount(&n, &id)).await?;
+        if matches!(mounted, Mounted::First(_)) {
+            self.changed(name);
+        }
+        Ok(mounted)
     }
 
     async fn unmount(&self, name: &str, id: &str) -> Result<Unmounted, EngineError> {
         options::validate_name(name)?;
         let (n, id) = (name.to_string(), id.to_string());
-        self.locked("unmount", name, move |inner| inner.unmount(&n, &id)).await
+        let unmounted = self.locked("unmount", name, move |inner| inner.unmount(&n, &id)).await?;
+        if unmounted == Unmounted::Released {
+            self.changed(name);
+        }
+        Ok(unmounted)
     }
 
     async fn path(&self, name: &str) -> Result<Option<PathBuf>, EngineError> {

@@ -107,6 +107,33 @@ impl ConsulAgent {
         }
     }
 
+    /// The value at `key`, if any (read with the master token).
+    pub fn get(&self, key: &str) -> Option<String> {
+        let header = format!("X-Consul-Token: {}", self.token);
+        let url = format!("{}/v1/kv/{key}?raw", self.url());
+        let out = Command::new("curl").args(["-s", "-f", "-H", &header, &url]).output().expect("run curl");
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn delete(&self, key: &str) {
+        let header = format!("X-Consul-Token: {}", self.token);
+        let url = format!("{}/v1/kv/{key}", self.url());
+        assert_eq!(self.curl(&["-s", "-X", "DELETE", "-H", &header, &url]).trim(), "true", "consul DELETE {key}");
+    }
+
+    /// Waits until `check` holds for the value at `key`; panics after 20 s.
+    pub fn wait_for(&self, key: &str, what: &str, check: impl Fn(Option<&str>) -> bool) {
+        let start = Instant::now();
+        loop {
+            let v = self.get(key);
+            if check(v.as_deref()) {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "{key}: {what}; it is {v:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Writes `value` at `key` with the master token.
     pub fn put(&self, key: &str, value: &str) {
         self.try_put(key, value).unwrap_or_else(|e| panic!("consul PUT {key}: {e}"));
