@@ -238,6 +238,7 @@ fn base_sources(args: &ServeArgs) -> Sources {
         flags: flag_sources(args),
         env: std::env::vars().filter(|(_, v)| !v.trim().is_empty()).collect(),
         consul: BTreeMap::new(),
+        pools: BTreeMap::new(),
     }
 }
 
@@ -281,6 +282,13 @@ fn consul_vars(kv: &BTreeMap<String, String>, prefix: &str, reported: &mut Repor
     let vars = consul::to_vars(kv, |key, reason| lines.push(format!("consul key {prefix}{key} ignored: {reason}")));
     lines.into_iter().for_each(|l| reported.error(l));
     vars
+}
+
+fn pool_vars(kv: &BTreeMap<String, String>, prefix: &str, reported: &mut Reported) -> BTreeMap<String, BTreeMap<String, (String, String)>> {
+    let mut lines = Vec::new();
+    let pools = consul::pool_overrides(kv, |key, reason| lines.push(format!("consul key {prefix}{key} ignored: {reason}")));
+    lines.into_iter().for_each(|l| reported.error(l));
+    pools
 }
 
 /// Follows rbdvol's prefix in Consul with blocking queries and puts every
@@ -329,6 +337,7 @@ async fn watch_consul(
                 }
                 let mut sources = base.clone();
                 sources.consul = consul_vars(&snap.kv, &prefix, &mut reported);
+                sources.pools = pool_vars(&snap.kv, &prefix, &mut reported);
                 let eff = resolve(&sources, |r| reported.error(r));
                 engine.update_settings(eff.ceph, eff.defaults);
                 write_consul_cache(&cache, &prefix, &snap.kv);
@@ -443,11 +452,15 @@ fn config_show(args: &ServeArgs) -> Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let client = Consul::new(c);
         match runtime.block_on(client.read(None, Duration::ZERO)) {
-            Ok(snap) => sources.consul = consul_vars(&snap.kv, &prefix, &mut reported),
+            Ok(snap) => {
+                sources.consul = consul_vars(&snap.kv, &prefix, &mut reported);
+                sources.pools = pool_vars(&snap.kv, &prefix, &mut reported);
+            }
             Err(e) => {
                 eprintln!("{e}: showing the cached settings from consul, if any");
                 if let Some(kv) = read_consul_cache(&args.state_dir.join(CONSUL_CACHE), &prefix) {
                     sources.consul = consul_vars(&kv, &prefix, &mut reported);
+                    sources.pools = pool_vars(&kv, &prefix, &mut reported);
                 }
             }
         }
@@ -512,6 +525,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     if let (Some(c), Some(kv)) = (&consul_settings, &cached) {
         tracing::info!("using the settings cached from consul at {} until it answers", c.addr);
         sources.consul = consul_vars(kv, &c.prefix, &mut reported);
+        sources.pools = pool_vars(kv, &c.prefix, &mut reported);
     }
     let effective = resolve(&sources, |r| reported.error(r));
     let mut settings = effective.ceph;

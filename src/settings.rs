@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::config::consul::DEFAULT_KEYS;
 use crate::config::{CephSettings, ConfigError};
-use crate::engine::options::{parse_size, Defaults};
+use crate::engine::options::{parse_size, Defaults, PoolDefaults};
 use crate::host::fs::Fstype;
 
 /// The sources, each as environment-style names (`RBD_CONF_POOL`, ...).
@@ -21,6 +21,8 @@ pub struct Sources {
     pub env: BTreeMap<String, String>,
     /// Consul KV: name → (value, KV key).
     pub consul: BTreeMap<String, (String, String)>,
+    /// Consul's per-pool overrides: pool → name → (value, KV key).
+    pub pools: BTreeMap<String, BTreeMap<String, (String, String)>>,
 }
 
 /// One setting as `rbdvol config show` prints it.
@@ -86,7 +88,32 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
         mkfs_options: Some(get("VOLUME_MKFS_OPTIONS")).filter(|s| !s.is_empty()),
         mount_options: get("MOUNT_OPTIONS"),
         features: Some(get("VOLUME_FEATURES")).filter(|s| !s.is_empty()),
+        pools: BTreeMap::new(),
     };
+    let mut defaults = defaults;
+    for (pool, settings) in &sources.pools {
+        let mut p = PoolDefaults::default();
+        for (name, (value, key)) in settings {
+            // The environment and flags rank above Consul, its pools included.
+            if sources.flags.contains_key(name) {
+                continue;
+            }
+            if let Err(reason) = check_default(name, value) {
+                report(format!("consul {key} {name}='{value}' ignored: {reason}"));
+                continue;
+            }
+            match name.as_str() {
+                "VOLUME_SIZE" => p.size = parse_size(value).ok(),
+                "VOLUME_FSTYPE" => p.fstype = Fstype::parse(value),
+                "VOLUME_MKFS_OPTIONS" => p.mkfs_options = Some(value.clone()),
+                "MOUNT_OPTIONS" => p.mount_options = Some(value.clone()),
+                "VOLUME_FEATURES" => p.features = Some(value.clone()),
+                _ => continue,
+            }
+            shown.push(Shown { name: format!("{name} (pool {pool})"), value: value.clone(), source: format!("consul {key}") });
+        }
+        defaults.pools.insert(pool.clone(), p);
+    }
 
     // Cluster settings: Consul's, then the environment's over them.
     let mut vars: BTreeMap<String, (String, String)> = sources.consul.iter().map(|(n, (v, k))| (n.clone(), (v.clone(), format!("consul {k}")))).collect();
@@ -131,6 +158,7 @@ mod tests {
                 ("VOLUME_SIZE", "2G", "defaults/size"),
                 ("VOLUME_FSTYPE", "xfs", "defaults/fstype"),
             ]),
+            ..Default::default()
         };
         let e = resolve(&sources, |r| panic!("{r}"));
         let ceph = e.ceph.unwrap();
@@ -144,6 +172,21 @@ mod tests {
         let mon = e.shown.iter().find(|s| s.name == "RBD_CONF_GLOBAL_MON_HOST").unwrap();
         assert_eq!(mon.source, "consul conf/global/mon_host");
         assert!(!format!("{:?}", e.shown).contains(KEY_A) && !format!("{:?}", e.shown).contains(KEY_B));
+    }
+
+    #[test]
+    fn per_pool_overrides_apply_to_their_pool_only_and_below_the_environment() {
+        let mut pools = BTreeMap::new();
+        pools.insert(
+            "ssd".to_string(),
+            consul(&[("VOLUME_SIZE", "2G", "pools/ssd/size"), ("VOLUME_FSTYPE", "xfs", "pools/ssd/fstype"), ("MOUNT_OPTIONS", "noatime", "pools/ssd/mount_options")]),
+        );
+        let sources = Sources { flags: map(&[("VOLUME_FSTYPE", "ext4")]), pools, ..Default::default() };
+        let e = resolve(&sources, |r| panic!("{r}"));
+        let ssd = e.defaults.for_pool("ssd");
+        assert_eq!((ssd.size, ssd.fstype, ssd.mount_options.as_str()), (2 << 30, Fstype::Ext4, "noatime"));
+        let other = e.defaults.for_pool("rbd");
+        assert_eq!((other.size, other.mount_options.as_str()), (512 << 20, ""));
     }
 
     #[test]

@@ -63,6 +63,7 @@ fn settings_come_from_consul_and_the_environment_overrides_them() {
     seed(&agent, &prefix, "client.admin", &admin_key());
     agent.put(&format!("{prefix}defaults/size"), "48");
     agent.put(&format!("{prefix}defaults/fstype"), "ntfs");
+    agent.put(&format!("{prefix}pools/rbd/mount_options"), "noatime");
     let p = Plugin::start_env(&unique("consulhost"), consul_env(&agent, &prefix, &agent.token), None, &[]);
 
     // No cluster setting in the environment: all from Consul.
@@ -70,6 +71,7 @@ fn settings_come_from_consul_and_the_environment_overrides_them() {
     ok(&eventually(Duration::from_secs(15), || p.create(&v, &[])));
     assert_eq!(cluster().rbd_info(&v).unwrap()["size"], 48u64 << 20, "defaults/size from consul");
     assert_eq!(p.get(&v).json["Volume"]["Status"]["fstype"], "ext4", "a malformed fstype falls back to the default");
+    assert_eq!(p.get(&v).json["Volume"]["Status"]["mount_options"], "noatime", "pools/rbd/mount_options");
     let log = p.log();
     assert!(log.contains("defaults/fstype") && log.contains("ignored"), "the bad key is not named in the log:\n{log}");
     assert!(!log.contains(&admin_key()), "the key is in the log");

@@ -93,6 +93,27 @@ pub fn to_vars(kv: &BTreeMap<String, String>, mut report: impl FnMut(&str, &str)
     vars
 }
 
+/// Per-pool overrides: `pools/<pool>/<name>` for the volume defaults but
+/// the pool itself; pool → setting name → (value, key).
+pub fn pool_overrides(kv: &BTreeMap<String, String>, mut report: impl FnMut(&str, &str)) -> BTreeMap<String, BTreeMap<String, (String, String)>> {
+    let mut out: BTreeMap<String, BTreeMap<String, (String, String)>> = BTreeMap::new();
+    for (key, value) in kv {
+        let Some(rest) = key.strip_prefix("pools/") else { continue };
+        let Some((pool, name)) = rest.split_once('/') else {
+            report(key, "expected pools/<pool>/<setting>");
+            continue;
+        };
+        match DEFAULT_KEYS.iter().find(|(k, _)| *k == name && !matches!(*k, "pool" | "namespace")) {
+            Some((_, env)) if !pool.is_empty() && !value.trim().is_empty() => {
+                out.entry(pool.to_string()).or_default().insert(env.to_string(), (value.trim().to_string(), key.clone()));
+            }
+            Some(_) => {}
+            None => report(key, "not a per-pool setting (size, fstype, mkfs_options, mount_options, features)"),
+        }
+    }
+    out
+}
+
 /// Options of a ceph.conf that only daemons or this host's files use: not
 /// for a shared store (`keyring` points at a file of one host; rbdvol holds
 /// the key in memory).

@@ -403,7 +403,8 @@ impl VolumeDriver for Engine {
         options::validate_name(name)?;
         let tools = self.inner.tools.clone();
         let defaults = self.inner.defaults.read().unwrap().clone();
-        let opts = options::parse(&opts, &defaults, |f| f.available(&tools))?;
+        let pool = opts.get("pool").cloned().unwrap_or_else(|| defaults.pool.clone());
+        let opts = options::parse(&opts, &defaults.for_pool(&pool), |f| f.available(&tools))?;
         let n = name.to_string();
         let created = self.locked("create", name, move |inner| inner.create(&n, &opts)).await?;
         if created == Created::New {

@@ -39,6 +39,33 @@ pub struct Defaults {
     pub mkfs_options: Option<String>,
     pub mount_options: String,
     pub features: Option<String>,
+    /// Per-pool overrides (Consul `pools/<pool>/...`).
+    pub pools: BTreeMap<String, PoolDefaults>,
+}
+
+/// Defaults of one pool's volumes, where they differ.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolDefaults {
+    pub size: Option<u64>,
+    pub fstype: Option<Fstype>,
+    pub mkfs_options: Option<String>,
+    pub mount_options: Option<String>,
+    pub features: Option<String>,
+}
+
+impl Defaults {
+    /// The defaults for a volume in `pool`: its overrides over the rest.
+    pub fn for_pool(&self, pool: &str) -> Defaults {
+        let mut d = self.clone();
+        if let Some(p) = self.pools.get(pool) {
+            d.size = p.size.unwrap_or(d.size);
+            d.fstype = p.fstype.unwrap_or(d.fstype);
+            d.mkfs_options = p.mkfs_options.clone().or(d.mkfs_options);
+            d.mount_options = p.mount_options.clone().unwrap_or(d.mount_options);
+            d.features = p.features.clone().or(d.features);
+        }
+        d
+    }
 }
 
 impl Default for Defaults {
@@ -51,6 +78,7 @@ impl Default for Defaults {
             mkfs_options: None,
             mount_options: String::new(),
             features: None,
+            pools: BTreeMap::new(),
         }
     }
 }
