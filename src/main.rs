@@ -335,6 +335,13 @@ async fn watch_consul(
                         let _ = records.send(name.clone());
                     }
                 }
+                if have_settings && !snap.kv.keys().any(|k| k.starts_with("conf/")) {
+                    // A Consul that lost its data (or a wrong prefix) must
+                    // not take working settings away from running hosts.
+                    reported.error(format!("consul at {addr} has no cluster settings under {prefix}conf/: keeping the last good settings"));
+                    last = Some(snap.kv);
+                    continue;
+                }
                 let mut sources = base.clone();
                 sources.consul = consul_vars(&snap.kv, &prefix, &mut reported);
                 sources.pools = pool_vars(&snap.kv, &prefix, &mut reported);

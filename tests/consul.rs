@@ -277,3 +277,67 @@ fn volume_records_follow_ceph_and_are_repaired() {
     ok(&p.remove(&v));
     agent.wait_for(&key, "the record of the removed volume is gone", |s| s.is_none());
 }
+
+#[test]
+fn consul_killed_and_restarted_under_load_disturbs_nothing() {
+    let mut agent = ConsulAgent::start();
+    let prefix = format!("{}/", unique("load"));
+    seed(&agent, &prefix, "client.admin", &admin_key());
+    let p = Plugin::start_env(&unique("consulhost"), consul_env(&agent, &prefix, &agent.token), None, &[]);
+    let v = unique("load");
+    ok(&eventually(Duration::from_secs(15), || p.create(&v, &[("size", "64")])));
+    let mp = std::path::PathBuf::from(p.mount(&v, &id(1)).json["Mountpoint"].as_str().expect("mounted").to_string());
+
+    // A writer fsyncing into the mounted volume, and Docker calls, while
+    // Consul goes away and comes back empty (a dev agent keeps nothing).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, mp) = (stop.clone(), mp.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(mp.join("log")).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                writeln!(f, "{n}").unwrap();
+                f.sync_all().unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            n
+        })
+    };
+    agent.stop();
+    let during = unique("during");
+    ok(&p.create(&during, &[("size", "32")]));
+    ok(&p.get(&v));
+    std::thread::sleep(Duration::from_secs(3));
+    agent.spawn();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = unique("after");
+    ok(&p.create(&after, &[("size", "32")]));
+    let log = p.log();
+    assert!(log.contains("keeping the last good settings"), "{log}");
+
+    // Seeded again, with a new default: it takes effect.
+    seed(&agent, &prefix, "client.admin", &admin_key());
+    agent.put(&format!("{prefix}defaults/size"), "24");
+    let sized = unique("sized");
+    let start = Instant::now();
+    loop {
+        ok(&p.create(&sized, &[]));
+        if cluster().rbd_info(&sized).unwrap()["size"] == 24u64 << 20 {
+            break;
+        }
+        ok(&p.remove(&sized));
+        assert!(cluster().image_deleted(&sized));
+        assert!(start.elapsed() < Duration::from_secs(45), "the new default never took effect: {}", p.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let written = writer.join().expect("the writer saw an error");
+    ok(&p.unmount(&v, &id(1)));
+    let lines = cluster().read_files_from_image(&v, &["/log"]).remove(0).lines().count() as u64;
+    assert_eq!(lines, written);
+    for name in [&v, &during, &after, &sized] {
+        ok(&p.remove(name));
+    }
+}
