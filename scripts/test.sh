@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
+# A real Consul agent for tests/consul.rs (Debian 11's, unless one is on PATH).
+echo "consul: $(scripts/consul.sh)"
 export PATH="${HOME:-/root}/.cargo/bin:$PATH"
 started=$(scripts/dockerd.sh /tmp/rbdvol-test-dockerd.log)
 stop_dockerd() { if [ -n "$started" ]; then kill "$started" 2>/dev/null || true; fi; }
