@@ -304,7 +304,19 @@ async fn watch_consul(
 ) {
     let prefix = consul_settings.prefix.clone();
     let addr = consul_settings.addr.clone();
-    let client = Consul::new(consul_settings);
+    let client = match Consul::new(consul_settings) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            if !have_settings {
+                let eff = resolve(&base, |_| {});
+                if eff.ceph.is_err() {
+                    engine.update_settings(Err(ConfigError::Consul(e.to_string())), eff.defaults);
+                }
+            }
+            return;
+        }
+    };
     let mut reported = Reported::default();
     let (mut index, mut last, mut failing) = (None::<u64>, None::<BTreeMap<String, String>>, false);
     let mut backoff = Duration::from_secs(1);
@@ -386,7 +398,7 @@ async fn keep_volume_records(
     host_id: String,
     mut names: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
-    let client = Consul::new(consul_settings);
+    let Ok(client) = Consul::new(consul_settings) else { return };
     // At start: every volume gets its record checked once.
     if let Ok(list) = engine.list().await {
         for v in list {
@@ -457,7 +469,7 @@ fn config_show(args: &ServeArgs) -> Result<()> {
     if let Some(c) = ConsulSettings::from_vars(std::env::vars()) {
         let prefix = c.prefix.clone();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let client = Consul::new(c);
+        let client = Consul::new(c)?;
         match runtime.block_on(client.read(None, Duration::ZERO)) {
             Ok(snap) => {
                 sources.consul = consul_vars(&snap.kv, &prefix, &mut reported);
@@ -509,7 +521,7 @@ fn consul_seed(conf: Option<PathBuf>, keyring: Option<PathBuf>, user: Option<Str
         }
     }
     let prefix = settings.prefix.clone();
-    let client = Consul::new(settings);
+    let client = Consul::new(settings)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     for (key, value) in &entries {
         runtime.block_on(client.put(key, value))?;

@@ -341,3 +341,32 @@ fn consul_killed_and_restarted_under_load_disturbs_nothing() {
         ok(&p.remove(name));
     }
 }
+
+#[test]
+fn consul_over_tls_with_a_client_certificate() {
+    let agent = ConsulAgent::start_tls();
+    let prefix = format!("{}/", unique("tls"));
+    seed(&agent, &prefix, "client.admin", &admin_key());
+    let port = agent.https_port.unwrap();
+    let f = |n: &str| agent.tls_file(n).display().to_string();
+    let mut env = vec![
+        ("CONSUL_HTTP_ADDR".to_string(), format!("https://127.0.0.1:{port}")),
+        ("CONSUL_HTTP_TOKEN".to_string(), agent.token.clone()),
+        ("RBDVOL_CONSUL_PREFIX".to_string(), prefix.clone()),
+        ("CONSUL_CACERT".to_string(), f("consul-agent-ca.pem")),
+        ("CONSUL_TLS_SERVER_NAME".to_string(), "server.dc1.consul".to_string()),
+    ];
+    // Without a client certificate the agent refuses the connection.
+    let p = Plugin::start_env(&unique("consulhost"), env.clone(), None, &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    let err = p.create(&unique("tlsno"), &[]).err().to_string();
+    assert!(err.contains("consul at https://127.0.0.1"), "{err}");
+    drop(p);
+
+    env.push(("CONSUL_CLIENT_CERT".to_string(), f("dc1-client-consul-0.pem")));
+    env.push(("CONSUL_CLIENT_KEY".to_string(), f("dc1-client-consul-0-key.pem")));
+    let p = Plugin::start_env(&unique("consulhost"), env, None, &[]);
+    let v = unique("tlsv");
+    ok(&eventually(Duration::from_secs(15), || p.create(&v, &[("size", "32")])));
+    ok(&p.remove(&v));
+}

@@ -186,6 +186,109 @@ pub enum ConsulError {
     Unreachable { addr: String, detail: String },
     #[error("consul at {addr} answered badly: {detail}")]
     Bad { addr: String, detail: String },
+    #[error("cannot set up TLS for consul at {addr}: {detail}")]
+    Tls { addr: String, detail: String },
+}
+
+mod tls {
+    use std::sync::Arc;
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
+    use super::Tls;
+
+    fn certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+        CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("reading certificates from {}: {e}", path.display()))
+    }
+
+    /// CONSUL_HTTP_SSL_VERIFY=false: any server certificate is accepted
+    /// (signatures are still checked), as the consul CLI does.
+    #[derive(Debug)]
+    struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for NoVerify {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    pub fn client(tls: &Tls) -> Result<rs_consul::HttpsClient, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        let mut files: Vec<std::path::PathBuf> = tls.ca_file.iter().cloned().collect();
+        if let Some(dir) = &tls.ca_path {
+            let rd = std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+            files.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_file()));
+        }
+        for f in &files {
+            for cert in certs(f)? {
+                roots.add(cert).map_err(|e| format!("{}: {e}", f.display()))?;
+            }
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        let mut config = match (&tls.client_cert, &tls.client_key) {
+            (Some(cert), Some(key)) => {
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("reading the key {}: {e}", key.display()))?;
+                builder.with_client_auth_cert(certs(cert)?, key).map_err(|e| format!("{}: {e}", cert.display()))?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => return Err("set both CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY, or neither".into()),
+        };
+        if tls.no_verify {
+            config.dangerous().set_certificate_verifier(Arc::new(NoVerify(provider)));
+        }
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http();
+        let builder = match &tls.server_name {
+            Some(name) => {
+                let name = ServerName::try_from(name.clone()).map_err(|e| format!("CONSUL_TLS_SERVER_NAME '{name}': {e}"))?;
+                builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+            }
+            None => builder,
+        };
+        let connector = builder.enable_http1().build();
+        Ok(hyper_util::client::legacy::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_millis(0))
+            .pool_max_idle_per_host(0)
+            .build::<_, http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>>(connector))
+    }
 }
 
 /// Where Consul is and how to talk to it, from the standard `CONSUL_*`
@@ -195,6 +298,29 @@ pub struct ConsulSettings {
     pub addr: String,
     pub token: Option<crate::config::Secret>,
     pub prefix: String,
+    pub tls: Tls,
+}
+
+/// TLS towards Consul beyond the public web roots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// CONSUL_CACERT: a PEM file of CA certificates to trust.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// CONSUL_CAPATH: a directory of PEM files of CA certificates.
+    pub ca_path: Option<std::path::PathBuf>,
+    /// CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY: this client's certificate.
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
+    /// CONSUL_TLS_SERVER_NAME: the name to expect in the server's certificate.
+    pub server_name: Option<String>,
+    /// CONSUL_HTTP_SSL_VERIFY=false: do not check the server's certificate.
+    pub no_verify: bool,
+}
+
+impl Tls {
+    fn is_default(&self) -> bool {
+        *self == Tls::default()
+    }
 }
 
 impl std::fmt::Debug for ConsulSettings {
@@ -214,7 +340,16 @@ impl ConsulSettings {
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
-        Some(ConsulSettings { addr, token: vars.get("CONSUL_HTTP_TOKEN").map(|t| crate::config::Secret::new(t.trim())), prefix })
+        let path = |n: &str| vars.get(n).map(|v| std::path::PathBuf::from(v.trim()));
+        let tls = Tls {
+            ca_file: path("CONSUL_CACERT"),
+            ca_path: path("CONSUL_CAPATH"),
+            client_cert: path("CONSUL_CLIENT_CERT"),
+            client_key: path("CONSUL_CLIENT_KEY"),
+            server_name: vars.get("CONSUL_TLS_SERVER_NAME").map(|v| v.trim().to_string()),
+            no_verify: vars.get("CONSUL_HTTP_SSL_VERIFY").is_some_and(|v| matches!(v.trim(), "0" | "false" | "no")),
+        };
+        Some(ConsulSettings { addr, token: vars.get("CONSUL_HTTP_TOKEN").map(|t| crate::config::Secret::new(t.trim())), prefix, tls })
     }
 }
 
@@ -232,13 +367,20 @@ pub struct Snapshot {
 }
 
 impl Consul {
-    pub fn new(settings: ConsulSettings) -> Consul {
+    /// A client; fails only when the TLS files cannot be read.
+    pub fn new(settings: ConsulSettings) -> Result<Consul, ConsulError> {
         let config = rs_consul::Config {
             address: settings.addr.clone(),
             token: settings.token.as_ref().map(|t| t.expose().to_string()),
             ..Default::default()
         };
-        Consul { client: rs_consul::Consul::new(config), settings }
+        let client = if settings.tls.is_default() {
+            rs_consul::Consul::new(config)
+        } else {
+            let https = tls::client(&settings.tls).map_err(|detail| ConsulError::Tls { addr: settings.addr.clone(), detail })?;
+            rs_consul::ConsulBuilder::new(config).with_https_client(https).build()
+        };
+        Ok(Consul { client, settings })
     }
 
     fn error(&self, e: rs_consul::ConsulError) -> ConsulError {

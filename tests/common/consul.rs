@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 pub struct ConsulAgent {
     child: Option<Child>,
     pub http_port: u16,
+    /// With TLS: the https port (client certificates required there).
+    pub https_port: Option<u16>,
     ports: [u16; 3],
     pub token: String,
     dir: tempfile::TempDir,
@@ -29,8 +31,25 @@ fn binary() -> PathBuf {
 impl ConsulAgent {
     /// Starts an agent whose ACLs deny by default; `token` is the master token.
     pub fn start() -> ConsulAgent {
+        Self::start_with(false)
+    }
+
+    /// An agent that also serves https, requiring client certificates, with
+    /// a CA and certificates made by `consul tls`: see [`ConsulAgent::tls_file`].
+    pub fn start_tls() -> ConsulAgent {
+        Self::start_with(true)
+    }
+
+    /// A file `consul tls` made: `consul-agent-ca.pem`,
+    /// `dc1-client-consul-0.pem`, `dc1-client-consul-0-key.pem`, ...
+    pub fn tls_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn start_with(tls: bool) -> ConsulAgent {
         let mut a = ConsulAgent {
             child: None,
+            https_port: tls.then(free_port),
             http_port: free_port(),
             ports: [free_port(), free_port(), free_port()],
             token: format!("{:032x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()),
@@ -43,7 +62,22 @@ impl ConsulAgent {
     /// (Re)starts the agent on the same ports (a dev agent starts empty).
     pub fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("consul.log")).unwrap();
-        let hcl = format!(r#"acl {{ enabled = true default_policy = "deny" tokens {{ master = "{}" }} }}"#, self.token);
+        let mut hcl = format!(r#"acl {{ enabled = true default_policy = "deny" tokens {{ master = "{}" }} }}"#, self.token);
+        if let Some(port) = self.https_port {
+            if !self.tls_file("consul-agent-ca.pem").exists() {
+                for args in [&["tls", "ca", "create"][..], &["tls", "cert", "create", "-server"], &["tls", "cert", "create", "-client"]] {
+                    let out = Command::new(binary()).args(args).current_dir(self.dir.path()).output().unwrap();
+                    assert!(out.status.success(), "consul {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+                }
+            }
+            let f = |n: &str| self.tls_file(n).display().to_string();
+            hcl.push_str(&format!(
+                r#" ca_file = "{}" cert_file = "{}" key_file = "{}" verify_incoming_https = true ports {{ https = {port} }}"#,
+                f("consul-agent-ca.pem"),
+                f("dc1-server-consul-0.pem"),
+                f("dc1-server-consul-0-key.pem")
+            ));
+        }
         let child = Command::new(binary())
             .args(["agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-dns-port", "-1", "-grpc-port", "-1"])
             .args(["-http-port", &self.http_port.to_string()])
