@@ -103,6 +103,32 @@ enum Command {
         #[command(subcommand)]
         what: ConfigCommand,
     },
+    /// List the volumes: name, pool, size, used, fstype, the host that has
+    /// it, and whether it is mapped on this host.
+    Ls {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+    /// One volume in detail, as JSON.
+    Inspect {
+        volume: String,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+    /// Break a stale host lock (a host that died with the volume mounted)
+    /// without mapping anything. Refused while the holder still has the
+    /// image open, unless --force.
+    Unlock {
+        volume: String,
+        /// Break it even though the holder still watches the image.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
     /// Consul: seed rbdvol's settings.
     Consul {
         #[command(subcommand)]
@@ -143,6 +169,21 @@ fn main() -> Result<()> {
         Command::Serve(args) => serve(args),
         Command::UserspaceServe => Ok(rbdvol::host::fusefs::serve()?),
         Command::Config { what: ConfigCommand::Show(args) } => config_show(&args),
+        Command::Ls { json, settings } => admin_ls(&settings, json),
+        Command::Inspect { volume, settings } => {
+            let (cluster, pool) = admin_cluster(&settings)?;
+            let v = rbdvol::engine::admin::inspect(&cluster, &pool, &volume)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+        Command::Unlock { volume, force, settings } => {
+            let (cluster, pool) = admin_cluster(&settings)?;
+            match rbdvol::engine::admin::unlock(&cluster, &pool, &volume, force)? {
+                rbdvol::engine::admin::Unlocked::Broken { host } => println!("broke host '{host}'s lock on volume '{volume}'"),
+                rbdvol::engine::admin::Unlocked::NotLocked => println!("volume '{volume}' is not locked"),
+            }
+            Ok(())
+        }
         Command::Consul { what: ConsulCommand::Seed { conf, keyring, user } } => consul_seed(conf, keyring, user),
         Command::Plugin { args } => {
             let exe = std::env::current_exe().context("locating the rbdvol binary")?;
@@ -463,28 +504,73 @@ async fn sync_record(engine: &Engine, client: &Consul, host_id: &str, name: &str
     Ok(())
 }
 
-fn config_show(args: &ServeArgs) -> Result<()> {
+/// The settings a CLI command runs with: the same sources as `serve`
+/// (Consul read once, or its cache when it does not answer).
+fn cli_effective(args: &ServeArgs) -> Result<rbdvol::settings::Effective> {
     let mut sources = base_sources(args);
     let mut reported = Reported::default();
     if let Some(c) = ConsulSettings::from_vars(std::env::vars()) {
         let prefix = c.prefix.clone();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let client = Consul::new(c)?;
-        match runtime.block_on(client.read(None, Duration::ZERO)) {
-            Ok(snap) => {
-                sources.consul = consul_vars(&snap.kv, &prefix, &mut reported);
-                sources.pools = pool_vars(&snap.kv, &prefix, &mut reported);
-            }
+        let kv = match runtime.block_on(client.read(None, Duration::ZERO)) {
+            Ok(snap) => Some(snap.kv),
             Err(e) => {
-                eprintln!("{e}: showing the cached settings from consul, if any");
-                if let Some(kv) = read_consul_cache(&args.state_dir.join(CONSUL_CACHE), &prefix) {
-                    sources.consul = consul_vars(&kv, &prefix, &mut reported);
-                    sources.pools = pool_vars(&kv, &prefix, &mut reported);
-                }
+                eprintln!("{e}: using the settings cached from consul, if any");
+                read_consul_cache(&args.state_dir.join(CONSUL_CACHE), &prefix)
             }
+        };
+        if let Some(kv) = kv {
+            sources.consul = consul_vars(&kv, &prefix, &mut reported);
+            sources.pools = pool_vars(&kv, &prefix, &mut reported);
         }
     }
-    let eff = resolve(&sources, |r| eprintln!("{r}"));
+    Ok(resolve(&sources, |r| eprintln!("{r}")))
+}
+
+fn admin_cluster(args: &ServeArgs) -> Result<(Cluster, String)> {
+    let eff = cli_effective(args)?;
+    let cluster = Cluster::connect(&eff.ceph?)?;
+    Ok((cluster, eff.defaults.pool))
+}
+
+fn admin_ls(args: &ServeArgs, json: bool) -> Result<()> {
+    let (cluster, pool) = admin_cluster(args)?;
+    let rows = rbdvol::engine::admin::list(&cluster, &pool)?;
+    // Mapped here: this host's own state (see `serve --state-dir`).
+    let mapped = |name: &str| args.state_dir.join("volumes").join(format!("{name}.json")).exists();
+    if json {
+        let out: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).expect("serializes");
+                v["mapped_here"] = mapped(&r.name).into();
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("{:<32} {:<12} {:>10} {:>10} {:<6} {:<20} mapped", "name", "pool", "size", "used", "fstype", "host");
+    for r in rows {
+        let pool = if r.namespace.is_empty() { r.pool.clone() } else { format!("{}/{}", r.pool, r.namespace) };
+        let mib = |b: u64| format!("{} MiB", b >> 20);
+        println!(
+            "{:<32} {:<12} {:>10} {:>10} {:<6} {:<20} {}",
+            r.name,
+            pool,
+            mib(r.size),
+            mib(r.used),
+            r.fstype,
+            if r.host.is_empty() { "-" } else { &r.host },
+            if mapped(&r.name) { "here" } else { "-" }
+        );
+    }
+    Ok(())
+}
+
+fn config_show(args: &ServeArgs) -> Result<()> {
+    let eff = cli_effective(args)?;
     println!("{:<40} {:<40} source", "setting", "value");
     for s in &eff.shown {
         println!("{:<40} {:<40} {}", s.name, s.value, s.source);

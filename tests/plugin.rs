@@ -513,3 +513,66 @@ fn other_calls_answer_while_a_volume_is_being_formatted() {
     ok(&p.remove(&slow));
     ok(&p.remove(&other));
 }
+
+#[test]
+fn admin_cli_lists_inspects_and_unlocks() {
+    let p = plugin();
+    let (a, b) = (unique("adm"), unique("adm"));
+    ok(&p.create(&a, &[("size", "64")]));
+    ok(&p.create(&b, &[("size", "32")]));
+    ok(&p.mount(&a, &id(1)));
+    let s = cluster().admin_settings();
+    let cli = |args: &[&str]| {
+        Command::new(common::plugin::bin())
+            .args(args)
+            .arg("--state-dir")
+            .arg(p.state_dir())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RBD_CONF_GLOBAL_MON_HOST", &s.mon_host)
+            .env("RBD_CONF_KEYRING_USER", "client.admin")
+            .env("RBD_CONF_KEYRING_KEY", s.key.expose())
+            .output()
+            .unwrap()
+    };
+
+    let out = cli(&["ls", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let find = |n: &str| rows.iter().find(|r| r["name"] == n).cloned().unwrap_or_else(|| panic!("{n} not listed: {rows:?}"));
+    let (ra, rb) = (find(&a), find(&b));
+    assert_eq!((ra["size"].as_u64(), ra["host"].as_str(), ra["mapped_here"].as_bool()), (Some(64 << 20), Some(p.host_id.as_str()), Some(true)));
+    assert!(ra["used"].as_u64().unwrap() > 0, "a formatted volume uses space: {ra}");
+    assert_eq!((rb["host"].as_str(), rb["mapped_here"].as_bool(), rb["fstype"].as_str()), (Some(""), Some(false), Some("ext4")));
+    let table = String::from_utf8_lossy(&cli(&["ls"]).stdout).into_owned();
+    assert!(table.lines().any(|l| l.starts_with(&a) && l.ends_with("here") && l.contains(&p.host_id)), "{table}");
+
+    let out = cli(&["inspect", &a]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["host_lock"][0]["host"], p.host_id.as_str(), "{v}");
+    assert!(!v["watchers"].as_array().unwrap().is_empty(), "{v}");
+    let out = cli(&["inspect", "no-such-volume"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("volume 'no-such-volume' does not exist"));
+
+    // The holder is alive (its mapping watches the image): unlock refuses.
+    let out = cli(&["unlock", &a]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("still has it open"), "{}", String::from_utf8_lossy(&out.stderr));
+    ok(&p.unmount(&a, &id(1)));
+
+    // A host that died holding b: its lock stays, nothing watches the image.
+    {
+        let c = cluster().connect();
+        let image = c.open_pool(POOL, "").unwrap().open_image_read_only(&b).unwrap();
+        image.header().unwrap().host_lock("dead-host", "rbdvol on dead-host").unwrap();
+    }
+    assert!(p.mount(&b, &id(2)).err().contains("mounted on host 'dead-host'"));
+    let out = cli(&["unlock", &b]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("broke host 'dead-host'"));
+    ok(&p.mount(&b, &id(2)));
+    ok(&p.unmount(&b, &id(2)));
+    ok(&p.remove(&a));
+    ok(&p.remove(&b));
+}

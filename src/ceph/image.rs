@@ -362,6 +362,27 @@ impl Image {
         }
     }
 
+    /// Bytes allocated in the cluster (whole objects that hold data), as
+    /// `rbd du` counts them; quick with the fast-diff feature.
+    pub fn used_bytes(&self) -> Result<u64, CephError> {
+        assert_off_executor("measure image usage");
+        unsafe extern "C" fn add(_offset: u64, len: usize, exists: c_int, total: *mut c_void) -> c_int {
+            if exists != 0 {
+                // SAFETY: total is the &mut u64 used_bytes passed, alive for
+                // the whole synchronous rbd_diff_iterate2 call.
+                unsafe { *(total as *mut u64) += len as u64 };
+            }
+            0
+        }
+        let size = self.size()?;
+        let mut total = 0u64;
+        // SAFETY: the image is open; the callback only adds to total, which
+        // outlives the synchronous call; a null snapshot means "since creation".
+        let ret = unsafe { sys::rbd_diff_iterate2(self.raw, ptr::null(), 0, size, 1, 1, Some(add), (&mut total as *mut u64).cast()) };
+        check(ret, "measure usage of", || self.target())?;
+        Ok(total)
+    }
+
     /// Clients watching the image (each read-write open and each mapping).
     pub fn watchers(&self) -> Result<Vec<Watcher>, CephError> {
         assert_off_executor("list watchers");

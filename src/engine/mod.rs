@@ -15,6 +15,7 @@
 //! blocking work through `ceph::offload`. Get, List, Path and Capabilities
 //! take no volume lock.
 
+pub mod admin;
 pub mod options;
 mod timing;
 
@@ -49,6 +50,9 @@ pub enum EngineError {
 
     #[error("volume '{name}' is mounted on host '{host}' (since {since}): unmount it there first")]
     MountedElsewhere { name: String, host: String, since: String },
+
+    #[error("volume '{name}' is held by host '{host}' (since {since}), which still has it open ({watchers}): unmount it there; if that host is dead, wait ~30 s for its watch to time out, or use --force")]
+    StillWatched { name: String, host: String, since: String, watchers: String },
 
     #[error("volume '{name}' is mounted on this host for {containers} container(s): stop them first")]
     InUseHere { name: String, containers: u32 },

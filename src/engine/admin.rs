@@ -1,0 +1,118 @@
+//! What the admin CLI reads and changes, straight from Ceph: no running
+//! plugin needed, and the same directory, metadata and host lock the
+//! plugin uses. (Takeover with fencing comes with issue 6.)
+
+use std::collections::BTreeMap;
+
+use super::{mounted_since, DirEntry, EngineError, EntryState, MountedBy, VolumeMeta, DIR_PREFIX, META_MOUNTED};
+use crate::ceph::{self, CephError, Cluster};
+
+/// One volume as `rbdvol ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VolumeRow {
+    pub name: String,
+    pub pool: String,
+    pub namespace: String,
+    pub size: u64,
+    pub used: u64,
+    pub fstype: String,
+    /// The host holding the volume's host lock ("" when none).
+    pub host: String,
+}
+
+fn directory(cluster: &Cluster, dir_pool: &str) -> Result<BTreeMap<String, DirEntry>, EngineError> {
+    let entries = cluster.open_pool(dir_pool, "")?.metadata_list(DIR_PREFIX)?;
+    Ok(entries
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(DIR_PREFIX)?.to_string(), serde_json::from_str::<DirEntry>(&v).ok()?)))
+        .filter(|(_, e)| e.state == EntryState::Ready)
+        .collect())
+}
+
+fn row(cluster: &Cluster, name: &str, entry: &DirEntry) -> Result<VolumeRow, EngineError> {
+    let image = cluster.open_pool(&entry.pool, &entry.namespace)?.open_image_read_only(name)?;
+    let meta = image.metadata_list()?;
+    let host = image.header()?.host_lockers()?.lockers.first().map(|l| l.cookie.clone()).unwrap_or_default();
+    Ok(VolumeRow {
+        name: name.to_string(),
+        pool: entry.pool.clone(),
+        namespace: entry.namespace.clone(),
+        size: image.size()?,
+        used: image.used_bytes()?,
+        fstype: VolumeMeta::of(&meta, name).map(|m| m.fstype.as_str().to_string()).unwrap_or_default(),
+        host,
+    })
+}
+
+/// Every volume, with size, usage and the host that has it.
+pub fn list(cluster: &Cluster, dir_pool: &str) -> Result<Vec<VolumeRow>, EngineError> {
+    directory(cluster, dir_pool)?.iter().map(|(name, e)| row(cluster, name, e)).collect()
+}
+
+/// One volume in detail: what `ls` shows, rbdvol's metadata, the image's
+/// features, its watchers and the host lock.
+pub fn inspect(cluster: &Cluster, dir_pool: &str, name: &str) -> Result<serde_json::Value, EngineError> {
+    let dir = directory(cluster, dir_pool)?;
+    let entry = dir.get(name).ok_or_else(|| EngineError::NotFound(name.to_string()))?;
+    let r = row(cluster, name, entry)?;
+    let image = cluster.open_pool(&entry.pool, &entry.namespace)?.open_image_read_only(name)?;
+    let meta = image.metadata_list()?;
+    let vm = VolumeMeta::of(&meta, name);
+    let by = meta.get(META_MOUNTED).and_then(|m| serde_json::from_str::<MountedBy>(m).ok());
+    let lockers = image.header()?.host_lockers()?;
+    Ok(serde_json::json!({
+        "name": r.name,
+        "pool": r.pool,
+        "namespace": r.namespace,
+        "id": image.id()?,
+        "size": r.size,
+        "used": r.used,
+        "fstype": r.fstype,
+        "features": ceph::features_to_string(image.features()?),
+        "created_at": vm.as_ref().map(|v| v.created_at.clone()),
+        "mkfs_options": vm.as_ref().map(|v| v.mkfs_options.clone()),
+        "mount_options": vm.as_ref().map(|v| v.mount_options.clone()),
+        "mounted_by": by.as_ref().map(|b| &b.host),
+        "mounted_since": by.as_ref().map(|b| &b.since),
+        "client_address": by.as_ref().map(|b| &b.addr),
+        "host_lock": lockers.lockers.iter().map(|l| serde_json::json!({"host": l.cookie, "client": l.client, "address": l.addr})).collect::<Vec<_>>(),
+        "watchers": image.watchers()?.iter().map(|w| w.addr.clone()).collect::<Vec<_>>(),
+    }))
+}
+
+/// What `unlock` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unlocked {
+    /// The lock of this host was broken.
+    Broken { host: String },
+    /// Nobody held it.
+    NotLocked,
+}
+
+/// Breaks a stale host lock (a host that died with the volume mounted)
+/// without mapping anything. Refused while the image has watchers — a
+/// holder that is alive, or whose watch has not yet timed out (~30 s) —
+/// unless `force`: breaking a live holder's lock lets a second host mount
+/// the volume under it; fencing it first is `takeover` (issue 6).
+pub fn unlock(cluster: &Cluster, dir_pool: &str, name: &str, force: bool) -> Result<Unlocked, EngineError> {
+    let dir = directory(cluster, dir_pool)?;
+    let entry = dir.get(name).ok_or_else(|| EngineError::NotFound(name.to_string()))?;
+    let image = cluster.open_pool(&entry.pool, &entry.namespace)?.open_image_read_only(name)?;
+    let header = image.header()?;
+    let Some(holder) = header.host_lockers()?.lockers.into_iter().next() else { return Ok(Unlocked::NotLocked) };
+    let watchers = image.watchers()?;
+    if !watchers.is_empty() && !force {
+        return Err(EngineError::StillWatched {
+            name: name.to_string(),
+            host: holder.cookie.clone(),
+            since: mounted_since(&header)?,
+            watchers: watchers.iter().map(|w| w.addr.clone()).collect::<Vec<_>>().join(", "),
+        });
+    }
+    match header.host_break_lock(&holder.client, &holder.cookie) {
+        Ok(_) | Err(CephError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    header.metadata_remove(META_MOUNTED)?;
+    Ok(Unlocked::Broken { host: holder.cookie })
+}
