@@ -88,6 +88,34 @@ enum ConsulCommand {
 }
 
 #[derive(Subcommand)]
+enum SnapshotCommand {
+    Create {
+        /// VOL@SNAP
+        target: String,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+    Ls {
+        volume: String,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+    Rm {
+        /// VOL@SNAP
+        target: String,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+}
+
+fn vol_at_snap(target: &str) -> Result<(&str, &str)> {
+    target
+        .split_once('@')
+        .filter(|(v, s)| !v.is_empty() && !s.is_empty())
+        .with_context(|| format!("'{target}' is not VOLUME@SNAPSHOT"))
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// The effective settings, with their sources.
     Show(ServeArgs),
@@ -128,6 +156,20 @@ enum Command {
         force: bool,
         #[command(flatten)]
         settings: ServeArgs,
+    },
+    /// Grow a volume (its filesystem grows at its next mount). Shrinking is
+    /// refused.
+    Resize {
+        volume: String,
+        /// The new size (a plain number is MiB; K/M/G/T suffixes).
+        size: String,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+    /// Snapshots of a volume: create VOL@SNAP, ls VOL, rm VOL@SNAP.
+    Snapshot {
+        #[command(subcommand)]
+        what: SnapshotCommand,
     },
     /// Consul: seed rbdvol's settings.
     Consul {
@@ -170,6 +212,54 @@ fn main() -> Result<()> {
         Command::UserspaceServe => Ok(rbdvol::host::fusefs::serve()?),
         Command::Config { what: ConfigCommand::Show(args) } => config_show(&args),
         Command::Ls { json, settings } => admin_ls(&settings, json),
+        Command::Resize { volume, size, settings } => {
+            let bytes = rbdvol::engine::options::parse_size(&size).map_err(|e| anyhow::anyhow!("invalid size '{size}': {e}"))?;
+            let (cluster, pool) = admin_cluster(&settings)?;
+            use std::io::IsTerminal;
+            let tty = std::io::stderr().is_terminal();
+            let progress = move |done: u64, total: u64| {
+                if tty && total > 0 {
+                    eprint!("\rgrowing: {:3}%", done * 100 / total);
+                }
+            };
+            let grown = rbdvol::engine::admin::resize(&cluster, &pool, &volume, bytes, &progress)?;
+            if tty {
+                eprintln!();
+            }
+            match grown {
+                ceph::Grow::Grown { from, to } => println!("volume '{volume}' grown from {} to {} MiB; its filesystem grows at its next mount", from >> 20, to >> 20),
+                ceph::Grow::AlreadyThatSize(s) => println!("volume '{volume}' is already {} MiB", s >> 20),
+            }
+            Ok(())
+        }
+        Command::Snapshot { what } => {
+            use rbdvol::engine::admin;
+            match what {
+                SnapshotCommand::Create { target, settings } => {
+                    let (vol, snap) = vol_at_snap(&target)?;
+                    let (cluster, pool) = admin_cluster(&settings)?;
+                    match admin::snapshot_create(&cluster, &pool, vol, snap)? {
+                        ceph::Done::Changed => println!("created snapshot {target}"),
+                        ceph::Done::AlreadyDone => println!("snapshot {target} already exists"),
+                    }
+                }
+                SnapshotCommand::Ls { volume, settings } => {
+                    let (cluster, pool) = admin_cluster(&settings)?;
+                    for s in admin::snapshot_list(&cluster, &pool, &volume)? {
+                        println!("{volume}@{}\t{} MiB", s.name, s.size >> 20);
+                    }
+                }
+                SnapshotCommand::Rm { target, settings } => {
+                    let (vol, snap) = vol_at_snap(&target)?;
+                    let (cluster, pool) = admin_cluster(&settings)?;
+                    match admin::snapshot_remove(&cluster, &pool, vol, snap)? {
+                        ceph::Done::Changed => println!("removed snapshot {target}"),
+                        ceph::Done::AlreadyDone => println!("snapshot {target} does not exist"),
+                    }
+                }
+            }
+            Ok(())
+        }
         Command::Inspect { volume, settings } => {
             let (cluster, pool) = admin_cluster(&settings)?;
             let v = rbdvol::engine::admin::inspect(&cluster, &pool, &volume)?;

@@ -517,6 +517,57 @@ fn other_calls_answer_while_a_volume_is_being_formatted() {
     ok(&p.remove(&other));
 }
 
+/// Runs the rbdvol CLI with the cluster settings and `p`'s state dir.
+fn admin_cli(p: &Plugin, args: &[&str]) -> std::process::Output {
+    let s = cluster().admin_settings();
+    Command::new(common::plugin::bin())
+        .args(args)
+        .arg("--state-dir")
+        .arg(p.state_dir())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RBD_CONF_GLOBAL_MON_HOST", &s.mon_host)
+        .env("RBD_CONF_KEYRING_USER", "client.admin")
+        .env("RBD_CONF_KEYRING_KEY", s.key.expose())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn resize_and_snapshots_from_the_cli() {
+    let p = plugin();
+    let v = unique("snap");
+    let text = |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    ok(&p.create(&v, &[("size", "64")]));
+
+    let out = admin_cli(&p, &["resize", &v, "32"]);
+    assert!(!out.status.success() && text(&out).contains("cannot shrink"), "{}", text(&out));
+    let out = admin_cli(&p, &["resize", &v, "96"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(rbd_info(&v).unwrap()["size"], 96u64 << 20);
+
+    let snap = format!("{v}@one");
+    let out = admin_cli(&p, &["snapshot", "create", &snap]);
+    assert!(out.status.success() && text(&out).contains("created snapshot"), "{}", text(&out));
+    assert!(text(&admin_cli(&p, &["snapshot", "create", &snap])).contains("already exists"));
+    assert!(text(&admin_cli(&p, &["snapshot", "ls", &v])).contains(&snap));
+    let out = cluster().cli("rbd", &["snap", "ls", &format!("{POOL}/{v}")]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("one"), "rbd snap ls does not show it");
+    assert!(!admin_cli(&p, &["snapshot", "create", &v]).status.success(), "VOL without @SNAP accepted");
+    // Remove refuses a volume with snapshots, naming them.
+    let err = p.remove(&v).err().to_string();
+    assert!(err.contains("has snapshots (one)"), "{err}");
+    assert!(text(&admin_cli(&p, &["snapshot", "rm", &snap])).contains("removed snapshot"));
+
+    // The filesystem grows to the new size at the next mount.
+    let m = p.mount(&v, &id(1));
+    ok(&m);
+    let stat = nix::sys::statvfs::statvfs(m.json["Mountpoint"].as_str().unwrap()).unwrap();
+    assert!(stat.blocks() * stat.fragment_size() > 80 << 20, "the filesystem did not grow");
+    ok(&p.unmount(&v, &id(1)));
+    ok(&p.remove(&v));
+}
+
 #[test]
 fn admin_cli_lists_inspects_and_unlocks() {
     let p = plugin();
@@ -524,20 +575,7 @@ fn admin_cli_lists_inspects_and_unlocks() {
     ok(&p.create(&a, &[("size", "64")]));
     ok(&p.create(&b, &[("size", "32")]));
     ok(&p.mount(&a, &id(1)));
-    let s = cluster().admin_settings();
-    let cli = |args: &[&str]| {
-        Command::new(common::plugin::bin())
-            .args(args)
-            .arg("--state-dir")
-            .arg(p.state_dir())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RBD_CONF_GLOBAL_MON_HOST", &s.mon_host)
-            .env("RBD_CONF_KEYRING_USER", "client.admin")
-            .env("RBD_CONF_KEYRING_KEY", s.key.expose())
-            .output()
-            .unwrap()
-    };
+    let cli = |args: &[&str]| admin_cli(&p, args);
 
     let out = cli(&["ls", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -48,6 +48,14 @@ impl std::fmt::Debug for Image {
     }
 }
 
+/// One snapshot of an image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Snapshot {
+    pub id: u64,
+    pub name: String,
+    pub size: u64,
+}
+
 /// What `rbd_stat` tells.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageInfo {
@@ -284,6 +292,56 @@ impl Image {
         let ret = unsafe { sys::rbd_resize2(self.raw, new_size, false, Some(progress_trampoline), data) };
         check(ret, "grow", || self.target())?;
         Ok(Grow::Grown { from: current, to: new_size })
+    }
+
+    /// The image's snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>, CephError> {
+        assert_off_executor("list snapshots");
+        let mut max: c_int = 8;
+        loop {
+            let mut list: Vec<sys::rbd_snap_info_t> = vec![sys::rbd_snap_info_t { id: 0, size: 0, name: ptr::null() }; max as usize];
+            // SAFETY: list has room for max entries; max is in/out (librbd
+            // asks for one more than the count, for its terminator).
+            let ret = unsafe { sys::rbd_snap_list(self.raw, list.as_mut_ptr(), &mut max) };
+            if ret == -libc::ERANGE {
+                continue;
+            }
+            let count = check(ret, "list snapshots of", || self.target())? as usize;
+            let snaps = list[..count]
+                .iter()
+                // SAFETY: librbd filled the first count entries with C strings.
+                .map(|s| Snapshot { id: s.id, size: s.size, name: unsafe { CStr::from_ptr(s.name) }.to_string_lossy().into_owned() })
+                .collect();
+            // SAFETY: frees the names librbd allocated in this list.
+            unsafe { sys::rbd_snap_list_end(list.as_mut_ptr()) };
+            return Ok(snaps);
+        }
+    }
+
+    /// Takes a snapshot; one of that name already there is `AlreadyDone`.
+    pub fn snapshot_create(&self, name: &str) -> Result<Done, CephError> {
+        assert_off_executor("create snapshot");
+        let c_name = cstring("snapshot name", name)?;
+        // SAFETY: the image is open; c_name outlives the call.
+        let ret = unsafe { sys::rbd_snap_create(self.raw, c_name.as_ptr()) };
+        if ret == -libc::EEXIST {
+            return Ok(Done::AlreadyDone);
+        }
+        check(ret, "snapshot", || self.target())?;
+        Ok(Done::Changed)
+    }
+
+    /// Removes a snapshot; one that is not there is `AlreadyDone`.
+    pub fn snapshot_remove(&self, name: &str) -> Result<Done, CephError> {
+        assert_off_executor("remove snapshot");
+        let c_name = cstring("snapshot name", name)?;
+        // SAFETY: the image is open; c_name outlives the call.
+        let ret = unsafe { sys::rbd_snap_remove(self.raw, c_name.as_ptr()) };
+        if ret == -libc::ENOENT {
+            return Ok(Done::AlreadyDone);
+        }
+        check(ret, "remove a snapshot of", || self.target())?;
+        Ok(Done::Changed)
     }
 
     /// One metadata value, `None` when the key is not set.

@@ -15,7 +15,7 @@ pub use blocking::offload;
 pub use cluster::Cluster;
 pub use error::{CephError, Target};
 pub use header::Header;
-pub use image::{Done, Grow, Image, ImageInfo, LockMode, Locker, Lockers, Watcher};
+pub use image::{Done, Grow, Image, ImageInfo, LockMode, Locker, Lockers, Snapshot, Watcher};
 pub use pool::{features_from_str, features_to_string, order_from_object_size, CreateOptions, ImageSpec, Pool};
 
 /// Image feature bits, as librbd numbers them.

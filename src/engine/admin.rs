@@ -116,3 +116,30 @@ pub fn unlock(cluster: &Cluster, dir_pool: &str, name: &str, force: bool) -> Res
     header.metadata_remove(META_MOUNTED)?;
     Ok(Unlocked::Broken { host: holder.cookie })
 }
+
+fn open(cluster: &Cluster, dir_pool: &str, name: &str) -> Result<crate::ceph::Image, EngineError> {
+    let dir = directory(cluster, dir_pool)?;
+    let entry = dir.get(name).ok_or_else(|| EngineError::NotFound(name.to_string()))?;
+    Ok(cluster.open_pool(&entry.pool, &entry.namespace)?.open_image(name)?)
+}
+
+/// Grows a volume's image (shrinking is refused). Its filesystem grows at
+/// the volume's next mount; while mounted, it keeps its size until then.
+pub fn resize(cluster: &Cluster, dir_pool: &str, name: &str, size: u64, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<ceph::Grow, EngineError> {
+    Ok(open(cluster, dir_pool, name)?.grow(size, progress)?)
+}
+
+/// Takes a snapshot of a volume. Of a mounted volume it is crash
+/// consistent: what an fsync reached is in it.
+pub fn snapshot_create(cluster: &Cluster, dir_pool: &str, name: &str, snap: &str) -> Result<crate::ceph::Done, EngineError> {
+    super::options::validate_name(snap)?;
+    Ok(open(cluster, dir_pool, name)?.snapshot_create(snap)?)
+}
+
+pub fn snapshot_list(cluster: &Cluster, dir_pool: &str, name: &str) -> Result<Vec<crate::ceph::Snapshot>, EngineError> {
+    Ok(open(cluster, dir_pool, name)?.snapshots()?)
+}
+
+pub fn snapshot_remove(cluster: &Cluster, dir_pool: &str, name: &str, snap: &str) -> Result<crate::ceph::Done, EngineError> {
+    Ok(open(cluster, dir_pool, name)?.snapshot_remove(snap)?)
+}

@@ -54,6 +54,9 @@ pub enum EngineError {
     #[error("volume '{name}' is held by host '{host}' (since {since}), which still has it open ({watchers}): unmount it there; if that host is dead, wait ~30 s for its watch to time out, or use --force")]
     StillWatched { name: String, host: String, since: String, watchers: String },
 
+    #[error("volume '{name}' has snapshots ({snapshots}): remove them first (rbdvol snapshot rm {name}@<snapshot>)")]
+    HasSnapshots { name: String, snapshots: String },
+
     #[error("volume '{name}' is mounted on this host for {containers} container(s): stop them first")]
     InUseHere { name: String, containers: u32 },
 
@@ -795,6 +798,13 @@ impl Inner {
             return Err(EngineError::MountedElsewhere { name: name.into(), host: holder.cookie.clone(), since: mounted_since(&header)? });
         }
         timing::step("host lock");
+        // Checked now: the deletion in the background could only log it.
+        let snapshots = pool.open_image_read_only(name)?.snapshots()?;
+        if !snapshots.is_empty() {
+            let snapshots = snapshots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(EngineError::HasSnapshots { name: name.into(), snapshots });
+        }
+        timing::step("snapshots");
         self.dir_put(&dir, name, &DirEntry { state: EntryState::Removing, id: Some(id), ..entry })?;
         timing::step("directory: removing");
         Ok(Removed::Removed)
