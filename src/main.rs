@@ -408,18 +408,14 @@ impl Reported {
     }
 }
 
-fn consul_vars(kv: &BTreeMap<String, String>, prefix: &str, reported: &mut Reported) -> BTreeMap<String, (String, String)> {
+/// Consul's entries as a source: the settings and the per-pool overrides,
+/// each bad key logged once.
+fn add_consul(sources: &mut Sources, kv: &BTreeMap<String, String>, prefix: &str, reported: &mut Reported) {
     let mut lines = Vec::new();
-    let vars = consul::to_vars(kv, |key, reason| lines.push(format!("consul key {prefix}{key} ignored: {reason}")));
+    let mut report = |key: &str, reason: &str| lines.push(format!("consul key {prefix}{key} ignored: {reason}"));
+    sources.consul = consul::to_vars(kv, &mut report);
+    sources.pools = consul::pool_overrides(kv, &mut report);
     lines.into_iter().for_each(|l| reported.error(l));
-    vars
-}
-
-fn pool_vars(kv: &BTreeMap<String, String>, prefix: &str, reported: &mut Reported) -> BTreeMap<String, BTreeMap<String, (String, String)>> {
-    let mut lines = Vec::new();
-    let pools = consul::pool_overrides(kv, |key, reason| lines.push(format!("consul key {prefix}{key} ignored: {reason}")));
-    lines.into_iter().for_each(|l| reported.error(l));
-    pools
 }
 
 /// Follows rbdvol's prefix in Consul with blocking queries and puts every
@@ -486,8 +482,7 @@ async fn watch_consul(
                     continue;
                 }
                 let mut sources = base.clone();
-                sources.consul = consul_vars(&snap.kv, &prefix, &mut reported);
-                sources.pools = pool_vars(&snap.kv, &prefix, &mut reported);
+                add_consul(&mut sources, &snap.kv, &prefix, &mut reported);
                 let eff = resolve(&sources, |r| reported.error(r));
                 engine.update_settings(eff.ceph, eff.defaults);
                 write_consul_cache(&cache, &prefix, &snap.kv);
@@ -611,8 +606,7 @@ fn cli_effective(args: &ServeArgs) -> Result<rbdvol::settings::Effective> {
             }
         };
         if let Some(kv) = kv {
-            sources.consul = consul_vars(&kv, &prefix, &mut reported);
-            sources.pools = pool_vars(&kv, &prefix, &mut reported);
+            add_consul(&mut sources, &kv, &prefix, &mut reported);
         }
     }
     Ok(resolve(&sources, |r| eprintln!("{r}")))
@@ -719,8 +713,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let cached = consul_settings.as_ref().and_then(|c| read_consul_cache(&cache_path, &c.prefix));
     if let (Some(c), Some(kv)) = (&consul_settings, &cached) {
         tracing::info!("using the settings cached from consul at {} until it answers", c.addr);
-        sources.consul = consul_vars(kv, &c.prefix, &mut reported);
-        sources.pools = pool_vars(kv, &c.prefix, &mut reported);
+        add_consul(&mut sources, kv, &c.prefix, &mut reported);
     }
     let effective = resolve(&sources, |r| reported.error(r));
     let mut settings = effective.ceph;
@@ -772,13 +765,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         if let Some(c) = consul_settings {
             let (records_tx, records_rx) = tokio::sync::mpsc::unbounded_channel();
             // Changes made here and changes seen in Consul, to one queue.
-            let mut changes = engine.changes();
-            let tx = records_tx.clone();
-            tokio::spawn(async move {
-                while let Some(name) = changes.recv().await {
-                    let _ = tx.send(name);
-                }
-            });
+            engine.send_changes_to(records_tx.clone());
             tokio::spawn(keep_volume_records(engine.clone(), c.clone(), host_id.clone(), records_rx));
             tokio::spawn(watch_consul(engine.clone(), c, base, cache_path, cached.is_some(), records_tx));
         }

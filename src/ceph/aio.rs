@@ -99,28 +99,6 @@ fn submit(
     Ok(())
 }
 
-/// Reads `len` bytes at `offset`; `done` gets the bytes (short at the end of
-/// the image).
-pub fn read(
-    image: &Arc<Image>,
-    offset: u64,
-    len: usize,
-    done: impl FnOnce(Result<Vec<u8>, CephError>) + Send + 'static,
-) -> Result<(), CephError> {
-    submit(
-        image,
-        Request::Read { offset },
-        "read",
-        vec![0u8; len],
-        Box::new(move |r| {
-            done(r.map(|(n, mut buf)| {
-                buf.truncate(n);
-                buf
-            }))
-        }),
-    )
-}
-
 /// Reads `buf.len()` bytes at `offset` into `buf`, a buffer the caller
 /// reuses (its old contents are overwritten); `done` gets it back with the
 /// number of bytes read.

@@ -60,6 +60,15 @@ impl Pool {
         })
     }
 
+    /// The header of image `name`, whose id is `id` when known (else it is
+    /// looked up: one more read).
+    pub fn header_of(&self, name: &str, id: Option<&str>) -> Result<Header, CephError> {
+        match id {
+            Some(id) => self.header(name, id),
+            None => self.header(name, &self.image_id(name)?),
+        }
+    }
+
     /// The header of image `name` whose id is `id` (see [`Pool::image_id`]).
     pub fn header(&self, name: &str, id: &str) -> Result<Header, CephError> {
         Ok(Header { pool: self.clone(), image: name.to_string(), id: id.to_string(), oid: cstring("header object", &format!("rbd_header.{id}"))? })

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{mounted_since, DirEntry, EngineError, EntryState, MountedBy, VolumeMeta, DIR_PREFIX, META_MOUNTED};
-use crate::ceph::{self, CephError, Cluster};
+use super::{mounted_since, read_directory, DirEntry, EngineError, EntryState, MountedBy, VolumeMeta, META_MOUNTED};
+use crate::ceph::{self, CephError, Cluster, Image};
 
 /// One volume as `rbdvol ls` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -20,17 +20,18 @@ pub struct VolumeRow {
     pub host: String,
 }
 
+/// The volumes Docker sees (state `ready`).
 fn directory(cluster: &Cluster, dir_pool: &str) -> Result<BTreeMap<String, DirEntry>, EngineError> {
-    let entries = cluster.open_pool(dir_pool, "")?.metadata_list(DIR_PREFIX)?;
-    Ok(entries
-        .into_iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix(DIR_PREFIX)?.to_string(), serde_json::from_str::<DirEntry>(&v).ok()?)))
-        .filter(|(_, e)| e.state == EntryState::Ready)
-        .collect())
+    let mut dir = read_directory(&cluster.open_pool(dir_pool, "")?)?;
+    dir.retain(|_, e| e.state == EntryState::Ready);
+    Ok(dir)
 }
 
-fn row(cluster: &Cluster, name: &str, entry: &DirEntry) -> Result<VolumeRow, EngineError> {
-    let image = cluster.open_pool(&entry.pool, &entry.namespace)?.open_image_read_only(name)?;
+fn open_read_only(cluster: &Cluster, name: &str, entry: &DirEntry) -> Result<Image, EngineError> {
+    Ok(cluster.open_pool(&entry.pool, &entry.namespace)?.open_image_read_only(name)?)
+}
+
+fn row(image: &Image, name: &str, entry: &DirEntry) -> Result<VolumeRow, EngineError> {
     let meta = image.metadata_list()?;
     let host = image.header()?.host_lockers()?.lockers.first().map(|l| l.cookie.clone()).unwrap_or_default();
     Ok(VolumeRow {
@@ -46,7 +47,7 @@ fn row(cluster: &Cluster, name: &str, entry: &DirEntry) -> Result<VolumeRow, Eng
 
 /// Every volume, with size, usage and the host that has it.
 pub fn list(cluster: &Cluster, dir_pool: &str) -> Result<Vec<VolumeRow>, EngineError> {
-    directory(cluster, dir_pool)?.iter().map(|(name, e)| row(cluster, name, e)).collect()
+    directory(cluster, dir_pool)?.iter().map(|(name, e)| row(&open_read_only(cluster, name, e)?, name, e)).collect()
 }
 
 /// One volume in detail: what `ls` shows, rbdvol's metadata, the image's
@@ -54,8 +55,8 @@ pub fn list(cluster: &Cluster, dir_pool: &str) -> Result<Vec<VolumeRow>, EngineE
 pub fn inspect(cluster: &Cluster, dir_pool: &str, name: &str) -> Result<serde_json::Value, EngineError> {
     let dir = directory(cluster, dir_pool)?;
     let entry = dir.get(name).ok_or_else(|| EngineError::NotFound(name.to_string()))?;
-    let r = row(cluster, name, entry)?;
-    let image = cluster.open_pool(&entry.pool, &entry.namespace)?.open_image_read_only(name)?;
+    let image = open_read_only(cluster, name, entry)?;
+    let r = row(&image, name, entry)?;
     let meta = image.metadata_list()?;
     let vm = VolumeMeta::of(&meta, name);
     let by = meta.get(META_MOUNTED).and_then(|m| serde_json::from_str::<MountedBy>(m).ok());
@@ -97,7 +98,7 @@ pub enum Unlocked {
 pub fn unlock(cluster: &Cluster, dir_pool: &str, name: &str, force: bool) -> Result<Unlocked, EngineError> {
     let dir = directory(cluster, dir_pool)?;
     let entry = dir.get(name).ok_or_else(|| EngineError::NotFound(name.to_string()))?;
-    let image = cluster.open_pool(&entry.pool, &entry.namespace)?.open_image_read_only(name)?;
+    let image = open_read_only(cluster, name, entry)?;
     let header = image.header()?;
     let Some(holder) = header.host_lockers()?.lockers.into_iter().next() else { return Ok(Unlocked::NotLocked) };
     let watchers = image.watchers()?;

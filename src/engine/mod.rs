@@ -252,6 +252,15 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
+/// Every entry of the volume directory in `dir` (unreadable ones left out).
+fn read_directory(dir: &Pool) -> Result<BTreeMap<String, DirEntry>, EngineError> {
+    Ok(dir
+        .metadata_list(DIR_PREFIX)?
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(DIR_PREFIX)?.to_string(), serde_json::from_str(&v).ok()?)))
+        .collect())
+}
+
 /// When the holder of the host lock mounted the volume, for error messages.
 fn mounted_since(header: &Header) -> Result<String, EngineError> {
     Ok(header
@@ -344,21 +353,15 @@ impl Engine {
         }
     }
 
-    /// The names of volumes whose state changes from now on.
-    pub fn changes(&self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        *self.inner.changes.lock().unwrap() = Some(tx);
-        rx
+    /// From now on, sends `to` the name of each volume whose state changes.
+    pub fn send_changes_to(&self, to: tokio::sync::mpsc::UnboundedSender<String>) {
+        *self.inner.changes.lock().unwrap() = Some(to);
     }
 
     fn changed(&self, name: &str) {
         if let Some(tx) = self.inner.changes.lock().unwrap().as_ref() {
             let _ = tx.send(name.to_string());
         }
-    }
-
-    pub fn has_settings(&self) -> bool {
-        self.inner.settings.read().unwrap().is_ok()
     }
 
     /// Finishes what a previous run left: deletions (of any host) and this
@@ -561,12 +564,7 @@ impl Inner {
 
     /// The directory as it is now, bypassing (and not filling) the cache.
     fn read_directory(&self) -> Result<BTreeMap<String, DirEntry>, EngineError> {
-        let cluster = self.cluster()?;
-        let entries = self.directory_pool(&cluster)?.metadata_list(DIR_PREFIX)?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix(DIR_PREFIX)?.to_string(), serde_json::from_str(&v).ok()?)))
-            .collect())
+        read_directory(&self.directory_pool(&self.cluster()?)?)
     }
 
     fn image_ref(name: &str, entry: &DirEntry) -> ImageRef {
@@ -784,15 +782,15 @@ impl Inner {
             return Ok(Removed::Removed);
         }
         let pool = cluster.open_pool(&entry.pool, &entry.namespace)?;
-        let id = match entry.id.clone().map(Ok).unwrap_or_else(|| pool.image_id(name)) {
-            Ok(id) => id,
+        let header = match pool.header_of(name, entry.id.as_deref()) {
+            Ok(h) => h,
             Err(CephError::NotFound { .. }) => {
                 self.dir_remove(&dir, name)?;
                 return Ok(Removed::AlreadyGone);
             }
             Err(e) => return Err(e.into()),
         };
-        let header = pool.header(name, &id)?;
+        let id = Some(header.id().to_string());
         timing::step("directory");
         if let Some(holder) = header.host_lockers()?.lockers.first() {
             return Err(EngineError::MountedElsewhere { name: name.into(), host: holder.cookie.clone(), since: mounted_since(&header)? });
@@ -805,7 +803,7 @@ impl Inner {
             return Err(EngineError::HasSnapshots { name: name.into(), snapshots });
         }
         timing::step("snapshots");
-        self.dir_put(&dir, name, &DirEntry { state: EntryState::Removing, id: Some(id), ..entry })?;
+        self.dir_put(&dir, name, &DirEntry { state: EntryState::Removing, id, ..entry })?;
         timing::step("directory: removing");
         Ok(Removed::Removed)
     }
@@ -1006,12 +1004,7 @@ impl Inner {
         self.status.lock().unwrap().remove(name);
         let cluster = self.cluster()?;
         timing::step("record");
-        let pool = cluster.open_pool(&v.pool, &v.namespace)?;
-        let id = match v.image_id.clone() {
-            Some(id) => id,
-            None => pool.image_id(&v.image)?,
-        };
-        let header = pool.header(&v.image, &id)?;
+        let header = cluster.open_pool(&v.pool, &v.namespace)?.header_of(&v.image, v.image_id.as_deref())?;
         header.metadata_remove(META_MOUNTED)?;
         self.release_host_lock(&header)?;
         timing::step("metadata, unlock");
@@ -1026,13 +1019,11 @@ impl Inner {
         }
         let cluster = self.cluster()?;
         let Some(entry) = self.dir_get(&self.directory_pool(&cluster)?, name)? else { return Ok(()) };
-        let pool = cluster.open_pool(&entry.pool, &entry.namespace)?;
-        let id = match entry.id.clone().map(Ok).unwrap_or_else(|| pool.image_id(name)) {
-            Ok(id) => id,
+        let header = match cluster.open_pool(&entry.pool, &entry.namespace)?.header_of(name, entry.id.as_deref()) {
+            Ok(h) => h,
             Err(CephError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        let header = pool.header(name, &id)?;
         if !header.host_lockers()?.lockers.iter().any(|l| l.cookie == self.cookie()) {
             return Ok(());
         }

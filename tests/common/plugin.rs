@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use rbdvol::host::sys::loop_devices;
+
 use super::cluster::TestCluster;
 
 pub struct Plugin {
@@ -258,17 +260,6 @@ pub fn raw_call(socket: &Path, endpoint: &str, body: &str) -> Answer {
 
 fn read_dir(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default()
-}
-
-pub fn loop_devices() -> Vec<(PathBuf, PathBuf)> {
-    read_dir(Path::new("/sys/block"))
-        .into_iter()
-        .filter_map(|p| {
-            let name = p.file_name()?.to_str()?.to_string();
-            let backing = std::fs::read_to_string(p.join("loop/backing_file")).ok()?;
-            name.starts_with("loop").then(|| (PathBuf::from(format!("/dev/{name}")), PathBuf::from(backing.trim_end())))
-        })
-        .collect()
 }
 
 impl Drop for Plugin {
