@@ -157,6 +157,16 @@ enum Command {
         #[command(flatten)]
         settings: ServeArgs,
     },
+    /// Diagnose this host and the cluster: mapper, tools, capabilities,
+    /// settings, monitors, auth, consul, image features, leftovers. Exits 1
+    /// when a check fails (warnings allowed).
+    Doctor {
+        /// JSON for scripts: {"checks":[{"name","status","detail"}],"ok":bool}.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
     /// Grow a volume (its filesystem grows at its next mount). Shrinking is
     /// refused.
     Resize {
@@ -212,6 +222,7 @@ fn main() -> Result<()> {
         Command::UserspaceServe => Ok(rbdvol::host::fusefs::serve()?),
         Command::Config { what: ConfigCommand::Show(args) } => config_show(&args),
         Command::Ls { json, settings } => admin_ls(&settings, json),
+        Command::Doctor { json, settings } => doctor(&settings, json),
         Command::Resize { volume, size, settings } => {
             let bytes = rbdvol::engine::options::parse_size(&size).map_err(|e| anyhow::anyhow!("invalid size '{size}': {e}"))?;
             let (cluster, pool) = admin_cluster(&settings)?;
@@ -649,6 +660,48 @@ fn admin_ls(args: &ServeArgs, json: bool) -> Result<()> {
             if r.host.is_empty() { "-" } else { &r.host },
             if mapped(&r.name) { "here" } else { "-" }
         );
+    }
+    Ok(())
+}
+
+fn doctor(args: &ServeArgs, json: bool) -> Result<()> {
+    use rbdvol::engine::doctor::{self, DoctorInput};
+    // The settings serve would run with; a Consul that cannot even be set
+    // up is reported by the consul check, the rest still runs.
+    let eff = cli_effective(args).unwrap_or_else(|e| {
+        let mut eff = resolve(&base_sources(args), |_| {});
+        if eff.ceph.is_err() {
+            eff.ceph = Err(ConfigError::Consul(e.to_string()));
+        }
+        eff
+    });
+    let input = DoctorInput {
+        mapper: args.mapper.clone(),
+        mapper_config: MapperConfig {
+            run_dir: args.run_dir.clone(),
+            sysfs: args.sysfs.clone(),
+            exe: std::env::current_exe().context("locating the rbdvol binary")?,
+        },
+        state_dir: args.state_dir.clone(),
+        host_id: non_empty(&args.host_id).unwrap_or_else(rbdvol::host::sys::hostname),
+        settings: eff.ceph,
+        dir_pool: eff.defaults.pool,
+        consul: ConsulSettings::from_vars(std::env::vars()),
+    };
+    let checks = doctor::run(&input);
+    let ok = doctor::all_ok(&checks);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&doctor::Report { checks: &checks, ok })?);
+    } else {
+        for c in &checks {
+            println!("{:<5} {:<13} {}", c.status.as_str(), c.name, c.detail);
+        }
+        println!("{}", if ok { "ok" } else { "failed: fix the lines marked fail" });
+    }
+    if !ok {
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        std::process::exit(1);
     }
     Ok(())
 }

@@ -93,6 +93,12 @@ impl StateStore {
         Ok(StateStore { dir })
     }
 
+    /// The store in `dir` when it exists; never creates it (for readers
+    /// such as `rbdvol doctor`).
+    pub fn open_existing(dir: PathBuf) -> Option<StateStore> {
+        dir.is_dir().then_some(StateStore { dir })
+    }
+
     pub fn save(&self, volume: &MountedVolume) -> Result<(), StateError> {
         let json = serde_json::to_vec_pretty(volume).expect("state serializes");
         write_atomic(&self.dir.join(file_name(&volume.name)), &json)

@@ -16,6 +16,7 @@
 //! take no volume lock.
 
 pub mod admin;
+pub mod doctor;
 pub mod options;
 mod timing;
 

@@ -50,7 +50,8 @@ impl Tool {
         }
     }
 
-    fn hint(self) -> &'static str {
+    /// How to install it.
+    pub fn hint(self) -> &'static str {
         match self {
             Tool::MkfsExt4 | Tool::Resize2fs | Tool::E2fsck => "apt-get install e2fsprogs",
             Tool::MkfsXfs | Tool::XfsGrowfs => "apt-get install xfsprogs",
@@ -62,7 +63,7 @@ impl Tool {
     }
 
     /// Tools rbdvol cannot work without (ext4 is the default filesystem).
-    fn required(self) -> bool {
+    pub fn required(self) -> bool {
         matches!(self, Tool::MkfsExt4 | Tool::Blkid | Tool::Resize2fs | Tool::E2fsck)
     }
 }
@@ -78,20 +79,21 @@ const SEARCH_PATH: [&str; 6] = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin"
 impl Tools {
     /// Looks every tool up; fails when a required one is missing.
     pub fn discover() -> Result<Tools, HostError> {
-        let mut found = std::collections::BTreeMap::new();
-        for tool in Tool::ALL {
-            let path = SEARCH_PATH.iter().map(|dir| Path::new(dir).join(tool.program())).find(|p| is_executable(p));
-            match path {
-                Some(p) => {
-                    found.insert(tool, p);
-                }
-                None if tool.required() => {
-                    return Err(HostError::ToolMissing { tool: tool.program(), program: tool.program(), hint: tool.hint() })
-                }
-                None => {}
-            }
+        let tools = Tools::look_up();
+        match Tool::ALL.into_iter().find(|t| t.required() && !tools.has(*t)) {
+            Some(tool) => Err(HostError::ToolMissing { tool: tool.program(), program: tool.program(), hint: tool.hint() }),
+            None => Ok(tools),
         }
-        Ok(Tools { found })
+    }
+
+    /// Looks every tool up and keeps what it finds, required or not (for
+    /// `rbdvol doctor`, which reports what is missing).
+    pub fn look_up() -> Tools {
+        let found = Tool::ALL
+            .into_iter()
+            .filter_map(|tool| Some((tool, SEARCH_PATH.iter().map(|dir| Path::new(dir).join(tool.program())).find(|p| is_executable(p))?)))
+            .collect();
+        Tools { found }
     }
 
     pub fn has(&self, tool: Tool) -> bool {
