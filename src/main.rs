@@ -67,6 +67,58 @@ struct ServeArgs {
     /// Default image features of new volumes (e.g. layering,exclusive-lock).
     #[arg(long, env = "VOLUME_FEATURES")]
     default_features: Option<String>,
+    /// Take over a volume whose holder's Consul session lapsed and whose
+    /// clients no longer watch it, fencing the holder first (true/false;
+    /// default true; needs Consul).
+    #[arg(long, env = "RBDVOL_AUTO_TAKEOVER")]
+    auto_takeover: Option<String>,
+    /// TTL in seconds of this host's Consul session (default 15).
+    #[arg(long, env = "RBDVOL_SESSION_TTL")]
+    session_ttl: Option<String>,
+    /// How long, in seconds, a fenced client stays blocklisted (default 3600).
+    #[arg(long, env = "RBDVOL_BLOCKLIST_EXPIRY")]
+    blocklist_expiry: Option<String>,
+    /// Seconds between checks of the mounted volumes: taken over by another
+    /// host (release), grown (grow the filesystem). Default 5.
+    #[arg(long, env = "RBDVOL_CHECK_INTERVAL")]
+    check_interval: Option<String>,
+}
+
+impl ServeArgs {
+    fn host_id(&self) -> String {
+        non_empty(&self.host_id).unwrap_or_else(rbdvol::host::sys::hostname)
+    }
+
+    fn seconds(value: &Option<String>, name: &str, default: u64, min: u64) -> Result<Duration> {
+        match non_empty(value) {
+            None => Ok(Duration::from_secs(default)),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n >= min => Ok(Duration::from_secs(n)),
+                _ => anyhow::bail!("invalid {name} '{v}': a whole number of seconds, at least {min}"),
+            },
+        }
+    }
+
+    fn blocklist_expiry(&self) -> Result<Duration> {
+        Self::seconds(&self.blocklist_expiry, "RBDVOL_BLOCKLIST_EXPIRY", 3600, 60)
+    }
+
+    fn session_ttl(&self) -> Result<Duration> {
+        // Consul takes 10 s to 86400 s.
+        Self::seconds(&self.session_ttl, "RBDVOL_SESSION_TTL", 15, 10)
+    }
+
+    fn check_interval(&self) -> Result<Duration> {
+        Self::seconds(&self.check_interval, "RBDVOL_CHECK_INTERVAL", 5, 1)
+    }
+
+    fn auto_takeover(&self) -> Result<bool> {
+        match non_empty(&self.auto_takeover).as_deref().map(str::trim) {
+            None | Some("true") | Some("1") | Some("yes") => Ok(true),
+            Some("false") | Some("0") | Some("no") => Ok(false),
+            Some(v) => anyhow::bail!("invalid RBDVOL_AUTO_TAKEOVER '{v}': use true or false"),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -167,8 +219,20 @@ enum Command {
         #[command(flatten)]
         settings: ServeArgs,
     },
-    /// Grow a volume (its filesystem grows at its next mount). Shrinking is
-    /// refused.
+    /// Fence the host that holds a volume (blocklist its clients, break its
+    /// lock, wait for its watches to go) and hold the volume for this host,
+    /// whose plugin mounts it next. For a host known to be dead or cut off.
+    Takeover {
+        volume: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        settings: ServeArgs,
+    },
+    /// Grow a volume: its filesystem grows online on the host that has it
+    /// mounted (within RBDVOL_CHECK_INTERVAL), else at its next mount.
+    /// Shrinking is refused.
     Resize {
         volume: String,
         /// The new size (a plain number is MiB; K/M/G/T suffixes).
@@ -238,7 +302,11 @@ fn main() -> Result<()> {
                 eprintln!();
             }
             match grown {
-                ceph::Grow::Grown { from, to } => println!("volume '{volume}' grown from {} to {} MiB; its filesystem grows at its next mount", from >> 20, to >> 20),
+                ceph::Grow::Grown { from, to } => println!(
+                    "volume '{volume}' grown from {} to {} MiB; its filesystem grows online where it is mounted, else at its next mount",
+                    from >> 20,
+                    to >> 20
+                ),
                 ceph::Grow::AlreadyThatSize(s) => println!("volume '{volume}' is already {} MiB", s >> 20),
             }
             Ok(())
@@ -275,6 +343,24 @@ fn main() -> Result<()> {
             let (cluster, pool) = admin_cluster(&settings)?;
             let v = rbdvol::engine::admin::inspect(&cluster, &pool, &volume)?;
             println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+        Command::Takeover { volume, json, settings } => {
+            let (cluster, pool) = admin_cluster(&settings)?;
+            let me = settings.host_id();
+            let taken = rbdvol::engine::admin::takeover(&cluster, &pool, &volume, &me, settings.blocklist_expiry()?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "volume": volume, "host": me, "taken_over": taken }))?);
+            } else if let Some(t) = taken {
+                println!(
+                    "volume '{volume}' taken over from host '{}' for host '{me}': blocklisted {} for {} s",
+                    t.from,
+                    t.fenced.join(", "),
+                    t.expiry_secs
+                );
+            } else {
+                println!("volume '{volume}' was not held by another host; now held for host '{me}'");
+            }
             Ok(())
         }
         Command::Unlock { volume, force, settings } => {
@@ -516,6 +602,76 @@ async fn watch_consul(
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
+        }
+    }
+}
+
+/// Where each host's liveness key lives, under the prefix: held by its
+/// Consul session while its rbdvol renews it.
+const HOSTS: &str = "hosts/";
+
+/// Keeps this host's Consul session alive and `<prefix>hosts/<host>` held
+/// by it, so other hosts can tell this one is alive. If this host dies (or
+/// its rbdvol stops for longer than the TTL), the session lapses and the
+/// key is left without one: the host is dead for automatic takeover. The
+/// session is never destroyed on a clean stop: volumes stay mounted then.
+async fn keep_session(settings: ConsulSettings, host_id: String, ttl: Duration) {
+    let Ok(client) = Consul::new(settings) else { return };
+    let key = format!("{HOSTS}{host_id}");
+    let value = serde_json::json!({ "host": host_id, "pid": std::process::id() }).to_string();
+    let (mut session, mut held) = (None::<String>, false);
+    let mut reported = Reported::default();
+    let mut every = tokio::time::interval(ttl / 3);
+    loop {
+        every.tick().await;
+        let step: Result<(), consul::ConsulError> = async {
+            if let Some(id) = &session {
+                if client.session_renew(id).await? {
+                    if held {
+                        return Ok(());
+                    }
+                } else {
+                    tracing::warn!("this host's consul session lapsed (unrenewed for over {} s): registering again", ttl.as_secs());
+                    (session, held) = (None, false);
+                }
+            }
+            let id = match &session {
+                Some(id) => id.clone(),
+                None => client.session_create(&format!("rbdvol {host_id}"), ttl).await?,
+            };
+            session = Some(id.clone());
+            held = client.acquire(&key, &value, &id).await?;
+            if held {
+                tracing::info!("registered in consul as host '{host_id}' (session ttl {} s)", ttl.as_secs());
+            } else {
+                reported.error(format!("another rbdvol holds consul key {key}: host ids must be unique (RBDVOL_HOST_ID)"));
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = step {
+            reported.error(format!("cannot renew this host's consul session: {e}"));
+        }
+    }
+}
+
+/// Whether a host is alive, from its key under `<prefix>hosts/`: held by a
+/// session (alive), left without one (its session lapsed: dead), absent
+/// (it does not use Consul: unknown).
+struct ConsulLiveness {
+    client: Consul,
+    runtime: tokio::runtime::Handle,
+}
+
+impl rbdvol::engine::takeover::HostLiveness for ConsulLiveness {
+    fn liveness(&self, host: &str) -> Result<rbdvol::engine::takeover::Liveness, String> {
+        use rbdvol::engine::takeover::Liveness;
+        // Called from the engine's blocking threads, never the executor.
+        match self.runtime.block_on(self.client.lock_key(&format!("{HOSTS}{host}"))) {
+            Ok(consul::LockKey::Absent) => Ok(Liveness::Unknown),
+            Ok(consul::LockKey::Present { session: Some(_), .. }) => Ok(Liveness::Alive),
+            Ok(consul::LockKey::Present { session: None, .. }) => Ok(Liveness::Dead),
+            Err(e) => Err(e.to_string()),
         }
     }
 }
@@ -788,11 +944,14 @@ fn serve(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("invalid --mapper '{other}': use auto, krbd, nbd or userspace"))?,
     };
     let config = EngineConfig {
-        host_id: non_empty(&args.host_id).unwrap_or_else(rbdvol::host::sys::hostname),
+        host_id: args.host_id(),
         defaults: effective.defaults,
         mount_root: args.mount_root.clone(),
         state_dir: args.state_dir.clone(),
+        auto_takeover: args.auto_takeover()?,
+        blocklist_expiry: args.blocklist_expiry()?,
     };
+    let (session_ttl, check_interval) = (args.session_ttl()?, args.check_interval()?);
     let host_id = config.host_id.clone();
     let mapper = mapper::build(kind, &mapper_config, &tools);
     let engine = Engine::start(config, settings, tools, mapper)?;
@@ -820,8 +979,22 @@ fn serve(args: ServeArgs) -> Result<()> {
             // Changes made here and changes seen in Consul, to one queue.
             engine.send_changes_to(records_tx.clone());
             tokio::spawn(keep_volume_records(engine.clone(), c.clone(), host_id.clone(), records_rx));
+            tokio::spawn(keep_session(c.clone(), host_id.clone(), session_ttl));
+            match Consul::new(c.clone()) {
+                Ok(client) => engine.set_liveness(Arc::new(ConsulLiveness { client, runtime: tokio::runtime::Handle::current() })),
+                Err(e) => tracing::error!("{e}"),
+            }
             tokio::spawn(watch_consul(engine.clone(), c, base, cache_path, cached.is_some(), records_tx));
         }
+        let e = engine.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(check_interval);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                e.check_mounted().await;
+            }
+        });
         let e = engine.clone();
         tokio::spawn(async move { e.resume_background_work().await });
         let driver: Arc<dyn VolumeDriver> = Arc::new(engine);

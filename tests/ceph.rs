@@ -321,6 +321,11 @@ fn header_metadata_and_host_lock_without_opening_the_image() {
     assert_eq!(rbd_info(&name)["id"], id.as_str());
     let header = pool.header(&name, &id).unwrap();
 
+    // The size, fresh from the header: a grow through another client shows.
+    assert_eq!(header.size().unwrap(), 16 * MIB);
+    TestCluster::shared().connect().open_pool(POOL, "").unwrap().open_image(&name).unwrap().grow(24 * MIB, &|_, _| {}).unwrap();
+    assert_eq!(header.size().unwrap(), 24 * MIB);
+
     // Metadata written through the header is what librbd and `rbd` read.
     header.metadata_set("rbdvol.test", "{\"a\": 1}").unwrap();
     let image = pool.open_image(&name).unwrap();

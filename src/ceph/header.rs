@@ -80,6 +80,10 @@ impl Header {
         &self.id
     }
 
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     fn target(&self) -> Target {
         self.pool.image_target(&self.image)
     }
@@ -97,6 +101,37 @@ impl Header {
             sys::rados_exec(self.io(), self.oid.as_ptr(), c"rbd".as_ptr(), c_method.as_ptr(), input.as_ptr().cast(), input.len(), ptr::null_mut(), 0)
         };
         check(ret, op, || self.target()).map(drop)
+    }
+
+    /// The image's size (of its head, not a snapshot), as the header says
+    /// now: one call, and fresh, unlike an open handle's cached size.
+    pub fn size(&self) -> Result<u64, CephError> {
+        assert_off_executor("get image size");
+        const CEPH_NOSNAP: u64 = u64::MAX - 1;
+        let input = CEPH_NOSNAP.to_le_bytes();
+        let mut out = [0u8; 64];
+        // SAFETY: the io context is open; oid, the class and method names
+        // and input outlive the call; out is writable for its length.
+        let ret = unsafe {
+            sys::rados_exec(
+                self.io(),
+                self.oid.as_ptr(),
+                c"rbd".as_ptr(),
+                c"get_size".as_ptr(),
+                input.as_ptr().cast(),
+                input.len(),
+                out.as_mut_ptr().cast(),
+                out.len(),
+            )
+        };
+        let n = check(ret, "get size of", || self.target())? as usize;
+        // u8 order, then u64 size.
+        out.get(1..9).filter(|_| n >= 9).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))).ok_or_else(|| CephError::Other {
+            op: "get size of",
+            target: self.target(),
+            errno: libc::EINVAL,
+            description: format!("malformed answer of {n} bytes"),
+        })
     }
 
     /// Image metadata `key`; `None` when it is not set.

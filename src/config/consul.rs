@@ -356,7 +356,17 @@ impl ConsulSettings {
 /// A Consul client bound to rbdvol's prefix.
 pub struct Consul {
     client: rs_consul::Consul,
+    /// For the session API, which rs-consul does not expose.
+    http: rs_consul::HttpsClient,
     pub settings: ConsulSettings,
+}
+
+/// What Consul knows of a key used as a lock: absent, or its value and
+/// the session holding it (`None` once that session lapsed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockKey {
+    Absent,
+    Present { value: String, session: Option<String> },
 }
 
 /// One read of the prefix: the entries (keys relative to the prefix) and
@@ -374,13 +384,84 @@ impl Consul {
             token: settings.token.as_ref().map(|t| t.expose().to_string()),
             ..Default::default()
         };
+        let http = tls::client(&settings.tls).map_err(|detail| ConsulError::Tls { addr: settings.addr.clone(), detail })?;
         let client = if settings.tls.is_default() {
             rs_consul::Consul::new(config)
         } else {
-            let https = tls::client(&settings.tls).map_err(|detail| ConsulError::Tls { addr: settings.addr.clone(), detail })?;
-            rs_consul::ConsulBuilder::new(config).with_https_client(https).build()
+            rs_consul::ConsulBuilder::new(config).with_https_client(http.clone()).build()
         };
-        Ok(Consul { client, settings })
+        Ok(Consul { client, http, settings })
+    }
+
+    /// One call of Consul's HTTP API with the ACL token; the body of a 200
+    /// answer, `None` for a 404.
+    async fn call(&self, method: &str, path: &str, body: &str) -> Result<Option<Vec<u8>>, ConsulError> {
+        use http_body_util::BodyExt;
+        let addr = self.settings.addr.clone();
+        let mut request = http::Request::builder().method(method).uri(format!("{}{path}", addr.trim_end_matches('/')));
+        if let Some(token) = &self.settings.token {
+            request = request.header("X-Consul-Token", token.expose());
+        }
+        let body = http_body_util::Full::new(bytes::Bytes::from(body.to_string()));
+        let request = request
+            .body(http_body_util::combinators::BoxBody::new(body))
+            .map_err(|e| ConsulError::Bad { addr: addr.clone(), detail: e.to_string() })?;
+        let response = tokio::time::timeout(Duration::from_secs(10), self.http.request(request))
+            .await
+            .map_err(|_| ConsulError::Unreachable { addr: addr.clone(), detail: "no answer".into() })?
+            .map_err(|e| ConsulError::Unreachable { addr: addr.clone(), detail: e.to_string() })?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ConsulError::Unreachable { addr: addr.clone(), detail: e.to_string() })?
+            .to_bytes()
+            .to_vec();
+        match status {
+            200 => Ok(Some(bytes)),
+            404 => Ok(None),
+            403 => Err(ConsulError::Denied { addr, detail: String::from_utf8_lossy(&bytes).trim().to_string() }),
+            _ => Err(ConsulError::Bad { addr, detail: format!("{method} {path}: {status} {}", String::from_utf8_lossy(&bytes).trim()) }),
+        }
+    }
+
+    /// A session that lapses `ttl` after its last renewal; locks it holds
+    /// are then released (the keys stay, without a session).
+    pub async fn session_create(&self, name: &str, ttl: Duration) -> Result<String, ConsulError> {
+        let body = serde_json::json!({ "Name": name, "TTL": format!("{}s", ttl.as_secs()), "Behavior": "release", "LockDelay": "0s" });
+        let out = self.call("PUT", "/v1/session/create", &body.to_string()).await?.unwrap_or_default();
+        serde_json::from_slice::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|v| v.get("ID")?.as_str().map(str::to_string))
+            .ok_or_else(|| ConsulError::Bad { addr: self.settings.addr.clone(), detail: "session create answered without an ID".into() })
+    }
+
+    /// Renews a session; false when it has already lapsed.
+    pub async fn session_renew(&self, id: &str) -> Result<bool, ConsulError> {
+        Ok(self.call("PUT", &format!("/v1/session/renew/{id}"), "").await?.is_some())
+    }
+
+    /// Holds key (relative to the prefix) with `session`, writing `value`;
+    /// false when another session holds it.
+    pub async fn acquire(&self, key: &str, value: &str, session: &str) -> Result<bool, ConsulError> {
+        let path = format!("/v1/kv/{}{key}?acquire={session}", self.settings.prefix);
+        let out = self.call("PUT", &path, value).await?.unwrap_or_default();
+        Ok(String::from_utf8_lossy(&out).trim() == "true")
+    }
+
+    /// A key used as a lock (relative to the prefix).
+    pub async fn lock_key(&self, key: &str) -> Result<LockKey, ConsulError> {
+        let full = format!("{}{key}", self.settings.prefix);
+        let request = ReadKeyRequest { key: &full, ..Default::default() };
+        match self.client.read_key(request).await {
+            Ok(r) => Ok(match r.response.into_iter().next() {
+                None => LockKey::Absent,
+                Some(e) => LockKey::Present { value: e.value.unwrap_or_default(), session: e.session.filter(|s| !s.is_empty()) },
+            }),
+            Err(rs_consul::ConsulError::UnexpectedResponseCode(code, _)) if code.as_u16() == 404 => Ok(LockKey::Absent),
+            Err(e) => Err(self.error(e)),
+        }
     }
 
     fn error(&self, e: rs_consul::ConsulError) -> ConsulError {

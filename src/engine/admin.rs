@@ -1,10 +1,11 @@
 //! What the admin CLI reads and changes, straight from Ceph: no running
 //! plugin needed, and the same directory, metadata and host lock the
-//! plugin uses. (Takeover with fencing comes with issue 6.)
+//! plugin uses.
 
 use std::collections::BTreeMap;
 
 use super::{mounted_since, read_directory, DirEntry, EngineError, EntryState, MountedBy, VolumeMeta, META_MOUNTED};
+use super::takeover::{fence_holder, TakenOver};
 use crate::ceph::{self, CephError, Cluster, Image};
 
 /// One volume as `rbdvol ls` shows it.
@@ -94,7 +95,7 @@ pub enum Unlocked {
 /// without mapping anything. Refused while the image has watchers — a
 /// holder that is alive, or whose watch has not yet timed out (~30 s) —
 /// unless `force`: breaking a live holder's lock lets a second host mount
-/// the volume under it; fencing it first is `takeover` (issue 6).
+/// the volume under it; `takeover` fences it first.
 pub fn unlock(cluster: &Cluster, dir_pool: &str, name: &str, force: bool) -> Result<Unlocked, EngineError> {
     let dir = directory(cluster, dir_pool)?;
     let entry = dir.get(name).ok_or_else(|| EngineError::NotFound(name.to_string()))?;
@@ -143,4 +144,22 @@ pub fn snapshot_list(cluster: &Cluster, dir_pool: &str, name: &str) -> Result<Ve
 
 pub fn snapshot_remove(cluster: &Cluster, dir_pool: &str, name: &str, snap: &str) -> Result<crate::ceph::Done, EngineError> {
     Ok(open(cluster, dir_pool, name)?.snapshot_remove(snap)?)
+}
+
+/// Fences the host holding a volume and holds the volume for host `me`,
+/// whose plugin then mounts it (it takes over a lock held under its own
+/// host id). See `takeover::fence_holder`. Idempotent.
+pub fn takeover(cluster: &Cluster, dir_pool: &str, name: &str, me: &str, expiry: std::time::Duration) -> Result<Option<TakenOver>, EngineError> {
+    let dir = directory(cluster, dir_pool)?;
+    let entry = dir.get(name).ok_or_else(|| EngineError::NotFound(name.to_string()))?;
+    let image = open_read_only(cluster, name, entry)?;
+    let header = image.header()?;
+    let taken = fence_holder(&header, &image, me, &cluster.own_address()?, expiry)?;
+    match header.host_lock(me, &format!("rbdvol takeover for {me}")) {
+        Ok(_) => {}
+        // Held for this host already (an earlier takeover).
+        Err(CephError::LockBusy { .. }) if header.host_lockers()?.lockers.iter().all(|l| l.cookie == me) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(taken)
 }

@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod doctor;
 pub mod options;
+pub mod takeover;
 mod timing;
 
 use std::collections::{BTreeMap, HashMap};
@@ -119,6 +120,16 @@ pub enum Unmounted {
     NotMounted,
 }
 
+/// What a check of a mounted volume found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    Fine,
+    /// Its image had grown: the filesystem was grown online.
+    Grown(u64),
+    /// Another host took it over: released here.
+    Released,
+}
+
 /// A volume as Get and List report it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VolumeInfo {
@@ -149,6 +160,11 @@ pub struct EngineConfig {
     pub mount_root: PathBuf,
     /// This host's state (`<state_dir>/volumes/*.json`).
     pub state_dir: PathBuf,
+    /// Take over a volume whose holder's Consul session lapsed (and whose
+    /// clients no longer watch the image), fencing the holder first.
+    pub auto_takeover: bool,
+    /// How long a fenced client stays blocklisted.
+    pub blocklist_expiry: Duration,
 }
 
 const DIR_PREFIX: &str = "rbdvol.volume.";
@@ -210,6 +226,10 @@ struct MountedBy {
     host: String,
     addr: String,
     since: String,
+    /// Every client that watched the image once it was mapped: the
+    /// mapper's (librbd or kernel) and the plugin's. Fenced at takeover.
+    #[serde(default)]
+    clients: Vec<String>,
 }
 
 /// Whether an image may hold data. One this very call created is thin and
@@ -245,6 +265,12 @@ struct Inner {
     /// Told the name of each volume a Create, Remove, first Mount or last
     /// Unmount changed (for the volume records in Consul).
     changes: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
+    /// Says whether another host is alive (Consul sessions), for automatic
+    /// takeover.
+    liveness: std::sync::OnceLock<Arc<dyn takeover::HostLiveness>>,
+    /// Volumes whose online grow failed, with the size tried: not retried
+    /// until the image grows again (the next mount grows them).
+    grow_failed: Mutex<HashMap<String, u64>>,
 }
 
 /// The engine. Cheap to clone.
@@ -302,6 +328,8 @@ impl Engine {
                 last_connect_error: Mutex::new(None),
                 leftovers: Mutex::new(Vec::new()),
                 changes: Mutex::new(None),
+                liveness: std::sync::OnceLock::new(),
+                grow_failed: Mutex::new(HashMap::new()),
             }),
         };
         engine.inner.reconcile()?;
@@ -354,6 +382,12 @@ impl Engine {
         }
     }
 
+    /// From now on, asks `liveness` whether the holder of a volume is dead
+    /// (automatic takeover, when enabled).
+    pub fn set_liveness(&self, liveness: Arc<dyn takeover::HostLiveness>) {
+        let _ = self.inner.liveness.set(liveness);
+    }
+
     /// From now on, sends `to` the name of each volume whose state changes.
     pub fn send_changes_to(&self, to: tokio::sync::mpsc::UnboundedSender<String>) {
         *self.inner.changes.lock().unwrap() = Some(to);
@@ -378,6 +412,25 @@ impl Engine {
             let n = name.clone();
             if let Err(e) = self.locked("release", &name, move |inner| inner.release_leftovers(&n)).await {
                 tracing::warn!("cannot release this host's lock on volume '{name}' (the next Mount or Unmount here retries): {e}");
+            }
+        }
+    }
+
+    /// Checks each volume mounted here against Ceph (serve calls it every
+    /// few seconds). One another host took over — this host was fenced —
+    /// is released here without another write: detached from the mount
+    /// tree, unmapped, forgotten; its containers get I/O errors, as the
+    /// fencing already made them. One whose image grew (`rbdvol resize`
+    /// on any host) gets its filesystem grown online.
+    pub async fn check_mounted(&self) {
+        let names: Vec<String> = self.inner.mounted.lock().unwrap().keys().cloned().collect();
+        for name in names {
+            let n = name.clone();
+            match self.locked("check", &name, move |inner| inner.check_mounted(&n)).await {
+                Ok(Checked::Released) => self.changed(&name),
+                Ok(_) => {}
+                // The cluster being unreachable is logged by the connection.
+                Err(e) => tracing::debug!("cannot check volume '{name}': {e}"),
             }
         }
     }
@@ -758,6 +811,35 @@ impl Inner {
         }
     }
 
+    /// Whether `host`, holding the volume, is dead: automatic takeover is on,
+    /// its Consul session lapsed, and Ceph agrees — none of the clients it
+    /// mounted with still watches the image (a dead client's watch times
+    /// out within ~30 s; this waits that long). A host cut off from Consul
+    /// but still working with Ceph keeps its volumes.
+    fn holder_is_dead(&self, image: &Image, header: &Header, host: &str) -> Result<bool, EngineError> {
+        let Some(liveness) = self.liveness.get().filter(|_| self.cfg.auto_takeover) else { return Ok(false) };
+        match liveness.liveness(host) {
+            Ok(takeover::Liveness::Dead) => {}
+            Ok(_) => return Ok(false),
+            Err(e) => {
+                tracing::warn!("cannot tell whether host '{host}' is alive: {e}");
+                return Ok(false);
+            }
+        }
+        let Some(by) = header.metadata_get(META_MOUNTED)?.and_then(|m| serde_json::from_str::<MountedBy>(&m).ok()) else { return Ok(true) };
+        let theirs: std::collections::BTreeSet<String> = by.clients.into_iter().chain([by.addr]).collect();
+        tracing::info!("volume '{}': host '{host}' lost its consul session; waiting for its clients' watches to time out", image.name());
+        let start = Instant::now();
+        while start.elapsed() < takeover::WATCHES_GONE {
+            if takeover::watching(image, &theirs)?.is_empty() {
+                return Ok(true);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        tracing::warn!("volume '{}': host '{host}' lost its consul session but still has the image open: not taking it over (rbdvol takeover fences it)", image.name());
+        Ok(false)
+    }
+
     fn release_host_lock(&self, header: &Header) -> Result<(), EngineError> {
         if header.host_unlock(self.cookie())? == Done::AlreadyDone {
             for l in header.host_lockers()?.lockers.iter().filter(|l| l.cookie == self.cookie()) {
@@ -887,7 +969,16 @@ impl Inner {
         let all = image.metadata_list()?;
         let meta = VolumeMeta::of(&all, name).ok_or_else(|| EngineError::NotFound(name.into()))?;
         let fstype = meta.fstype;
-        self.take_host_lock(&header, name)?;
+        match self.take_host_lock(&header, name) {
+            Err(EngineError::MountedElsewhere { host, .. }) if self.holder_is_dead(&image, &header, &host)? => {
+                let own = cluster.own_address()?;
+                if let Some(t) = takeover::fence_holder(&header, &image, self.cookie(), &own, self.cfg.blocklist_expiry)? {
+                    tracing::warn!("volume '{name}': took it over from host '{}', whose consul session lapsed", t.from);
+                }
+                self.take_host_lock(&header, name)?;
+            }
+            r => r?,
+        }
         timing::step("host lock");
 
         // From here on, a failure undoes every step taken.
@@ -937,7 +1028,8 @@ impl Inner {
                 }
                 header.metadata_set(META_FORMATTED, &size.to_string())?;
             }
-            let by = MountedBy { host: self.cfg.host_id.clone(), addr: cluster.own_address()?, since: now_rfc3339() };
+            let clients = image.watchers()?.into_iter().map(|w| w.addr).collect();
+            let by = MountedBy { host: self.cfg.host_id.clone(), addr: cluster.own_address()?, since: now_rfc3339(), clients };
             header.metadata_set(META_MOUNTED, &serde_json::to_string(&by).expect("serializes"))?;
             let mut v = MountedVolume {
                 name: name.into(),
@@ -1010,6 +1102,82 @@ impl Inner {
         self.release_host_lock(&header)?;
         timing::step("metadata, unlock");
         Ok(Unmounted::Released)
+    }
+
+    fn check_mounted(&self, name: &str) -> Result<Checked, EngineError> {
+        let Some(v) = self.mounted.lock().unwrap().get(name).cloned() else { return Ok(Checked::Fine) };
+        let header = || -> Result<Header, EngineError> {
+            Ok(self.cluster()?.open_pool(&v.pool, &v.namespace)?.header_of(&v.image, v.image_id.as_deref())?)
+        };
+        let lockers = match header().and_then(|h| Ok(h.host_lockers()?)) {
+            // This plugin's own client was fenced with the rest: look with a new one.
+            Err(e @ EngineError::Ceph(CephError::Blocklisted { .. })) => {
+                self.note_error(&e);
+                header().and_then(|h| Ok(h.host_lockers()?))
+            }
+            r => r,
+        };
+        let lockers = match lockers {
+            Err(EngineError::Ceph(CephError::NotFound { .. })) => {
+                tracing::error!("volume '{name}' no longer exists in ceph (taken over and removed by another host): releasing it here");
+                self.release_fenced(&v);
+                return Ok(Checked::Released);
+            }
+            r => r?,
+        };
+        if !lockers.lockers.iter().any(|l| l.cookie == self.cookie()) {
+            let by = lockers.lockers.first().map(|l| format!("host '{}'", l.cookie)).unwrap_or_else(|| "an admin (its lock was broken)".into());
+            tracing::error!(
+                "volume '{name}' was taken over by {by}: this host was fenced; releasing it here without writing to it (its {} container(s) get I/O errors)",
+                v.ref_count()
+            );
+            self.release_fenced(&v);
+            return Ok(Checked::Released);
+        }
+        let header = header()?;
+        let size = header.size()?;
+        let fs_size: u64 = header.metadata_get(META_FORMATTED)?.and_then(|s| s.parse().ok()).unwrap_or(size);
+        if size <= fs_size || self.grow_failed.lock().unwrap().get(name) == Some(&size) {
+            return Ok(Checked::Fine);
+        }
+        let fstype = Fstype::parse(&v.fstype).unwrap_or(Fstype::Ext4);
+        let mapping = Mapping {
+            image: ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() },
+            device: v.device.clone(),
+            mapper: MapperKind::parse(&v.mapper).unwrap_or(self.mapper.kind()),
+        };
+        let grown = self.mapper.refresh_size(&mapping, size).and_then(|_| fs::grow(&self.tools, fstype, &v.device, &v.mountpoint));
+        if let Err(e) = grown {
+            tracing::warn!("volume '{name}' grew to {} MiB but its filesystem could not grow online ({e}); it grows at its next mount", size >> 20);
+            self.grow_failed.lock().unwrap().insert(name.to_string(), size);
+            return Ok(Checked::Fine);
+        }
+        header.metadata_set(META_FORMATTED, &size.to_string())?;
+        self.status.lock().unwrap().remove(name);
+        tracing::info!("volume '{name}': filesystem grown online to {} MiB", size >> 20);
+        Ok(Checked::Grown(size))
+    }
+
+    /// Lets go of a volume another host took over: nothing of it is written
+    /// again from here (the mapping is fenced anyway).
+    fn release_fenced(&self, v: &MountedVolume) {
+        if let Err(e) = sys::unmount_detached(&v.mountpoint) {
+            tracing::warn!("releasing fenced volume '{}': {e}", v.name);
+        }
+        let mapping = Mapping {
+            image: ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() },
+            device: v.device.clone(),
+            mapper: MapperKind::parse(&v.mapper).unwrap_or(self.mapper.kind()),
+        };
+        if let Err(e) = self.mapper.unmap(&mapping) {
+            tracing::warn!("releasing fenced volume '{}': {e}", v.name);
+        }
+        let _ = std::fs::remove_dir(&v.mountpoint);
+        self.mounted.lock().unwrap().remove(&v.name);
+        if let Err(e) = self.state.remove(&v.name) {
+            tracing::warn!("releasing fenced volume '{}': {e}", v.name);
+        }
+        self.status.lock().unwrap().remove(&v.name);
     }
 
     /// Releases this host's host lock and mounted-by record on a volume it

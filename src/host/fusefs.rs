@@ -80,6 +80,10 @@ impl ServerSettings {
 
 struct DiskFs {
     image: Arc<Image>,
+    /// Set once the cluster refused this server's client (another host
+    /// took the volume over): from then on every I/O fails here, without
+    /// reaching librbd — even after the blocklist entry expires.
+    fenced: Arc<Fence>,
     uid: u32,
     gid: u32,
     buffers: Arc<BufferPool>,
@@ -108,8 +112,21 @@ impl BufferPool {
     }
 }
 
-fn errno_of(e: &crate::ceph::CephError) -> i32 {
-    e.errno().unwrap_or(libc::EIO)
+#[derive(Default)]
+struct Fence(std::sync::atomic::AtomicBool);
+
+impl Fence {
+    fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The errno to answer for `e`; a blocklisted client sets the fence.
+    fn errno_of(&self, e: &crate::ceph::CephError) -> i32 {
+        if matches!(e, crate::ceph::CephError::Blocklisted { .. }) && !self.0.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            tracing::error!("this server's client was blocklisted (another host took the volume over): every I/O fails from now on");
+        }
+        e.errno().unwrap_or(libc::EIO)
+    }
 }
 
 impl DiskFs {
@@ -189,6 +206,9 @@ impl Filesystem for DiskFs {
         if ino != DISK {
             return reply.error(libc::EISDIR);
         }
+        if self.fenced.is_set() {
+            return reply.error(libc::EIO);
+        }
         let end = self.image.size().unwrap_or(0);
         let offset = offset.max(0) as u64;
         if offset >= end {
@@ -196,12 +216,13 @@ impl Filesystem for DiskFs {
         }
         let len = (size as u64).min(end - offset) as usize;
         let buffers = Arc::clone(&self.buffers);
+        let fence = Arc::clone(&self.fenced);
         let r = aio::read_into(&self.image, offset, self.buffers.take(len), move |result| match result {
             Ok((n, buf)) => {
                 reply.data(&buf[..n.min(buf.len())]);
                 buffers.give(buf);
             }
-            Err(e) => reply.error(errno_of(&e)),
+            Err(e) => reply.error(fence.errno_of(&e)),
         });
         if let Err(e) = r {
             tracing::error!("{e}");
@@ -225,12 +246,16 @@ impl Filesystem for DiskFs {
         }
         let end = self.image.size().unwrap_or(0);
         let offset = offset.max(0) as u64;
+        if self.fenced.is_set() {
+            return reply.error(libc::EIO);
+        }
         if offset + data.len() as u64 > end {
             return reply.error(libc::ENOSPC);
         }
+        let fence = Arc::clone(&self.fenced);
         let r = aio::write(&self.image, offset, data.to_vec(), move |result| match result {
             Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(errno_of(&e)),
+            Err(e) => reply.error(fence.errno_of(&e)),
         });
         if let Err(e) = r {
             tracing::error!("{e}");
@@ -238,11 +263,11 @@ impl Filesystem for DiskFs {
     }
 
     fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lock: u64, reply: ReplyEmpty) {
-        flush_then(&self.image, reply);
+        flush_then(&self.image, &self.fenced, reply);
     }
 
     fn fsync(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
-        flush_then(&self.image, reply);
+        flush_then(&self.image, &self.fenced, reply);
     }
 
     fn release(
@@ -255,17 +280,21 @@ impl Filesystem for DiskFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        flush_then(&self.image, reply);
+        flush_then(&self.image, &self.fenced, reply);
     }
 
     fn fallocate(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, length: i64, mode: i32, reply: ReplyEmpty) {
         if ino != DISK {
             return reply.error(libc::EISDIR);
         }
+        if self.fenced.is_set() {
+            return reply.error(libc::EIO);
+        }
         if mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0 {
+            let fence = Arc::clone(&self.fenced);
             let r = aio::discard(&self.image, offset.max(0) as u64, length.max(0) as u64, move |result| match result {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno_of(&e)),
+                Err(e) => reply.error(fence.errno_of(&e)),
             });
             if let Err(e) = r {
                 tracing::error!("{e}");
@@ -290,10 +319,14 @@ impl Filesystem for DiskFs {
     }
 }
 
-fn flush_then(image: &Arc<Image>, reply: ReplyEmpty) {
+fn flush_then(image: &Arc<Image>, fence: &Arc<Fence>, reply: ReplyEmpty) {
+    if fence.is_set() {
+        return reply.error(libc::EIO);
+    }
+    let fence = Arc::clone(fence);
     let r = aio::flush(image, move |result| match result {
         Ok(()) => reply.ok(),
-        Err(e) => reply.error(errno_of(&e)),
+        Err(e) => reply.error(fence.errno_of(&e)),
     });
     if let Err(e) = r {
         tracing::error!("{e}");
@@ -350,6 +383,7 @@ fn serve_inner() -> Result<(), HostError> {
     std::fs::create_dir_all(&mountpoint).map_err(HostError::io("create", &mountpoint))?;
     let fs = DiskFs {
         image: Arc::clone(&image),
+        fenced: Default::default(),
         uid: nix::unistd::getuid().as_raw(),
         gid: nix::unistd::getgid().as_raw(),
         buffers: Default::default(),

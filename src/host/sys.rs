@@ -104,9 +104,33 @@ pub fn unmount(target: &Path) -> Result<(), HostError> {
     unreachable!()
 }
 
+/// Detaches `target` from the mount tree now (MNT_DETACH): for a volume
+/// taken over by another host, whose containers may still hold it open.
+pub fn unmount_detached(target: &Path) -> Result<(), HostError> {
+    match nix::mount::umount2(target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(HostError::Sys { op: "unmount", path: target.into(), errno: e }),
+    }
+}
+
+/// The size in bytes of block device `device`.
+pub fn block_device_size(device: &Path) -> Result<u64, HostError> {
+    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+    let file = File::open(device).map_err(HostError::io("open", device))?;
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which is
+    // valid for the call.
+    let ret = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) };
+    if ret < 0 {
+        return Err(HostError::Sys { op: "get the size of", path: device.into(), errno: nix::errno::Errno::last() });
+    }
+    Ok(size)
+}
+
 // ---- loop devices --------------------------------------------------------
 
 const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LOOP_SET_CAPACITY: libc::c_ulong = 0x4C07;
 const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
@@ -190,13 +214,17 @@ pub fn loop_attach(backing: &Path, block_size: u32, io: LoopIo, tag: &str) -> Re
     Err(HostError::Io { op: "attach loop device for", path: backing.into(), source: std::io::Error::from_raw_os_error(libc::EBUSY) })
 }
 
-/// The attached loop device named `tag` (see [`loop_attach`]), if any.
-pub fn loop_find(tag: &str) -> Option<PathBuf> {
+/// The attached loop device named `tag` (see [`loop_attach`]) whose
+/// backing file's path contains `backing_contains`, if any. Only devices
+/// whose path matches are asked for their name: that ioctl stats the
+/// backing file, which blocks while another device's FUSE server hangs.
+pub fn loop_find(tag: &str, backing_contains: &str) -> Option<PathBuf> {
     let rd = std::fs::read_dir("/sys/block").ok()?;
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         // Only attached devices have a backing file.
-        if !name.starts_with("loop") || !entry.path().join("loop/backing_file").exists() {
+        let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
+        if !name.starts_with("loop") || !backing.contains(backing_contains) {
             continue;
         }
         let dev = PathBuf::from(format!("/dev/{name}"));
@@ -230,6 +258,17 @@ pub fn loop_backing_dead(device: &Path) -> Option<PathBuf> {
     // that outlives the call.
     let ret = unsafe { libc::ioctl(file.as_raw_fd(), LOOP_GET_STATUS64 as _, &mut info as *mut LoopInfo64) };
     (ret != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)).then(|| PathBuf::from(backing.trim_end()))
+}
+
+/// Makes loop device `device` take its backing file's current size.
+pub fn loop_set_capacity(device: &Path) -> Result<(), HostError> {
+    let dev = File::open(device).map_err(HostError::io("open", device))?;
+    // SAFETY: dev is an open loop device; LOOP_SET_CAPACITY takes no argument.
+    let ret = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_CAPACITY as _, 0) };
+    if ret < 0 {
+        return Err(HostError::Sys { op: "set the capacity of", path: device.into(), errno: nix::errno::Errno::last() });
+    }
+    Ok(())
 }
 
 /// Detaches a loop device; already detached is fine. Retries EBUSY briefly.

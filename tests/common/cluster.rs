@@ -156,6 +156,27 @@ impl TestCluster {
         contents
     }
 
+    /// Checks the filesystem of image `name` read-only (`e2fsck -fn` or
+    /// `xfs_repair -n` on an exported copy); panics with the checker's
+    /// output unless it is clean.
+    pub fn assert_filesystem_clean(&self, name: &str, fstype: &str) {
+        let img = std::env::temp_dir().join(format!("{}.img", unique("fsck")));
+        let out = self.cli("rbd", &["export", "--no-progress", &format!("{POOL}/{name}"), img.to_str().unwrap()]);
+        assert!(out.status.success(), "rbd export: {}", String::from_utf8_lossy(&out.stderr));
+        let out = match fstype {
+            "xfs" => Command::new("xfs_repair").args(["-n", "-f"]).arg(&img).output(),
+            _ => Command::new("e2fsck").args(["-f", "-n"]).arg(&img).output(),
+        }
+        .expect("run the filesystem checker");
+        let _ = std::fs::remove_file(&img);
+        assert!(
+            out.status.success(),
+            "the {fstype} filesystem of {name} is not clean:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The pids of this cluster's daemons.
     pub fn daemon_pids(&self) -> Vec<u32> {
         std::fs::read_dir(self.dir.join("run"))

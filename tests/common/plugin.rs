@@ -127,6 +127,26 @@ impl Plugin {
         panic!("rbdvol serve did not listen within 10 s:\n{}", self.log());
     }
 
+    /// The pids of this plugin's user-space mapper servers.
+    pub fn server_pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir(self.run_dir().join("userspace")).into_iter().flatten().flatten() {
+            if let Some(pid) = std::fs::read_to_string(e.path().join("pid")).ok().and_then(|s| s.split_whitespace().next()?.parse().ok()) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Waits until the log contains `text`; panics with the log after `limit`.
+    pub fn wait_for_log(&self, text: &str, limit: Duration) {
+        let start = Instant::now();
+        while !self.log().contains(text) {
+            assert!(start.elapsed() < limit, "'{text}' not in the log of {} after {limit:?}:\n{}", self.host_id, self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
     }

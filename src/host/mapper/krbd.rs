@@ -212,6 +212,16 @@ impl Mapper for Krbd {
         unreachable!()
     }
 
+    /// The kernel follows the header's resize notification; writing the
+    /// device's `refresh` makes it re-read the header now.
+    fn refresh_size(&self, mapping: &Mapping, size: u64) -> Result<(), HostError> {
+        if let Some((id, _)) = discover(&self.sysfs).into_iter().find(|(_, i)| *i == mapping.image) {
+            let refresh = self.bus().join("devices").join(id.to_string()).join("refresh");
+            std::fs::write(&refresh, "1").map_err(|e| HostError::Io { op: "refresh via", path: refresh, source: e })?;
+        }
+        super::wait_for_size(&mapping.device, size)
+    }
+
     fn list(&self) -> Result<Vec<Mapping>, HostError> {
         Ok(discover(&self.sysfs)
             .into_iter()

@@ -74,10 +74,36 @@ pub trait Mapper: Send + Sync {
     /// Every mapping this mapper has on the host.
     fn list(&self) -> Result<Vec<Mapping>, HostError>;
 
+    /// Makes the mapped device show the image's new size `size` (after a
+    /// grow); returns once it does. krbd and rbd-nbd follow the image's
+    /// header on their own; by default this only waits for them.
+    fn refresh_size(&self, mapping: &Mapping, size: u64) -> Result<(), HostError> {
+        wait_for_size(&mapping.device, size)
+    }
+
     /// Removes what mappings whose process died left behind (at start-up);
     /// by default nothing.
     fn clean_up_dead(&self) -> Result<(), HostError> {
         Ok(())
+    }
+}
+
+/// Waits (up to 10 s) until `device` is at least `size` bytes.
+pub(crate) fn wait_for_size(device: &Path, size: u64) -> Result<(), HostError> {
+    let start = std::time::Instant::now();
+    loop {
+        let now = super::sys::block_device_size(device)?;
+        if now >= size {
+            return Ok(());
+        }
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            return Err(HostError::Invalid {
+                what: "device size",
+                value: device.display().to_string(),
+                reason: format!("still {now} bytes, 10 s after the image grew to {size}"),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 

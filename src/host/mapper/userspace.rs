@@ -195,12 +195,16 @@ impl Server {
     /// The loop device's name: unique per server instance (the directory's
     /// nonce), and short enough for `lo_file_name`.
     fn loop_tag(&self) -> String {
+        format!("rbdvol:{}", self.nonce())
+    }
+
+    fn nonce(&self) -> String {
         let name = self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        format!("rbdvol:{}", name.rsplit('.').next().unwrap_or(&name))
+        name.rsplit('.').next().unwrap_or(&name).to_string()
     }
 
     fn loop_device(&self) -> Option<PathBuf> {
-        sys::loop_find(&self.loop_tag())
+        sys::loop_find(&self.loop_tag(), &format!(".{}/", self.nonce()))
     }
 }
 
@@ -411,6 +415,23 @@ impl Mapper for Userspace {
             }
             None => Ok(()),
         }
+    }
+
+    /// The server's librbd sees the new size at once (the header watch);
+    /// the FUSE file shows it once its attributes are fetched again (they
+    /// are cached for a second), and the loop device when told to look.
+    fn refresh_size(&self, mapping: &Mapping, size: u64) -> Result<(), HostError> {
+        let server = self.server(&mapping.image).ok_or_else(|| map_failed(format!("no server maps {}", mapping.image)))?;
+        let disk = server.disk();
+        let start = Instant::now();
+        while std::fs::metadata(&disk).map_err(HostError::io("stat", &disk))?.len() < size {
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(map_failed(format!("{} did not grow to {size} bytes", disk.display())));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        sys::loop_set_capacity(&mapping.device)?;
+        super::wait_for_size(&mapping.device, size)
     }
 
     /// Servers that died with their plugin (a forced `docker plugin

@@ -1,0 +1,153 @@
+//! Taking a volume over from a host that is dead (or must be treated so),
+//! without ever letting two hosts write to it.
+//!
+//! The holder is named by rbdvol's host lock (cookie = host id); the
+//! clients that can write for it are recorded at mount in `rbdvol.mounted`
+//! (`MountedBy::clients`: every watcher of the image once mapped — the
+//! mapper's librbd or kernel client and the plugin's own). Takeover
+//! blocklists each of them with an expiry, breaks the host lock, and waits
+//! until none of them still watches the image (the OSDs drop the watches of
+//! blocklisted clients). Only then may another host map the image: any
+//! write the old holder still sends is refused by the OSDs.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use super::{EngineError, MountedBy, META_MOUNTED};
+use crate::ceph::{CephError, Header, Image};
+
+/// How long a takeover waits for the fenced clients' watches to go. The
+/// OSDs drop a blocklisted client's watch at their next map; a dead
+/// client's watch times out after `osd_client_watch_timeout` (30 s).
+pub const WATCHES_GONE: Duration = Duration::from_secs(45);
+
+/// What a takeover did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TakenOver {
+    /// The host that held the volume.
+    pub from: String,
+    /// The client addresses blocklisted.
+    pub fenced: Vec<String>,
+    /// How long the blocklist entries last.
+    pub expiry_secs: u64,
+}
+
+/// Why a holder was found dead, or why not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Its session in Consul lapsed (or it never renewed it).
+    Dead,
+    /// It renews its session: alive.
+    Alive,
+    /// It does not register with Consul: only an admin can tell.
+    Unknown,
+}
+
+/// Tells whether a host is alive (Consul sessions, see `main`).
+pub trait HostLiveness: Send + Sync {
+    fn liveness(&self, host: &str) -> Result<Liveness, String>;
+}
+
+/// A nonce of 0 would make a blocklist entry cover every client of the
+/// address's IP — other volumes, other plugins. Never fence a whole host.
+fn is_single_client(addr: &str) -> bool {
+    addr.rsplit_once('/').is_some_and(|(_, nonce)| nonce.parse::<u64>().is_ok_and(|n| n != 0))
+}
+
+/// The clients that may write for the holder of `header`'s host lock:
+/// those recorded at its mount, the lock's own client, and whoever watches
+/// the image now (except `own_addr`, the caller).
+fn holder_clients(header: &Header, image: &Image, holder_addr: &str, holder: &str, own_addr: &str) -> Result<BTreeSet<String>, EngineError> {
+    let mut addrs = BTreeSet::new();
+    if let Some(by) = header.metadata_get(META_MOUNTED)?.and_then(|m| serde_json::from_str::<MountedBy>(&m).ok()) {
+        if by.host == holder {
+            addrs.extend(by.clients);
+            addrs.insert(by.addr);
+        }
+    }
+    addrs.insert(holder_addr.to_string());
+    addrs.extend(image.watchers()?.into_iter().map(|w| w.addr));
+    let own = plain_addr(own_addr);
+    Ok(addrs.iter().map(|a| plain_addr(a)).filter(|a| *a != own && is_single_client(a)).collect())
+}
+
+/// An address without its messenger type (`v1:`, `v2:`, `any:`): librados
+/// writes it both ways, the blocklist without.
+fn plain_addr(addr: &str) -> String {
+    ["v1:", "v2:", "any:"].iter().find_map(|p| addr.strip_prefix(p)).unwrap_or(addr).to_string()
+}
+
+/// Watchers of `image` among `addrs`.
+pub fn watching(image: &Image, addrs: &BTreeSet<String>) -> Result<Vec<String>, CephError> {
+    let addrs: BTreeSet<String> = addrs.iter().map(|a| plain_addr(a)).collect();
+    Ok(image.watchers()?.into_iter().map(|w| plain_addr(&w.addr)).filter(|a| addrs.contains(a)).collect())
+}
+
+/// Fences the host holding the volume's host lock (any host but `me`) and
+/// breaks its lock. `image` is an open handle of the volume (read-only is
+/// enough); `own_addr` is the caller's client address, never fenced.
+/// Idempotent: with no other holder it does nothing and returns `None`.
+pub fn fence_holder(
+    header: &Header,
+    image: &Image,
+    me: &str,
+    own_addr: &str,
+    expiry: Duration,
+) -> Result<Option<TakenOver>, EngineError> {
+    let lockers = header.host_lockers()?;
+    let Some(holder) = lockers.lockers.into_iter().find(|l| l.cookie != me) else { return Ok(None) };
+    let addrs = holder_clients(header, image, &holder.addr, &holder.cookie, own_addr)?;
+    let cluster = header.pool().cluster();
+    for addr in &addrs {
+        cluster.blocklist_add(addr, expiry)?;
+    }
+    tracing::warn!(
+        "volume '{}': fenced host '{}' (blocklisted {} for {} s)",
+        image.name(),
+        holder.cookie,
+        addrs.iter().cloned().collect::<Vec<_>>().join(", "),
+        expiry.as_secs()
+    );
+    match header.host_break_lock(&holder.client, &holder.cookie) {
+        Ok(_) | Err(CephError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let start = Instant::now();
+    loop {
+        let left = watching(image, &addrs)?;
+        if left.is_empty() {
+            break;
+        }
+        if start.elapsed() > WATCHES_GONE {
+            return Err(EngineError::StillWatched {
+                name: image.name().to_string(),
+                host: holder.cookie.clone(),
+                since: "before its fencing".into(),
+                watchers: left.join(", "),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    header.metadata_remove(META_MOUNTED)?;
+    Ok(Some(TakenOver { from: holder.cookie, fenced: addrs.into_iter().collect(), expiry_secs: expiry.as_secs() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_host_is_never_fenced() {
+        assert!(is_single_client("127.0.0.1:0/3141592653"));
+        assert!(is_single_client("v1:10.0.0.5:0/42"));
+        assert!(!is_single_client("10.0.0.5:0/0"));
+        assert!(!is_single_client("10.0.0.5"));
+        assert!(!is_single_client("10.0.0.5:0/x"));
+    }
+
+    #[test]
+    fn addresses_compare_without_their_messenger_type() {
+        assert_eq!(plain_addr("v1:127.0.0.1:0/761309133"), "127.0.0.1:0/761309133");
+        assert_eq!(plain_addr("127.0.0.1:0/761309133"), "127.0.0.1:0/761309133");
+    }
+}

@@ -1,0 +1,231 @@
+//! Two rbdvol instances as two hosts (own host ids, state, run and mount
+//! directories) on one real cluster and one real Consul agent: a host that
+//! dies or hangs with a volume mounted is fenced and its volume taken over,
+//! by `rbdvol takeover` and automatically once its Consul session lapses.
+//! The new holder reads everything the old one had fsynced, the old one's
+//! clients are blocklisted and its writes fail, and the filesystem checks
+//! clean.
+//!
+//! Both "hosts" share one IP here: fencing is per client address (IP, port
+//! and nonce), never per IP, so that is no shortcut.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::cluster::{unique, TestCluster};
+use common::consul::ConsulAgent;
+use common::plugin::{Answer, Plugin};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+fn cluster() -> &'static TestCluster {
+    TestCluster::shared()
+}
+
+fn id(n: u32) -> String {
+    format!("{n:064x}")
+}
+
+fn ok(a: &Answer) {
+    assert_eq!(a.err(), "", "{:?}", a.json);
+}
+
+fn signal_all(pids: &[u32], sig: Signal) {
+    for &pid in pids {
+        let _ = kill(Pid::from_raw(pid as i32), sig);
+    }
+}
+
+fn cluster_env() -> Vec<(String, String)> {
+    let s = cluster().admin_settings();
+    vec![
+        ("RBD_CONF_GLOBAL_MON_HOST".into(), s.mon_host.clone()),
+        ("RBD_CONF_KEYRING_USER".into(), "client.admin".into()),
+        ("RBD_CONF_KEYRING_KEY".into(), s.key.expose().to_string()),
+    ]
+}
+
+/// Writes `text` to `file` in the mounted volume and fsyncs it.
+fn write_synced(mountpoint: &str, file: &str, text: &str) {
+    let mut f = std::fs::File::create(format!("{mountpoint}/{file}")).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f.sync_all().unwrap();
+}
+
+fn blocklisted() -> Vec<String> {
+    cluster().connect().blocklist().unwrap()
+}
+
+fn unblock(addrs: &[String]) {
+    let c = cluster().connect();
+    for a in addrs {
+        let _ = c.blocklist_remove(a);
+    }
+}
+
+#[test]
+fn takeover_fences_a_hung_holder_whose_writes_then_fail() {
+    let a = Plugin::start(cluster(), "host-a");
+    let b = Plugin::start(cluster(), "host-b");
+    let v = unique("fence");
+    ok(&a.create(&v, &[("size", "128")]));
+    let mounted = a.mount(&v, &id(1));
+    ok(&mounted);
+    let at_a = mounted.json["Mountpoint"].as_str().unwrap().to_string();
+    let data: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    write_synced(&at_a, "data.txt", &data);
+    let late = std::fs::File::create(format!("{at_a}/late.txt")).unwrap();
+
+    // Host A hangs: its plugin and its mapper stop answering.
+    let frozen: Vec<u32> = std::iter::once(a.pid()).chain(a.server_pids()).collect();
+    assert!(frozen.len() >= 2, "no user-space server found for host A: {frozen:?}");
+    signal_all(&frozen, Signal::SIGSTOP);
+    let _thaw = Thaw(frozen.clone());
+
+    let refused = b.mount(&v, &id(2));
+    assert!(refused.err().contains("mounted on host 'host-a'"), "{:?}", refused.json);
+
+    // The admin takes the volume over from host B.
+    let out = Command::new(common::plugin::bin())
+        .args(["takeover", &v, "--json", "--host-id", "host-b", "--state-dir"])
+        .arg(b.state_dir())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(cluster_env())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "takeover failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["taken_over"]["from"], "host-a", "{report}");
+    let fenced: Vec<String> = report["taken_over"]["fenced"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    assert!(fenced.len() >= 2, "the mapper's client and the plugin's are fenced: {fenced:?}");
+    let now_blocked = blocklisted();
+    assert!(fenced.iter().all(|a| now_blocked.contains(a)), "{fenced:?} not all in {now_blocked:?}");
+    let key = cluster().admin_settings().key.expose().to_string();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&key) && !String::from_utf8_lossy(&out.stderr).contains(&key));
+
+    // Host B mounts it and reads everything A had fsynced.
+    let mounted = b.mount(&v, &id(2));
+    ok(&mounted);
+    let at_b = mounted.json["Mountpoint"].as_str().unwrap().to_string();
+    assert_eq!(std::fs::read_to_string(format!("{at_b}/data.txt")).unwrap(), data);
+    write_synced(&at_b, "from-b.txt", "host b was here\n");
+
+    // Host A wakes up: its writes fail, and it lets go of the volume,
+    // saying so in its log.
+    signal_all(&frozen, Signal::SIGCONT);
+    late.write_all_at(b"written after the fencing\n", 0).unwrap(); // the page cache takes it
+    let synced = late.sync_all();
+    assert!(synced.is_err(), "a fenced host's fsync succeeded");
+    drop(late);
+    a.wait_for_log("was taken over by host 'host-b'", Duration::from_secs(30));
+    let start = Instant::now();
+    while !a.leftovers_now().is_empty() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(a.leftovers_now().is_empty(), "host A left: {:?}", a.leftovers_now());
+    assert!(!a.state_dir().join("volumes").join(format!("{v}.json")).exists(), "host A still records the volume");
+    // Docker on host A eventually sends its Unmount: answered, changes nothing.
+    ok(&a.unmount(&v, &id(1)));
+    assert_eq!(std::fs::read_to_string(format!("{at_b}/from-b.txt")).unwrap(), "host b was here\n");
+
+    ok(&b.unmount(&v, &id(2)));
+    cluster().assert_filesystem_clean(&v, "ext4");
+    let files = cluster().read_files_from_image(&v, &["/data.txt", "/late.txt"]);
+    assert_eq!(files[0], data);
+    assert!(!files[1].contains("after the fencing"), "a fenced write reached ceph");
+    ok(&b.remove(&v));
+    unblock(&fenced);
+}
+
+/// SIGCONTs the frozen processes even when the test fails half-way, so the
+/// fixtures can clean up.
+struct Thaw(Vec<u32>);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        signal_all(&self.0, Signal::SIGCONT);
+    }
+}
+
+#[test]
+fn a_dead_hosts_volume_is_taken_over_once_its_consul_session_lapses() {
+    let agent = ConsulAgent::start();
+    let prefix = format!("{}/", unique("takeover"));
+    let env = |ttl: &str| {
+        let mut env = cluster_env();
+        env.extend([
+            ("CONSUL_HTTP_ADDR".to_string(), agent.addr()),
+            ("CONSUL_HTTP_TOKEN".to_string(), agent.token.clone()),
+            ("RBDVOL_CONSUL_PREFIX".to_string(), prefix.clone()),
+            ("RBDVOL_SESSION_TTL".to_string(), ttl.to_string()),
+        ]);
+        env
+    };
+    let mut a = Plugin::start_env("host-a", env("10"), None, &[]);
+    let b = Plugin::start_env("host-b", env("10"), None, &[]);
+    let registered = |host: &str| {
+        let start = Instant::now();
+        while agent.get(&format!("{prefix}hosts/{host}")).is_none() {
+            assert!(start.elapsed() < Duration::from_secs(20), "{host} never registered in consul");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    registered("host-a");
+    registered("host-b");
+
+    let v = unique("dead");
+    ok(&a.create(&v, &[("size", "128")]));
+    let mounted = a.mount(&v, &id(1));
+    ok(&mounted);
+    let at_a = mounted.json["Mountpoint"].as_str().unwrap().to_string();
+    let data: String = (0..5000).map(|i| format!("fsynced {i}\n")).collect();
+    write_synced(&at_a, "data.txt", &data);
+
+    // Alive: its volume is not taken.
+    let refused = b.mount(&v, &id(2));
+    assert!(refused.err().contains("mounted on host 'host-a'"), "{:?}", refused.json);
+
+    // Host A dies: its plugin and its mapper are killed.
+    let servers = a.server_pids();
+    assert!(!servers.is_empty());
+    a.kill9();
+    signal_all(&servers, Signal::SIGKILL);
+    let died = Instant::now();
+
+    // Swarm retries the task on host B until the mount succeeds.
+    let mounted = loop {
+        let m = b.mount(&v, &id(2));
+        if m.err().is_empty() {
+            break m;
+        }
+        assert!(m.err().contains("host-a"), "{:?}", m.json);
+        assert!(died.elapsed() < Duration::from_secs(150), "never taken over: {:?}\n{}", m.json, b.log());
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    println!("host B took the volume over {:?} after host A died", died.elapsed());
+    assert!(b.log().contains("took it over from host 'host-a'"), "{}", b.log());
+    let at_b = mounted.json["Mountpoint"].as_str().unwrap().to_string();
+    assert_eq!(std::fs::read_to_string(format!("{at_b}/data.txt")).unwrap(), data);
+    let inspect = Command::new(common::plugin::bin())
+        .args(["inspect", &v])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(cluster_env())
+        .output()
+        .unwrap();
+    let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(inspect["mounted_by"], "host-b", "{inspect}");
+
+    ok(&b.unmount(&v, &id(2)));
+    cluster().assert_filesystem_clean(&v, "ext4");
+    ok(&b.remove(&v));
+    // Host A comes back: nothing of the volume is left there.
+    a.restart();
+    a.wait_for_log("releasing it here", Duration::from_secs(30));
+    assert!(a.leftovers().is_empty(), "{:?}", a.leftovers());
+}
