@@ -571,7 +571,8 @@ async fn watch_consul(
                         let _ = records.send(name.clone());
                     }
                 }
-                if have_settings && !snap.kv.keys().any(|k| k.starts_with("conf/")) {
+                let env_alone_suffices = resolve(&base, |_| {}).ceph.is_ok();
+                if have_settings && !env_alone_suffices && !snap.kv.keys().any(|k| k.starts_with("conf/")) {
                     // A Consul that lost its data (or a wrong prefix) must
                     // not take working settings away from running hosts.
                     reported.error(format!("consul at {addr} has no cluster settings under {prefix}conf/: keeping the last good settings"));

@@ -73,7 +73,7 @@ pub fn check_value(env: &str, value: &str) -> Result<(), String> {
 pub fn to_vars(kv: &BTreeMap<String, String>, mut report: impl FnMut(&str, &str)) -> BTreeMap<String, (String, String)> {
     let mut vars = BTreeMap::new();
     for (key, value) in kv {
-        if key.is_empty() || key.ends_with('/') || key.starts_with("volumes/") || key.starts_with("pools/") {
+        if key.is_empty() || key.ends_with('/') || key.starts_with("volumes/") || key.starts_with("hosts/") || key.starts_with("pools/") {
             continue;
         }
         let Some(env) = env_name_of(key) else {
@@ -568,6 +568,7 @@ mod tests {
             ("conf/keyring/user", "client.docker"),
             ("defaults/colour", "blue"),
             ("volumes/v1", "{}"),
+            ("hosts/node-1", "{}"),
             ("conf/global/fsid", ""),
         ]
         .iter()
