@@ -623,6 +623,73 @@ fn a_mounted_volume_grows_online_while_written_to() {
 }
 
 #[test]
+fn clones_of_snapshots_have_their_contents_and_keep_their_parents() {
+    let p = plugin();
+    let cli = |args: &[&str]| {
+        let out = admin_cli(&p, args);
+        assert!(out.status.success(), "rbdvol {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let mounted = |name: &str, n: u32| PathBuf::from(p.mount(name, &id(n)).json["Mountpoint"].as_str().unwrap_or_else(|| panic!("mount {name}")));
+    for fstype in ["ext4", "xfs"] {
+        let (base, clone) = (unique("base"), unique("clone"));
+        ok(&p.create(&base, &[("size", "320M"), ("fstype", fstype)]));
+        let mp = mounted(&base, 1);
+        std::fs::write(mp.join("a"), "before").unwrap();
+        ok(&p.unmount(&base, &id(1)));
+        cli(&["snapshot", "create", &format!("{base}@s1")]);
+        let mp = mounted(&base, 1);
+        std::fs::write(mp.join("a"), "after").unwrap();
+
+        // Bad clones are refused and make nothing.
+        let refused = [
+            (vec![("from", format!("{base}@nosuch"))], "has no snapshot 'nosuch'"),
+            (vec![("from", "nosuch@s1".to_string())], "'nosuch' does not exist"),
+            (vec![("from", format!("{base}@s1")), ("fstype", "ext4".to_string())], "leave it out"),
+            (vec![("from", format!("{base}@s1")), ("size", "100M".to_string())], "cannot be smaller"),
+        ];
+        for (opts, why) in refused {
+            let bad = unique("bad-clone");
+            let opts: Vec<(&str, &str)> = opts.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let err = p.create(&bad, &opts).err().to_string();
+            assert!(err.contains(why), "{opts:?}: {err}");
+            assert!(!rbd_ls().contains(&bad), "{opts:?} left an image");
+            assert!(p.get(&bad).err().contains("does not exist"));
+        }
+
+        // A clone, larger than its snapshot, mounted beside its parent
+        // (xfs: same filesystem UUID, hence nouuid).
+        ok(&p.create(&clone, &[("from", &format!("{base}@s1")), ("size", "400M")]));
+        assert_eq!(p.get(&clone).json["Volume"]["Status"]["cloned_from"], format!("{base}@s1"));
+        assert_eq!(p.get(&clone).json["Volume"]["Status"]["fstype"], fstype);
+        let cmp = mounted(&clone, 2);
+        assert_eq!(std::fs::read_to_string(cmp.join("a")).unwrap(), "before");
+        std::fs::write(cmp.join("b"), "clone only").unwrap();
+        let fs_size = |mp: &Path| {
+            let st = nix::sys::statvfs::statvfs(mp).unwrap();
+            st.blocks() * st.fragment_size()
+        };
+        // 80 MiB more than its parent's (an xfs log takes 64 MiB of each).
+        assert!(fs_size(&cmp) > fs_size(&mp) + (70 << 20), "{fstype} clone not grown: {} MiB vs {} MiB", fs_size(&cmp) >> 20, fs_size(&mp) >> 20);
+        assert_eq!(std::fs::read_to_string(mp.join("a")).unwrap(), "after");
+        assert!(!mp.join("b").exists());
+        ok(&p.unmount(&clone, &id(2)));
+        ok(&p.unmount(&base, &id(1)));
+        cluster().assert_filesystem_clean(&clone, fstype);
+
+        // The parent cannot go while the clone exists.
+        let err = p.remove(&base).err().to_string();
+        assert!(err.contains("has clones") && err.contains(&clone), "{err}");
+        let out = admin_cli(&p, &["inspect", &base]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v["clones"].as_array().unwrap().iter().any(|c| c.as_str().unwrap().ends_with(&clone)), "{v}");
+        ok(&p.remove(&clone));
+        assert!(cluster().image_deleted(&clone));
+        cli(&["snapshot", "rm", &format!("{base}@s1")]);
+        ok(&p.remove(&base));
+    }
+}
+
+#[test]
 fn admin_cli_lists_inspects_and_unlocks() {
     let p = plugin();
     let (a, b) = (unique("adm"), unique("adm"));

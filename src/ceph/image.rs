@@ -318,6 +318,47 @@ impl Image {
         }
     }
 
+    /// The clones of this image's snapshots (of every snapshot when the
+    /// image is open at its head), as `pool/[namespace/]image`; clones in
+    /// the trash are left out.
+    pub fn children(&self) -> Result<Vec<String>, CephError> {
+        assert_off_executor("list children");
+        let mut max: usize = 8;
+        loop {
+            let empty = sys::rbd_linked_image_spec_t {
+                pool_id: 0,
+                pool_name: ptr::null_mut(),
+                pool_namespace: ptr::null_mut(),
+                image_id: ptr::null_mut(),
+                image_name: ptr::null_mut(),
+                trash: false,
+            };
+            let mut list = vec![empty; max];
+            // SAFETY: list has room for max entries; max is in/out.
+            let ret = unsafe { sys::rbd_list_children3(self.raw, list.as_mut_ptr(), &mut max) };
+            if ret == -libc::ERANGE {
+                continue;
+            }
+            check(ret, "list clones of", || self.target())?;
+            let text = |p: *mut std::ffi::c_char| {
+                // SAFETY: librbd filled the entry with C strings (or null).
+                (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()).unwrap_or_default()
+            };
+            let children = list[..max]
+                .iter()
+                .filter(|c| !c.trash)
+                .map(|c| {
+                    let ns = text(c.pool_namespace);
+                    let ns = if ns.is_empty() { String::new() } else { format!("{ns}/") };
+                    format!("{}/{ns}{}", text(c.pool_name), text(c.image_name))
+                })
+                .collect();
+            // SAFETY: frees the strings librbd allocated in the first max entries.
+            unsafe { sys::rbd_linked_image_spec_list_cleanup(list.as_mut_ptr(), max) };
+            return Ok(children);
+        }
+    }
+
     /// Takes a snapshot; one of that name already there is `AlreadyDone`.
     pub fn snapshot_create(&self, name: &str) -> Result<Done, CephError> {
         assert_off_executor("create snapshot");

@@ -158,14 +158,11 @@ impl Pool {
         Target::image(&self.handle.name, &self.handle.namespace, image)
     }
 
-    /// Creates an image. Fails with `AlreadyExists` when the name is taken.
-    pub fn create_image(&self, name: &str, size: u64, options: &CreateOptions) -> Result<(), CephError> {
-        assert_off_executor("create image");
-        let c_name = cstring("image name", name)?;
+    /// librbd's create options for `options`.
+    fn image_options(&self, options: &CreateOptions, target: &dyn Fn() -> Target) -> Result<ImageOptionsHandle, CephError> {
         let mut opts = ImageOptionsHandle(ptr::null_mut());
         // SAFETY: opts.0 is a valid out-pointer; the handle is destroyed by Drop.
         unsafe { sys::rbd_image_options_create(&mut opts.0) };
-        let target = || self.image_target(name);
         let set_u64 = |key: u32, value: u64| {
             // SAFETY: opts.0 is a live options handle; key is one of librbd's
             // RBD_IMAGE_OPTION_* constants taking a uint64.
@@ -192,20 +189,54 @@ impl Pool {
             };
             check(ret, "set data pool for", target)?;
         }
+        Ok(opts)
+    }
+
+    /// A missing data pool shows up as ENOENT on the image: name the pool.
+    fn create_error(&self, ret: i32, op: &'static str, name: &str, options: &CreateOptions) -> Result<(), CephError> {
+        check(ret, op, || match (&options.data_pool, -ret) {
+            (Some(data_pool), libc::ENOENT) => Target::pool(data_pool, ""),
+            _ => self.image_target(name),
+        })
+        .map(drop)
+        .map_err(|e| match e {
+            CephError::NotFound { op, target: Target::Pool { pool, .. }, errno } => CephError::PoolNotFound { op, pool, errno },
+            e => e,
+        })
+    }
+
+    /// Creates an image. Fails with `AlreadyExists` when the name is taken.
+    pub fn create_image(&self, name: &str, size: u64, options: &CreateOptions) -> Result<(), CephError> {
+        assert_off_executor("create image");
+        let c_name = cstring("image name", name)?;
+        let opts = self.image_options(options, &|| self.image_target(name))?;
         // SAFETY: the io context is open, c_name outlives the call, opts is live.
         let ret = unsafe { sys::rbd_create4(self.handle.raw, c_name.as_ptr(), size, opts.0) };
-        check(ret, "create", || match (&options.data_pool, -ret) {
-            // A missing data pool shows up as ENOENT on the image: name the pool.
-            (Some(data_pool), libc::ENOENT) => Target::pool(data_pool, ""),
-            _ => target(),
-        })
-        .map_err(|e| match e {
-            CephError::NotFound { op, target: Target::Pool { pool, .. }, errno } => {
-                CephError::PoolNotFound { op, pool, errno }
-            }
-            e => e,
-        })?;
-        Ok(())
+        self.create_error(ret, "create", name, options)
+    }
+
+    /// Creates image `name` here as a copy-on-write clone of snapshot
+    /// `snap` of image `parent` in pool `parent_pool`. Clone format 2: the
+    /// snapshot needs no protection, and removing it while clones exist
+    /// moves it to the image's trash namespace. Fails with `AlreadyExists`
+    /// when the name is taken.
+    pub fn clone_image(&self, parent_pool: &Pool, parent: &str, snap: &str, name: &str, options: &CreateOptions) -> Result<(), CephError> {
+        assert_off_executor("clone image");
+        let (c_parent, c_snap, c_name) = (cstring("image name", parent)?, cstring("snapshot name", snap)?, cstring("image name", name)?);
+        let opts = self.image_options(options, &|| self.image_target(name))?;
+        // SAFETY: opts.0 is a live options handle; CLONE_FORMAT takes a uint64.
+        let ret = unsafe { sys::rbd_image_options_set_uint64(opts.0, sys::RBD_IMAGE_OPTION_CLONE_FORMAT as i32, 2) };
+        check(ret, "set clone format for", || self.image_target(name))?;
+        // SAFETY: both io contexts are open; the strings outlive the call;
+        // opts is live.
+        let ret = unsafe {
+            sys::rbd_clone3(parent_pool.handle.raw, c_parent.as_ptr(), c_snap.as_ptr(), self.handle.raw, c_name.as_ptr(), opts.0)
+        };
+        if ret == -libc::ENOENT {
+            // The parent image or its snapshot is missing, not the clone.
+            return check(ret, "clone", || parent_pool.image_target(&format!("{parent}@{snap}"))).map(drop);
+        }
+        self.create_error(ret, "clone", name, options)
     }
 
     /// Opens an image read-write. This registers a watch on it: the handle

@@ -74,6 +74,8 @@ pub fn inspect(cluster: &Cluster, dir_pool: &str, name: &str) -> Result<serde_js
         "created_at": vm.as_ref().map(|v| v.created_at.clone()),
         "mkfs_options": vm.as_ref().map(|v| v.mkfs_options.clone()),
         "mount_options": vm.as_ref().map(|v| v.mount_options.clone()),
+        "cloned_from": vm.as_ref().and_then(|v| v.cloned_from.clone()),
+        "clones": image.children()?,
         "mounted_by": by.as_ref().map(|b| &b.host),
         "mounted_since": by.as_ref().map(|b| &b.since),
         "client_address": by.as_ref().map(|b| &b.addr),

@@ -59,6 +59,12 @@ pub enum EngineError {
     #[error("volume '{name}' has snapshots ({snapshots}): remove them first (rbdvol snapshot rm {name}@<snapshot>)")]
     HasSnapshots { name: String, snapshots: String },
 
+    #[error("volume '{name}' has clones ({clones}): remove them first")]
+    HasClones { name: String, clones: String },
+
+    #[error("volume '{volume}' has no snapshot '{snapshot}' to clone (rbdvol snapshot ls {volume})")]
+    NoSuchSnapshot { volume: String, snapshot: String },
+
     #[error("volume '{name}' is mounted on this host for {containers} container(s): stop them first")]
     InUseHere { name: String, containers: u32 },
 
@@ -212,6 +218,9 @@ struct VolumeMeta {
     gid: Option<u32>,
     mode: Option<u32>,
     created_at: String,
+    /// `VOLUME@SNAPSHOT` for a clone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cloned_from: Option<String>,
 }
 
 impl VolumeMeta {
@@ -673,6 +682,9 @@ impl Inner {
                 return Err(e.into());
             }
         };
+        if let Some(from) = &opts.from {
+            return self.create_clone(&cluster, &dir, &pool, &entry, name, opts, from, resuming);
+        }
         let fresh = match pool.create_image(name, opts.size, &opts.create) {
             Ok(()) => Blank::New,
             Err(CephError::AlreadyExists { .. }) => {
@@ -717,6 +729,102 @@ impl Inner {
         Ok(Created::New)
     }
 
+    /// Creates a volume as a copy-on-write clone of a snapshot of another
+    /// volume: its filesystem, owner and mode are the snapshot's; nothing
+    /// is formatted. The clone is grown when a larger size is asked for
+    /// (its filesystem then grows at its first mount).
+    #[allow(clippy::too_many_arguments)]
+    fn create_clone(
+        &self,
+        cluster: &Cluster,
+        dir: &Pool,
+        pool: &Pool,
+        entry: &DirEntry,
+        name: &str,
+        opts: &VolumeOptions,
+        from: &options::CloneSource,
+        resuming: bool,
+    ) -> Result<Created, EngineError> {
+        let fail = |e: EngineError| -> Result<Created, EngineError> {
+            tracing::warn!("clone of {}@{} as volume '{name}' failed, removing what it made: {e}", from.volume, from.snapshot);
+            match pool.remove_image(name) {
+                Ok(()) | Err(CephError::NotFound { .. }) => self.dir_remove(dir, name)?,
+                Err(cleanup) => tracing::error!("cannot remove half-made clone {}: {cleanup}", Self::image_ref(name, entry)),
+            }
+            Err(e)
+        };
+        let parent_entry = match self.dir_get(dir, &from.volume)? {
+            Some(e) if e.state == EntryState::Ready => e,
+            _ => {
+                self.dir_remove(dir, name)?;
+                return Err(EngineError::NotFound(from.volume.clone()));
+            }
+        };
+        let parent_pool = cluster.open_pool(&parent_entry.pool, &parent_entry.namespace)?;
+        let parent = parent_pool.open_image_read_only(&from.volume)?;
+        let Some(snap) = parent.snapshots()?.into_iter().find(|s| s.name == from.snapshot) else {
+            self.dir_remove(dir, name)?;
+            return Err(EngineError::NoSuchSnapshot { volume: from.volume.clone(), snapshot: from.snapshot.clone() });
+        };
+        let parent_all = parent.metadata_list()?;
+        let Some(parent_meta) = VolumeMeta::of(&parent_all, &from.volume) else {
+            self.dir_remove(dir, name)?;
+            return Err(EngineError::NotFound(from.volume.clone()));
+        };
+        if opts.size_given && opts.size < snap.size {
+            self.dir_remove(dir, name)?;
+            return Err(EngineError::InvalidOption {
+                option: "size".into(),
+                value: format!("{} MiB", opts.size >> 20),
+                reason: format!("a clone cannot be smaller than its snapshot ({} MiB)", snap.size >> 20),
+            });
+        }
+        match pool.clone_image(&parent_pool, &from.volume, &from.snapshot, name, &opts.create) {
+            Ok(()) => {}
+            Err(CephError::AlreadyExists { .. }) if resuming => {}
+            Err(CephError::AlreadyExists { .. }) => {
+                self.dir_remove(dir, name)?;
+                return Err(EngineError::NotOurs { image: Self::image_ref(name, entry).to_string() });
+            }
+            Err(e) => {
+                self.dir_remove(dir, name)?;
+                return Err(e.into());
+            }
+        }
+        timing::step("clone image");
+        let result = (|| {
+            let image = pool.open_image(name)?;
+            let header = image.header()?;
+            if opts.size_given && opts.size > image.size()? {
+                image.grow(opts.size, &|_, _| {})?;
+            }
+            // librbd copies the parent's metadata into the clone: make it
+            // this volume's own.
+            header.metadata_remove(META_MOUNTED)?;
+            let fs_size: u64 = parent_all.get(META_FORMATTED).and_then(|s| s.parse().ok()).unwrap_or(snap.size).min(snap.size);
+            header.metadata_set(META_FORMATTED, &fs_size.to_string())?;
+            let meta = VolumeMeta {
+                name: name.to_string(),
+                mount_options: if opts.mount_options.is_empty() { parent_meta.mount_options.clone() } else { opts.mount_options.clone() },
+                uid: None,
+                gid: None,
+                mode: None,
+                created_at: now_rfc3339(),
+                cloned_from: Some(format!("{}@{}", from.volume, from.snapshot)),
+                ..parent_meta.clone()
+            };
+            header.metadata_set(META_VOLUME, &serde_json::to_string(&meta).expect("meta serializes"))?;
+            let id = Some(header.id().to_string());
+            self.dir_put(dir, name, &DirEntry { state: EntryState::Ready, id, ..entry.clone() })?;
+            timing::step("metadata, directory: ready");
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(Created::New),
+            Err(e) => fail(e),
+        }
+    }
+
     fn write_create_metadata(&self, header: &Header, name: &str, opts: &VolumeOptions) -> Result<(), EngineError> {
         let meta = VolumeMeta {
             name: name.to_string(),
@@ -727,6 +835,7 @@ impl Inner {
             gid: opts.gid,
             mode: opts.mode,
             created_at: now_rfc3339(),
+            cloned_from: None,
         };
         header.metadata_set(META_VOLUME, &serde_json::to_string(&meta).expect("meta serializes"))?;
         Ok(())
@@ -880,7 +989,12 @@ impl Inner {
         }
         timing::step("host lock");
         // Checked now: the deletion in the background could only log it.
-        let snapshots = pool.open_image_read_only(name)?.snapshots()?;
+        let image = pool.open_image_read_only(name)?;
+        let clones = image.children()?;
+        if !clones.is_empty() {
+            return Err(EngineError::HasClones { name: name.into(), clones: clones.join(", ") });
+        }
+        let snapshots = image.snapshots()?;
         if !snapshots.is_empty() {
             let snapshots = snapshots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
             return Err(EngineError::HasSnapshots { name: name.into(), snapshots });
@@ -1241,6 +1355,9 @@ impl Inner {
         put("features", ceph::features_to_string(image.features()?).into());
         if let Some(m) = vm.as_ref().map(|v| v.mount_options.clone()).filter(|m| !m.is_empty()) {
             put("mount_options", m.into());
+        }
+        if let Some(c) = vm.as_ref().and_then(|v| v.cloned_from.clone()) {
+            put("cloned_from", c.into());
         }
         let by = meta.get(META_MOUNTED).and_then(|m| serde_json::from_str::<MountedBy>(m).ok());
         put("mounted_by", by.as_ref().map(|b| b.host.clone()).unwrap_or_default().into());

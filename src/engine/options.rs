@@ -27,7 +27,18 @@ pub const VALID_OPTIONS: &[&str] = &[
     "uid",
     "gid",
     "mode",
+    "from",
 ];
+
+/// Options a clone takes from its parent's snapshot, so cannot be given.
+const NOT_FOR_CLONES: &[&str] = &["fstype", "mkfs_options", "uid", "gid", "mode"];
+
+/// The snapshot a clone is made from: `-o from=VOLUME@SNAPSHOT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloneSource {
+    pub volume: String,
+    pub snapshot: String,
+}
 
 /// What a volume gets when `-o` does not say.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +107,10 @@ pub struct VolumeOptions {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub mode: Option<u32>,
+    /// A copy-on-write clone of this snapshot instead of a new filesystem.
+    pub from: Option<CloneSource>,
+    /// Whether `size` was given (a clone is otherwise its snapshot's size).
+    pub size_given: bool,
 }
 
 /// Checks a volume name: it becomes an image name and a directory name.
@@ -192,6 +207,8 @@ pub fn parse(
         uid: None,
         gid: None,
         mode: None,
+        from: None,
+        size_given: false,
     };
     let mut mkfs = defaults.mkfs_options.clone();
     let mut features = defaults.features.clone();
@@ -202,6 +219,7 @@ pub fn parse(
             "mountOptions" => "mount_options",
             "objectSize" => "object_size",
             "dataPool" => "data_pool",
+            "clone_of" | "cloneOf" => "from",
             k => k,
         };
         let check = |r: Result<(), String>| r.map_err(|reason| invalid(key, value, reason));
@@ -220,7 +238,17 @@ pub fn parse(
                 check(pool_like(value))?;
                 o.create.data_pool = Some(value.clone());
             }
-            "size" => o.size = parse_size(value).map_err(|r| invalid(key, value, r))?,
+            "size" => {
+                o.size = parse_size(value).map_err(|r| invalid(key, value, r))?;
+                o.size_given = true;
+            }
+            "from" => {
+                let (volume, snapshot) = value
+                    .split_once('@')
+                    .filter(|(v, s)| validate_name(v).is_ok() && validate_name(s).is_ok())
+                    .ok_or_else(|| invalid(key, value, "it must be VOLUME@SNAPSHOT, a snapshot of an rbdvol volume".into()))?;
+                o.from = Some(CloneSource { volume: volume.to_string(), snapshot: snapshot.to_string() });
+            }
             "fstype" => {
                 let f = Fstype::parse(value.trim())
                     .ok_or_else(|| invalid(key, value, "use ext4, xfs or btrfs".into()))?;
@@ -262,13 +290,27 @@ pub fn parse(
             _ => return Err(EngineError::UnknownOption { option: key.clone(), valid: VALID_OPTIONS.join(", ") }),
         }
     }
+    if let Some(from) = &o.from {
+        let canonical = |k: &str| match k {
+            "mkfsOptions" => "mkfs_options".to_string(),
+            k => k.to_string(),
+        };
+        if let Some(k) = opts.keys().find(|k| NOT_FOR_CLONES.contains(&canonical(k).as_str())) {
+            return Err(invalid(
+                k,
+                &opts[k],
+                format!("a clone of {}@{} has its snapshot's filesystem, owner and mode: leave it out", from.volume, from.snapshot),
+            ));
+        }
+        mkfs = None;
+    }
     if let Some(f) = features.filter(|f| !f.trim().is_empty()) {
         o.create.features = Some(ceph::features_from_str(f.trim()).map_err(|e| invalid("features", &f, e.to_string()))?);
     }
     if let Some(m) = mkfs {
         o.mkfs_options = m.split_whitespace().map(str::to_string).collect();
     }
-    if o.fstype == Fstype::Xfs && o.size < XFS_MIN_SIZE {
+    if o.fstype == Fstype::Xfs && o.size < XFS_MIN_SIZE && o.from.is_none() {
         return Err(invalid("size", &format!("{}", o.size / MIB), "xfs needs at least 300 MiB".into()));
     }
     Ok(o)
@@ -284,6 +326,22 @@ mod tests {
 
     fn p(pairs: &[(&str, &str)]) -> Result<VolumeOptions, EngineError> {
         parse(&opts(pairs), &Defaults::default(), |f| f != Fstype::Btrfs)
+    }
+
+    #[test]
+    fn clones_name_their_snapshot_and_keep_its_filesystem() {
+        let o = p(&[("from", "base@monday")]).unwrap();
+        assert_eq!(o.from, Some(CloneSource { volume: "base".into(), snapshot: "monday".into() }));
+        assert!(!o.size_given);
+        let o = p(&[("clone_of", "base@monday"), ("size", "2G")]).unwrap();
+        assert!(o.from.is_some() && o.size_given && o.size == 2 << 30);
+        for bad in ["base", "base@", "@snap", "a@b@c", "../x@s"] {
+            let e = p(&[("from", bad)]).unwrap_err().to_string();
+            assert!(e.contains("VOLUME@SNAPSHOT"), "{bad}: {e}");
+        }
+        let e = p(&[("from", "base@monday"), ("fstype", "xfs")]).unwrap_err().to_string();
+        assert!(e.contains("'fstype'") && e.contains("leave it out"), "{e}");
+        assert!(p(&[("from", "base@monday"), ("mkfsOptions", "-m1")]).is_err());
     }
 
     #[test]
