@@ -144,20 +144,39 @@ enum SnapshotCommand {
     Create {
         /// VOL@SNAP
         target: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         settings: ServeArgs,
     },
     Ls {
         volume: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         settings: ServeArgs,
     },
     Rm {
         /// VOL@SNAP
         target: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         settings: ServeArgs,
     },
+}
+
+/// Prints `value` as JSON for scripts, else `text` for people.
+fn say(json: bool, value: serde_json::Value, text: String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else if !text.is_empty() {
+        println!("{text}");
+    }
+    Ok(())
 }
 
 fn vol_at_snap(target: &str) -> Result<(&str, &str)> {
@@ -206,6 +225,9 @@ enum Command {
         /// Break it even though the holder still watches the image.
         #[arg(long)]
         force: bool,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         settings: ServeArgs,
     },
@@ -237,6 +259,9 @@ enum Command {
         volume: String,
         /// The new size (a plain number is MiB; K/M/G/T suffixes).
         size: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         settings: ServeArgs,
     },
@@ -287,11 +312,11 @@ fn main() -> Result<()> {
         Command::Config { what: ConfigCommand::Show(args) } => config_show(&args),
         Command::Ls { json, settings } => admin_ls(&settings, json),
         Command::Doctor { json, settings } => doctor(&settings, json),
-        Command::Resize { volume, size, settings } => {
+        Command::Resize { volume, size, json, settings } => {
             let bytes = rbdvol::engine::options::parse_size(&size).map_err(|e| anyhow::anyhow!("invalid size '{size}': {e}"))?;
             let (cluster, pool) = admin_cluster(&settings)?;
             use std::io::IsTerminal;
-            let tty = std::io::stderr().is_terminal();
+            let tty = std::io::stderr().is_terminal() && !json;
             let progress = move |done: u64, total: u64| {
                 if tty && total > 0 {
                     eprint!("\rgrowing: {:3}%", done * 100 / total);
@@ -302,42 +327,51 @@ fn main() -> Result<()> {
                 eprintln!();
             }
             match grown {
-                ceph::Grow::Grown { from, to } => println!(
-                    "volume '{volume}' grown from {} to {} MiB; its filesystem grows online where it is mounted, else at its next mount",
-                    from >> 20,
-                    to >> 20
+                ceph::Grow::Grown { from, to } => say(
+                    json,
+                    serde_json::json!({ "volume": volume, "grown": true, "from": from, "to": to }),
+                    format!(
+                        "volume '{volume}' grown from {} to {} MiB; its filesystem grows online where it is mounted, else at its next mount",
+                        from >> 20,
+                        to >> 20
+                    ),
                 ),
-                ceph::Grow::AlreadyThatSize(s) => println!("volume '{volume}' is already {} MiB", s >> 20),
+                ceph::Grow::AlreadyThatSize(s) => {
+                    say(json, serde_json::json!({ "volume": volume, "grown": false, "to": s }), format!("volume '{volume}' is already {} MiB", s >> 20))
+                }
             }
-            Ok(())
         }
         Command::Snapshot { what } => {
             use rbdvol::engine::admin;
             match what {
-                SnapshotCommand::Create { target, settings } => {
+                SnapshotCommand::Create { target, json, settings } => {
                     let (vol, snap) = vol_at_snap(&target)?;
                     let (cluster, pool) = admin_cluster(&settings)?;
-                    match admin::snapshot_create(&cluster, &pool, vol, snap)? {
-                        ceph::Done::Changed => println!("created snapshot {target}"),
-                        ceph::Done::AlreadyDone => println!("snapshot {target} already exists"),
-                    }
+                    let done = admin::snapshot_create(&cluster, &pool, vol, snap)?;
+                    let text = match done {
+                        ceph::Done::Changed => format!("created snapshot {target}"),
+                        ceph::Done::AlreadyDone => format!("snapshot {target} already exists"),
+                    };
+                    say(json, serde_json::json!({ "snapshot": target, "created": done == ceph::Done::Changed }), text)
                 }
-                SnapshotCommand::Ls { volume, settings } => {
+                SnapshotCommand::Ls { volume, json, settings } => {
                     let (cluster, pool) = admin_cluster(&settings)?;
-                    for s in admin::snapshot_list(&cluster, &pool, &volume)? {
-                        println!("{volume}@{}\t{} MiB", s.name, s.size >> 20);
-                    }
+                    let snaps = admin::snapshot_list(&cluster, &pool, &volume)?;
+                    let rows: Vec<_> = snaps.iter().map(|s| serde_json::json!({ "snapshot": format!("{volume}@{}", s.name), "size": s.size })).collect();
+                    let text = snaps.iter().map(|s| format!("{volume}@{}\t{} MiB", s.name, s.size >> 20)).collect::<Vec<_>>().join("\n");
+                    say(json, rows.into(), text)
                 }
-                SnapshotCommand::Rm { target, settings } => {
+                SnapshotCommand::Rm { target, json, settings } => {
                     let (vol, snap) = vol_at_snap(&target)?;
                     let (cluster, pool) = admin_cluster(&settings)?;
-                    match admin::snapshot_remove(&cluster, &pool, vol, snap)? {
-                        ceph::Done::Changed => println!("removed snapshot {target}"),
-                        ceph::Done::AlreadyDone => println!("snapshot {target} does not exist"),
-                    }
+                    let done = admin::snapshot_remove(&cluster, &pool, vol, snap)?;
+                    let text = match done {
+                        ceph::Done::Changed => format!("removed snapshot {target}"),
+                        ceph::Done::AlreadyDone => format!("snapshot {target} does not exist"),
+                    };
+                    say(json, serde_json::json!({ "snapshot": target, "removed": done == ceph::Done::Changed }), text)
                 }
             }
-            Ok(())
         }
         Command::Inspect { volume, settings } => {
             let (cluster, pool) = admin_cluster(&settings)?;
@@ -363,13 +397,16 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Unlock { volume, force, settings } => {
+        Command::Unlock { volume, force, json, settings } => {
             let (cluster, pool) = admin_cluster(&settings)?;
             match rbdvol::engine::admin::unlock(&cluster, &pool, &volume, force)? {
-                rbdvol::engine::admin::Unlocked::Broken { host } => println!("broke host '{host}'s lock on volume '{volume}'"),
-                rbdvol::engine::admin::Unlocked::NotLocked => println!("volume '{volume}' is not locked"),
+                rbdvol::engine::admin::Unlocked::Broken { host } => {
+                    say(json, serde_json::json!({ "volume": volume, "broken": host }), format!("broke host '{host}'s lock on volume '{volume}'"))
+                }
+                rbdvol::engine::admin::Unlocked::NotLocked => {
+                    say(json, serde_json::json!({ "volume": volume, "broken": null }), format!("volume '{volume}' is not locked"))
+                }
             }
-            Ok(())
         }
         Command::Consul { what: ConsulCommand::Seed { conf, keyring, user } } => consul_seed(conf, keyring, user),
         Command::Plugin { args } => {
