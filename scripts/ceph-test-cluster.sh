@@ -2,7 +2,7 @@
 # A throwaway single-node Ceph cluster (1 mon, 1 mgr, 1 memstore OSD) on
 # loopback, for tests, benchmarks and the quick start.
 #
-#   ceph-test-cluster.sh up DIR [--owner-pid PID] [--pools rbd,other]
+#   ceph-test-cluster.sh up DIR [--owner-pid PID] [--pools rbd,other] [--ip ADDR]
 #   ceph-test-cluster.sh down DIR
 #
 # `up` builds everything under DIR (which must not exist or be empty), picks
@@ -10,6 +10,8 @@
 # writes, and prints KEY=VALUE lines: CEPH_CONF, CEPH_MON_HOST, CEPH_KEYRING,
 # CEPH_POOLS. With --owner-pid, a reaper tears the cluster down as soon as that
 # process is gone (a test that panics or is killed leaves nothing behind).
+# --ip binds and advertises ADDR instead of 127.0.0.1 (a tap device's
+# address, for a QEMU guest).
 # `down` kills only the daemons whose pid files are under DIR and whose command
 # line names DIR, then removes DIR.
 set -euo pipefail
@@ -52,16 +54,18 @@ down() {
 }
 
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 -c 'import socket, sys; s=socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$ip"
 }
 
 up() {
     local dir=$1; shift
     local owner="" pools="rbd"
+    ip=127.0.0.1
     while [ $# -gt 0 ]; do
         case $1 in
             --owner-pid) owner=$2; shift 2 ;;
             --pools) pools=$2; shift 2 ;;
+            --ip) ip=$2; shift 2 ;;
             *) die "unknown argument '$1'" ;;
         esac
     done
@@ -94,8 +98,8 @@ up() {
     cat >"$conf" <<CONF
 [global]
 fsid = $fsid
-mon host = [v2:127.0.0.1:$v2,v1:127.0.0.1:$v1]
-public addr = 127.0.0.1
+mon host = [v2:$ip:$v2,v1:$ip:$v1]
+public addr = $ip
 auth cluster required = cephx
 auth service required = cephx
 auth client required = cephx
@@ -131,7 +135,7 @@ CONF
         --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' --cap mds 'allow *' >/dev/null
     chmod 600 "$dir/admin.keyring" "$dir/mon.keyring"
     ceph-authtool "$dir/mon.keyring" --import-keyring "$dir/admin.keyring" >/dev/null
-    monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$v2,v1:127.0.0.1:$v1]" "$dir/monmap" >/dev/null
+    monmaptool --create --fsid "$fsid" --addv a "[v2:$ip:$v2,v1:$ip:$v1]" "$dir/monmap" >/dev/null
     ceph-mon -c "$conf" --mkfs -i a --monmap "$dir/monmap" --keyring "$dir/mon.keyring" 2>>"$dir/log/setup.log"
     ceph-mon -c "$conf" -i a 2>>"$dir/log/setup.log"
 
@@ -165,7 +169,7 @@ CONF
 
     echo "CEPH_DIR=$dir"
     echo "CEPH_CONF=$conf"
-    echo "CEPH_MON_HOST=[v2:127.0.0.1:$v2,v1:127.0.0.1:$v1]"
+    echo "CEPH_MON_HOST=[v2:$ip:$v2,v1:$ip:$v1]"
     echo "CEPH_KEYRING=$dir/admin.keyring"
     echo "CEPH_POOLS=$pools"
 }

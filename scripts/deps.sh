@@ -16,6 +16,9 @@ packages=(
     binutils libc-bin
     # benchmarks: the peers' way (rbd CLI is in ceph-common) and fio
     rbd-fuse fio curl
+    # the QEMU guest test bed (Debian's kernel, krbd and rbd-nbd): the
+    # emulator, rbd-nbd for the guest, tap devices, the kernel package tools
+    qemu-system-x86 rbd-nbd iproute2 dpkg
 )
 missing=()
 for p in "${packages[@]}"; do

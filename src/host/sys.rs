@@ -214,17 +214,18 @@ pub fn loop_attach(backing: &Path, block_size: u32, io: LoopIo, tag: &str) -> Re
     Err(HostError::Io { op: "attach loop device for", path: backing.into(), source: std::io::Error::from_raw_os_error(libc::EBUSY) })
 }
 
-/// The attached loop device named `tag` (see [`loop_attach`]) whose
-/// backing file's path contains `backing_contains`, if any. Only devices
-/// whose path matches are asked for their name: that ioctl stats the
-/// backing file, which blocks while another device's FUSE server hangs.
-pub fn loop_find(tag: &str, backing_contains: &str) -> Option<PathBuf> {
+/// The attached loop device named `tag` (see [`loop_attach`]), if any.
+/// Devices whose backing file's path (as sysfs shows it) `skip` rules out
+/// are not asked for their name: that ioctl stats the backing file, which
+/// blocks while its FUSE server hangs. (A file whose mount this process
+/// cannot see shows as a bare name, so the path alone cannot find a tag.)
+pub fn loop_find(tag: &str, skip: impl Fn(&str) -> bool) -> Option<PathBuf> {
     let rd = std::fs::read_dir("/sys/block").ok()?;
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         // Only attached devices have a backing file.
         let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
-        if !name.starts_with("loop") || !backing.contains(backing_contains) {
+        if !name.starts_with("loop") || skip(backing.trim_end()) {
             continue;
         }
         let dev = PathBuf::from(format!("/dev/{name}"));

@@ -33,16 +33,22 @@ fn script() -> PathBuf {
 impl TestCluster {
     /// A private cluster, torn down when the returned value drops.
     pub fn start() -> TestCluster {
-        Self::boot(true)
+        Self::boot(true, None)
+    }
+
+    /// A private cluster bound to `ip` (a tap device's address, for a QEMU
+    /// guest), torn down when the returned value drops.
+    pub fn start_on(ip: &str) -> TestCluster {
+        Self::boot(true, Some(ip))
     }
 
     /// The cluster shared by the tests of this process.
     pub fn shared() -> &'static TestCluster {
         static SHARED: OnceLock<TestCluster> = OnceLock::new();
-        SHARED.get_or_init(|| Self::boot(false))
+        SHARED.get_or_init(|| Self::boot(false, None))
     }
 
-    fn boot(owned: bool) -> TestCluster {
+    fn boot(owned: bool, ip: Option<&str>) -> TestCluster {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "rbdvol-ceph-{}-{}",
@@ -53,6 +59,7 @@ impl TestCluster {
             .arg("up")
             .arg(&dir)
             .args(["--owner-pid", &std::process::id().to_string(), "--pools", &format!("{POOL},{DATA_POOL}")])
+            .args(ip.map(|ip| ["--ip", ip]).into_iter().flatten())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", script().display()));
         if !out.status.success() {

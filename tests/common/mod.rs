@@ -4,5 +4,6 @@
 pub mod cluster;
 pub mod consul;
 pub mod docker;
+pub mod guest;
 pub mod managed;
 pub mod plugin;

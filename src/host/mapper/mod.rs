@@ -136,7 +136,7 @@ pub fn detect(config: &MapperConfig, tools: &Tools) -> MapperKind {
 pub fn build(kind: MapperKind, config: &MapperConfig, tools: &Tools) -> Box<dyn Mapper> {
     match kind {
         MapperKind::Krbd => Box::new(krbd::Krbd::new(config.sysfs.clone(), tools.clone())),
-        MapperKind::Nbd => Box::new(nbd::Nbd::new(tools.clone())),
+        MapperKind::Nbd => Box::new(nbd::Nbd::new(tools.clone(), config.run_dir.join("nbd"))),
         MapperKind::Userspace => Box::new(userspace::Userspace::new(config.run_dir.join("userspace"), config.exe.clone())),
     }
 }

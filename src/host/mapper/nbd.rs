@@ -1,6 +1,7 @@
 //! Ceph's rbd-nbd: librbd in its own process behind a kernel nbd device.
-//! The key reaches rbd-nbd through an inherited pipe (`--keyfile
-//! /dev/fd/3`), never its command line or a file on disk.
+//! The key reaches rbd-nbd through an inherited anonymous memory file
+//! (`--keyfile /proc/self/fd/3`; `/dev/fd` is a udev convenience some hosts
+//! lack), never its command line, its environment or a file on disk.
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -14,12 +15,35 @@ use crate::host::{HostError, ImageRef};
 
 pub struct Nbd {
     tools: Tools,
+    /// rbd-nbd's run directory (its admin sockets): ours, so it never
+    /// creates or chmods `/var/run/ceph`, which a plugin rootfs lacks.
+    run_dir: PathBuf,
 }
 
 impl Nbd {
-    pub fn new(tools: Tools) -> Nbd {
-        Nbd { tools }
+    pub fn new(tools: Tools, run_dir: PathBuf) -> Nbd {
+        Nbd { tools, run_dir }
     }
+
+    fn run_dir_arg(&self) -> String {
+        format!("--run-dir={}", self.run_dir.display())
+    }
+}
+
+/// An anonymous, unlinked memory file holding `secret` (never on a disk,
+/// in no directory), closed on exec unless passed on explicitly.
+fn key_file(secret: &[u8]) -> Result<OwnedFd, HostError> {
+    // SAFETY: the name is a valid C string; memfd_create returns a new fd
+    // or -1.
+    let fd = unsafe { libc::memfd_create(c"rbdvol-key".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(HostError::Sys { op: "create a key file for", path: "rbd-nbd".into(), errno: nix::errno::Errno::last() });
+    }
+    // SAFETY: fd was just created and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut file = std::fs::File::from(fd);
+    file.write_all(secret).map_err(HostError::io("write", "rbd-nbd key file"))?;
+    Ok(file.into())
 }
 
 fn spec(image: &ImageRef) -> String {
@@ -31,7 +55,8 @@ pub fn parse_list(json: &str) -> Vec<Mapping> {
     let entries: Vec<serde_json::Value> = serde_json::from_str(json).unwrap_or_default();
     entries
         .iter()
-        .filter(|e| e["snap"].as_str().unwrap_or("-") == "-")
+        // The image's head: Pacific says "" (older releases "-").
+        .filter(|e| matches!(e["snap"].as_str().unwrap_or(""), "" | "-"))
         .filter_map(|e| {
             Some(Mapping {
                 image: ImageRef {
@@ -59,18 +84,24 @@ impl Mapper for Nbd {
         if let Some(m) = self.find(image)? {
             return Ok(m);
         }
-        let (read_end, write_end) = nix::unistd::pipe().map_err(HostError::sys("create pipe for", "rbd-nbd"))?;
+        // The key in an anonymous memory file (a pipe will not do: rbd-nbd
+        // reads the key file up to its size, and a pipe has none).
+        let key = key_file(settings.key.expose().as_bytes())?;
+        std::fs::create_dir_all(&self.run_dir).map_err(HostError::io("create", &self.run_dir))?;
         let mut cmd = self.tools.command(Tool::RbdNbd)?;
-        cmd.args(["map", &spec(image), "--id", &settings.user, "-m", &settings.mon_host, "--keyfile", "/dev/fd/3"]);
+        cmd.args(["map", &spec(image), "--id", &settings.user, "-m", &settings.mon_host, "--keyfile", "/proc/self/fd/3"]);
+        cmd.arg(self.run_dir_arg());
         for (k, v) in &settings.options {
             cmd.arg(format!("--{k}={v}"));
         }
-        let fd = read_end.as_raw_fd();
-        // SAFETY: between fork and exec we only call dup2, which is
-        // async-signal-safe; fd stays open in the parent until then.
+        let fd = key.as_raw_fd();
+        // SAFETY: between fork and exec we only call dup2 and fcntl, which
+        // are async-signal-safe; fd stays open in the parent until the spawn.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(fd, 3) < 0 {
+                // dup2 onto itself would keep close-on-exec: clear it then.
+                let ret = if fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(fd, 3) };
+                if ret < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -78,12 +109,7 @@ impl Mapper for Nbd {
         }
         cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
         let child = cmd.spawn().map_err(HostError::io("run", "rbd-nbd"))?;
-        drop(read_end);
-        {
-            // SAFETY: we own write_end; the File takes it over.
-            let mut w = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(write_end)) });
-            let _ = w.write_all(settings.key.expose().as_bytes());
-        }
+        drop(key);
         let out = child.wait_with_output().map_err(HostError::io("wait for", "rbd-nbd"))?;
         if !out.status.success() {
             return Err(HostError::MapFailed {
@@ -103,14 +129,15 @@ impl Mapper for Nbd {
         if self.find(&mapping.image)?.is_none() {
             return Ok(());
         }
-        self.tools.run(Tool::RbdNbd, &mapping.device.to_string_lossy(), &["unmap", &mapping.device.to_string_lossy()]).map(drop)
+        let device = mapping.device.to_string_lossy();
+        self.tools.run(Tool::RbdNbd, &device, &["unmap", &device, &self.run_dir_arg()]).map(drop)
     }
 
     fn list(&self) -> Result<Vec<Mapping>, HostError> {
         if !self.tools.has(Tool::RbdNbd) {
             return Ok(Vec::new());
         }
-        let out = self.tools.run(Tool::RbdNbd, "list-mapped", &["list-mapped", "--format", "json"])?;
+        let out = self.tools.run(Tool::RbdNbd, "list-mapped", &["list-mapped", "--format", "json", &self.run_dir_arg()])?;
         Ok(parse_list(&out))
     }
 }
@@ -125,6 +152,9 @@ mod tests {
                        {"id":124,"pool":"rbd","namespace":"ns","image":"x","snap":"s1","device":"/dev/nbd1"}]"#;
         let m = parse_list(json);
         assert_eq!(m.len(), 1);
+        // As Pacific's rbd-nbd prints it (seen in the QEMU guest).
+        let pacific = r#"[{"id":167,"pool":"rbd","namespace":"","image":"n1","snap":"","device":"/dev/nbd0","cookie":""}]"#;
+        assert_eq!(parse_list(pacific)[0].device, PathBuf::from("/dev/nbd0"));
         assert_eq!(m[0].device, PathBuf::from("/dev/nbd0"));
         assert_eq!(m[0].image.image, "db");
     }

@@ -204,7 +204,9 @@ impl Server {
     }
 
     fn loop_device(&self) -> Option<PathBuf> {
-        sys::loop_find(&self.loop_tag(), &format!(".{}/", self.nonce()))
+        // Another server's file, by its full path: not ours, never asked.
+        let mine = format!(".{}/", self.nonce());
+        sys::loop_find(&self.loop_tag(), |backing| backing.contains("/fuse/") && !backing.contains(&mine))
     }
 }
 

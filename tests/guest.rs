@@ -1,0 +1,179 @@
+//! The kernel mappers on a real kernel: Debian's own, in a QEMU guest
+//! (`tests/common/guest.rs`), whose rbd and nbd modules this machine's
+//! kernel lacks. The guest runs the real rbdvol binary and drives the
+//! plugin's own Mount and Unmount through its Unix socket; the host checks
+//! what reached Ceph by an independent path (`rbd`, `debugfs`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::guest::{result, GuestBed, PRELUDE};
+
+fn bed() -> &'static GuestBed {
+    GuestBed::get()
+}
+
+fn json(text: Option<&str>) -> serde_json::Value {
+    serde_json::from_str(text.unwrap_or_else(|| panic!("no such result"))).unwrap_or_else(|e| panic!("{e}: {text:?}"))
+}
+
+fn no_key_in(console: &str) {
+    let key = bed().cluster.admin_settings().key.expose().to_string();
+    assert!(!console.contains(&key), "the cephx key appeared on the guest's console");
+}
+
+#[test]
+fn krbd_maps_mounts_and_survives_a_plugin_restart_in_a_real_kernel() {
+    let scenario = format!(
+        "{PRELUDE}{}",
+        r#"
+result rbd_before "$(test -d /sys/bus/rbd && echo loaded || echo absent)"
+serve
+result mapper "$(grep -o 'mapper [a-z]*' /tmp/serve.log | head -1)"
+result rbd_after "$(test -d /sys/bus/rbd && echo loaded || echo absent)"
+result create "$(call Create '{"Name":"k1","Opts":{"size":"64"}}')"
+result mount "$(call Mount '{"Name":"k1","ID":"c1"}')"
+result devices "$(ls /sys/bus/rbd/devices | tr '\n' ' ')"
+result config_info_key "$(grep -c -F -f /tmp/key /sys/bus/rbd/devices/*/config_info)"
+result config_info_options "$(cat /sys/bus/rbd/devices/0/config_info | cut -d' ' -f2 | tr ',' '\n' | cut -d= -f1 | tr '\n' ' ')"
+mp=/var/lib/rbdvol/mnt/k1
+echo krbd-in-a-real-kernel > $mp/marker
+dd if=/dev/urandom of=$mp/blob bs=1M count=8 2>/dev/null
+sync
+result blob "$(sha256sum $mp/blob | cut -d' ' -f1)"
+kill -9 "$(cat /tmp/serve.pid)"
+sleep 1
+serve
+result path_after_restart "$(call Path '{"Name":"k1"}')"
+result get_after_restart "$(call Get '{"Name":"k1"}')"
+result unmount "$(call Unmount '{"Name":"k1","ID":"c1"}')"
+result devices_after "$(ls /sys/bus/rbd/devices | wc -l)"
+result mounted_after "$(grep -c ' /var/lib/rbdvol/mnt/k1 ' /proc/mounts)"
+result create_journaling "$(call Create '{"Name":"k2","Opts":{"size":"64","features":"layering,exclusive-lock,journaling"}}')"
+result mount_journaling "$(call Mount '{"Name":"k2","ID":"c2"}')"
+result devices_journaling "$(ls /sys/bus/rbd/devices | wc -l)"
+result supported_features "$(cat /sys/bus/rbd/supported_features)"
+call Remove '{"Name":"k2"}' >/dev/null
+echo "--- serve.log"; cat /tmp/serve.log
+"#
+    );
+    let console = bed().run(&scenario, Duration::from_secs(300), |_| {});
+    no_key_in(&console);
+    let r = |name: &str| result(&console, name).unwrap_or_else(|| panic!("no result {name}:\n{console}")).to_string();
+
+    // rbdvol picked krbd and loaded the module itself.
+    assert_eq!(r("rbd_before"), "absent");
+    assert_eq!(r("mapper"), "mapper krbd", "{console}");
+    assert_eq!(r("rbd_after"), "loaded");
+    assert_eq!(json(Some(&r("create")))["Err"], "", "{console}");
+    let mount = json(Some(&r("mount")));
+    assert_eq!(mount["Err"], "", "{console}");
+    assert_eq!(mount["Mountpoint"], "/var/lib/rbdvol/mnt/k1");
+    assert_eq!(r("devices"), "0");
+    // The key went through the kernel keyring: config_info names it, never holds it.
+    assert_eq!(r("config_info_key"), "0", "{console}");
+    let opts = r("config_info_options");
+    assert!(opts.split(' ').any(|o| o == "key") && !opts.split(' ').any(|o| o == "secret"), "{opts}");
+
+    // A restarted plugin finds the mapping and the mount.
+    assert_eq!(json(Some(&r("path_after_restart")))["Mountpoint"], "/var/lib/rbdvol/mnt/k1", "{console}");
+    let get = json(Some(&r("get_after_restart")));
+    assert_eq!(get["Volume"]["Status"]["mapper"], "krbd", "{get}");
+    assert_eq!(get["Volume"]["Status"]["device"], "/dev/rbd0", "{get}");
+    assert_eq!(get["Volume"]["Status"]["containers"], 1, "{get}");
+    assert_eq!(json(Some(&r("unmount")))["Err"], "");
+    assert_eq!((r("devices_after").as_str(), r("mounted_after").as_str()), ("0", "0"), "still mapped or mounted");
+
+    // What the guest wrote through krbd is in Ceph.
+    let cluster = &bed().cluster;
+    let files = cluster.read_files_from_image("k1", &["/marker"]);
+    assert_eq!(files[0].trim(), "krbd-in-a-real-kernel");
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("k1.img");
+    assert!(cluster.cli("rbd", &["export", "--no-progress", "rbd/k1", img.to_str().unwrap()]).status.success());
+    let blob = dir.path().join("blob");
+    let out = std::process::Command::new("debugfs").args(["-R", &format!("dump /blob {}", blob.display())]).arg(&img).output().unwrap();
+    assert!(out.status.success());
+    let out = std::process::Command::new("sha256sum").arg(&blob).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).split(' ').next().unwrap(), r("blob"));
+
+    // An image feature this kernel cannot map: a clear error, nothing mapped.
+    assert_eq!(json(Some(&r("create_journaling")))["Err"], "", "{console}");
+    let err = json(Some(&r("mount_journaling")))["Err"].as_str().unwrap().to_string();
+    assert!(err.contains("journaling") && err.contains("k2"), "{err}");
+    assert_eq!(r("devices_journaling"), "0");
+    println!("supported_features of the guest kernel: {}", r("supported_features"));
+}
+
+#[test]
+fn krbd_volumes_grow_online_and_at_the_next_mount() {
+    let scenario = format!(
+        "{PRELUDE}{}",
+        r#"
+serve
+call Create '{"Name":"g1","Opts":{"size":"64"}}' >/dev/null
+result mount "$(call Mount '{"Name":"g1","ID":"c1"}')"
+mp=/var/lib/rbdvol/mnt/g1
+result before "$(fs_kib $mp)"
+echo "GUEST GROW NOW 128"
+i=0; while [ "$(fs_kib $mp)" -lt 100000 ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i + 1)); done
+result online "$(fs_kib $mp)"
+call Unmount '{"Name":"g1","ID":"c1"}' >/dev/null
+echo "GUEST GROW NOW 192"
+i=0; until call Get '{"Name":"g1"}' | grep -q '"size_bytes":201326592'; do sleep 0.5; i=$((i + 1)); [ $i -gt 120 ] && break; done
+result mount2 "$(call Mount '{"Name":"g1","ID":"c2"}')"
+result at_mount "$(fs_kib $mp)"
+call Unmount '{"Name":"g1","ID":"c2"}' >/dev/null
+echo "--- serve.log"; cat /tmp/serve.log
+"#
+    );
+    let cluster = &bed().cluster;
+    let console = bed().run(&scenario, Duration::from_secs(300), |line| {
+        // The image grown from the host while the guest has it mapped.
+        if let Some(size) = line.strip_prefix("GUEST GROW NOW ") {
+            let out = cluster.cli("rbd", &["resize", "--no-progress", "--size", size, "rbd/g1"]);
+            assert!(out.status.success(), "rbd resize: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    });
+    no_key_in(&console);
+    let kib = |name: &str| result(&console, name).unwrap_or_else(|| panic!("no result {name}:\n{console}")).parse::<u64>().unwrap();
+    assert_eq!(json(result(&console, "mount"))["Err"], "", "{console}");
+    assert!(kib("before") < 70_000, "{console}");
+    assert!(kib("online") > 100_000, "not grown online while mapped through krbd:\n{console}");
+    assert_eq!(json(result(&console, "mount2"))["Err"], "", "{console}");
+    assert!(kib("at_mount") > 160_000, "not grown at the next mount:\n{console}");
+    cluster.assert_filesystem_clean("g1", "ext4");
+}
+
+#[test]
+fn rbd_nbd_maps_and_mounts_in_a_real_kernel() {
+    let scenario = format!(
+        "{PRELUDE}{}",
+        r#"
+serve --mapper nbd
+result mapper "$(grep -o 'mapper [a-z]*' /tmp/serve.log | head -1)"
+result create "$(call Create '{"Name":"n1","Opts":{"size":"64"}}')"
+result mount "$(call Mount '{"Name":"n1","ID":"c1"}')"
+result device "$(call Get '{"Name":"n1"}' | grep -o '"device":"[^"]*"')"
+echo nbd-in-a-real-kernel > /var/lib/rbdvol/mnt/n1/marker
+sync
+result rbd_nbd_args_key "$(cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' ' ' | grep -c -F -f /tmp/key)"
+result unmount "$(call Unmount '{"Name":"n1","ID":"c1"}')"
+result nbd_processes "$(pidof rbd-nbd | wc -w)"
+echo "--- serve.log"; cat /tmp/serve.log
+"#
+    );
+    let console = bed().run(&scenario, Duration::from_secs(300), |_| {});
+    no_key_in(&console);
+    let r = |name: &str| result(&console, name).unwrap_or_else(|| panic!("no result {name}:\n{console}")).to_string();
+    assert_eq!(r("mapper"), "mapper nbd", "{console}");
+    assert_eq!(json(Some(&r("create")))["Err"], "", "{console}");
+    assert_eq!(json(Some(&r("mount")))["Err"], "", "{console}");
+    assert!(r("device").contains("/dev/nbd"), "{console}");
+    assert_eq!(r("rbd_nbd_args_key"), "0", "the key is on a command line");
+    assert_eq!(json(Some(&r("unmount")))["Err"], "", "{console}");
+    assert_eq!(r("nbd_processes"), "0", "rbd-nbd still runs after the unmap");
+    let files = bed().cluster.read_files_from_image("n1", &["/marker"]);
+    assert_eq!(files[0].trim(), "nbd-in-a-real-kernel");
+}
