@@ -203,7 +203,7 @@ fn a_dead_hosts_volume_is_taken_over_once_its_consul_session_lapses() {
         if m.err().is_empty() {
             break m;
         }
-        assert!(m.err().contains("host-a"), "{:?}", m.json);
+        assert!(m.err().contains("host 'host-a'"), "{:?}", m.json);
         assert!(died.elapsed() < Duration::from_secs(150), "never taken over: {:?}\n{}", m.json, b.log());
         std::thread::sleep(Duration::from_secs(1));
     };

@@ -59,6 +59,9 @@ pub enum EngineError {
     #[error("volume '{name}' has snapshots ({snapshots}): remove them first (rbdvol snapshot rm {name}@<snapshot>)")]
     HasSnapshots { name: String, snapshots: String },
 
+    #[error("volume '{name}' is held by host '{host}', whose consul session lapsed, but its clients still watch the image ({watchers}): retry in a few seconds (a dead client's watch times out within ~30 s); if that host still works with ceph, rbdvol takeover {name} fences it")]
+    HolderDying { name: String, host: String, watchers: String },
+
     #[error("volume '{name}' has clones ({clones}): remove them first")]
     HasClones { name: String, clones: String },
 
@@ -180,6 +183,9 @@ const META_VOLUME: &str = "rbdvol.volume";
 const META_FORMATTED: &str = "rbdvol.formatted";
 /// Who has it mounted, JSON (`MountedBy`); removed at the last Unmount.
 const META_MOUNTED: &str = "rbdvol.mounted";
+/// How long a Mount waits for a dead holder's watches to time out before
+/// it answers (dockerd gives a managed plugin's calls 30 s).
+const MOUNT_WAITS_FOR_WATCHES: Duration = Duration::from_secs(15);
 /// How long Remove waits for watchers that are closing.
 const WATCHERS_SETTLE: Duration = Duration::from_secs(10);
 const DIRECTORY_TTL: Duration = Duration::from_secs(1);
@@ -923,8 +929,9 @@ impl Inner {
     /// Whether `host`, holding the volume, is dead: automatic takeover is on,
     /// its Consul session lapsed, and Ceph agrees — none of the clients it
     /// mounted with still watches the image (a dead client's watch times
-    /// out within ~30 s; this waits that long). A host cut off from Consul
-    /// but still working with Ceph keeps its volumes.
+    /// out within ~30 s; this waits up to 15 s, then `HolderDying` asks for
+    /// a retry). A host cut off from Consul but still working with Ceph
+    /// keeps its volumes.
     fn holder_is_dead(&self, image: &Image, header: &Header, host: &str) -> Result<bool, EngineError> {
         let Some(liveness) = self.liveness.get().filter(|_| self.cfg.auto_takeover) else { return Ok(false) };
         match liveness.liveness(host) {
@@ -939,14 +946,17 @@ impl Inner {
         let theirs: std::collections::BTreeSet<String> = by.clients.into_iter().chain([by.addr]).collect();
         tracing::info!("volume '{}': host '{host}' lost its consul session; waiting for its clients' watches to time out", image.name());
         let start = Instant::now();
-        while start.elapsed() < takeover::WATCHES_GONE {
-            if takeover::watching(image, &theirs)?.is_empty() {
+        loop {
+            let watching = takeover::watching(image, &theirs)?;
+            if watching.is_empty() {
                 return Ok(true);
+            }
+            // Well inside dockerd's 30 s: the caller retries.
+            if start.elapsed() > MOUNT_WAITS_FOR_WATCHES {
+                return Err(EngineError::HolderDying { name: image.name().to_string(), host: host.to_string(), watchers: watching.join(", ") });
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        tracing::warn!("volume '{}': host '{host}' lost its consul session but still has the image open: not taking it over (rbdvol takeover fences it)", image.name());
-        Ok(false)
     }
 
     fn release_host_lock(&self, header: &Header) -> Result<(), EngineError> {

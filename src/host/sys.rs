@@ -229,21 +229,27 @@ pub fn loop_find(tag: &str, skip: impl Fn(&str) -> bool) -> Option<PathBuf> {
             continue;
         }
         let dev = PathBuf::from(format!("/dev/{name}"));
-        let Ok(file) = File::open(&dev) else { continue };
-        // SAFETY: LoopInfo64 is plain data; all-zero is its empty value.
-        let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
-        // SAFETY: file is an open loop device; info is a writable
-        // loop_info64 that outlives the call.
-        let ret = unsafe { libc::ioctl(file.as_raw_fd(), LOOP_GET_STATUS64 as _, &mut info as *mut LoopInfo64) };
-        if ret != 0 {
-            continue;
-        }
-        let len = info.lo_file_name.iter().position(|&b| b == 0).unwrap_or(info.lo_file_name.len());
-        if &info.lo_file_name[..len] == tag.as_bytes() {
+        if loop_tag(&dev).as_deref() == Some(tag) {
             return Some(dev);
         }
     }
     None
+}
+
+/// The name (`lo_file_name`) loop device `device` was attached with; `None`
+/// when it is not attached or its backing file cannot answer.
+pub fn loop_tag(device: &Path) -> Option<String> {
+    let file = File::open(device).ok()?;
+    // SAFETY: LoopInfo64 is plain data; all-zero is its empty value.
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: file is an open loop device; info is a writable loop_info64
+    // that outlives the call.
+    let ret = unsafe { libc::ioctl(file.as_raw_fd(), LOOP_GET_STATUS64 as _, &mut info as *mut LoopInfo64) };
+    if ret != 0 {
+        return None;
+    }
+    let len = info.lo_file_name.iter().position(|&b| b == 0).unwrap_or(info.lo_file_name.len());
+    Some(String::from_utf8_lossy(&info.lo_file_name[..len]).into_owned())
 }
 
 /// Whether `device` is a loop device whose backing file's filesystem is

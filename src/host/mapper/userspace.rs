@@ -204,9 +204,16 @@ impl Server {
     }
 
     fn loop_device(&self) -> Option<PathBuf> {
-        // Another server's file, by its full path: not ours, never asked.
+        let tag = self.loop_tag();
+        // The device recorded at attach time, if it still has our name.
+        let recorded = std::fs::read_to_string(self.dir.join(LOOP_FILE)).ok().map(|d| PathBuf::from(d.trim()));
+        if let Some(dev) = recorded.filter(|d| sys::loop_tag(d).as_deref() == Some(tag.as_str())) {
+            return Some(dev);
+        }
+        // Else a search; another server's file, by its full path, is never
+        // asked (a hung server would hang the question).
         let mine = format!(".{}/", self.nonce());
-        sys::loop_find(&self.loop_tag(), |backing| backing.contains("/fuse/") && !backing.contains(&mine))
+        sys::loop_find(&tag, |backing| backing.contains("/fuse/") && !backing.contains(&mine))
     }
 }
 
