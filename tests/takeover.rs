@@ -142,6 +142,46 @@ fn takeover_fences_a_hung_holder_whose_writes_then_fail() {
     unblock(&fenced);
 }
 
+#[test]
+fn takeover_right_after_a_crash_does_not_wait_for_the_dead_watches() {
+    let mut a = Plugin::start(cluster(), "host-a");
+    let b = Plugin::start(cluster(), "host-b");
+    let v = unique("crash");
+    ok(&a.create(&v, &[("size", "128")]));
+    let mounted = a.mount(&v, &id(1));
+    ok(&mounted);
+    let data: String = (0..3000).map(|i| format!("crash {i}\n")).collect();
+    write_synced(mounted.json["Mountpoint"].as_str().unwrap(), "data.txt", &data);
+
+    // Host A crashes: plugin and mapper killed. Its watches would linger
+    // ~30 s; the fencing drops them at once.
+    let servers = a.server_pids();
+    a.kill9();
+    signal_all(&servers, Signal::SIGKILL);
+    let start = Instant::now();
+    let out = Command::new(common::plugin::bin())
+        .args(["takeover", &v, "--host-id", "host-b", "--state-dir"])
+        .arg(b.state_dir())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(cluster_env())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "takeover failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("taken over from host 'host-a' for host 'host-b'"), "{}", String::from_utf8_lossy(&out.stdout));
+    let mounted = b.mount(&v, &id(2));
+    ok(&mounted);
+    println!("taken over and mounted {:?} after the crash", start.elapsed());
+    assert_eq!(std::fs::read_to_string(format!("{}/data.txt", mounted.json["Mountpoint"].as_str().unwrap())).unwrap(), data);
+    ok(&b.unmount(&v, &id(2)));
+    cluster().assert_filesystem_clean(&v, "ext4");
+    ok(&b.remove(&v));
+    // Host A comes back: it lets go of what it had, and says so.
+    a.restart();
+    a.wait_for_log("releasing it here", Duration::from_secs(30));
+    assert!(a.leftovers().is_empty(), "{:?}", a.leftovers());
+}
+
 /// SIGCONTs the frozen processes even when the test fails half-way, so the
 /// fixtures can clean up.
 struct Thaw(Vec<u32>);
