@@ -269,3 +269,112 @@ fn a_dead_hosts_volume_is_taken_over_once_its_consul_session_lapses() {
     a.wait_for_log("releasing it here", Duration::from_secs(30));
     assert!(a.leftovers().is_empty(), "{:?}", a.leftovers());
 }
+
+/// The real thing: each host in its own network namespace with its own
+/// address, the cluster and Consul on a bridge. Host A, alive and writing,
+/// is cut off the network (a partition): its session lapses and its watches
+/// time out, so host B takes the volume over and reads every line A's
+/// writer had fsynced. When the partition heals, A's writes fail (fenced),
+/// A lets go of the volume and says so, and nothing A wrote after the cut
+/// reaches Ceph.
+#[test]
+fn a_partitioned_holder_is_fenced_and_lets_go_when_the_network_heals() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let mut lan = common::netns::Lan::new();
+    let cluster = TestCluster::start_on(&lan.host_ip);
+    let agent = ConsulAgent::start_on(&lan.host_ip);
+    let prefix = format!("{}/", unique("partition"));
+    let env = || {
+        let s = cluster.admin_settings();
+        vec![
+            ("RBD_CONF_GLOBAL_MON_HOST".to_string(), s.mon_host.clone()),
+            ("RBD_CONF_KEYRING_USER".to_string(), "client.admin".to_string()),
+            ("RBD_CONF_KEYRING_KEY".to_string(), s.key.expose().to_string()),
+            ("CONSUL_HTTP_ADDR".to_string(), agent.addr_on()),
+            ("CONSUL_HTTP_TOKEN".to_string(), agent.token.clone()),
+            ("RBDVOL_CONSUL_PREFIX".to_string(), prefix.clone()),
+            ("RBDVOL_SESSION_TTL".to_string(), "10".to_string()),
+            ("RBDVOL_CHECK_INTERVAL".to_string(), "1".to_string()),
+        ]
+    };
+    let (ip_a, ip_b) = (lan.add_host("a"), lan.add_host("b"));
+    let a = Plugin::start_in(Some(lan.netns_path("a")), "host-a", env(), None, &[]);
+    let b = Plugin::start_in(Some(lan.netns_path("b")), "host-b", env(), None, &[]);
+    for host in ["host-a", "host-b"] {
+        let start = Instant::now();
+        while agent.get(&format!("{prefix}hosts/{host}")).is_none() {
+            assert!(start.elapsed() < Duration::from_secs(20), "{host} never registered in consul:\n{}", if host == "host-a" { a.log() } else { b.log() });
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    let v = unique("part");
+    ok(&a.create(&v, &[("size", "128")]));
+    let mounted = a.mount(&v, &id(1));
+    ok(&mounted);
+    let at_a = mounted.json["Mountpoint"].as_str().unwrap().to_string();
+    // The holder's client addresses are its own namespace's.
+    let by = cluster.connect().open_pool("rbd", "").unwrap().open_image_read_only(&v).unwrap().metadata_get("rbdvol.mounted").unwrap().unwrap();
+    assert!(by.contains(&ip_a) && !by.contains(&ip_b), "{by}");
+
+    // A container on host A appends and fsyncs, counting what was durable.
+    let (synced, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+    let writer = {
+        let (synced, stop, path) = (synced.clone(), stop.clone(), format!("{at_a}/log"));
+        std::thread::spawn(move || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                writeln!(f, "line {n}")?;
+                f.sync_data()?;
+                synced.store(n, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(())
+        })
+    };
+    while synced.load(Ordering::SeqCst) < 50 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The partition.
+    lan.cut("a");
+    let cut = Instant::now();
+    let durable_before_takeover;
+    let mounted = loop {
+        let m = b.mount(&v, &id(2));
+        if m.err().is_empty() {
+            // Nothing A fsyncs after this can be in Ceph: it is fenced.
+            durable_before_takeover = synced.load(Ordering::SeqCst);
+            break m;
+        }
+        assert!(m.err().contains("host 'host-a'"), "{:?}", m.json);
+        assert!(cut.elapsed() < Duration::from_secs(150), "never taken over: {:?}\n{}", m.json, b.log());
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    println!("host B took the volume over {:?} after host A was cut off", cut.elapsed());
+    let at_b = mounted.json["Mountpoint"].as_str().unwrap().to_string();
+    let seen_by_b = std::fs::read_to_string(format!("{at_b}/log")).unwrap();
+    let lines: Vec<&str> = seen_by_b.lines().collect();
+    assert!(lines.len() as u64 >= durable_before_takeover, "{} lines, {durable_before_takeover} were fsynced", lines.len());
+    assert!(lines.iter().enumerate().all(|(i, l)| *l == format!("line {}", i + 1)), "lines lost or torn");
+    let blocked = cluster.connect().blocklist().unwrap();
+    assert!(blocked.iter().any(|a| a.starts_with(&format!("{ip_a}:"))), "no client of host A blocklisted: {blocked:?}");
+
+    // The partition heals: A's writes fail, it lets go, and says so.
+    lan.heal("a");
+    a.wait_for_log("was taken over by host 'host-b'", Duration::from_secs(60));
+    stop.store(true, Ordering::Relaxed);
+    let result = writer.join().unwrap();
+    assert!(result.is_err(), "host A's writer never saw an error");
+    assert!(a.leftovers().is_empty(), "host A left: {:?}", a.leftovers());
+
+    ok(&b.unmount(&v, &id(2)));
+    cluster.assert_filesystem_clean(&v, "ext4");
+    let in_ceph = cluster.read_files_from_image(&v, &["/log"]).remove(0);
+    assert_eq!(in_ceph, seen_by_b, "host A wrote to the volume after it was taken over");
+    ok(&b.remove(&v));
+}

@@ -15,6 +15,8 @@ pub struct ConsulAgent {
     ports: [u16; 3],
     pub token: String,
     dir: tempfile::TempDir,
+    /// An address the HTTP API also listens on, besides 127.0.0.1.
+    also_on: Option<String>,
 }
 
 fn free_port() -> u16 {
@@ -46,7 +48,21 @@ impl ConsulAgent {
         self.dir.path().join(name)
     }
 
+    /// An agent whose HTTP API also listens on `ip` (for plugins in other
+    /// network namespaces): [`ConsulAgent::addr_on`].
+    pub fn start_on(ip: &str) -> ConsulAgent {
+        Self::start_full(false, Some(ip.to_string()))
+    }
+
+    pub fn addr_on(&self) -> String {
+        format!("{}:{}", self.also_on.as_deref().expect("started with start_on"), self.http_port)
+    }
+
     fn start_with(tls: bool) -> ConsulAgent {
+        Self::start_full(tls, None)
+    }
+
+    fn start_full(tls: bool, also_on: Option<String>) -> ConsulAgent {
         let mut a = ConsulAgent {
             child: None,
             https_port: tls.then(free_port),
@@ -54,6 +70,7 @@ impl ConsulAgent {
             ports: [free_port(), free_port(), free_port()],
             token: format!("{:032x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()),
             dir: tempfile::tempdir().unwrap(),
+            also_on,
         };
         a.spawn();
         a
@@ -79,7 +96,8 @@ impl ConsulAgent {
             ));
         }
         let child = Command::new(binary())
-            .args(["agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-dns-port", "-1", "-grpc-port", "-1"])
+            .args(["agent", "-dev", "-bind", "127.0.0.1", "-dns-port", "-1", "-grpc-port", "-1"])
+            .args(["-client", &format!("127.0.0.1 {}", self.also_on.as_deref().unwrap_or_default()).trim().to_string()])
             .args(["-http-port", &self.http_port.to_string()])
             .args(["-serf-lan-port", &self.ports[0].to_string(), "-serf-wan-port", &self.ports[1].to_string()])
             .args(["-server-port", &self.ports[2].to_string(), "-hcl", &hcl])

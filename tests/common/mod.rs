@@ -6,4 +6,5 @@ pub mod consul;
 pub mod docker;
 pub mod guest;
 pub mod managed;
+pub mod netns;
 pub mod plugin;

@@ -21,6 +21,8 @@ pub struct Plugin {
     pub host_id: String,
     env: Vec<(String, String)>,
     extra_args: Vec<String>,
+    /// A network namespace to run in (`/run/netns/NAME`).
+    netns: Option<String>,
 }
 
 /// One HTTP answer from the plugin.
@@ -60,6 +62,13 @@ impl Plugin {
 
     /// A plugin with exactly this environment (besides PATH and RUST_LOG).
     pub fn start_env(host_id: &str, env: Vec<(String, String)>, socket: Option<PathBuf>, extra_args: &[&str]) -> Plugin {
+        Self::start_in(None, host_id, env, socket, extra_args)
+    }
+
+    /// A plugin in network namespace `netns` (a path such as
+    /// `/run/netns/NAME`), entered with `nsenter --net` only: its mounts
+    /// stay visible to the test.
+    pub fn start_in(netns: Option<String>, host_id: &str, env: Vec<(String, String)>, socket: Option<PathBuf>, extra_args: &[&str]) -> Plugin {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = PathBuf::from(format!("/tmp/rbdvol-plugin-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
         let _ = std::fs::remove_dir_all(&dir);
@@ -71,6 +80,7 @@ impl Plugin {
             host_id: host_id.to_string(),
             env,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            netns,
         };
         p.spawn();
         p
@@ -90,7 +100,15 @@ impl Plugin {
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("serve.log")).unwrap();
-        let mut cmd = Command::new(bin());
+        let mut cmd = match &self.netns {
+            // nsenter execs rbdvol: the child's pid is the plugin's.
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={ns}")).arg("--").arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
         cmd.arg("serve")
             .arg("--socket")
             .arg(&self.socket)
