@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{read_directory, EngineError, EntryState};
+use super::{read_directory, settings_to_fix, EngineError, EntryState};
 use crate::ceph::{features_to_string, CephError, Cluster};
 use crate::config::consul::{Consul, ConsulSettings};
 use crate::config::{CephSettings, ConfigError};
@@ -215,16 +215,6 @@ fn stale_loops_check(dead: &[(PathBuf, PathBuf)]) -> Check {
 }
 
 // ---- cluster ---------------------------------------------------------------
-
-/// The settings to fix for a failed connect (as the engine words it).
-fn settings_to_fix(e: &CephError) -> &'static str {
-    match e {
-        CephError::Auth { .. } => "RBD_CONF_KEYRING_USER, RBD_CONF_KEYRING_KEY",
-        CephError::TimedOut { .. } => "RBD_CONF_GLOBAL_MON_HOST (and that the monitors are reachable from this host)",
-        CephError::InvalidArgument { .. } | CephError::BadOption { .. } => "RBD_CONF_GLOBAL_MON_HOST, RBD_CONF_<SECTION>_<OPTION>",
-        _ => "RBD_CONF_GLOBAL_MON_HOST, RBD_CONF_KEYRING_USER, RBD_CONF_KEYRING_KEY",
-    }
-}
 
 /// settings, monitors and auth; the connection, or why there is none.
 fn cluster_checks(input: &DoctorInput, checks: &mut Vec<Check>) -> Result<Cluster, String> {

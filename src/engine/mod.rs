@@ -312,6 +312,16 @@ fn mounted_since(header: &Header) -> Result<String, EngineError> {
         .unwrap_or_else(|| "an unknown time".into()))
 }
 
+/// The settings to fix for a failed connect, named in the error.
+pub(crate) fn settings_to_fix(e: &CephError) -> &'static str {
+    match e {
+        CephError::Auth { .. } => "RBD_CONF_KEYRING_USER, RBD_CONF_KEYRING_KEY",
+        CephError::TimedOut { .. } => "RBD_CONF_GLOBAL_MON_HOST (and that the monitors are reachable from this host)",
+        CephError::InvalidArgument { .. } | CephError::BadOption { .. } => "RBD_CONF_GLOBAL_MON_HOST, RBD_CONF_<SECTION>_<OPTION>",
+        _ => "RBD_CONF_GLOBAL_MON_HOST, RBD_CONF_KEYRING_USER, RBD_CONF_KEYRING_KEY",
+    }
+}
+
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
@@ -562,12 +572,7 @@ impl Inner {
         }
         let settings = self.settings()?;
         let c = Cluster::connect(&settings).map_err(|source| {
-            let settings = match source {
-                CephError::Auth { .. } => "RBD_CONF_KEYRING_USER, RBD_CONF_KEYRING_KEY",
-                CephError::TimedOut { .. } => "RBD_CONF_GLOBAL_MON_HOST (and that the monitors are reachable from this host)",
-                CephError::InvalidArgument { .. } | CephError::BadOption { .. } => "RBD_CONF_GLOBAL_MON_HOST, RBD_CONF_<SECTION>_<OPTION>",
-                _ => "RBD_CONF_GLOBAL_MON_HOST, RBD_CONF_KEYRING_USER, RBD_CONF_KEYRING_KEY",
-            };
+            let settings = settings_to_fix(&source);
             let e = EngineError::Connect { source, settings };
             // Once per distinct failure, not once per Docker call.
             let text = e.to_string();
