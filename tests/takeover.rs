@@ -56,6 +56,30 @@ fn write_synced(mountpoint: &str, file: &str, text: &str) {
     f.sync_all().unwrap();
 }
 
+/// Creates volume `<prefix>-...` on `p`, mounts it, and writes and fsyncs
+/// `lines` lines to `data.txt`: (volume, mountpoint, the text).
+fn mounted_with_data(p: &Plugin, prefix: &str, lines: u32) -> (String, String, String) {
+    let v = unique(prefix);
+    ok(&p.create(&v, &[("size", "128")]));
+    let mounted = p.mount(&v, &id(1));
+    ok(&mounted);
+    let at = mounted.json["Mountpoint"].as_str().unwrap().to_string();
+    let data: String = (0..lines).map(|i| format!("{prefix} {i}\n")).collect();
+    write_synced(&at, "data.txt", &data);
+    (v, at, data)
+}
+
+/// Runs the rbdvol CLI with the shared cluster's settings.
+fn rbdvol(args: &[&str]) -> std::process::Output {
+    Command::new(common::plugin::bin())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(cluster_env())
+        .output()
+        .unwrap()
+}
+
 fn blocklisted() -> Vec<String> {
     cluster().connect().blocklist().unwrap()
 }
@@ -71,13 +95,7 @@ fn unblock(addrs: &[String]) {
 fn takeover_fences_a_hung_holder_whose_writes_then_fail() {
     let a = Plugin::start(cluster(), "host-a");
     let b = Plugin::start(cluster(), "host-b");
-    let v = unique("fence");
-    ok(&a.create(&v, &[("size", "128")]));
-    let mounted = a.mount(&v, &id(1));
-    ok(&mounted);
-    let at_a = mounted.json["Mountpoint"].as_str().unwrap().to_string();
-    let data: String = (0..2000).map(|i| format!("line {i}\n")).collect();
-    write_synced(&at_a, "data.txt", &data);
+    let (v, at_a, data) = mounted_with_data(&a, "fence", 2000);
     let late = std::fs::File::create(format!("{at_a}/late.txt")).unwrap();
 
     // Host A hangs: its plugin and its mapper stop answering.
@@ -90,14 +108,7 @@ fn takeover_fences_a_hung_holder_whose_writes_then_fail() {
     assert!(refused.err().contains("mounted on host 'host-a'"), "{:?}", refused.json);
 
     // The admin takes the volume over from host B.
-    let out = Command::new(common::plugin::bin())
-        .args(["takeover", &v, "--json", "--host-id", "host-b", "--state-dir"])
-        .arg(b.state_dir())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(cluster_env())
-        .output()
-        .unwrap();
+    let out = rbdvol(&["takeover", &v, "--json", "--host-id", "host-b", "--state-dir", b.state_dir().to_str().unwrap()]);
     assert!(out.status.success(), "takeover failed: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["taken_over"]["from"], "host-a", "{report}");
@@ -146,12 +157,7 @@ fn takeover_fences_a_hung_holder_whose_writes_then_fail() {
 fn takeover_right_after_a_crash_does_not_wait_for_the_dead_watches() {
     let mut a = Plugin::start(cluster(), "host-a");
     let b = Plugin::start(cluster(), "host-b");
-    let v = unique("crash");
-    ok(&a.create(&v, &[("size", "128")]));
-    let mounted = a.mount(&v, &id(1));
-    ok(&mounted);
-    let data: String = (0..3000).map(|i| format!("crash {i}\n")).collect();
-    write_synced(mounted.json["Mountpoint"].as_str().unwrap(), "data.txt", &data);
+    let (v, _, data) = mounted_with_data(&a, "crash", 3000);
 
     // Host A crashes: plugin and mapper killed. Its watches would linger
     // ~30 s; the fencing drops them at once.
@@ -159,24 +165,22 @@ fn takeover_right_after_a_crash_does_not_wait_for_the_dead_watches() {
     a.kill9();
     signal_all(&servers, Signal::SIGKILL);
     let start = Instant::now();
-    let out = Command::new(common::plugin::bin())
-        .args(["takeover", &v, "--host-id", "host-b", "--state-dir"])
-        .arg(b.state_dir())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(cluster_env())
-        .output()
-        .unwrap();
+    let out = rbdvol(&["takeover", &v, "--host-id", "host-b", "--state-dir", b.state_dir().to_str().unwrap()]);
     assert!(out.status.success(), "takeover failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("taken over from host 'host-a' for host 'host-b'"), "{}", String::from_utf8_lossy(&out.stdout));
     let mounted = b.mount(&v, &id(2));
     ok(&mounted);
     println!("taken over and mounted {:?} after the crash", start.elapsed());
     assert_eq!(std::fs::read_to_string(format!("{}/data.txt", mounted.json["Mountpoint"].as_str().unwrap())).unwrap(), data);
-    ok(&b.unmount(&v, &id(2)));
-    cluster().assert_filesystem_clean(&v, "ext4");
-    ok(&b.remove(&v));
-    // Host A comes back: it lets go of what it had, and says so.
+    finish_and_bring_back(&mut a, &b, &v);
+}
+
+/// B unmounts (a clean filesystem) and removes the volume; the crashed A
+/// comes back and lets go of what it had, saying so.
+fn finish_and_bring_back(a: &mut Plugin, b: &Plugin, v: &str) {
+    ok(&b.unmount(v, &id(2)));
+    cluster().assert_filesystem_clean(v, "ext4");
+    ok(&b.remove(v));
     a.restart();
     a.wait_for_log("releasing it here", Duration::from_secs(30));
     assert!(a.leftovers().is_empty(), "{:?}", a.leftovers());
@@ -218,13 +222,7 @@ fn a_dead_hosts_volume_is_taken_over_once_its_consul_session_lapses() {
     registered("host-a");
     registered("host-b");
 
-    let v = unique("dead");
-    ok(&a.create(&v, &[("size", "128")]));
-    let mounted = a.mount(&v, &id(1));
-    ok(&mounted);
-    let at_a = mounted.json["Mountpoint"].as_str().unwrap().to_string();
-    let data: String = (0..5000).map(|i| format!("fsynced {i}\n")).collect();
-    write_synced(&at_a, "data.txt", &data);
+    let (v, _, data) = mounted_with_data(&a, "dead", 5000);
 
     // Alive: its volume is not taken.
     let refused = b.mount(&v, &id(2));
@@ -251,23 +249,10 @@ fn a_dead_hosts_volume_is_taken_over_once_its_consul_session_lapses() {
     assert!(b.log().contains("took it over from host 'host-a'"), "{}", b.log());
     let at_b = mounted.json["Mountpoint"].as_str().unwrap().to_string();
     assert_eq!(std::fs::read_to_string(format!("{at_b}/data.txt")).unwrap(), data);
-    let inspect = Command::new(common::plugin::bin())
-        .args(["inspect", &v])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(cluster_env())
-        .output()
-        .unwrap();
-    let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let inspect: serde_json::Value = serde_json::from_slice(&rbdvol(&["inspect", &v]).stdout).unwrap();
     assert_eq!(inspect["mounted_by"], "host-b", "{inspect}");
 
-    ok(&b.unmount(&v, &id(2)));
-    cluster().assert_filesystem_clean(&v, "ext4");
-    ok(&b.remove(&v));
-    // Host A comes back: nothing of the volume is left there.
-    a.restart();
-    a.wait_for_log("releasing it here", Duration::from_secs(30));
-    assert!(a.leftovers().is_empty(), "{:?}", a.leftovers());
+    finish_and_bring_back(&mut a, &b, &v);
 }
 
 /// The real thing: each host in its own network namespace with its own
