@@ -704,12 +704,17 @@ struct ConsulLiveness {
 impl rbdvol::engine::takeover::HostLiveness for ConsulLiveness {
     fn liveness(&self, host: &str) -> Result<rbdvol::engine::takeover::Liveness, String> {
         use rbdvol::engine::takeover::Liveness;
-        // Called from the engine's blocking threads, never the executor.
-        match self.runtime.block_on(self.client.lock_key(&format!("{HOSTS}{host}"))) {
-            Ok(consul::LockKey::Absent) => Ok(Liveness::Unknown),
-            Ok(consul::LockKey::Present { session: Some(_), .. }) => Ok(Liveness::Alive),
-            Ok(consul::LockKey::Present { session: None, .. }) => Ok(Liveness::Dead),
-            Err(e) => Err(e.to_string()),
+        // Called from the engine's blocking threads, never the executor; a
+        // Mount never waits long on Consul (unknown, then: no takeover).
+        let key = format!("{HOSTS}{host}");
+        // The timer is made inside block_on, where the runtime is entered.
+        let ask = async { tokio::time::timeout(Duration::from_secs(5), self.client.lock_key(&key)).await };
+        match self.runtime.block_on(ask) {
+            Ok(Ok(consul::LockKey::Absent)) => Ok(Liveness::Unknown),
+            Ok(Ok(consul::LockKey::Present { session: Some(_), .. })) => Ok(Liveness::Alive),
+            Ok(Ok(consul::LockKey::Present { session: None, .. })) => Ok(Liveness::Dead),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("consul at {} did not answer within 5 s", self.client.settings.addr)),
         }
     }
 }
