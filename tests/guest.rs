@@ -54,6 +54,7 @@ result create_journaling "$(call Create '{"Name":"k2","Opts":{"size":"64","featu
 result mount_journaling "$(call Mount '{"Name":"k2","ID":"c2"}')"
 result devices_journaling "$(ls /sys/bus/rbd/devices | wc -l)"
 result supported_features "$(cat /sys/bus/rbd/supported_features)"
+result doctor "$(rbdvol doctor --json --state-dir /var/lib/rbdvol | tr -d '\n')"
 call Remove '{"Name":"k2"}' >/dev/null
 echo "--- serve.log"; cat /tmp/serve.log
 "#
@@ -104,6 +105,15 @@ echo "--- serve.log"; cat /tmp/serve.log
     assert!(err.contains("journaling") && err.contains("k2"), "{err}");
     assert_eq!(r("devices_journaling"), "0");
     println!("supported_features of the guest kernel: {}", r("supported_features"));
+    // rbdvol doctor on this kernel: krbd usable, the unmappable image named.
+    let doctor = json(Some(&r("doctor")));
+    let check = |name: &str| doctor["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).cloned().unwrap_or_else(|| panic!("no {name} check: {doctor}"));
+    assert_eq!(check("mapper")["status"], "ok", "{doctor}");
+    assert!(check("mapper")["detail"].as_str().unwrap().contains("krbd"), "{doctor}");
+    let features = check("features");
+    assert_eq!(features["status"], "warn", "{doctor}");
+    let detail = features["detail"].as_str().unwrap();
+    assert!(detail.contains("'k2'") && detail.contains("journaling"), "{doctor}");
 }
 
 #[test]
