@@ -4,9 +4,10 @@
 //! address. The guest runs the real rbdvol binary under test (from the
 //! managed plugin's rootfs) and a shell scenario the test gives it.
 //!
-//! One bed per test process: the tap device and the cluster are removed by
-//! reapers when the process exits, however it exits; each guest is killed
-//! by its PID when its run ends or its test panics. Guests run one at a
+//! One bed per test process: the tap device and the cluster (with the
+//! guest image built in its directory) are removed by reapers when the
+//! process exits, however it exits; each guest is killed by its PID when
+//! its run ends or its test panics. Guests run one at a
 //! time (TCG takes a core).
 
 use std::io::Write;
@@ -58,7 +59,8 @@ impl GuestBed {
             "scripts/guest.sh tap-up",
         );
         let cluster = TestCluster::start_on(&host_ip);
-        let build = std::env::temp_dir().join(format!("rbdvol-guest-{pid}"));
+        // Inside the cluster's directory: its reaper removes both.
+        let build = cluster.dir.join("guest-image");
         let started = Instant::now();
         run(
             Command::new(script()).args(["build", "--binary", env!("CARGO_BIN_EXE_rbdvol"), "--out"]).arg(&build),
