@@ -186,6 +186,9 @@ const META_MOUNTED: &str = "rbdvol.mounted";
 /// How long a Mount waits for a dead holder's watches to time out before
 /// it answers (dockerd gives a managed plugin's calls 30 s).
 const MOUNT_WAITS_FOR_WATCHES: Duration = Duration::from_secs(15);
+/// How many times the background deletion of a removed volume's image
+/// tries while its watchers go (10 s each, then 5, 10, 20, 40 s apart).
+const PURGE_ATTEMPTS: u32 = 5;
 /// How long Remove waits for watchers that are closing.
 const WATCHERS_SETTLE: Duration = Duration::from_secs(10);
 const DIRECTORY_TTL: Duration = Duration::from_secs(1);
@@ -374,9 +377,24 @@ impl Engine {
         let engine = self.clone();
         let name = name.to_string();
         tokio::spawn(async move {
-            let n = name.clone();
-            if let Err(e) = engine.locked("purge", &name, move |inner| inner.purge(&n)).await {
-                tracing::error!("deleting the image of removed volume '{name}' failed (retried at the next start): {e}");
+            // A mapper still closing the image keeps its watch a while (one
+            // killed after its stop timeout, ~30 s more): try again then,
+            // without holding the volume's lock meanwhile.
+            let mut delay = Duration::from_secs(5);
+            for attempt in 1..=PURGE_ATTEMPTS {
+                let n = name.clone();
+                match engine.locked("purge", &name, move |inner| inner.purge(&n)).await {
+                    Ok(()) => return,
+                    Err(e @ EngineError::Ceph(CephError::InUse { .. })) if attempt < PURGE_ATTEMPTS => {
+                        tracing::debug!("deleting the image of removed volume '{name}': {e}; trying again in {delay:?}");
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                    Err(e) => {
+                        tracing::error!("deleting the image of removed volume '{name}' failed (retried at the next start): {e}");
+                        return;
+                    }
+                }
             }
         });
     }

@@ -9,7 +9,7 @@
 use std::ffi::OsStr;
 use std::io::{BufRead, Write};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
     consts::FOPEN_DIRECT_IO, FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyData,
@@ -410,9 +410,27 @@ fn serve_inner() -> Result<(), HostError> {
 
     let signal = signals.wait().map_err(HostError::sys("wait for signals in", &dir))?;
     tracing::info!("{signal:?}: stopping the server for {image_ref}");
-    drop(session); // unmounts and joins the FUSE thread
+    drop(session); // unmounts; the FUSE thread ends on its own
     image.flush()?;
-    drop(image);
+    // Close the image (its watch goes with it) before exiting: the FUSE
+    // thread and late completions hold clones for a moment. A process that
+    // exits with the image open leaves its watch for ~30 s, and the volume
+    // looks in use.
+    let start = Instant::now();
+    let mut image = image;
+    loop {
+        match Arc::try_unwrap(image) {
+            Ok(only) => break drop(only),
+            Err(shared) if start.elapsed() < Duration::from_secs(5) => {
+                image = shared;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => {
+                tracing::warn!("{image_ref} is still in use 5 s after the stop: exiting without closing it");
+                break;
+            }
+        }
+    }
     // A clean stop leaves nothing behind: the mapper does not wait for it.
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -127,12 +127,13 @@ impl TestCluster {
         out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("rbd info json"))
     }
 
-    /// Whether the image is deleted within 15 s: rbdvol's Remove hides a
-    /// volume at once and deletes its image in the background.
+    /// Whether image `name` is gone within a minute: rbdvol's Remove hides
+    /// a volume at once and deletes its image in the background, retrying
+    /// while a closing mapper still watches it.
     #[allow(dead_code)]
     pub fn image_deleted(&self, name: &str) -> bool {
         let start = std::time::Instant::now();
-        while start.elapsed() < std::time::Duration::from_secs(15) {
+        while start.elapsed() < std::time::Duration::from_secs(60) {
             if self.rbd_info(name).is_none() {
                 return true;
             }
