@@ -306,13 +306,21 @@ fn read_directory(dir: &Pool) -> Result<BTreeMap<String, DirEntry>, EngineError>
         .collect())
 }
 
+impl MountedBy {
+    /// The record on `header`, if any (an unreadable one counts as none).
+    fn read(header: &Header) -> Result<Option<MountedBy>, CephError> {
+        Ok(header.metadata_get(META_MOUNTED)?.and_then(|m| serde_json::from_str(&m).ok()))
+    }
+
+    /// Every client address the holder mounted with.
+    fn all_clients(self) -> std::collections::BTreeSet<String> {
+        self.clients.into_iter().chain([self.addr]).collect()
+    }
+}
+
 /// When the holder of the host lock mounted the volume, for error messages.
 fn mounted_since(header: &Header) -> Result<String, EngineError> {
-    Ok(header
-        .metadata_get(META_MOUNTED)?
-        .and_then(|m| serde_json::from_str::<MountedBy>(&m).ok())
-        .map(|m| m.since)
-        .unwrap_or_else(|| "an unknown time".into()))
+    Ok(MountedBy::read(header)?.map(|m| m.since).unwrap_or_else(|| "an unknown time".into()))
 }
 
 /// The settings to fix for a failed connect, named in the error.
@@ -782,44 +790,43 @@ impl Inner {
             }
             Err(e)
         };
-        let parent_entry = match self.dir_get(dir, &from.volume)? {
-            Some(e) if e.state == EntryState::Ready => e,
-            _ => {
-                self.dir_remove(dir, name)?;
-                return Err(EngineError::NotFound(from.volume.clone()));
+        // Until the clone exists, a failure only takes back the intent.
+        let made = (|| {
+            let parent_entry = match self.dir_get(dir, &from.volume)? {
+                Some(e) if e.state == EntryState::Ready => e,
+                _ => return Err(EngineError::NotFound(from.volume.clone())),
+            };
+            let parent_pool = cluster.open_pool(&parent_entry.pool, &parent_entry.namespace)?;
+            let parent = parent_pool.open_image_read_only(&from.volume)?;
+            let snap = parent
+                .snapshots()?
+                .into_iter()
+                .find(|s| s.name == from.snapshot)
+                .ok_or_else(|| EngineError::NoSuchSnapshot { volume: from.volume.clone(), snapshot: from.snapshot.clone() })?;
+            let parent_all = parent.metadata_list()?;
+            let parent_meta = VolumeMeta::of(&parent_all, &from.volume).ok_or_else(|| EngineError::NotFound(from.volume.clone()))?;
+            if opts.size_given && opts.size < snap.size {
+                return Err(EngineError::InvalidOption {
+                    option: "size".into(),
+                    value: format!("{} MiB", opts.size >> 20),
+                    reason: format!("a clone cannot be smaller than its snapshot ({} MiB)", snap.size >> 20),
+                });
             }
-        };
-        let parent_pool = cluster.open_pool(&parent_entry.pool, &parent_entry.namespace)?;
-        let parent = parent_pool.open_image_read_only(&from.volume)?;
-        let Some(snap) = parent.snapshots()?.into_iter().find(|s| s.name == from.snapshot) else {
-            self.dir_remove(dir, name)?;
-            return Err(EngineError::NoSuchSnapshot { volume: from.volume.clone(), snapshot: from.snapshot.clone() });
-        };
-        let parent_all = parent.metadata_list()?;
-        let Some(parent_meta) = VolumeMeta::of(&parent_all, &from.volume) else {
-            self.dir_remove(dir, name)?;
-            return Err(EngineError::NotFound(from.volume.clone()));
-        };
-        if opts.size_given && opts.size < snap.size {
-            self.dir_remove(dir, name)?;
-            return Err(EngineError::InvalidOption {
-                option: "size".into(),
-                value: format!("{} MiB", opts.size >> 20),
-                reason: format!("a clone cannot be smaller than its snapshot ({} MiB)", snap.size >> 20),
-            });
-        }
-        match pool.clone_image(&parent_pool, &from.volume, &from.snapshot, name, &opts.create) {
-            Ok(()) => {}
-            Err(CephError::AlreadyExists { .. }) if resuming => {}
-            Err(CephError::AlreadyExists { .. }) => {
-                self.dir_remove(dir, name)?;
-                return Err(EngineError::NotOurs { image: Self::image_ref(name, entry).to_string() });
+            match pool.clone_image(&parent_pool, &from.volume, &from.snapshot, name, &opts.create) {
+                Ok(()) => {}
+                Err(CephError::AlreadyExists { .. }) if resuming => {}
+                Err(CephError::AlreadyExists { .. }) => return Err(EngineError::NotOurs { image: Self::image_ref(name, entry).to_string() }),
+                Err(e) => return Err(e.into()),
             }
+            Ok((snap, parent_all, parent_meta))
+        })();
+        let (snap, parent_all, parent_meta) = match made {
+            Ok(made) => made,
             Err(e) => {
                 self.dir_remove(dir, name)?;
-                return Err(e.into());
+                return Err(e);
             }
-        }
+        };
         timing::step("clone image");
         let result = (|| {
             let image = pool.open_image(name)?;
@@ -965,8 +972,8 @@ impl Inner {
                 return Ok(false);
             }
         }
-        let Some(by) = header.metadata_get(META_MOUNTED)?.and_then(|m| serde_json::from_str::<MountedBy>(&m).ok()) else { return Ok(true) };
-        let theirs: std::collections::BTreeSet<String> = by.clients.into_iter().chain([by.addr]).collect();
+        let Some(by) = MountedBy::read(header)? else { return Ok(true) };
+        let theirs = by.all_clients();
         tracing::info!("volume '{}': host '{host}' lost its consul session; waiting for its clients' watches to time out", image.name());
         let start = Instant::now();
         loop {
@@ -1233,38 +1240,52 @@ impl Inner {
         }
         sys::unmount(&v.mountpoint)?;
         timing::step("umount");
-        let image_ref = ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() };
-        let mapper = MapperKind::parse(&v.mapper).unwrap_or(self.mapper.kind());
-        self.mapper.unmap(&Mapping { image: image_ref, device: v.device.clone(), mapper })?;
+        self.mapper.unmap(&self.mapping_of(&v))?;
         timing::step("unmap");
         let _ = std::fs::remove_dir(&v.mountpoint);
         // Unmapped: the volume is free on this host whatever happens next.
         self.mounted.lock().unwrap().remove(name);
         self.state.remove(name)?;
         self.status.lock().unwrap().remove(name);
-        let cluster = self.cluster()?;
         timing::step("record");
-        let header = cluster.open_pool(&v.pool, &v.namespace)?.header_of(&v.image, v.image_id.as_deref())?;
+        let header = self.header_of_mounted(&v)?;
         header.metadata_remove(META_MOUNTED)?;
         self.release_host_lock(&header)?;
         timing::step("metadata, unlock");
         Ok(Unmounted::Released)
     }
 
+    /// The mapping of a volume mounted here, as its state records it.
+    fn mapping_of(&self, v: &MountedVolume) -> Mapping {
+        Mapping {
+            image: ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() },
+            device: v.device.clone(),
+            mapper: MapperKind::parse(&v.mapper).unwrap_or(self.mapper.kind()),
+        }
+    }
+
+    /// The image header of a volume mounted here (no lookup when its id is
+    /// recorded).
+    fn header_of_mounted(&self, v: &MountedVolume) -> Result<Header, EngineError> {
+        Ok(self.cluster()?.open_pool(&v.pool, &v.namespace)?.header_of(&v.image, v.image_id.as_deref())?)
+    }
+
     fn check_mounted(&self, name: &str) -> Result<Checked, EngineError> {
         let Some(v) = self.mounted.lock().unwrap().get(name).cloned() else { return Ok(Checked::Fine) };
-        let header = || -> Result<Header, EngineError> {
-            Ok(self.cluster()?.open_pool(&v.pool, &v.namespace)?.header_of(&v.image, v.image_id.as_deref())?)
+        let look = || -> Result<(Header, ceph::Lockers), EngineError> {
+            let header = self.header_of_mounted(&v)?;
+            let lockers = header.host_lockers()?;
+            Ok((header, lockers))
         };
-        let lockers = match header().and_then(|h| Ok(h.host_lockers()?)) {
+        let looked = match look() {
             // This plugin's own client was fenced with the rest: look with a new one.
             Err(e @ EngineError::Ceph(CephError::Blocklisted { .. })) => {
                 self.note_error(&e);
-                header().and_then(|h| Ok(h.host_lockers()?))
+                look()
             }
             r => r,
         };
-        let lockers = match lockers {
+        let (header, lockers) = match looked {
             Err(EngineError::Ceph(CephError::NotFound { .. })) => {
                 tracing::error!("volume '{name}' no longer exists in ceph (taken over and removed by another host): releasing it here");
                 self.release_fenced(&v);
@@ -1281,19 +1302,13 @@ impl Inner {
             self.release_fenced(&v);
             return Ok(Checked::Released);
         }
-        let header = header()?;
         let size = header.size()?;
         let fs_size: u64 = header.metadata_get(META_FORMATTED)?.and_then(|s| s.parse().ok()).unwrap_or(size);
         if size <= fs_size || self.grow_failed.lock().unwrap().get(name) == Some(&size) {
             return Ok(Checked::Fine);
         }
         let fstype = Fstype::parse(&v.fstype).unwrap_or(Fstype::Ext4);
-        let mapping = Mapping {
-            image: ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() },
-            device: v.device.clone(),
-            mapper: MapperKind::parse(&v.mapper).unwrap_or(self.mapper.kind()),
-        };
-        let grown = self.mapper.refresh_size(&mapping, size).and_then(|_| fs::grow(&self.tools, fstype, &v.device, &v.mountpoint));
+        let grown = self.mapper.refresh_size(&self.mapping_of(&v), size).and_then(|_| fs::grow(&self.tools, fstype, &v.device, &v.mountpoint));
         if let Err(e) = grown {
             tracing::warn!("volume '{name}' grew to {} MiB but its filesystem could not grow online ({e}); it grows at its next mount", size >> 20);
             self.grow_failed.lock().unwrap().insert(name.to_string(), size);
@@ -1311,12 +1326,7 @@ impl Inner {
         if let Err(e) = sys::unmount_detached(&v.mountpoint) {
             tracing::warn!("releasing fenced volume '{}': {e}", v.name);
         }
-        let mapping = Mapping {
-            image: ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() },
-            device: v.device.clone(),
-            mapper: MapperKind::parse(&v.mapper).unwrap_or(self.mapper.kind()),
-        };
-        if let Err(e) = self.mapper.unmap(&mapping) {
+        if let Err(e) = self.mapper.unmap(&self.mapping_of(v)) {
             tracing::warn!("releasing fenced volume '{}': {e}", v.name);
         }
         let _ = std::fs::remove_dir(&v.mountpoint);

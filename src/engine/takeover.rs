@@ -59,11 +59,8 @@ fn is_single_client(addr: &str) -> bool {
 /// the image now (except `own_addr`, the caller).
 fn holder_clients(header: &Header, image: &Image, holder_addr: &str, holder: &str, own_addr: &str) -> Result<BTreeSet<String>, EngineError> {
     let mut addrs = BTreeSet::new();
-    if let Some(by) = header.metadata_get(META_MOUNTED)?.and_then(|m| serde_json::from_str::<MountedBy>(&m).ok()) {
-        if by.host == holder {
-            addrs.extend(by.clients);
-            addrs.insert(by.addr);
-        }
+    if let Some(by) = MountedBy::read(header)?.filter(|by| by.host == holder) {
+        addrs.extend(by.all_clients());
     }
     addrs.insert(holder_addr.to_string());
     addrs.extend(image.watchers()?.into_iter().map(|w| w.addr));
