@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{TestCluster, POOL};
 use common::plugin::Plugin;
+use rbdvol::engine::records;
 
 const SIZE_MIB: u32 = 512;
 
@@ -164,9 +165,9 @@ fn scale(tc: &TestCluster, plugin: &Plugin, n: usize) {
         pool.create_image(&name, 64 << 20, &Default::default()).unwrap();
         let image = pool.open_image(&name).unwrap();
         let meta = format!(r#"{{"name":"{name}","fstype":"ext4","uid":null,"gid":null,"mode":null,"created_at":"2026-01-01T00:00:00Z"}}"#);
-        image.metadata_set("rbdvol.volume", &meta).unwrap();
-        image.metadata_set("rbdvol.formatted", &(64u64 << 20).to_string()).unwrap();
-        pool.metadata_set(&format!("rbdvol.volume.{name}"), r#"{"pool":"rbd","namespace":"","state":"ready"}"#).unwrap();
+        image.metadata_set(records::VOLUME_KEY, &meta).unwrap();
+        image.metadata_set(records::FORMATTED_KEY, &(64u64 << 20).to_string()).unwrap();
+        pool.metadata_set(&records::directory_key(&name), r#"{"pool":"rbd","namespace":"","state":"ready"}"#).unwrap();
     }
     let list = |expect: usize| {
         let a = plugin.call("VolumeDriver.List", "{}");

@@ -1035,7 +1035,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                e.check_mounted().await;
+                e.check_all_mounted().await;
             }
         });
         let e = engine.clone();

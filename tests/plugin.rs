@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{unique, TestCluster, POOL};
 use common::plugin::Plugin;
+use rbdvol::engine::records;
 
 fn cluster() -> &'static TestCluster {
     TestCluster::shared()
@@ -235,8 +236,8 @@ fn a_failed_mount_rolls_back_completely() {
     // Make the mount fail after mapping: the image now claims to be xfs.
     let pool = cluster().connect().open_pool(POOL, "").unwrap();
     let image = pool.open_image(&name).unwrap();
-    let meta = image.metadata_get("rbdvol.volume").unwrap().unwrap();
-    image.metadata_set("rbdvol.volume", &meta.replace(r#""fstype":"ext4""#, r#""fstype":"xfs""#)).unwrap();
+    let meta = image.metadata_get(records::VOLUME_KEY).unwrap().unwrap();
+    image.metadata_set(records::VOLUME_KEY, &meta.replace(r#""fstype":"ext4""#, r#""fstype":"xfs""#)).unwrap();
     drop(image);
     let a = p.mount(&name, &id(1));
     assert!(a.err().contains("ext4") && a.err().contains("xfs"), "{:?}", a.json);
@@ -244,9 +245,9 @@ fn a_failed_mount_rolls_back_completely() {
     let image = pool.open_image_read_only(&name).unwrap();
     assert!(image.header().unwrap().host_lockers().unwrap().lockers.is_empty(), "host lock left behind");
     assert!(image.watchers().unwrap().is_empty(), "still mapped somewhere");
-    assert_eq!(image.metadata_get("rbdvol.mounted").unwrap(), None);
+    assert_eq!(image.metadata_get(records::MOUNTED_KEY).unwrap(), None);
     // Put it right: the volume mounts.
-    pool.open_image(&name).unwrap().metadata_set("rbdvol.volume", &meta).unwrap();
+    pool.open_image(&name).unwrap().metadata_set(records::VOLUME_KEY, &meta).unwrap();
     ok(&p.mount(&name, &id(1)));
     ok(&p.unmount(&name, &id(1)));
     ok(&p.remove(&name));
@@ -334,10 +335,10 @@ fn a_half_made_volume_is_completed_never_exposed() {
     let name = unique("half");
     // What a crash between image creation and mkfs leaves behind.
     let pool = cluster().connect().open_pool(POOL, "").unwrap();
-    pool.metadata_set(&format!("rbdvol.volume.{name}"), r#"{"pool":"rbd","namespace":"","state":"creating"}"#).unwrap();
+    pool.metadata_set(&records::directory_key(&name), r#"{"pool":"rbd","namespace":"","state":"creating"}"#).unwrap();
     pool.create_image(&name, 64 << 20, &Default::default()).unwrap();
     let marker = format!(r#"{{"name":"{name}","fstype":"ext4","uid":null,"gid":null,"mode":null,"created_at":"2026-01-01T00:00:00Z"}}"#);
-    pool.open_image(&name).unwrap().metadata_set("rbdvol.volume", &marker).unwrap();
+    pool.open_image(&name).unwrap().metadata_set(records::VOLUME_KEY, &marker).unwrap();
     assert!(p.get(&name).err().contains("does not exist"), "half-made volume exposed");
     assert!(!p.call("VolumeDriver.List", "{}").json["Volumes"].as_array().unwrap().iter().any(|v| v["Name"] == name.as_str()));
     // The next Create completes it.
@@ -350,7 +351,7 @@ fn a_half_made_volume_is_completed_never_exposed() {
     // A crash before the image existed: Mount says it does not exist,
     // Create makes it.
     let name = unique("half");
-    pool.metadata_set(&format!("rbdvol.volume.{name}"), r#"{"pool":"rbd","namespace":"","state":"creating"}"#).unwrap();
+    pool.metadata_set(&records::directory_key(&name), r#"{"pool":"rbd","namespace":"","state":"creating"}"#).unwrap();
     assert!(p.get(&name).err().contains("does not exist"));
     ok(&p.create(&name, &[("size", "64")]));
     ok(&p.mount(&name, &id(1)));
@@ -382,7 +383,7 @@ fn a_removed_volume_is_deleted_in_the_background_and_its_name_is_free_at_once() 
     let name = unique("purge");
     let pool = cluster().connect().open_pool(POOL, "").unwrap();
     pool.create_image(&name, 16 << 20, &Default::default()).unwrap();
-    let key = format!("rbdvol.volume.{name}");
+    let key = records::directory_key(&name);
     pool.metadata_set(&key, r#"{"pool":"rbd","namespace":"","state":"removing"}"#).unwrap();
     assert!(p.get(&name).err().contains("does not exist"));
     p.restart();
@@ -499,7 +500,7 @@ fn other_calls_answer_while_a_volume_is_being_formatted() {
     };
     // Wait until the create is under way (its intent is in the directory).
     let pool = cluster().connect().open_pool(POOL, "").unwrap();
-    let key = format!("rbdvol.volume.{slow}");
+    let key = records::directory_key(&slow);
     let start = std::time::Instant::now();
     while !pool.metadata_get(&key).unwrap().is_some_and(|v| v.contains("creating")) {
         assert!(start.elapsed() < Duration::from_secs(60), "the create never started");

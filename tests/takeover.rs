@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use common::cluster::{unique, TestCluster};
 use common::consul::ConsulAgent;
 use common::plugin::{Answer, Plugin};
+use rbdvol::engine::records;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -301,7 +302,7 @@ fn a_partitioned_holder_is_fenced_and_lets_go_when_the_network_heals() {
     ok(&mounted);
     let at_a = mounted.json["Mountpoint"].as_str().unwrap().to_string();
     // The holder's client addresses are its own namespace's.
-    let by = cluster.connect().open_pool("rbd", "").unwrap().open_image_read_only(&v).unwrap().metadata_get("rbdvol.mounted").unwrap().unwrap();
+    let by = cluster.connect().open_pool("rbd", "").unwrap().open_image_read_only(&v).unwrap().metadata_get(records::MOUNTED_KEY).unwrap().unwrap();
     assert!(by.contains(&ip_a) && !by.contains(&ip_b), "{by}");
 
     // A container on host A appends and fsyncs, counting what was durable.

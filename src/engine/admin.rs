@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{mounted_since, read_directory, DirEntry, EngineError, EntryState, MountedBy, VolumeMeta, META_MOUNTED};
+use super::records::{self, DirEntry, EntryState, MountedBy, VolumeMeta, MOUNTED_KEY};
+use super::directory::read_directory;
+use super::EngineError;
 use super::takeover::{fence_holder, TakenOver};
 use crate::ceph::{self, CephError, Cluster, Image};
 
@@ -60,7 +62,7 @@ pub fn inspect(cluster: &Cluster, dir_pool: &str, name: &str) -> Result<serde_js
     let r = row(&image, name, entry)?;
     let meta = image.metadata_list()?;
     let vm = VolumeMeta::of(&meta, name);
-    let by = meta.get(META_MOUNTED).and_then(|m| serde_json::from_str::<MountedBy>(m).ok());
+    let by = MountedBy::of(&meta);
     let lockers = image.header()?.host_lockers()?;
     Ok(serde_json::json!({
         "name": r.name,
@@ -109,7 +111,7 @@ pub fn unlock(cluster: &Cluster, dir_pool: &str, name: &str, force: bool) -> Res
         return Err(EngineError::StillWatched {
             name: name.to_string(),
             host: holder.cookie.clone(),
-            since: mounted_since(&header)?,
+            since: records::mounted_since(header.metadata_get(MOUNTED_KEY)?.as_deref()),
             watchers: watchers.iter().map(|w| w.addr.clone()).collect::<Vec<_>>().join(", "),
         });
     }
@@ -117,7 +119,7 @@ pub fn unlock(cluster: &Cluster, dir_pool: &str, name: &str, force: bool) -> Res
         Ok(_) | Err(CephError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    header.metadata_remove(META_MOUNTED)?;
+    header.metadata_remove(MOUNTED_KEY)?;
     Ok(Unlocked::Broken { host: holder.cookie })
 }
 

@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{read_directory, settings_to_fix, EngineError, EntryState};
+use super::directory::read_directory;
+use super::records::EntryState;
+use super::{settings_to_fix, EngineError};
 use crate::ceph::{features_to_string, CephError, Cluster};
 use crate::config::consul::{Consul, ConsulSettings};
 use crate::config::{CephSettings, ConfigError};
@@ -272,7 +274,7 @@ struct Volume {
 /// `None` (with a failed `volumes` check) when the directory is unreadable.
 fn volumes_check(cluster: &Cluster, dir_pool: &str, checks: &mut Vec<Check>) -> Option<Vec<Volume>> {
     let dir = match cluster.open_pool(dir_pool, "") {
-        Ok(pool) => read_directory(&pool),
+        Ok(pool) => read_directory(&pool).map_err(EngineError::from),
         Err(e) => Err(EngineError::from(e)),
     };
     let dir = match dir {

@@ -13,7 +13,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::{EngineError, MountedBy, META_MOUNTED};
+use super::records::{MountedBy, MOUNTED_KEY};
+use super::EngineError;
 use crate::ceph::{CephError, Header, Image};
 
 /// How long a takeover waits for the fenced clients' watches to go. The
@@ -59,7 +60,7 @@ fn is_single_client(addr: &str) -> bool {
 /// the image now (except `own_addr`, the caller).
 fn holder_clients(header: &Header, image: &Image, holder_addr: &str, holder: &str, own_addr: &str) -> Result<BTreeSet<String>, EngineError> {
     let mut addrs = BTreeSet::new();
-    if let Some(by) = MountedBy::read(header)?.filter(|by| by.host == holder) {
+    if let Some(by) = header.metadata_get(MOUNTED_KEY)?.and_then(|m| MountedBy::parse(&m)).filter(|by| by.host == holder) {
         addrs.extend(by.all_clients());
     }
     addrs.insert(holder_addr.to_string());
@@ -76,8 +77,14 @@ fn plain_addr(addr: &str) -> String {
 
 /// Watchers of `image` among `addrs`.
 pub fn watching(image: &Image, addrs: &BTreeSet<String>) -> Result<Vec<String>, CephError> {
+    Ok(watching_among(image.watchers()?.into_iter().map(|w| w.addr), addrs))
+}
+
+/// The `watchers` (addresses) that are among `addrs`, whatever their
+/// messenger type.
+pub fn watching_among(watchers: impl IntoIterator<Item = String>, addrs: &BTreeSet<String>) -> Vec<String> {
     let addrs: BTreeSet<String> = addrs.iter().map(|a| plain_addr(a)).collect();
-    Ok(image.watchers()?.into_iter().map(|w| plain_addr(&w.addr)).filter(|a| addrs.contains(a)).collect())
+    watchers.into_iter().map(|w| plain_addr(&w)).filter(|a| addrs.contains(a)).collect()
 }
 
 /// Fences the host holding the volume's host lock (any host but `me`) and
@@ -125,7 +132,7 @@ pub fn fence_holder(
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    header.metadata_remove(META_MOUNTED)?;
+    header.metadata_remove(MOUNTED_KEY)?;
     Ok(Some(TakenOver { from: holder.cookie, fenced: addrs.into_iter().collect(), expiry_secs: expiry.as_secs() }))
 }
 

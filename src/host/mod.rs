@@ -5,6 +5,7 @@
 pub mod fs;
 pub mod fusefs;
 pub mod mapper;
+pub mod mounts;
 pub mod probe;
 pub mod supervise;
 pub mod sys;

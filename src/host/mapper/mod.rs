@@ -5,6 +5,8 @@
 //! - `userspace`: a FUSE file backed by librbd in a detached rbdvol process,
 //!   attached to a loop device, for kernels with neither module.
 
+#[cfg(test)]
+pub mod fake;
 pub mod krbd;
 pub mod nbd;
 pub mod userspace;

@@ -1,0 +1,94 @@
+//! The periodic check of the volumes mounted here (serve runs it every few
+//! seconds): one another host took over — this host was fenced — is
+//! released here without another write; one whose image grew (`rbdvol
+//! resize` on any host) gets its filesystem grown online.
+
+use super::mount::Teardown;
+use super::records::{self, FORMATTED_KEY};
+use super::store::Volume;
+use super::{Checked, Engine, EngineError, Inner};
+use crate::ceph::{CephError, Lockers};
+use crate::host::fs::{self, Fstype};
+use crate::state::MountedVolume;
+
+impl Engine {
+    /// Checks each volume mounted here against Ceph. One released (taken
+    /// over) is reported as changed.
+    pub async fn check_all_mounted(&self) {
+        let names: Vec<String> = self.inner.mounted.lock().unwrap().keys().cloned().collect();
+        for name in names {
+            let n = name.clone();
+            match self.locked("check", &name, move |inner| inner.check_volume(&n)).await {
+                Ok(Checked::Released) => self.changed(&name),
+                Ok(_) => {}
+                // The cluster being unreachable is logged by the connection.
+                Err(e) => tracing::debug!("cannot check volume '{name}': {e}"),
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Checks one volume mounted here: still ours, and its size.
+    pub(super) fn check_volume(&self, name: &str) -> Result<Checked, EngineError> {
+        let Some(v) = self.mounted.lock().unwrap().get(name).cloned() else { return Ok(Checked::Fine) };
+        let look = || -> Result<(Box<dyn Volume>, Lockers), EngineError> {
+            let vol = self.header_of_mounted(&*self.store()?, &v)?;
+            let lockers = vol.host_lockers()?;
+            Ok((vol, lockers))
+        };
+        let looked = match look() {
+            // This plugin's own client was fenced with the rest: look with a new one.
+            Err(e @ EngineError::Ceph(CephError::Blocklisted { .. })) => {
+                self.connection.forget_if_fenced(&e);
+                look()
+            }
+            r => r,
+        };
+        let (vol, lockers) = match looked {
+            Err(EngineError::Ceph(CephError::NotFound { .. })) => {
+                tracing::error!("volume '{name}' no longer exists in ceph (taken over and removed by another host): releasing it here");
+                self.release_fenced(&v);
+                return Ok(Checked::Released);
+            }
+            r => r?,
+        };
+        if !lockers.lockers.iter().any(|l| l.cookie == self.cfg.host_id) {
+            let by = lockers.lockers.first().map(|l| format!("host '{}'", l.cookie)).unwrap_or_else(|| "an admin (its lock was broken)".into());
+            tracing::error!(
+                "volume '{name}' was taken over by {by}: this host was fenced; releasing it here without writing to it (its {} container(s) get I/O errors)",
+                v.ref_count()
+            );
+            self.release_fenced(&v);
+            return Ok(Checked::Released);
+        }
+        self.grow_online(&*vol, &v)
+    }
+
+    /// Grows the filesystem of a mounted volume whose image grew.
+    fn grow_online(&self, vol: &dyn Volume, v: &MountedVolume) -> Result<Checked, EngineError> {
+        let name = &v.name;
+        let size = vol.size()?;
+        let fs_size = records::parse_formatted(vol.metadata_get(FORMATTED_KEY)?.as_deref()).unwrap_or(size);
+        if size <= fs_size || self.grow_failed.lock().unwrap().get(name) == Some(&size) {
+            return Ok(Checked::Fine);
+        }
+        let fstype = Fstype::parse(&v.fstype).unwrap_or(Fstype::Ext4);
+        let grown = self.mapper.refresh_size(&self.mapping_of(v), size).and_then(|_| fs::grow(&self.tools, fstype, &v.device, &v.mountpoint));
+        if let Err(e) = grown {
+            tracing::warn!("volume '{name}' grew to {} MiB but its filesystem could not grow online ({e}); it grows at its next mount", size >> 20);
+            self.grow_failed.lock().unwrap().insert(name.to_string(), size);
+            return Ok(Checked::Fine);
+        }
+        vol.metadata_set(FORMATTED_KEY, &size.to_string())?;
+        self.cache.invalidate(name);
+        tracing::info!("volume '{name}': filesystem grown online to {} MiB", size >> 20);
+        Ok(Checked::Grown(size))
+    }
+
+    /// Lets go of a volume another host took over: nothing of it is written
+    /// again from here (the mapping is fenced anyway).
+    fn release_fenced(&self, v: &MountedVolume) {
+        let _ = self.tear_down(v, Some(self.mapping_of(v)), Teardown::Fenced);
+    }
+}

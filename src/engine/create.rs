@@ -1,0 +1,208 @@
+//! Create: a new volume (image, rbdvol's metadata, a filesystem), or a
+//! copy-on-write clone of another volume's snapshot. The directory entry
+//! `creating` goes first, so a crash leaves a volume that the next Create
+//! or Mount completes and that Docker never sees; a failure (not a crash)
+//! takes back what the call made, in one place (`take_back`).
+
+use super::directory::image_ref;
+use super::format::Blank;
+use super::options::{CloneSource, VolumeOptions};
+use super::records::{self, DirEntry, EntryState, VolumeMeta, FORMATTED_KEY, MOUNTED_KEY, VOLUME_KEY};
+use super::store::{CephStore, CephVolume, Volume};
+use super::{timing, Created, EngineError, Inner};
+use crate::ceph::{CephError, Pool};
+
+/// A clone to make: volume `name` from `from`, in `pool`.
+struct CloneRequest<'a> {
+    store: &'a CephStore,
+    pool: &'a Pool,
+    entry: &'a DirEntry,
+    name: &'a str,
+    opts: &'a VolumeOptions,
+    from: &'a CloneSource,
+    /// A crashed Create of the same name left its entry `creating`.
+    resuming: bool,
+}
+
+impl Inner {
+    pub(super) fn create(&self, name: &str, opts: &VolumeOptions) -> Result<Created, EngineError> {
+        let r = self.create_volume(name, opts);
+        if let Err(e) = &r {
+            self.connection.forget_if_fenced(e);
+        }
+        r
+    }
+
+    fn create_volume(&self, name: &str, opts: &VolumeOptions) -> Result<Created, EngineError> {
+        let store = self.ceph_store()?;
+        let cluster = store.cluster();
+        let resuming = match self.dir_get(&store, name)? {
+            Some(DirEntry { state: EntryState::Ready, .. }) => return Ok(Created::AlreadyExisted),
+            Some(e @ DirEntry { state: EntryState::Removing, .. }) => {
+                // Removed, but the image is not deleted yet: finish that
+                // before creating anew.
+                let pool = cluster.open_pool(&e.pool, &e.namespace)?;
+                match self.remove_image_settling(&pool, name) {
+                    Ok(()) | Err(CephError::NotFound { .. }) => {}
+                    Err(err) => return Err(err.into()),
+                }
+                false
+            }
+            Some(DirEntry { state: EntryState::Creating, .. }) => true,
+            None => false,
+        };
+        let entry = DirEntry { pool: opts.pool.clone(), namespace: opts.namespace.clone(), state: EntryState::Creating, id: None };
+        // The intent goes first: a crash from here on leaves a `creating`
+        // entry, which the next Create or Mount completes.
+        self.dir_put(&store, name, &entry)?;
+        timing::step("directory: creating");
+        let pool = match cluster.open_pool(&opts.pool, &opts.namespace) {
+            Ok(p) => p,
+            Err(e) => return self.take_back(&store, None, name, e.into()),
+        };
+        if let Some(from) = &opts.from {
+            return self.create_clone(CloneRequest { store: &store, pool: &pool, entry: &entry, name, opts, from, resuming });
+        }
+        let fresh = match pool.create_image(name, opts.size, &opts.create) {
+            Ok(()) => true,
+            Err(CephError::AlreadyExists { .. }) => {
+                let image = pool.open_image_read_only(name)?;
+                let ours = VolumeMeta::of(&image.metadata_list()?, name).is_some();
+                if !ours && !resuming {
+                    return self.take_back(&store, None, name, EngineError::NotOurs { image: image_ref(name, &entry).to_string() });
+                }
+                false
+            }
+            Err(e) => return self.take_back(&store, None, name, e.into()),
+        };
+        timing::step("create image");
+        let made = (|| {
+            let vol = store.open_volume(name, &entry)?;
+            timing::step("open image");
+            if VolumeMeta::of(&vol.metadata()?, name).is_none() {
+                self.write_create_metadata(&vol, name, opts)?;
+            }
+            timing::step("metadata");
+            // One this very call created is thin and all zeros.
+            let blank = if fresh { Blank::New(vol.image()?) } else { Blank::Probe };
+            self.ensure_formatted(&vol, &image_ref(name, &entry), blank)?;
+            let id = Some(vol.id().to_string());
+            self.dir_put(&store, name, &DirEntry { state: EntryState::Ready, id, ..entry.clone() })?;
+            timing::step("directory: ready");
+            Ok(())
+        })();
+        match made {
+            Ok(()) => Ok(Created::New),
+            Err(e) => self.take_back(&store, Some(&pool), name, e),
+        }
+    }
+
+    /// Takes back what a failed Create made (a crash is completed instead):
+    /// the image in `made_in`, if it got that far, then the directory entry,
+    /// so a retry starts fresh. An image that cannot be removed keeps its
+    /// entry `creating`, never exposed.
+    fn take_back(&self, store: &CephStore, made_in: Option<&Pool>, name: &str, e: EngineError) -> Result<Created, EngineError> {
+        if let Some(pool) = made_in {
+            tracing::warn!("create of volume '{name}' failed, removing what it made: {e}");
+            match pool.remove_image(name) {
+                Ok(()) | Err(CephError::NotFound { .. }) => {}
+                Err(cleanup) => {
+                    tracing::error!("cannot remove half-made image {}/{name}: {cleanup}", pool.name());
+                    return Err(e);
+                }
+            }
+        }
+        self.dir_remove(store, name)?;
+        Err(e)
+    }
+
+    /// Creates a volume as a copy-on-write clone of a snapshot of another
+    /// volume: its filesystem, owner and mode are the snapshot's; nothing
+    /// is formatted. The clone is grown when a larger size is asked for
+    /// (its filesystem then grows at its first mount).
+    fn create_clone(&self, req: CloneRequest<'_>) -> Result<Created, EngineError> {
+        let CloneRequest { store, pool, entry, name, opts, from, resuming } = req;
+        // Until the clone exists, a failure only takes back the intent.
+        let made = (|| {
+            let parent_entry = match self.dir_get(store, &from.volume)? {
+                Some(e) if e.state == EntryState::Ready => e,
+                _ => return Err(EngineError::NotFound(from.volume.clone())),
+            };
+            let parent_pool = store.cluster().open_pool(&parent_entry.pool, &parent_entry.namespace)?;
+            let parent = parent_pool.open_image_read_only(&from.volume)?;
+            let snap = parent
+                .snapshots()?
+                .into_iter()
+                .find(|s| s.name == from.snapshot)
+                .ok_or_else(|| EngineError::NoSuchSnapshot { volume: from.volume.clone(), snapshot: from.snapshot.clone() })?;
+            let parent_all = parent.metadata_list()?;
+            let parent_meta = VolumeMeta::of(&parent_all, &from.volume).ok_or_else(|| EngineError::NotFound(from.volume.clone()))?;
+            if opts.size_given && opts.size < snap.size {
+                return Err(EngineError::InvalidOption {
+                    option: "size".into(),
+                    value: format!("{} MiB", opts.size >> 20),
+                    reason: format!("a clone cannot be smaller than its snapshot ({} MiB)", snap.size >> 20),
+                });
+            }
+            match pool.clone_image(&parent_pool, &from.volume, &from.snapshot, name, &opts.create) {
+                Ok(()) => {}
+                Err(CephError::AlreadyExists { .. }) if resuming => {}
+                Err(CephError::AlreadyExists { .. }) => return Err(EngineError::NotOurs { image: image_ref(name, entry).to_string() }),
+                Err(e) => return Err(e.into()),
+            }
+            Ok((snap, parent_all, parent_meta))
+        })();
+        let (snap, parent_all, parent_meta) = match made {
+            Ok(made) => made,
+            Err(e) => return self.take_back(store, None, name, e),
+        };
+        timing::step("clone image");
+        let result = (|| {
+            let vol = store.open_volume(name, entry)?;
+            let image = vol.image()?;
+            if opts.size_given && opts.size > image.size()? {
+                image.grow(opts.size, &|_, _| {})?;
+            }
+            // librbd copies the parent's metadata into the clone: make it
+            // this volume's own.
+            vol.metadata_remove(MOUNTED_KEY)?;
+            let fs_size = records::parse_formatted(parent_all.get(FORMATTED_KEY).map(String::as_str)).unwrap_or(snap.size).min(snap.size);
+            vol.metadata_set(FORMATTED_KEY, &fs_size.to_string())?;
+            let meta = VolumeMeta {
+                name: name.to_string(),
+                mount_options: if opts.mount_options.is_empty() { parent_meta.mount_options.clone() } else { opts.mount_options.clone() },
+                uid: None,
+                gid: None,
+                mode: None,
+                created_at: records::now_rfc3339(),
+                cloned_from: Some(format!("{}@{}", from.volume, from.snapshot)),
+                ..parent_meta.clone()
+            };
+            vol.metadata_set(VOLUME_KEY, &meta.to_json())?;
+            let id = Some(vol.id().to_string());
+            self.dir_put(store, name, &DirEntry { state: EntryState::Ready, id, ..entry.clone() })?;
+            timing::step("metadata, directory: ready");
+            Ok(())
+        })();
+        result.map(|()| Created::New).or_else(|e| {
+            tracing::warn!("clone of {}@{} as volume '{name}' failed", from.volume, from.snapshot);
+            self.take_back(store, Some(pool), name, e)
+        })
+    }
+
+    fn write_create_metadata(&self, vol: &CephVolume, name: &str, opts: &VolumeOptions) -> Result<(), EngineError> {
+        let meta = VolumeMeta {
+            name: name.to_string(),
+            fstype: opts.fstype,
+            mkfs_options: opts.mkfs_options.clone(),
+            mount_options: opts.mount_options.clone(),
+            uid: opts.uid,
+            gid: opts.gid,
+            mode: opts.mode,
+            created_at: records::now_rfc3339(),
+            cloned_from: None,
+        };
+        vol.metadata_set(VOLUME_KEY, &meta.to_json())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+//! The volume directory (see `records`) as the engine reads and writes it,
+//! and the short-lived caches in front of it: the listing (List) and Get's
+//! answers. Every write goes through here, so the caches stay in step.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::records::{self, DirEntry};
+use crate::ceph::{CephError, Pool};
+use super::store::Store;
+use super::{EngineError, Inner, VolumeInfo};
+use crate::host::ImageRef;
+
+const DIRECTORY_TTL: Duration = Duration::from_secs(1);
+const STATUS_TTL: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+pub(super) struct DirectoryCache {
+    listing: Mutex<Option<(Instant, BTreeMap<String, DirEntry>)>>,
+    status: Mutex<HashMap<String, (Instant, VolumeInfo)>>,
+}
+
+impl DirectoryCache {
+    /// Forgets what Get said of `name`: it changed.
+    pub fn invalidate(&self, name: &str) {
+        self.status.lock().unwrap().remove(name);
+    }
+
+    /// Forgets the listing (the directory's pool changed).
+    pub fn forget_listing(&self) {
+        *self.listing.lock().unwrap() = None;
+    }
+
+    fn note(&self, name: &str, entry: Option<&DirEntry>) {
+        if let Some((_, map)) = self.listing.lock().unwrap().as_mut() {
+            match entry {
+                Some(e) => map.insert(name.to_string(), e.clone()),
+                None => map.remove(name),
+            };
+        }
+        self.invalidate(name);
+    }
+
+    pub fn status(&self, name: &str) -> Option<VolumeInfo> {
+        self.status.lock().unwrap().get(name).filter(|(at, _)| at.elapsed() < STATUS_TTL).map(|(_, info)| info.clone())
+    }
+
+    pub fn put_status(&self, info: &VolumeInfo) {
+        self.status.lock().unwrap().insert(info.name.clone(), (Instant::now(), info.clone()));
+    }
+}
+
+/// Every entry of the directory kept in `pool` (unreadable ones left out).
+pub(super) fn read_directory(pool: &Pool) -> Result<BTreeMap<String, DirEntry>, CephError> {
+    Ok(records::parse_directory(pool.metadata_list(records::DIRECTORY_PREFIX)?))
+}
+
+/// The image of volume `name` in the directory.
+pub(super) fn image_ref(name: &str, entry: &DirEntry) -> ImageRef {
+    ImageRef { pool: entry.pool.clone(), namespace: entry.namespace.clone(), image: name.to_string() }
+}
+
+impl Inner {
+    pub(super) fn dir_get(&self, store: &dyn Store, name: &str) -> Result<Option<DirEntry>, EngineError> {
+        Ok(store.entry(name)?)
+    }
+
+    pub(super) fn dir_put(&self, store: &dyn Store, name: &str, entry: &DirEntry) -> Result<(), EngineError> {
+        store.put_entry(name, entry)?;
+        self.cache.note(name, Some(entry));
+        Ok(())
+    }
+
+    pub(super) fn dir_remove(&self, store: &dyn Store, name: &str) -> Result<(), EngineError> {
+        store.remove_entry(name)?;
+        self.cache.note(name, None);
+        Ok(())
+    }
+
+    /// The directory, at most DIRECTORY_TTL old.
+    pub(super) fn directory(&self) -> Result<BTreeMap<String, DirEntry>, EngineError> {
+        if let Some((at, map)) = self.cache.listing.lock().unwrap().as_ref() {
+            if at.elapsed() < DIRECTORY_TTL {
+                return Ok(map.clone());
+            }
+        }
+        let map = self.read_directory()?;
+        *self.cache.listing.lock().unwrap() = Some((Instant::now(), map.clone()));
+        Ok(map)
+    }
+
+    /// The directory as it is now, bypassing (and not filling) the cache.
+    pub(super) fn read_directory(&self) -> Result<BTreeMap<String, DirEntry>, EngineError> {
+        Ok(self.store()?.entries()?)
+    }
+}

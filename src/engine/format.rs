@@ -1,0 +1,79 @@
+//! Formatting a volume that is not yet: a new, all-zero image is formatted
+//! in a scratch file whose written blocks are copied in (no mapping); any
+//! other is mapped, probed, and formatted only when blank. The host lock is
+//! held meanwhile.
+
+use std::sync::Arc;
+
+use super::records::{VolumeMeta, FORMATTED_KEY};
+use super::store::Volume;
+use super::{timing, EngineError, Inner};
+use crate::ceph::{self, Image};
+use crate::host::fs;
+use crate::host::ImageRef;
+
+/// Whether an image may hold data.
+pub(super) enum Blank<'a> {
+    /// This very call created it: thin and all zeros.
+    New(&'a Arc<Image>),
+    /// Any other: probed, formatted only when blank.
+    Probe,
+}
+
+impl Inner {
+    /// Formats a volume that is not yet (mkfs only on a blank device), and
+    /// applies the root's owner and mode. Takes the host lock meanwhile.
+    pub(super) fn ensure_formatted(&self, vol: &dyn Volume, image_ref: &ImageRef, blank: Blank<'_>) -> Result<(), EngineError> {
+        let all = vol.metadata()?;
+        if all.contains_key(FORMATTED_KEY) {
+            return Ok(());
+        }
+        let meta = VolumeMeta::of(&all, &image_ref.image).ok_or_else(|| EngineError::NotFound(image_ref.image.clone()))?;
+        let owner = fs::RootOwner { uid: meta.uid, gid: meta.gid, mode: meta.mode };
+        self.take_host_lock(vol, &image_ref.image)?;
+        timing::step("host lock");
+        let result = (|| {
+            match blank {
+                Blank::New(image) => self.format_new(image, image_ref, &meta, owner)?,
+                Blank::Probe => self.format_mapped(vol, image_ref, &meta, owner)?,
+            }
+            vol.metadata_set(FORMATTED_KEY, &vol.size()?.to_string())?;
+            Ok(())
+        })();
+        self.release_host_lock(vol)?;
+        timing::step("formatted, unlocked");
+        result
+    }
+
+    /// mkfs in a scratch file, then its non-zero blocks into the new image.
+    fn format_new(&self, image: &Arc<Image>, image_ref: &ImageRef, meta: &VolumeMeta, owner: fs::RootOwner) -> Result<(), EngineError> {
+        let dir = self.cfg.state_dir.join("format");
+        let scratch = fs::ScratchFs::make(&self.tools, &dir, &image_ref.image, image.size()?, meta.fstype, &meta.mkfs_options, owner)?;
+        timing::step("mkfs");
+        let writer = ceph::aio::BulkWriter::new(image, 16);
+        scratch.for_each_data(4 << 20, |offset, data| writer.write(offset, data).map_err(EngineError::from))?;
+        writer.finish()?;
+        timing::step("copy");
+        Ok(())
+    }
+
+    /// Maps the image, formats it if blank (a half-made volume may already
+    /// hold a filesystem), unmaps it.
+    fn format_mapped(&self, vol: &dyn Volume, image_ref: &ImageRef, meta: &VolumeMeta, owner: fs::RootOwner) -> Result<(), EngineError> {
+        self.mapper.check_features(image_ref, vol.features()?)?;
+        let mapping = self.mapper.map(image_ref, &self.connection.settings()?)?;
+        timing::step("map");
+        let formatted = (|| {
+            fs::format_if_blank(&self.tools, &mapping.device, meta.fstype, &meta.mkfs_options)?;
+            if !owner.is_default() {
+                let tmp = self.cfg.state_dir.join("format").join(&image_ref.image);
+                fs::set_root_owner(&mapping.device, meta.fstype, &tmp, owner)?;
+            }
+            timing::step("mkfs");
+            Ok::<_, EngineError>(())
+        })();
+        self.mapper.unmap(&mapping)?;
+        timing::step("unmap");
+        formatted
+    }
+}

@@ -1,0 +1,103 @@
+//! One host at a time: rbdvol's host lock on the image header (cookie =
+//! host id), taken before a volume is mapped and released after it is
+//! unmapped; and whether its holder is dead (automatic takeover).
+
+use std::time::{Duration, Instant};
+
+use super::records::{self, MountedBy, MOUNTED_KEY};
+use super::store::Volume;
+use super::{takeover, EngineError, Inner};
+use crate::ceph::{CephError, Done};
+
+/// How long a Mount waits for a dead holder's watches to time out before
+/// it answers (dockerd gives a managed plugin's calls 30 s).
+const MOUNT_WAITS_FOR_WATCHES: Duration = Duration::from_secs(15);
+
+impl Inner {
+    fn cookie(&self) -> &str {
+        &self.cfg.host_id
+    }
+
+    /// Takes this host's lock on `vol`, or says which host has it.
+    pub(super) fn take_host_lock(&self, vol: &dyn Volume, name: &str) -> Result<(), EngineError> {
+        let desc = format!("rbdvol on {}", self.cfg.host_id);
+        match vol.host_lock(self.cookie(), &desc) {
+            Ok(_) => Ok(()),
+            Err(CephError::LockBusy { .. }) => {
+                let lockers = vol.host_lockers()?;
+                if let Some(other) = lockers.lockers.iter().find(|l| l.cookie != self.cookie()) {
+                    let since = records::mounted_since(vol.metadata_get(MOUNTED_KEY)?.as_deref());
+                    return Err(EngineError::MountedElsewhere { name: name.to_string(), host: other.cookie.clone(), since });
+                }
+                // Held under our own host id by an earlier run of this
+                // plugin (a restart gives us a new client id): take it over.
+                for l in &lockers.lockers {
+                    vol.host_break_lock(&l.client, &l.cookie)?;
+                }
+                vol.host_lock(self.cookie(), &desc)?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Releases this host's lock on `vol`, whichever client of this host
+    /// holds it. Idempotent.
+    pub(super) fn release_host_lock(&self, vol: &dyn Volume) -> Result<(), EngineError> {
+        if vol.host_unlock(self.cookie())? == Done::AlreadyDone {
+            for l in vol.host_lockers()?.lockers.iter().filter(|l| l.cookie == self.cookie()) {
+                vol.host_break_lock(&l.client, &l.cookie)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this host holds `vol`'s lock.
+    pub(super) fn holds_host_lock(&self, vol: &dyn Volume) -> Result<bool, EngineError> {
+        Ok(vol.host_lockers()?.lockers.iter().any(|l| l.cookie == self.cookie()))
+    }
+
+    /// Whether `host`, holding the volume, is dead: automatic takeover is on,
+    /// its Consul session lapsed, and Ceph agrees — none of the clients it
+    /// mounted with still watches the image (a dead client's watch times
+    /// out within ~30 s; this waits up to 15 s, then `HolderDying` asks for
+    /// a retry). A host cut off from Consul but still working with Ceph
+    /// keeps its volumes.
+    pub(super) fn holder_is_dead(&self, vol: &dyn Volume, host: &str) -> Result<bool, EngineError> {
+        let Some(liveness) = self.liveness.get().filter(|_| self.cfg.auto_takeover) else { return Ok(false) };
+        match liveness.liveness(host) {
+            Ok(takeover::Liveness::Dead) => {}
+            Ok(_) => return Ok(false),
+            Err(e) => {
+                tracing::warn!("cannot tell whether host '{host}' is alive: {e}");
+                return Ok(false);
+            }
+        }
+        let Some(by) = vol.metadata_get(MOUNTED_KEY)?.and_then(|m| MountedBy::parse(&m)) else { return Ok(true) };
+        let theirs = by.all_clients();
+        tracing::info!("volume '{}': host '{host}' lost its consul session; waiting for its clients' watches to time out", vol.name());
+        let start = Instant::now();
+        loop {
+            let watching = takeover::watching_among(vol.watchers()?, &theirs);
+            if watching.is_empty() {
+                return Ok(true);
+            }
+            // Well inside dockerd's 30 s: the caller retries.
+            if start.elapsed() > MOUNT_WAITS_FOR_WATCHES {
+                return Err(EngineError::HolderDying { name: vol.name().to_string(), host: host.to_string(), watchers: watching.join(", ") });
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Fences the dead holder of `vol` and takes its lock (automatic
+    /// takeover): on the real cluster only.
+    pub(super) fn take_over_from_dead(&self, vol: &dyn Volume, name: &str) -> Result<(), EngineError> {
+        let (image, header) = vol.ceph().ok_or_else(|| EngineError::NotFound(name.into()))?;
+        let own = header.pool().cluster().own_address()?;
+        if let Some(t) = takeover::fence_holder(header, image, self.cookie(), &own, self.cfg.blocklist_expiry)? {
+            tracing::warn!("volume '{name}': took it over from host '{}', whose consul session lapsed", t.from);
+        }
+        self.take_host_lock(vol, name)
+    }
+}

@@ -1,0 +1,297 @@
+//! Mount and Unmount. A first Mount is a transaction: each step that has an
+//! inverse is recorded as it is taken, and a failure undoes them in reverse
+//! (like ceph-csi's stage transaction). Unmount, the release of a fenced
+//! volume and reconcile take a volume off this host through the same
+//! steps (`tear_down`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::directory::image_ref;
+use super::format::Blank;
+use super::records::{self, DirEntry, EntryState, MountedBy, VolumeMeta, FORMATTED_KEY, MOUNTED_KEY};
+use super::store::{Store, Volume};
+use super::{timing, EngineError, Inner, Mounted, Unmounted};
+use crate::host::fs::{self, Fstype};
+use crate::host::mapper::{MapperKind, Mapping};
+use crate::host::{HostError, ImageRef};
+use crate::state::MountedVolume;
+
+/// A step of a Mount that has an inverse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Step {
+    HostLocked,
+    Mapped(Mapping),
+    MountpointMade(PathBuf),
+    Mounted(PathBuf),
+    MountedByRecorded,
+}
+
+/// How a volume leaves this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Teardown {
+    /// Unmount: the first failure stops it, the volume stays recorded and
+    /// a retry finds it.
+    Strict,
+    /// A failed Mount, or reconcile: each failure is logged and passed over.
+    Lenient,
+    /// Another host took it over: detached lazily (its containers may hold
+    /// it open), failures logged and passed over; nothing written to Ceph.
+    Fenced,
+}
+
+/// The steps a first Mount took so far.
+struct MountTransaction<'a> {
+    inner: &'a Inner,
+    vol: &'a dyn Volume,
+    name: &'a str,
+    steps: Vec<Step>,
+}
+
+impl<'a> MountTransaction<'a> {
+    fn did(&mut self, step: Step) {
+        self.steps.push(step);
+    }
+
+    /// A step undone on the way (the unmount of an offline grow).
+    fn undid(&mut self, step: &Step) {
+        self.steps.retain(|s| s != step);
+    }
+
+    /// Undoes every step taken, in reverse.
+    fn undo(self) {
+        for step in self.steps.iter().rev() {
+            if let Err(e) = self.inner.undo_step(step, Some(self.vol), Teardown::Lenient) {
+                tracing::error!("rolling back mount of '{}': {e}", self.name);
+            }
+        }
+    }
+}
+
+impl Inner {
+    pub(super) fn mountpoint(&self, name: &str) -> PathBuf {
+        self.cfg.mount_root.join(name)
+    }
+
+    /// Undoes one step of a Mount.
+    pub(super) fn undo_step(&self, step: &Step, vol: Option<&dyn Volume>, how: Teardown) -> Result<(), EngineError> {
+        match step {
+            Step::Mounted(mp) if how == Teardown::Fenced => self.mount_table.unmount_detached(mp)?,
+            Step::Mounted(mp) => self.mount_table.unmount(mp)?,
+            Step::MountpointMade(mp) => {
+                let _ = std::fs::remove_dir(mp);
+            }
+            Step::Mapped(m) => self.mapper.unmap(m)?,
+            Step::MountedByRecorded => {
+                if let Some(vol) = vol {
+                    vol.metadata_remove(MOUNTED_KEY)?;
+                }
+            }
+            Step::HostLocked => {
+                if let Some(vol) = vol {
+                    self.release_host_lock(vol)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes volume `v` off this host — unmounted, its mountpoint removed,
+    /// `mapping` unmapped, forgotten — without touching Ceph.
+    pub(super) fn tear_down(&self, v: &MountedVolume, mapping: Option<Mapping>, how: Teardown) -> Result<(), EngineError> {
+        let steps = mapping.map(Step::Mapped).into_iter().chain([Step::MountpointMade(v.mountpoint.clone()), Step::Mounted(v.mountpoint.clone())]);
+        let lenient = |r: Result<(), EngineError>| match r {
+            Err(e) if how != Teardown::Strict => {
+                tracing::warn!("releasing volume '{}': {e}", v.name);
+                Ok(())
+            }
+            r => r,
+        };
+        for step in steps.collect::<Vec<_>>().iter().rev() {
+            lenient(self.undo_step(step, None, how))?;
+            timing::step(match step {
+                Step::Mounted(_) => "umount",
+                Step::Mapped(_) => "unmap",
+                _ => "rmdir",
+            });
+        }
+        // Unmapped: the volume is free on this host whatever happens next.
+        self.mounted.lock().unwrap().remove(&v.name);
+        lenient(self.state.remove(&v.name).map_err(EngineError::from))?;
+        self.cache.invalidate(&v.name);
+        timing::step("record");
+        Ok(())
+    }
+
+    /// The mapping of a volume mounted here, as its state records it.
+    pub(super) fn mapping_of(&self, v: &MountedVolume) -> Mapping {
+        Mapping {
+            image: ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() },
+            device: v.device.clone(),
+            mapper: MapperKind::parse(&v.mapper).unwrap_or(self.mapper.kind()),
+        }
+    }
+
+    /// The image header of a volume mounted here (no lookup when its id is
+    /// recorded).
+    pub(super) fn header_of_mounted(&self, store: &dyn Store, v: &MountedVolume) -> Result<Box<dyn Volume>, EngineError> {
+        Ok(store.header(&v.pool, &v.namespace, &v.image, v.image_id.as_deref())?)
+    }
+
+    pub(super) fn mount(&self, name: &str, id: &str) -> Result<Mounted, EngineError> {
+        if let Some(v) = self.mounted.lock().unwrap().get_mut(name) {
+            v.add_ref(id);
+            self.state.save(v)?;
+            return Ok(Mounted::Again(v.mountpoint.clone()));
+        }
+        let r = self.mount_first(name, id);
+        if let Err(e) = &r {
+            self.connection.forget_if_fenced(e);
+        }
+        r.map(Mounted::First)
+    }
+
+    fn mount_first(&self, name: &str, id: &str) -> Result<PathBuf, EngineError> {
+        let store = self.store()?;
+        let entry = match self.dir_get(&*store, name)? {
+            Some(e) if e.state != EntryState::Removing => e,
+            _ => return Err(EngineError::NotFound(name.into())),
+        };
+        let image_ref = image_ref(name, &entry);
+        timing::step("directory");
+        let vol = store.open(name, &entry)?;
+        timing::step("open image");
+        if entry.state == EntryState::Creating {
+            // Half-made by a crashed Create: complete it, then expose it.
+            if VolumeMeta::of(&vol.metadata()?, name).is_none() {
+                return Err(EngineError::NotFound(name.into()));
+            }
+            self.ensure_formatted(&*vol, &image_ref, Blank::Probe)?;
+            self.dir_put(&*store, name, &DirEntry { state: EntryState::Ready, ..entry.clone() })?;
+        }
+        let all = vol.metadata()?;
+        let meta = VolumeMeta::of(&all, name).ok_or_else(|| EngineError::NotFound(name.into()))?;
+        match self.take_host_lock(&*vol, name) {
+            Err(EngineError::MountedElsewhere { host, .. }) if self.holder_is_dead(&*vol, &host)? => self.take_over_from_dead(&*vol, name)?,
+            r => r?,
+        }
+        timing::step("host lock");
+
+        // From here on, a failure undoes every step taken.
+        let mut tx = MountTransaction { inner: self, vol: &*vol, name, steps: vec![Step::HostLocked] };
+        let result = self.map_and_mount(&mut tx, &*store, &entry, &image_ref, &meta, &all, id);
+        if result.is_err() {
+            tx.undo();
+        }
+        self.cache.invalidate(name);
+        result
+    }
+
+    /// The steps of a first Mount after the host lock: map, mount, grow the
+    /// filesystem if the image grew, record who has it, save the state.
+    #[allow(clippy::too_many_arguments)]
+    fn map_and_mount(
+        &self,
+        tx: &mut MountTransaction<'_>,
+        store: &dyn Store,
+        entry: &DirEntry,
+        image_ref: &ImageRef,
+        meta: &VolumeMeta,
+        all: &BTreeMap<String, String>,
+        id: &str,
+    ) -> Result<PathBuf, EngineError> {
+        let (vol, name, fstype) = (tx.vol, tx.name, meta.fstype);
+        self.mapper.check_features(image_ref, vol.features()?)?;
+        let m = self.mapper.map(image_ref, &self.connection.settings()?)?;
+        timing::step("map");
+        let device = m.device.clone();
+        tx.did(Step::Mapped(m));
+        let mp = self.mountpoint(name);
+        std::fs::create_dir_all(&mp).map_err(HostError::io("create", &mp))?;
+        tx.did(Step::MountpointMade(mp.clone()));
+        let options = mount_options(&meta.mount_options, fstype);
+        if let Err(e) = self.mount_table.mount(&device, &mp, fstype.as_str(), &options) {
+            // Say what is on the device when it is not what we expect.
+            return Err(match fs::probe(&self.tools, &device)? {
+                Some(found) if found == fstype.as_str() => e.into(),
+                found => HostError::WrongFilesystem { device, found: found.unwrap_or_else(|| "no".into()), wanted: fstype.as_str().into() }.into(),
+            });
+        }
+        tx.did(Step::Mounted(mp.clone()));
+        timing::step("mount");
+        // Grow the filesystem when the image grew since it was made.
+        let size = vol.size()?;
+        let fs_size = records::parse_formatted(all.get(FORMATTED_KEY).map(String::as_str)).unwrap_or(size);
+        if size > fs_size {
+            if let Err(online) = fs::grow(&self.tools, fstype, &device, &mp) {
+                if fstype != Fstype::Ext4 {
+                    return Err(online.into());
+                }
+                tracing::warn!("growing '{name}' online failed ({online}): growing it offline");
+                self.mount_table.unmount(&mp)?;
+                tx.undid(&Step::Mounted(mp.clone()));
+                fs::grow_ext4_offline(&self.tools, &device)?;
+                self.mount_table.mount(&device, &mp, fstype.as_str(), &options)?;
+                tx.did(Step::Mounted(mp.clone()));
+            }
+            vol.metadata_set(FORMATTED_KEY, &size.to_string())?;
+        }
+        let by = MountedBy { host: self.cfg.host_id.clone(), addr: store.own_address()?, since: records::now_rfc3339(), clients: vol.watchers()? };
+        tx.did(Step::MountedByRecorded);
+        vol.metadata_set(MOUNTED_KEY, &by.to_json())?;
+        let mut v = MountedVolume {
+            name: name.into(),
+            pool: entry.pool.clone(),
+            namespace: entry.namespace.clone(),
+            image: name.into(),
+            image_id: Some(vol.id().to_string()),
+            mapper: self.mapper.kind().as_str().into(),
+            device,
+            mountpoint: mp.clone(),
+            fstype: fstype.as_str().into(),
+            refs: BTreeMap::new(),
+        };
+        v.add_ref(id);
+        self.state.save(&v)?;
+        self.mounted.lock().unwrap().insert(name.into(), v);
+        timing::step("record");
+        Ok(mp)
+    }
+
+    pub(super) fn unmount(&self, name: &str, id: &str) -> Result<Unmounted, EngineError> {
+        let Some(mut v) = self.mounted.lock().unwrap().get(name).cloned() else {
+            // Not mounted here: a lock this host left behind (a crash, a
+            // forced plugin stop) is released now.
+            if let Err(e) = self.release_stale_lock(name) {
+                tracing::warn!("cannot release this host's lock on volume '{name}': {e}");
+            }
+            return Ok(Unmounted::NotMounted);
+        };
+        v.drop_ref(id);
+        if v.ref_count() > 0 {
+            self.state.save(&v)?;
+            let n = v.ref_count();
+            self.mounted.lock().unwrap().insert(name.into(), v);
+            return Ok(Unmounted::StillUsed(n));
+        }
+        self.tear_down(&v, Some(self.mapping_of(&v)), Teardown::Strict)?;
+        let vol = self.header_of_mounted(&*self.store()?, &v)?;
+        vol.metadata_remove(MOUNTED_KEY)?;
+        self.release_host_lock(&*vol)?;
+        timing::step("metadata, unlock");
+        Ok(Unmounted::Released)
+    }
+}
+
+/// The volume's mount options with what its filesystem implies (xfs
+/// clones: `nouuid`).
+fn mount_options(options: &str, fstype: Fstype) -> String {
+    let implied = fstype.implied_mount_options();
+    if implied.is_empty() || options.split(',').any(|o| o == implied) {
+        options.to_string()
+    } else if options.is_empty() {
+        implied.to_string()
+    } else {
+        format!("{options},{implied}")
+    }
+}

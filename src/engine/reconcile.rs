@@ -1,0 +1,94 @@
+//! What a previous run of rbdvol left on this host: at start-up, saved
+//! state is matched against the host (volumes still mounted are taken back,
+//! what a crash left half-done is undone); once the cluster answers, this
+//! host's locks on volumes it no longer has are released, and deletions
+//! left unfinished are resumed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::mount::Teardown;
+use super::records::MOUNTED_KEY;
+use super::{Engine, EngineError, Inner};
+use crate::ceph::CephError;
+use crate::host::ImageRef;
+
+impl Engine {
+    /// Finishes what a previous run left: deletions (of any host) and this
+    /// host's locks on volumes it no longer has mounted.
+    pub async fn resume_background_work(&self) {
+        self.resume_purges().await;
+        let leftovers = std::mem::take(&mut *self.inner.leftovers.lock().unwrap());
+        for name in leftovers {
+            let n = name.clone();
+            if let Err(e) = self.locked("release", &name, move |inner| inner.release_stale_lock(&n)).await {
+                tracing::warn!("cannot release this host's lock on volume '{name}' (the next Mount or Unmount here retries): {e}");
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Matches saved state against the host: volumes still mounted are
+    /// taken back (containers keep running on them); what a crash left
+    /// half-done (mapped but not mounted, mounted but never recorded) is
+    /// undone. Needs no cluster; host locks left behind are taken over by
+    /// the next Mount here or released by the next Unmount.
+    pub(super) fn reconcile(&self) -> Result<(), EngineError> {
+        self.mapper.clean_up_dead()?;
+        let mounts = self.mount_table.mounts()?;
+        let mut kept = BTreeMap::new();
+        for v in self.state.load_all()? {
+            let still_mounted = mounts.iter().any(|m| m.target == v.mountpoint && Path::new(&m.source) == v.device);
+            if still_mounted && v.ref_count() > 0 {
+                tracing::info!("volume '{}' is still mounted at {} for {} reference(s): keeping it", v.name, v.mountpoint.display(), v.ref_count());
+                kept.insert(v.name.clone(), v);
+            } else {
+                tracing::warn!("volume '{}' was recorded as mounted but is not: cleaning up", v.name);
+                let image = ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() };
+                // Found by image, never by the recorded device: after a
+                // reboot that device may be another image's.
+                let mapping = self.mapper.find(&image)?;
+                self.tear_down(&v, mapping, Teardown::Strict)?;
+                self.leftovers.lock().unwrap().push(v.name.clone());
+            }
+        }
+        // Mappings nobody recorded: a crash between map and the state write.
+        for m in self.mapper.list()? {
+            if kept.values().any(|v| v.image == m.image.image && v.pool == m.image.pool && v.namespace == m.image.namespace) {
+                continue;
+            }
+            for mnt in mounts.iter().filter(|mnt| Path::new(&mnt.source) == m.device && mnt.target.starts_with(&self.cfg.mount_root)) {
+                self.mount_table.unmount(&mnt.target)?;
+            }
+            tracing::warn!("unmapping {} ({}): mapped but not recorded", m.image, m.device.display());
+            self.mapper.unmap(&m)?;
+        }
+        *self.mounted.lock().unwrap() = kept;
+        Ok(())
+    }
+
+    /// Releases this host's host lock and mounted-by record on a volume it
+    /// does not have mounted (left by a crash or a forced stop). Idempotent;
+    /// a lock of another host is left.
+    pub(super) fn release_stale_lock(&self, name: &str) -> Result<(), EngineError> {
+        if self.mounted.lock().unwrap().contains_key(name) {
+            return Ok(());
+        }
+        let store = self.store()?;
+        let Some(entry) = self.dir_get(&*store, name)? else { return Ok(()) };
+        let vol = match store.header(&entry.pool, &entry.namespace, name, entry.id.as_deref()) {
+            Ok(v) => v,
+            Err(CephError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if !self.holds_host_lock(&*vol)? {
+            return Ok(());
+        }
+        vol.metadata_remove(MOUNTED_KEY)?;
+        self.release_host_lock(&*vol)?;
+        self.cache.invalidate(name);
+        tracing::info!("released this host's lock on volume '{name}', left by an earlier run");
+        Ok(())
+    }
+}

@@ -1,0 +1,250 @@
+//! What rbdvol keeps in Ceph, in one place: the format every version must
+//! keep reading (see the compatibility tests below).
+//!
+//! - the volume directory: pool metadata `rbdvol.volume.<name>` in the
+//!   default pool, a [`DirEntry`]; a volume is visible only in state
+//!   `ready`, so nothing half-made is ever exposed;
+//! - per volume, the image's metadata: [`VOLUME_KEY`] (the marker and the
+//!   volume's settings, a [`VolumeMeta`]), [`FORMATTED_KEY`] (the
+//!   filesystem's size in bytes, present once formatted), [`MOUNTED_KEY`]
+//!   (who has it mounted, a [`MountedBy`], removed at the last Unmount);
+//! - the host lock: a RADOS exclusive lock `rbdvol` on the image header
+//!   with the host id as cookie (`ceph::Header::host_lock`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use crate::host::fs::Fstype;
+
+/// Prefix of the directory's keys in the default pool's metadata.
+pub const DIRECTORY_PREFIX: &str = "rbdvol.volume.";
+/// The marker and the volume's settings, JSON ([`VolumeMeta`]).
+pub const VOLUME_KEY: &str = "rbdvol.volume";
+/// Present once formatted: the filesystem's size in bytes (grown at mount).
+pub const FORMATTED_KEY: &str = "rbdvol.formatted";
+/// Who has it mounted, JSON ([`MountedBy`]); removed at the last Unmount.
+pub const MOUNTED_KEY: &str = "rbdvol.mounted";
+
+/// The directory key of volume `name`.
+pub fn directory_key(name: &str) -> String {
+    format!("{DIRECTORY_PREFIX}{name}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryState {
+    /// Being created: never shown to Docker; the next Create or Mount
+    /// completes it.
+    Creating,
+    Ready,
+    /// Removed for Docker; its image is being deleted.
+    Removing,
+}
+
+/// A volume's entry in the directory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DirEntry {
+    pub pool: String,
+    #[serde(default)]
+    pub namespace: String,
+    pub state: EntryState,
+    /// The image id, once the image exists: its header is then reached
+    /// without a lookup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+impl DirEntry {
+    pub fn parse(raw: &str) -> Option<DirEntry> {
+        serde_json::from_str(raw).ok()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a directory entry serializes")
+    }
+}
+
+/// Every entry of a directory listing (`(key, value)` pairs of the pool's
+/// metadata under [`DIRECTORY_PREFIX`]); unreadable ones are left out.
+pub fn parse_directory(listing: Vec<(String, String)>) -> BTreeMap<String, DirEntry> {
+    listing.into_iter().filter_map(|(k, v)| Some((k.strip_prefix(DIRECTORY_PREFIX)?.to_string(), DirEntry::parse(&v)?))).collect()
+}
+
+/// What rbdvol keeps in the image's metadata about a volume.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VolumeMeta {
+    pub name: String,
+    pub fstype: Fstype,
+    #[serde(default)]
+    pub mkfs_options: Vec<String>,
+    #[serde(default)]
+    pub mount_options: String,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mode: Option<u32>,
+    pub created_at: String,
+    /// `VOLUME@SNAPSHOT` for a clone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloned_from: Option<String>,
+}
+
+impl VolumeMeta {
+    /// The metadata of an rbdvol volume called `name`, if the image is one.
+    pub fn of(meta: &BTreeMap<String, String>, name: &str) -> Option<VolumeMeta> {
+        meta.get(VOLUME_KEY).and_then(|v| serde_json::from_str::<VolumeMeta>(v).ok()).filter(|v| v.name == name)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("volume metadata serializes")
+    }
+}
+
+/// Who has a volume mounted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MountedBy {
+    pub host: String,
+    pub addr: String,
+    pub since: String,
+    /// Every client that watched the image once it was mapped: the
+    /// mapper's (librbd or kernel) and the plugin's. Fenced at takeover.
+    #[serde(default)]
+    pub clients: Vec<String>,
+}
+
+impl MountedBy {
+    /// The record in `raw`, if readable (an unreadable one counts as none).
+    pub fn parse(raw: &str) -> Option<MountedBy> {
+        serde_json::from_str(raw).ok()
+    }
+
+    /// The record among an image's metadata, if any.
+    pub fn of(meta: &BTreeMap<String, String>) -> Option<MountedBy> {
+        meta.get(MOUNTED_KEY).and_then(|m| MountedBy::parse(m))
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("mounted-by serializes")
+    }
+
+    /// Every client address the holder mounted with.
+    pub fn all_clients(self) -> BTreeSet<String> {
+        self.clients.into_iter().chain([self.addr]).collect()
+    }
+}
+
+/// When the holder mounted the volume, from its [`MOUNTED_KEY`] record,
+/// for error messages.
+pub fn mounted_since(raw: Option<&str>) -> String {
+    raw.and_then(MountedBy::parse).map(|m| m.since).unwrap_or_else(|| "an unknown time".into())
+}
+
+/// The filesystem's size recorded in [`FORMATTED_KEY`], if readable.
+pub fn parse_formatted(raw: Option<&str>) -> Option<u64> {
+    raw.and_then(|s| s.parse().ok())
+}
+
+/// Now, as the records write times.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // What versions up to 0.1 wrote (copied from a real cluster): every
+    // later version must read these as they are.
+    const ENTRY_V0: &str = r#"{"pool":"rbd","namespace":"","state":"ready","id":"10a2b3c4d5e6"}"#;
+    const ENTRY_V0_NO_ID: &str = r#"{"pool":"rbd","state":"creating"}"#;
+    const META_V0: &str = r#"{"name":"db","fstype":"ext4","mkfs_options":["-m0"],"mount_options":"noatime","uid":1000,"gid":null,"mode":448,"created_at":"2026-11-20T10:00:00Z"}"#;
+    const META_V0_CLONE: &str = r#"{"name":"c","fstype":"xfs","uid":null,"gid":null,"mode":null,"created_at":"2026-11-20T10:00:00Z","cloned_from":"db@s1"}"#;
+    const MOUNTED_V0: &str = r#"{"host":"node1","addr":"10.0.0.1:0/123","since":"2026-11-20T10:00:00Z","clients":["10.0.0.1:0/456"]}"#;
+    const MOUNTED_V0_NO_CLIENTS: &str = r#"{"host":"node1","addr":"10.0.0.1:0/123","since":"2026-11-20T10:00:00Z"}"#;
+
+    #[test]
+    fn directory_entries_written_by_earlier_versions_are_read() {
+        let e = DirEntry::parse(ENTRY_V0).unwrap();
+        assert_eq!(e, DirEntry { pool: "rbd".into(), namespace: "".into(), state: EntryState::Ready, id: Some("10a2b3c4d5e6".into()) });
+        let e = DirEntry::parse(ENTRY_V0_NO_ID).unwrap();
+        assert_eq!((e.state, e.id, e.namespace.as_str()), (EntryState::Creating, None, ""));
+        assert_eq!(DirEntry::parse(r#"{"pool":"rbd","state":"removing"}"#).unwrap().state, EntryState::Removing);
+    }
+
+    #[test]
+    fn directory_entries_round_trip_and_keep_their_field_names() {
+        let e = DirEntry { pool: "ssd".into(), namespace: "ns".into(), state: EntryState::Removing, id: Some("abc".into()) };
+        assert_eq!(DirEntry::parse(&e.to_json()), Some(e.clone()));
+        assert_eq!(e.to_json(), r#"{"pool":"ssd","namespace":"ns","state":"removing","id":"abc"}"#);
+        let no_id = DirEntry { id: None, ..e };
+        assert!(!no_id.to_json().contains("\"id\""), "an absent id is not written");
+    }
+
+    #[test]
+    fn a_directory_listing_keeps_only_readable_entries_under_the_prefix() {
+        let dir = parse_directory(vec![
+            (directory_key("a"), ENTRY_V0.into()),
+            (directory_key("b"), "not json".into()),
+            ("rbdvol.other".into(), ENTRY_V0.into()),
+            (directory_key(".x"), ENTRY_V0_NO_ID.into()),
+        ]);
+        assert_eq!(dir.keys().collect::<Vec<_>>(), vec![".x", "a"]);
+    }
+
+    #[test]
+    fn volume_metadata_written_by_earlier_versions_is_read() {
+        let meta = BTreeMap::from([(VOLUME_KEY.to_string(), META_V0.to_string())]);
+        let m = VolumeMeta::of(&meta, "db").unwrap();
+        assert_eq!((m.fstype, m.uid, m.gid, m.mode), (Fstype::Ext4, Some(1000), None, Some(0o700)));
+        assert_eq!((m.mkfs_options, m.mount_options.as_str(), m.cloned_from), (vec!["-m0".to_string()], "noatime", None));
+        let meta = BTreeMap::from([(VOLUME_KEY.to_string(), META_V0_CLONE.to_string())]);
+        let m = VolumeMeta::of(&meta, "c").unwrap();
+        assert_eq!((m.fstype, m.mkfs_options.len(), m.cloned_from.as_deref()), (Fstype::Xfs, 0, Some("db@s1")));
+    }
+
+    #[test]
+    fn volume_metadata_of_another_name_or_unreadable_is_not_ours() {
+        let meta = BTreeMap::from([(VOLUME_KEY.to_string(), META_V0.to_string())]);
+        assert_eq!(VolumeMeta::of(&meta, "other"), None);
+        assert_eq!(VolumeMeta::of(&BTreeMap::from([(VOLUME_KEY.to_string(), "{".to_string())]), "db"), None);
+        assert_eq!(VolumeMeta::of(&BTreeMap::new(), "db"), None);
+    }
+
+    #[test]
+    fn volume_metadata_round_trips() {
+        let meta = BTreeMap::from([(VOLUME_KEY.to_string(), META_V0.to_string())]);
+        let m = VolumeMeta::of(&meta, "db").unwrap();
+        let again = BTreeMap::from([(VOLUME_KEY.to_string(), m.to_json())]);
+        assert_eq!(VolumeMeta::of(&again, "db"), Some(m));
+    }
+
+    #[test]
+    fn mounted_by_records_of_earlier_versions_are_read_with_all_their_clients() {
+        let by = MountedBy::parse(MOUNTED_V0).unwrap();
+        assert_eq!(by.host, "node1");
+        assert_eq!(by.clone().all_clients().into_iter().collect::<Vec<_>>(), vec!["10.0.0.1:0/123", "10.0.0.1:0/456"]);
+        let by = MountedBy::parse(MOUNTED_V0_NO_CLIENTS).unwrap();
+        assert_eq!(by.all_clients().len(), 1);
+        assert_eq!(MountedBy::parse(&MountedBy::parse(MOUNTED_V0).unwrap().to_json()), MountedBy::parse(MOUNTED_V0));
+        assert_eq!(MountedBy::of(&BTreeMap::from([(MOUNTED_KEY.to_string(), "garbage".to_string())])), None);
+    }
+
+    #[test]
+    fn the_mount_time_is_named_or_said_unknown() {
+        assert_eq!(mounted_since(Some(MOUNTED_V0)), "2026-11-20T10:00:00Z");
+        assert_eq!(mounted_since(Some("{")), "an unknown time");
+        assert_eq!(mounted_since(None), "an unknown time");
+    }
+
+    #[test]
+    fn the_formatted_size_is_a_plain_number_of_bytes() {
+        assert_eq!(parse_formatted(Some("536870912")), Some(512 << 20));
+        assert_eq!(parse_formatted(Some("x")), None);
+        assert_eq!(parse_formatted(None), None);
+    }
+
+    #[test]
+    fn the_key_names_never_change() {
+        assert_eq!((DIRECTORY_PREFIX, VOLUME_KEY, FORMATTED_KEY, MOUNTED_KEY), ("rbdvol.volume.", "rbdvol.volume", "rbdvol.formatted", "rbdvol.mounted"));
+        assert_eq!(directory_key("v"), "rbdvol.volume.v");
+    }
+}

@@ -1,0 +1,118 @@
+//! A recording fake mapper for unit tests of the engine: maps to made-up
+//! devices, writes every call to a journal (shared with the other fakes,
+//! so a test sees the order of all steps), fails the calls it is told to,
+//! and holds a `map` until released.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::{Mapper, MapperKind, Mapping};
+use crate::config::CephSettings;
+use crate::host::{HostError, ImageRef};
+
+/// Every step the fakes took, in order ("map rbd/v", "mount /m/v", ...).
+pub type Journal = Arc<Mutex<Vec<String>>>;
+
+#[derive(Default)]
+struct Gate {
+    held: Mutex<bool>,
+    opened: Condvar,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeMapper {
+    pub journal: Journal,
+    mapped: Arc<Mutex<BTreeMap<ImageRef, Mapping>>>,
+    failing: Arc<Mutex<BTreeSet<String>>>,
+    map_gate: Arc<Gate>,
+    next: Arc<Mutex<u32>>,
+}
+
+impl FakeMapper {
+    pub fn new(journal: Journal) -> FakeMapper {
+        FakeMapper { journal, ..Default::default() }
+    }
+
+    /// Makes every later call named `call` ("map", "unmap", "check_features", "list") fail.
+    pub fn fail(&self, call: &str) {
+        self.failing.lock().unwrap().insert(call.to_string());
+    }
+
+    /// From now on `map` waits until `release_map`.
+    pub fn hold_map(&self) {
+        *self.map_gate.held.lock().unwrap() = true;
+    }
+
+    pub fn release_map(&self) {
+        *self.map_gate.held.lock().unwrap() = false;
+        self.map_gate.opened.notify_all();
+    }
+
+    /// Adds a mapping as if left by an earlier run.
+    pub fn add(&self, image: &ImageRef) -> Mapping {
+        let m = Mapping { image: image.clone(), device: self.new_device(), mapper: MapperKind::Userspace };
+        self.mapped.lock().unwrap().insert(image.clone(), m.clone());
+        m
+    }
+
+    pub fn mapped(&self) -> Vec<ImageRef> {
+        self.mapped.lock().unwrap().keys().cloned().collect()
+    }
+
+    fn new_device(&self) -> PathBuf {
+        let mut n = self.next.lock().unwrap();
+        *n += 1;
+        PathBuf::from(format!("/dev/fake{}", *n - 1))
+    }
+
+    fn check(&self, call: &str, what: &str) -> Result<(), HostError> {
+        if self.failing.lock().unwrap().contains(call) {
+            return Err(HostError::Invalid { what: "fail point", value: what.to_string(), reason: format!("{call} fails on request") });
+        }
+        Ok(())
+    }
+}
+
+impl Mapper for FakeMapper {
+    fn kind(&self) -> MapperKind {
+        MapperKind::Userspace
+    }
+
+    fn check_features(&self, image: &ImageRef, _features: u64) -> Result<(), HostError> {
+        self.check("check_features", &image.to_string())
+    }
+
+    fn map(&self, image: &ImageRef, _settings: &CephSettings) -> Result<Mapping, HostError> {
+        let mut held = self.map_gate.held.lock().unwrap();
+        while *held {
+            held = self.map_gate.opened.wait(held).unwrap();
+        }
+        drop(held);
+        self.check("map", &image.to_string())?;
+        if let Some(m) = self.mapped.lock().unwrap().get(image) {
+            return Ok(m.clone());
+        }
+        let m = Mapping { image: image.clone(), device: self.new_device(), mapper: MapperKind::Userspace };
+        self.journal.lock().unwrap().push(format!("map {image}"));
+        self.mapped.lock().unwrap().insert(image.clone(), m.clone());
+        Ok(m)
+    }
+
+    fn unmap(&self, mapping: &Mapping) -> Result<(), HostError> {
+        self.check("unmap", &mapping.image.to_string())?;
+        if self.mapped.lock().unwrap().remove(&mapping.image).is_some() {
+            self.journal.lock().unwrap().push(format!("unmap {}", mapping.image));
+        }
+        Ok(())
+    }
+
+    fn list(&self) -> Result<Vec<Mapping>, HostError> {
+        self.check("list", "")?;
+        Ok(self.mapped.lock().unwrap().values().cloned().collect())
+    }
+
+    fn refresh_size(&self, _mapping: &Mapping, _size: u64) -> Result<(), HostError> {
+        Ok(())
+    }
+}

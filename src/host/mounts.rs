@@ -1,0 +1,105 @@
+//! The mount table, behind a trait so the engine's host path can be unit
+//! tested with a recording fake (as youki keeps its syscalls): the real
+//! [`SystemMounts`] calls `sys`, [`fake::FakeMounts`] records and fails on
+//! request.
+
+use std::path::Path;
+
+use super::sys::{self, MountEntry};
+use super::HostError;
+
+pub trait MountTable: Send + Sync {
+    fn mount(&self, device: &Path, target: &Path, fstype: &str, options: &str) -> Result<(), HostError>;
+    fn unmount(&self, target: &Path) -> Result<(), HostError>;
+    /// Detaches `target` from the tree at once (lazy unmount).
+    fn unmount_detached(&self, target: &Path) -> Result<(), HostError>;
+    /// What is mounted now.
+    fn mounts(&self) -> Result<Vec<MountEntry>, HostError>;
+}
+
+/// This host's mount table.
+pub struct SystemMounts;
+
+impl MountTable for SystemMounts {
+    fn mount(&self, device: &Path, target: &Path, fstype: &str, options: &str) -> Result<(), HostError> {
+        sys::mount(device, target, fstype, options)
+    }
+    fn unmount(&self, target: &Path) -> Result<(), HostError> {
+        sys::unmount(target)
+    }
+    fn unmount_detached(&self, target: &Path) -> Result<(), HostError> {
+        sys::unmount_detached(target)
+    }
+    fn mounts(&self) -> Result<Vec<MountEntry>, HostError> {
+        sys::mounts()
+    }
+}
+
+#[cfg(test)]
+pub mod fake {
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Mutex};
+
+    use super::{MountEntry, MountTable};
+    use crate::host::mapper::fake::Journal;
+    use crate::host::HostError;
+
+    /// A mount table in memory: records mounts and unmounts in a journal
+    /// (shared with the other fakes, so a test sees the order of all
+    /// steps) and fails the calls named in `fail`.
+    #[derive(Clone, Default)]
+    pub struct FakeMounts {
+        pub journal: Journal,
+        mounted: Arc<Mutex<Vec<MountEntry>>>,
+        failing: Arc<Mutex<BTreeSet<String>>>,
+    }
+
+    impl FakeMounts {
+        pub fn new(journal: Journal) -> FakeMounts {
+            FakeMounts { journal, ..Default::default() }
+        }
+
+        /// Makes every later `mount` or `unmount` fail.
+        pub fn fail(&self, call: &str) {
+            self.failing.lock().unwrap().insert(call.to_string());
+        }
+
+        /// Adds a mount as if left by an earlier run.
+        pub fn add(&self, device: &Path, target: &Path) {
+            self.mounted.lock().unwrap().push(MountEntry { source: device.display().to_string(), target: target.to_path_buf(), fstype: "ext4".into(), dev: String::new() });
+        }
+
+        pub fn targets(&self) -> Vec<PathBuf> {
+            self.mounted.lock().unwrap().iter().map(|m| m.target.clone()).collect()
+        }
+
+        fn check(&self, call: &str, target: &Path) -> Result<(), HostError> {
+            if self.failing.lock().unwrap().contains(call) {
+                return Err(HostError::Invalid { what: "fail point", value: target.display().to_string(), reason: format!("{call} fails on request") });
+            }
+            Ok(())
+        }
+    }
+
+    impl MountTable for FakeMounts {
+        fn mount(&self, device: &Path, target: &Path, fstype: &str, _options: &str) -> Result<(), HostError> {
+            self.check("mount", target)?;
+            self.journal.lock().unwrap().push(format!("mount {}", target.display()));
+            self.mounted.lock().unwrap().push(MountEntry { source: device.display().to_string(), target: target.to_path_buf(), fstype: fstype.into(), dev: String::new() });
+            Ok(())
+        }
+        fn unmount(&self, target: &Path) -> Result<(), HostError> {
+            self.check("unmount", target)?;
+            self.journal.lock().unwrap().push(format!("unmount {}", target.display()));
+            self.mounted.lock().unwrap().retain(|m| m.target != target);
+            Ok(())
+        }
+        fn unmount_detached(&self, target: &Path) -> Result<(), HostError> {
+            self.unmount(target)
+        }
+        fn mounts(&self) -> Result<Vec<MountEntry>, HostError> {
+            Ok(self.mounted.lock().unwrap().clone())
+        }
+    }
+}
