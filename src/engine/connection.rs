@@ -36,7 +36,14 @@ impl Connection {
     /// A connection whose host path goes to `store` (unit tests).
     #[cfg(test)]
     pub fn with_store(store: Arc<dyn Store>) -> Connection {
-        Connection { store: Some(store), ..Connection::new(Err(ConfigError::Consul("unit tests: no cluster".into()))) }
+        let settings = CephSettings {
+            mon_host: "127.0.0.1:1".into(),
+            user: "test".into(),
+            key: crate::config::Secret::new("unit-test-key"),
+            options: Default::default(),
+            timeouts: Default::default(),
+        };
+        Connection { store: Some(store), ..Connection::new(Ok(settings)) }
     }
 
     pub fn settings(&self) -> Result<CephSettings, EngineError> {

@@ -91,8 +91,13 @@ pub mod fake {
         }
         fn unmount(&self, target: &Path) -> Result<(), HostError> {
             self.check("unmount", target)?;
-            self.journal.lock().unwrap().push(format!("unmount {}", target.display()));
-            self.mounted.lock().unwrap().retain(|m| m.target != target);
+            let mut mounted = self.mounted.lock().unwrap();
+            let before = mounted.len();
+            mounted.retain(|m| m.target != target);
+            // Like umount(2): not mounted is no change.
+            if mounted.len() != before {
+                self.journal.lock().unwrap().push(format!("unmount {}", target.display()));
+            }
             Ok(())
         }
         fn unmount_detached(&self, target: &Path) -> Result<(), HostError> {

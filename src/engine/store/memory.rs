@@ -60,6 +60,16 @@ impl MemoryStore {
         self.state.lock().unwrap().volumes.get(name).cloned()
     }
 
+    /// Writes a directory entry as another host would.
+    pub fn put_entry_raw(&self, name: &str, entry: DirEntry) {
+        self.state.lock().unwrap().directory.insert(name.to_string(), entry);
+    }
+
+    /// Sets the host lock's holders as another host (or an admin) would.
+    pub fn set_lockers(&self, name: &str, lockers: Vec<(String, String)>) {
+        self.state.lock().unwrap().volumes.get_mut(name).unwrap().lockers = lockers;
+    }
+
     /// Makes every later call named `call` fail.
     pub fn fail(&self, call: &str) {
         self.state.lock().unwrap().failing.insert(call.to_string());
@@ -163,8 +173,10 @@ impl Volume for Handle {
     fn metadata_remove(&self, key: &str) -> Result<(), CephError> {
         self.store.check(&format!("metadata_remove {key}"), &self.name)?;
         self.store.with(&self.name, |v, log| {
-            log.push(format!("metadata_remove {key}"));
-            v.metadata.remove(key);
+            // Like librbd: removing what is not there changes nothing.
+            if v.metadata.remove(key).is_some() {
+                log.push(format!("metadata_remove {key}"));
+            }
             Ok(())
         })
     }

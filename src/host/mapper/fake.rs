@@ -39,7 +39,12 @@ impl FakeMapper {
         self.failing.lock().unwrap().insert(call.to_string());
     }
 
-    /// From now on `map` waits until `release_map`.
+    /// Makes every call work again.
+    pub fn heal(&self) {
+        self.failing.lock().unwrap().clear();
+    }
+
+    /// From now on `map` (one not failing on request) waits until `release_map`.
     pub fn hold_map(&self) {
         *self.map_gate.held.lock().unwrap() = true;
     }
@@ -84,12 +89,12 @@ impl Mapper for FakeMapper {
     }
 
     fn map(&self, image: &ImageRef, _settings: &CephSettings) -> Result<Mapping, HostError> {
+        self.check("map", &image.to_string())?;
         let mut held = self.map_gate.held.lock().unwrap();
         while *held {
             held = self.map_gate.opened.wait(held).unwrap();
         }
         drop(held);
-        self.check("map", &image.to_string())?;
         if let Some(m) = self.mapped.lock().unwrap().get(image) {
             return Ok(m.clone());
         }
