@@ -7,6 +7,7 @@
 pub mod api;
 pub mod ceph;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod host;
 pub mod settings;

@@ -599,14 +599,8 @@ async fn watch_consul(
                 }
                 // Volume records someone else changed or removed: checked
                 // against Ceph (our own writes come back too, and settle).
-                let records_of = |kv: &BTreeMap<String, String>| -> BTreeMap<String, String> {
-                    kv.iter().filter_map(|(k, v)| Some((k.strip_prefix(RECORDS)?.to_string(), v.clone()))).collect()
-                };
-                let (before, now) = (last.as_ref().map(records_of).unwrap_or_default(), records_of(&snap.kv));
-                for name in before.keys().chain(now.keys()) {
-                    if last.is_none() || before.get(name) != now.get(name) {
-                        let _ = records.send(name.clone());
-                    }
+                for name in rbdvol::daemon::changed_records(last.as_ref(), &snap.kv) {
+                    let _ = records.send(name);
                 }
                 let env_alone_suffices = resolve(&base, |_| {}).ceph.is_ok();
                 if have_settings && !env_alone_suffices && !snap.kv.keys().any(|k| k.starts_with("conf/")) {
@@ -717,86 +711,6 @@ impl rbdvol::engine::takeover::HostLiveness for ConsulLiveness {
             Err(_) => Err(format!("consul at {} did not answer within 5 s", self.client.settings.addr)),
         }
     }
-}
-
-/// Where the volume records live, under the prefix.
-const RECORDS: &str = "volumes/";
-
-/// Keeps `<prefix>volumes/<name>` in Consul for operators, like wetopi's
-/// records: pool, image, size, fstype, the host that has it mounted, and,
-/// from that host, device and mountpoint. Ceph is the source of truth: each
-/// record is rewritten from a Get (check-and-set, so hosts never overwrite
-/// each other blindly), and a record of a volume that does not exist is
-/// deleted.
-async fn keep_volume_records(
-    engine: Engine,
-    consul_settings: ConsulSettings,
-    host_id: String,
-    mut names: tokio::sync::mpsc::UnboundedReceiver<String>,
-) {
-    let Ok(client) = Consul::new(consul_settings) else { return };
-    // At start: every volume gets its record checked once.
-    if let Ok(list) = engine.list().await {
-        for v in list {
-            let _ = sync_record(&engine, &client, &host_id, &v.name).await;
-        }
-    }
-    while let Some(name) = names.recv().await {
-        if let Err(e) = sync_record(&engine, &client, &host_id, &name).await {
-            tracing::warn!("cannot update the consul record of volume '{name}': {e}");
-        }
-    }
-}
-
-async fn sync_record(engine: &Engine, client: &Consul, host_id: &str, name: &str) -> Result<(), consul::ConsulError> {
-    use rbdvol::engine::EngineError;
-    let key = format!("{RECORDS}{name}");
-    let info = match engine.get(name).await {
-        Ok(info) => Some(info),
-        Err(EngineError::NotFound(_) | EngineError::InvalidName { .. }) => None,
-        Err(e) => {
-            tracing::debug!("not updating the record of '{name}': {e}");
-            return Ok(());
-        }
-    };
-    for _ in 0..5 {
-        let current = client.get(&key).await?;
-        let Some(info) = &info else {
-            if current.is_some() {
-                client.delete(&key).await?;
-            }
-            return Ok(());
-        };
-        let st = &info.status;
-        let mounted_by = st.get("mounted_by").and_then(|v| v.as_str()).unwrap_or_default().to_string();
-        let old: serde_json::Value = current.as_ref().and_then(|(v, _)| serde_json::from_str(v).ok()).unwrap_or_default();
-        // Device and mountpoint are known only to the host that mounted it.
-        let (device, mountpoint) = if mounted_by == host_id {
-            (st.get("device").cloned().unwrap_or_default(), info.mountpoint.as_ref().map(|m| m.display().to_string()).into())
-        } else if !mounted_by.is_empty() && old["mounted_by"] == mounted_by.as_str() {
-            (old["device"].clone(), old["mountpoint"].clone())
-        } else {
-            (serde_json::Value::Null, serde_json::Value::Null)
-        };
-        let record = serde_json::json!({
-            "pool": st.get("pool"),
-            "image": st.get("image"),
-            "size": st.get("size_bytes"),
-            "fstype": st.get("fstype"),
-            "mounted_by": mounted_by,
-            "device": device,
-            "mountpoint": mountpoint,
-        })
-        .to_string();
-        if current.as_ref().is_some_and(|(v, _)| *v == record) {
-            return Ok(());
-        }
-        if client.put_cas(&key, &record, current.map(|(_, i)| i).unwrap_or(0)).await? {
-            return Ok(());
-        }
-    }
-    tracing::warn!("the consul record of volume '{name}' keeps changing under us: left for the next change");
-    Ok(())
 }
 
 /// The settings a CLI command runs with: the same sources as `serve`
@@ -1021,7 +935,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             let (records_tx, records_rx) = tokio::sync::mpsc::unbounded_channel();
             // Changes made here and changes seen in Consul, to one queue.
             engine.send_changes_to(records_tx.clone());
-            tokio::spawn(keep_volume_records(engine.clone(), c.clone(), host_id.clone(), records_rx));
+            tokio::spawn(rbdvol::daemon::keep_volume_records(engine.clone(), c.clone(), host_id.clone(), records_rx));
             tokio::spawn(keep_session(c.clone(), host_id.clone(), session_ttl));
             match Consul::new(c.clone()) {
                 Ok(client) => engine.set_liveness(Arc::new(ConsulLiveness { client, runtime: tokio::runtime::Handle::current() })),
