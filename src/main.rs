@@ -1,8 +1,8 @@
 //! The `rbdvol` binary: the command line, and the only place `anyhow` is used.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,8 @@ use rbdvol::ceph::{self, Cluster, CreateOptions};
 use rbdvol::config::consul::{self, Consul, ConsulSettings};
 use rbdvol::config::{CephSettings, ConfigError};
 use rbdvol::engine::{Engine, EngineConfig, VolumeDriver};
-use rbdvol::settings::{resolve, Sources};
+use rbdvol::daemon::{add_consul, base_sources, read_consul_cache, Reported, CONSUL_CACHE};
+use rbdvol::settings::resolve;
 use rbdvol::host::mapper::{self, MapperConfig, MapperKind};
 use rbdvol::host::tools::Tools;
 
@@ -498,146 +499,6 @@ fn flag_sources(args: &ServeArgs) -> BTreeMap<String, String> {
     .collect()
 }
 
-fn base_sources(args: &ServeArgs) -> Sources {
-    Sources {
-        flags: flag_sources(args),
-        env: std::env::vars().filter(|(_, v)| !v.trim().is_empty()).collect(),
-        consul: BTreeMap::new(),
-        pools: BTreeMap::new(),
-    }
-}
-
-/// The last settings read from Consul, kept on the host (0600) so the
-/// plugin starts and works while Consul is down.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct ConsulCache {
-    prefix: String,
-    kv: BTreeMap<String, String>,
-}
-
-fn read_consul_cache(path: &Path, prefix: &str) -> Option<BTreeMap<String, String>> {
-    let cache: ConsulCache = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    (cache.prefix == prefix).then_some(cache.kv)
-}
-
-fn write_consul_cache(path: &Path, prefix: &str, kv: &BTreeMap<String, String>) {
-    let cache = ConsulCache { prefix: prefix.to_string(), kv: kv.clone() };
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    if let Err(e) = rbdvol::state::write_atomic(path, &serde_json::to_vec(&cache).expect("serializes")) {
-        tracing::warn!("cannot cache the settings from consul: {e}");
-    }
-}
-
-/// Logs each distinct complaint once.
-#[derive(Default)]
-struct Reported(HashSet<String>);
-
-impl Reported {
-    fn error(&mut self, line: String) {
-        if self.0.insert(line.clone()) {
-            tracing::error!("{line}");
-        }
-    }
-}
-
-/// Consul's entries as a source: the settings and the per-pool overrides,
-/// each bad key logged once.
-fn add_consul(sources: &mut Sources, kv: &BTreeMap<String, String>, prefix: &str, reported: &mut Reported) {
-    let mut lines = Vec::new();
-    let mut report = |key: &str, reason: &str| lines.push(format!("consul key {prefix}{key} ignored: {reason}"));
-    sources.consul = consul::to_vars(kv, &mut report);
-    sources.pools = consul::pool_overrides(kv, &mut report);
-    lines.into_iter().for_each(|l| reported.error(l));
-}
-
-/// Follows rbdvol's prefix in Consul with blocking queries and puts every
-/// change in force. Never in the way of a Docker call: the engine always
-/// has settings (the last good ones, or an error saying what is missing).
-async fn watch_consul(
-    engine: Engine,
-    consul_settings: ConsulSettings,
-    base: Sources,
-    cache: PathBuf,
-    mut have_settings: bool,
-    records: tokio::sync::mpsc::UnboundedSender<String>,
-) {
-    let prefix = consul_settings.prefix.clone();
-    let addr = consul_settings.addr.clone();
-    let client = match Consul::new(consul_settings) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}");
-            if !have_settings {
-                let eff = resolve(&base, |_| {});
-                if eff.ceph.is_err() {
-                    engine.update_settings(Err(ConfigError::Consul(e.to_string())), eff.defaults);
-                }
-            }
-            return;
-        }
-    };
-    let mut reported = Reported::default();
-    let (mut index, mut last, mut failing) = (None::<u64>, None::<BTreeMap<String, String>>, false);
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        match client.read(index, Duration::from_secs(300)).await {
-            Ok(snap) => {
-                if failing {
-                    tracing::info!("consul at {addr} answers again");
-                    failing = false;
-                }
-                backoff = Duration::from_secs(1);
-                if index.is_some_and(|i| snap.index < i) {
-                    index = None; // consul's index went back (a restarted dev agent): read afresh
-                    continue;
-                }
-                index = Some(snap.index);
-                if last.as_ref() == Some(&snap.kv) {
-                    continue;
-                }
-                // Volume records someone else changed or removed: checked
-                // against Ceph (our own writes come back too, and settle).
-                for name in rbdvol::daemon::changed_records(last.as_ref(), &snap.kv) {
-                    let _ = records.send(name);
-                }
-                let env_alone_suffices = resolve(&base, |_| {}).ceph.is_ok();
-                if have_settings && !env_alone_suffices && !snap.kv.keys().any(|k| k.starts_with("conf/")) {
-                    // A Consul that lost its data (or a wrong prefix) must
-                    // not take working settings away from running hosts.
-                    reported.error(format!("consul at {addr} has no cluster settings under {prefix}conf/: keeping the last good settings"));
-                    last = Some(snap.kv);
-                    continue;
-                }
-                let mut sources = base.clone();
-                add_consul(&mut sources, &snap.kv, &prefix, &mut reported);
-                let eff = resolve(&sources, |r| reported.error(r));
-                engine.update_settings(eff.ceph, eff.defaults);
-                write_consul_cache(&cache, &prefix, &snap.kv);
-                have_settings = true;
-                last = Some(snap.kv);
-            }
-            Err(e) => {
-                if !failing {
-                    let keeping = if have_settings { "keeping the last good settings and " } else { "" };
-                    tracing::warn!("{e}: {keeping}retrying with backoff");
-                    failing = true;
-                }
-                if !have_settings {
-                    let eff = resolve(&base, |_| {});
-                    if eff.ceph.is_err() {
-                        let why = format!("{e} and no settings from it are cached on this host: Docker calls fail until it answers");
-                        engine.update_settings(Err(ConfigError::Consul(why)), eff.defaults);
-                    }
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
-}
-
 /// Where each host's liveness key lives, under the prefix: held by its
 /// Consul session while its rbdvol renews it.
 const HOSTS: &str = "hosts/";
@@ -716,7 +577,7 @@ impl rbdvol::engine::takeover::HostLiveness for ConsulLiveness {
 /// The settings a CLI command runs with: the same sources as `serve`
 /// (Consul read once, or its cache when it does not answer).
 fn cli_effective(args: &ServeArgs) -> Result<rbdvol::settings::Effective> {
-    let mut sources = base_sources(args);
+    let mut sources = base_sources(flag_sources(args));
     let mut reported = Reported::default();
     if let Some(c) = ConsulSettings::from_vars(std::env::vars()) {
         let prefix = c.prefix.clone();
@@ -782,7 +643,7 @@ fn doctor(args: &ServeArgs, json: bool) -> Result<()> {
     // The settings serve would run with; a Consul that cannot even be set
     // up is reported by the consul check, the rest still runs.
     let eff = cli_effective(args).unwrap_or_else(|e| {
-        let mut eff = resolve(&base_sources(args), |_| {});
+        let mut eff = resolve(&base_sources(flag_sources(args)), |_| {});
         if eff.ceph.is_err() {
             eff.ceph = Err(ConfigError::Consul(e.to_string()));
         }
@@ -831,8 +692,6 @@ fn config_show(args: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
-const CONSUL_CACHE: &str = "consul-cache.json";
-
 fn consul_seed(conf: Option<PathBuf>, keyring: Option<PathBuf>, user: Option<String>) -> Result<()> {
     let settings = ConsulSettings::from_vars(std::env::vars()).context("CONSUL_HTTP_ADDR is not set: where is consul?")?;
     let entries: Vec<(String, String)> = match (&conf, &keyring) {
@@ -873,7 +732,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     // which setting to fix.
     let consul_settings = ConsulSettings::from_vars(std::env::vars());
     let cache_path = args.state_dir.join(CONSUL_CACHE);
-    let base = base_sources(&args);
+    let base = base_sources(flag_sources(&args));
     let mut sources = base.clone();
     let mut reported = Reported::default();
     let cached = consul_settings.as_ref().and_then(|c| read_consul_cache(&cache_path, &c.prefix));
@@ -941,7 +800,7 @@ fn serve(args: ServeArgs) -> Result<()> {
                 Ok(client) => engine.set_liveness(Arc::new(ConsulLiveness { client, runtime: tokio::runtime::Handle::current() })),
                 Err(e) => tracing::error!("{e}"),
             }
-            tokio::spawn(watch_consul(engine.clone(), c, base, cache_path, cached.is_some(), records_tx));
+            tokio::spawn(rbdvol::daemon::watch_consul(engine.clone(), c, base, cache_path, cached.is_some(), records_tx));
         }
         let e = engine.clone();
         tokio::spawn(async move {

@@ -4,6 +4,8 @@
 
 mod error;
 pub mod records;
+pub mod settings_watch;
 
 pub use error::DaemonError;
 pub use records::{changed_records, keep_volume_records, sync_record, volume_record, RECORDS};
+pub use settings_watch::{add_consul, base_sources, read_consul_cache, save_consul_cache, watch_consul, Reported, CONSUL_CACHE};
