@@ -499,81 +499,6 @@ fn flag_sources(args: &ServeArgs) -> BTreeMap<String, String> {
     .collect()
 }
 
-/// Where each host's liveness key lives, under the prefix: held by its
-/// Consul session while its rbdvol renews it.
-const HOSTS: &str = "hosts/";
-
-/// Keeps this host's Consul session alive and `<prefix>hosts/<host>` held
-/// by it, so other hosts can tell this one is alive. If this host dies (or
-/// its rbdvol stops for longer than the TTL), the session lapses and the
-/// key is left without one: the host is dead for automatic takeover. The
-/// session is never destroyed on a clean stop: volumes stay mounted then.
-async fn keep_session(settings: ConsulSettings, host_id: String, ttl: Duration) {
-    let Ok(client) = Consul::new(settings) else { return };
-    let key = format!("{HOSTS}{host_id}");
-    let value = serde_json::json!({ "host": host_id, "pid": std::process::id() }).to_string();
-    let (mut session, mut held) = (None::<String>, false);
-    let mut reported = Reported::default();
-    let mut every = tokio::time::interval(ttl / 3);
-    loop {
-        every.tick().await;
-        let step: Result<(), consul::ConsulError> = async {
-            if let Some(id) = &session {
-                if client.session_renew(id).await? {
-                    if held {
-                        return Ok(());
-                    }
-                } else {
-                    tracing::warn!("this host's consul session lapsed (unrenewed for over {} s): registering again", ttl.as_secs());
-                    (session, held) = (None, false);
-                }
-            }
-            let id = match &session {
-                Some(id) => id.clone(),
-                None => client.session_create(&format!("rbdvol {host_id}"), ttl).await?,
-            };
-            session = Some(id.clone());
-            held = client.acquire(&key, &value, &id).await?;
-            if held {
-                tracing::info!("registered in consul as host '{host_id}' (session ttl {} s)", ttl.as_secs());
-            } else {
-                reported.error(format!("another rbdvol holds consul key {key}: host ids must be unique (RBDVOL_HOST_ID)"));
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = step {
-            reported.error(format!("cannot renew this host's consul session: {e}"));
-        }
-    }
-}
-
-/// Whether a host is alive, from its key under `<prefix>hosts/`: held by a
-/// session (alive), left without one (its session lapsed: dead), absent
-/// (it does not use Consul: unknown).
-struct ConsulLiveness {
-    client: Consul,
-    runtime: tokio::runtime::Handle,
-}
-
-impl rbdvol::engine::takeover::HostLiveness for ConsulLiveness {
-    fn liveness(&self, host: &str) -> Result<rbdvol::engine::takeover::Liveness, String> {
-        use rbdvol::engine::takeover::Liveness;
-        // Called from the engine's blocking threads, never the executor; a
-        // Mount never waits long on Consul (unknown, then: no takeover).
-        let key = format!("{HOSTS}{host}");
-        // The timer is made inside block_on, where the runtime is entered.
-        let ask = async { tokio::time::timeout(Duration::from_secs(5), self.client.lock_key(&key)).await };
-        match self.runtime.block_on(ask) {
-            Ok(Ok(consul::LockKey::Absent)) => Ok(Liveness::Unknown),
-            Ok(Ok(consul::LockKey::Present { session: Some(_), .. })) => Ok(Liveness::Alive),
-            Ok(Ok(consul::LockKey::Present { session: None, .. })) => Ok(Liveness::Dead),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("consul at {} did not answer within 5 s", self.client.settings.addr)),
-        }
-    }
-}
-
 /// The settings a CLI command runs with: the same sources as `serve`
 /// (Consul read once, or its cache when it does not answer).
 fn cli_effective(args: &ServeArgs) -> Result<rbdvol::settings::Effective> {
@@ -795,9 +720,9 @@ fn serve(args: ServeArgs) -> Result<()> {
             // Changes made here and changes seen in Consul, to one queue.
             engine.send_changes_to(records_tx.clone());
             tokio::spawn(rbdvol::daemon::keep_volume_records(engine.clone(), c.clone(), host_id.clone(), records_rx));
-            tokio::spawn(keep_session(c.clone(), host_id.clone(), session_ttl));
+            tokio::spawn(rbdvol::daemon::keep_session(c.clone(), host_id.clone(), session_ttl));
             match Consul::new(c.clone()) {
-                Ok(client) => engine.set_liveness(Arc::new(ConsulLiveness { client, runtime: tokio::runtime::Handle::current() })),
+                Ok(client) => engine.set_liveness(Arc::new(rbdvol::daemon::ConsulLiveness::new(client, tokio::runtime::Handle::current()))),
                 Err(e) => tracing::error!("{e}"),
             }
             tokio::spawn(rbdvol::daemon::watch_consul(engine.clone(), c, base, cache_path, cached.is_some(), records_tx));
