@@ -1,9 +1,7 @@
 //! The `rbdvol` binary: the command line, and the only place `anyhow` is used.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -11,11 +9,9 @@ use clap::{Parser, Subcommand};
 use rbdvol::ceph::{self, Cluster, CreateOptions};
 use rbdvol::config::consul::{self, Consul, ConsulSettings};
 use rbdvol::config::{CephSettings, ConfigError};
-use rbdvol::engine::{Engine, EngineConfig, VolumeDriver};
 use rbdvol::daemon::{add_consul, base_sources, read_consul_cache, Reported, CONSUL_CACHE};
 use rbdvol::settings::resolve;
-use rbdvol::host::mapper::{self, MapperConfig, MapperKind};
-use rbdvol::host::tools::Tools;
+use rbdvol::host::mapper::MapperConfig;
 
 #[derive(Parser)]
 #[command(name = "rbdvol", version, about = "Docker volume plugin for Ceph RBD")]
@@ -90,34 +86,25 @@ impl ServeArgs {
         non_empty(&self.host_id).unwrap_or_else(rbdvol::host::sys::hostname)
     }
 
-    fn seconds(value: &Option<String>, name: &str, default: u64, min: u64) -> Result<Duration> {
-        match non_empty(value) {
-            None => Ok(Duration::from_secs(default)),
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(n) if n >= min => Ok(Duration::from_secs(n)),
-                _ => anyhow::bail!("invalid {name} '{v}': a whole number of seconds, at least {min}"),
-            },
-        }
-    }
-
     fn blocklist_expiry(&self) -> Result<Duration> {
-        Self::seconds(&self.blocklist_expiry, "RBDVOL_BLOCKLIST_EXPIRY", 3600, 60)
+        Ok(rbdvol::daemon::blocklist_expiry(&self.blocklist_expiry)?)
     }
 
-    fn session_ttl(&self) -> Result<Duration> {
-        // Consul takes 10 s to 86400 s.
-        Self::seconds(&self.session_ttl, "RBDVOL_SESSION_TTL", 15, 10)
-    }
-
-    fn check_interval(&self) -> Result<Duration> {
-        Self::seconds(&self.check_interval, "RBDVOL_CHECK_INTERVAL", 5, 1)
-    }
-
-    fn auto_takeover(&self) -> Result<bool> {
-        match non_empty(&self.auto_takeover).as_deref().map(str::trim) {
-            None | Some("true") | Some("1") | Some("yes") => Ok(true),
-            Some("false") | Some("0") | Some("no") => Ok(false),
-            Some(v) => anyhow::bail!("invalid RBDVOL_AUTO_TAKEOVER '{v}': use true or false"),
+    /// What `serve` runs with.
+    fn config(self) -> rbdvol::daemon::ServeConfig {
+        rbdvol::daemon::ServeConfig {
+            host_id: self.host_id(),
+            flags: flag_sources(&self),
+            socket: self.socket,
+            state_dir: self.state_dir,
+            mount_root: self.mount_root,
+            run_dir: self.run_dir,
+            mapper: self.mapper,
+            sysfs: self.sysfs,
+            auto_takeover: self.auto_takeover,
+            session_ttl: self.session_ttl,
+            blocklist_expiry: self.blocklist_expiry,
+            check_interval: self.check_interval,
         }
     }
 }
@@ -308,7 +295,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { pool, namespace, write } => check(&pool, &namespace, write),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => Ok(rbdvol::daemon::serve(args.config())?),
         Command::UserspaceServe => Ok(rbdvol::host::fusefs::serve()?),
         Command::Config { what: ConfigCommand::Show(args) } => config_show(&args),
         Command::Ls { json, settings } => admin_ls(&settings, json),
@@ -649,106 +636,4 @@ fn consul_seed(conf: Option<PathBuf>, keyring: Option<PathBuf>, user: Option<Str
         println!("{prefix}{key} = {shown}");
     }
     Ok(())
-}
-
-fn serve(args: ServeArgs) -> Result<()> {
-    let started = Instant::now();
-    // Missing or bad settings never stop the plugin: every call then says
-    // which setting to fix.
-    let consul_settings = ConsulSettings::from_vars(std::env::vars());
-    let cache_path = args.state_dir.join(CONSUL_CACHE);
-    let base = base_sources(flag_sources(&args));
-    let mut sources = base.clone();
-    let mut reported = Reported::default();
-    let cached = consul_settings.as_ref().and_then(|c| read_consul_cache(&cache_path, &c.prefix));
-    if let (Some(c), Some(kv)) = (&consul_settings, &cached) {
-        tracing::info!("using the settings cached from consul at {} until it answers", c.addr);
-        add_consul(&mut sources, kv, &c.prefix, &mut reported);
-    }
-    let effective = resolve(&sources, |r| reported.error(r));
-    let mut settings = effective.ceph;
-    if let (Some(c), None, Err(e)) = (&consul_settings, &cached, &settings) {
-        settings = Err(ConfigError::Consul(format!("waiting for the settings from consul at {} (none cached on this host yet): {e}", c.addr)));
-    }
-    if let Err(e) = &settings {
-        tracing::error!("{e}");
-    }
-    let tools = Tools::discover()?;
-    let mapper_config = MapperConfig {
-        run_dir: args.run_dir.clone(),
-        sysfs: args.sysfs.clone(),
-        exe: std::env::current_exe().context("locating the rbdvol binary")?,
-    };
-    let kind = match args.mapper.as_str() {
-        "auto" => mapper::detect(&mapper_config, &tools),
-        other => MapperKind::parse(other)
-            .with_context(|| format!("invalid --mapper '{other}': use auto, krbd, nbd or userspace"))?,
-    };
-    let config = EngineConfig {
-        host_id: args.host_id(),
-        defaults: effective.defaults,
-        mount_root: args.mount_root.clone(),
-        state_dir: args.state_dir.clone(),
-        auto_takeover: args.auto_takeover()?,
-        blocklist_expiry: args.blocklist_expiry()?,
-    };
-    let (session_ttl, check_interval) = (args.session_ttl()?, args.check_interval()?);
-    let host_id = config.host_id.clone();
-    let mapper = mapper::build(kind, &mapper_config, &tools);
-    let engine = Engine::start(config, settings, tools, mapper)?;
-    tracing::info!("host '{host_id}', mapper {}", engine.mapper_kind().as_str());
-
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        if let Some(dir) = args.socket.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        match std::fs::remove_file(&args.socket) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("removing stale socket {}", args.socket.display()))
-            }
-            _ => {}
-        }
-        // Before listening: a SIGTERM from then on is a clean stop.
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let listener = tokio::net::UnixListener::bind(&args.socket)
-            .with_context(|| format!("listening on {}", args.socket.display()))?;
-        std::fs::set_permissions(&args.socket, std::fs::Permissions::from_mode(0o660))?;
-        tracing::info!("listening on {} ({} ms after start)", args.socket.display(), started.elapsed().as_millis());
-        if let Some(c) = consul_settings {
-            let (records_tx, records_rx) = tokio::sync::mpsc::unbounded_channel();
-            // Changes made here and changes seen in Consul, to one queue.
-            engine.send_changes_to(records_tx.clone());
-            tokio::spawn(rbdvol::daemon::keep_volume_records(engine.clone(), c.clone(), host_id.clone(), records_rx));
-            tokio::spawn(rbdvol::daemon::keep_session(c.clone(), host_id.clone(), session_ttl));
-            match Consul::new(c.clone()) {
-                Ok(client) => engine.set_liveness(Arc::new(rbdvol::daemon::ConsulLiveness::new(client, tokio::runtime::Handle::current()))),
-                Err(e) => tracing::error!("{e}"),
-            }
-            tokio::spawn(rbdvol::daemon::watch_consul(engine.clone(), c, base, cache_path, cached.is_some(), records_tx));
-        }
-        let e = engine.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(check_interval);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                e.check_mounted().await;
-            }
-        });
-        let e = engine.clone();
-        tokio::spawn(async move { e.resume_background_work().await });
-        let driver: Arc<dyn VolumeDriver> = Arc::new(engine);
-        axum::serve(listener, rbdvol::api::router(driver))
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-                tracing::info!("stopping: mounted volumes stay mounted for their containers");
-            })
-            .await?;
-        let _ = std::fs::remove_file(&args.socket);
-        Ok(())
-    })
 }
