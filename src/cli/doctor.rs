@@ -1,0 +1,53 @@
+//! `rbdvol doctor`: diagnose this host and the cluster.
+
+use anyhow::{Context, Result};
+use rbdvol::config::consul::ConsulSettings;
+use rbdvol::config::ConfigError;
+use rbdvol::daemon::base_sources;
+use rbdvol::host::mapper::MapperConfig;
+use rbdvol::settings::resolve;
+
+use super::args::{flag_sources, non_empty, ServeArgs};
+use super::config::cli_effective;
+
+pub fn doctor(args: &ServeArgs, json: bool) -> Result<()> {
+    use rbdvol::engine::doctor::{self, DoctorInput};
+    // The settings serve would run with; a Consul that cannot even be set
+    // up is reported by the consul check, the rest still runs.
+    let eff = cli_effective(args).unwrap_or_else(|e| {
+        let mut eff = resolve(&base_sources(flag_sources(args)), |_| {});
+        if eff.ceph.is_err() {
+            eff.ceph = Err(ConfigError::Consul(e.to_string()));
+        }
+        eff
+    });
+    let input = DoctorInput {
+        mapper: args.mapper.clone(),
+        mapper_config: MapperConfig {
+            run_dir: args.run_dir.clone(),
+            sysfs: args.sysfs.clone(),
+            exe: std::env::current_exe().context("locating the rbdvol binary")?,
+        },
+        state_dir: args.state_dir.clone(),
+        host_id: non_empty(&args.host_id).unwrap_or_else(rbdvol::host::sys::hostname),
+        settings: eff.ceph,
+        dir_pool: eff.defaults.pool,
+        consul: ConsulSettings::from_vars(std::env::vars()),
+    };
+    let checks = doctor::run(&input);
+    let ok = doctor::all_ok(&checks);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&doctor::Report { checks: &checks, ok })?);
+    } else {
+        for c in &checks {
+            println!("{:<5} {:<13} {}", c.status.as_str(), c.name, c.detail);
+        }
+        println!("{}", if ok { "ok" } else { "failed: fix the lines marked fail" });
+    }
+    if !ok {
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        std::process::exit(1);
+    }
+    Ok(())
+}
