@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use rbdvol::ceph::{self, Cluster};
 use rbdvol::engine::admin;
 
-use super::args::ServeArgs;
+use super::args::{ClusterArgs, FenceArgs};
 use super::config::cli_effective;
 use super::output::say;
 
@@ -16,13 +16,13 @@ fn vol_at_snap(target: &str) -> Result<(&str, &str)> {
         .with_context(|| format!("'{target}' is not VOLUME@SNAPSHOT"))
 }
 
-fn admin_cluster(args: &ServeArgs) -> Result<(Cluster, String)> {
+fn admin_cluster(args: &ClusterArgs) -> Result<(Cluster, String)> {
     let eff = cli_effective(args)?;
     let cluster = Cluster::connect(&eff.ceph?)?;
     Ok((cluster, eff.defaults.pool))
 }
 
-pub fn ls(args: &ServeArgs, json: bool) -> Result<()> {
+pub fn ls(args: &ClusterArgs, json: bool) -> Result<()> {
     let (cluster, pool) = admin_cluster(args)?;
     let rows = admin::list(&cluster, &pool)?;
     // Mapped here: this host's own state (see `serve --state-dir`).
@@ -57,15 +57,15 @@ pub fn ls(args: &ServeArgs, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn inspect(volume: &str, settings: &ServeArgs) -> Result<()> {
-    let (cluster, pool) = admin_cluster(settings)?;
+pub fn inspect(volume: &str, args: &ClusterArgs) -> Result<()> {
+    let (cluster, pool) = admin_cluster(args)?;
     let v = admin::inspect(&cluster, &pool, volume)?;
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
 
-pub fn unlock(volume: &str, force: bool, json: bool, settings: &ServeArgs) -> Result<()> {
-    let (cluster, pool) = admin_cluster(settings)?;
+pub fn unlock(volume: &str, force: bool, json: bool, args: &ClusterArgs) -> Result<()> {
+    let (cluster, pool) = admin_cluster(args)?;
     match admin::unlock(&cluster, &pool, volume, force)? {
         admin::Unlocked::Broken { host } => {
             say(json, serde_json::json!({ "volume": volume, "broken": host }), format!("broke host '{host}'s lock on volume '{volume}'"))
@@ -74,10 +74,10 @@ pub fn unlock(volume: &str, force: bool, json: bool, settings: &ServeArgs) -> Re
     }
 }
 
-pub fn takeover(volume: &str, json: bool, settings: &ServeArgs) -> Result<()> {
-    let (cluster, pool) = admin_cluster(settings)?;
-    let me = settings.host_id();
-    let taken = admin::takeover(&cluster, &pool, volume, &me, settings.blocklist_expiry()?)?;
+pub fn takeover(volume: &str, json: bool, args: &ClusterArgs, fence: &FenceArgs) -> Result<()> {
+    let (cluster, pool) = admin_cluster(args)?;
+    let me = args.host_id();
+    let taken = admin::takeover(&cluster, &pool, volume, &me, fence.blocklist_expiry()?)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "volume": volume, "host": me, "taken_over": taken }))?);
     } else if let Some(t) = taken {
@@ -93,9 +93,9 @@ pub fn takeover(volume: &str, json: bool, settings: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn resize(volume: &str, size: &str, json: bool, settings: &ServeArgs) -> Result<()> {
+pub fn resize(volume: &str, size: &str, json: bool, args: &ClusterArgs) -> Result<()> {
     let bytes = rbdvol::engine::options::parse_size(size).map_err(|e| anyhow::anyhow!("invalid size '{size}': {e}"))?;
-    let (cluster, pool) = admin_cluster(settings)?;
+    let (cluster, pool) = admin_cluster(args)?;
     use std::io::IsTerminal;
     let tty = std::io::stderr().is_terminal() && !json;
     let progress = move |done: u64, total: u64| {
@@ -123,9 +123,9 @@ pub fn resize(volume: &str, size: &str, json: bool, settings: &ServeArgs) -> Res
     }
 }
 
-pub fn snapshot_create(target: &str, json: bool, settings: &ServeArgs) -> Result<()> {
+pub fn snapshot_create(target: &str, json: bool, args: &ClusterArgs) -> Result<()> {
     let (vol, snap) = vol_at_snap(target)?;
-    let (cluster, pool) = admin_cluster(settings)?;
+    let (cluster, pool) = admin_cluster(args)?;
     let done = admin::snapshot_create(&cluster, &pool, vol, snap)?;
     let text = match done {
         ceph::Done::Changed => format!("created snapshot {target}"),
@@ -134,17 +134,17 @@ pub fn snapshot_create(target: &str, json: bool, settings: &ServeArgs) -> Result
     say(json, serde_json::json!({ "snapshot": target, "created": done == ceph::Done::Changed }), text)
 }
 
-pub fn snapshot_ls(volume: &str, json: bool, settings: &ServeArgs) -> Result<()> {
-    let (cluster, pool) = admin_cluster(settings)?;
+pub fn snapshot_ls(volume: &str, json: bool, args: &ClusterArgs) -> Result<()> {
+    let (cluster, pool) = admin_cluster(args)?;
     let snaps = admin::snapshot_list(&cluster, &pool, volume)?;
     let rows: Vec<_> = snaps.iter().map(|s| serde_json::json!({ "snapshot": format!("{volume}@{}", s.name), "size": s.size })).collect();
     let text = snaps.iter().map(|s| format!("{volume}@{}\t{} MiB", s.name, s.size >> 20)).collect::<Vec<_>>().join("\n");
     say(json, rows.into(), text)
 }
 
-pub fn snapshot_rm(target: &str, json: bool, settings: &ServeArgs) -> Result<()> {
+pub fn snapshot_rm(target: &str, json: bool, args: &ClusterArgs) -> Result<()> {
     let (vol, snap) = vol_at_snap(target)?;
-    let (cluster, pool) = admin_cluster(settings)?;
+    let (cluster, pool) = admin_cluster(args)?;
     let done = admin::snapshot_remove(&cluster, &pool, vol, snap)?;
     let text = match done {
         ceph::Done::Changed => format!("removed snapshot {target}"),

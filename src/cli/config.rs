@@ -9,12 +9,12 @@ use rbdvol::config::consul::{self, Consul, ConsulSettings};
 use rbdvol::daemon::{add_consul, base_sources, read_consul_cache, Reported, CONSUL_CACHE};
 use rbdvol::settings::resolve;
 
-use super::args::{flag_sources, ServeArgs};
+use super::args::ClusterArgs;
 
 /// The settings a CLI command runs with: the same sources as `serve`
 /// (Consul read once, or its cache when it does not answer).
-pub fn cli_effective(args: &ServeArgs) -> Result<rbdvol::settings::Effective> {
-    let mut sources = base_sources(flag_sources(args));
+pub fn cli_effective(args: &ClusterArgs) -> Result<rbdvol::settings::Effective> {
+    let mut sources = base_sources(args.flag_sources());
     let mut reported = Reported::default();
     if let Some(c) = ConsulSettings::from_vars(std::env::vars()) {
         let prefix = c.prefix.clone();
@@ -34,7 +34,7 @@ pub fn cli_effective(args: &ServeArgs) -> Result<rbdvol::settings::Effective> {
     Ok(resolve(&sources, |r| eprintln!("{r}")))
 }
 
-pub fn config_show(args: &ServeArgs) -> Result<()> {
+pub fn config_show(args: &ClusterArgs) -> Result<()> {
     let eff = cli_effective(args)?;
     println!("{:<40} {:<40} source", "setting", "value");
     for s in &eff.shown {

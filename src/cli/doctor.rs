@@ -7,29 +7,29 @@ use rbdvol::daemon::base_sources;
 use rbdvol::host::mapper::MapperConfig;
 use rbdvol::settings::resolve;
 
-use super::args::{flag_sources, non_empty, ServeArgs};
+use super::args::{ClusterArgs, MapperArgs};
 use super::config::cli_effective;
 
-pub fn doctor(args: &ServeArgs, json: bool) -> Result<()> {
+pub fn doctor(args: &ClusterArgs, mapper: &MapperArgs, json: bool) -> Result<()> {
     use rbdvol::engine::doctor::{self, DoctorInput};
     // The settings serve would run with; a Consul that cannot even be set
     // up is reported by the consul check, the rest still runs.
     let eff = cli_effective(args).unwrap_or_else(|e| {
-        let mut eff = resolve(&base_sources(flag_sources(args)), |_| {});
+        let mut eff = resolve(&base_sources(args.flag_sources()), |_| {});
         if eff.ceph.is_err() {
             eff.ceph = Err(ConfigError::Consul(e.to_string()));
         }
         eff
     });
     let input = DoctorInput {
-        mapper: args.mapper.clone(),
+        mapper: mapper.mapper.clone(),
         mapper_config: MapperConfig {
-            run_dir: args.run_dir.clone(),
-            sysfs: args.sysfs.clone(),
+            run_dir: mapper.run_dir.clone(),
+            sysfs: mapper.sysfs.clone(),
             exe: std::env::current_exe().context("locating the rbdvol binary")?,
         },
         state_dir: args.state_dir.clone(),
-        host_id: non_empty(&args.host_id).unwrap_or_else(rbdvol::host::sys::hostname),
+        host_id: args.host_id(),
         settings: eff.ceph,
         dir_pool: eff.defaults.pool,
         consul: ConsulSettings::from_vars(std::env::vars()),
