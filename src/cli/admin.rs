@@ -26,51 +26,48 @@ pub fn ls(args: &ClusterArgs, json: bool) -> Result<()> {
     let (cluster, pool) = admin_cluster(args)?;
     let rows = admin::list(&cluster, &pool)?;
     // Mapped here: this host's own state (see `serve --state-dir`).
-    let mapped = |name: &str| args.state_dir.join("volumes").join(format!("{name}.json")).exists();
-    if json {
-        let out: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|r| {
-                let mut v = serde_json::to_value(r).expect("serializes");
-                v["mapped_here"] = mapped(&r.name).into();
-                v
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
-    println!("{:<32} {:<12} {:>10} {:>10} {:<6} {:<20} mapped", "name", "pool", "size", "used", "fstype", "host");
-    for r in rows {
+    let mapped: Vec<bool> = rows.iter().map(|r| args.state_dir.join("volumes").join(format!("{}.json", r.name)).exists()).collect();
+    let out: Vec<serde_json::Value> = rows
+        .iter()
+        .zip(&mapped)
+        .map(|(r, &here)| {
+            let mut v = serde_json::to_value(r).expect("serializes");
+            v["mapped_here"] = here.into();
+            v
+        })
+        .collect();
+    let mut text = format!("{:<32} {:<12} {:>10} {:>10} {:<6} {:<20} mapped", "name", "pool", "size", "used", "fstype", "host");
+    for (r, here) in rows.iter().zip(mapped) {
         let pool = if r.namespace.is_empty() { r.pool.clone() } else { format!("{}/{}", r.pool, r.namespace) };
         let mib = |b: u64| format!("{} MiB", b >> 20);
-        println!(
-            "{:<32} {:<12} {:>10} {:>10} {:<6} {:<20} {}",
+        text.push_str(&format!(
+            "\n{:<32} {:<12} {:>10} {:>10} {:<6} {:<20} {}",
             r.name,
             pool,
             mib(r.size),
             mib(r.used),
             r.fstype,
             if r.host.is_empty() { "-" } else { &r.host },
-            if mapped(&r.name) { "here" } else { "-" }
-        );
+            if here { "here" } else { "-" }
+        ));
     }
-    Ok(())
+    say(json, &out, &text)
 }
 
+/// Always JSON: the volume has more to it than a line of text.
 pub fn inspect(volume: &str, args: &ClusterArgs) -> Result<()> {
     let (cluster, pool) = admin_cluster(args)?;
     let v = admin::inspect(&cluster, &pool, volume)?;
-    println!("{}", serde_json::to_string_pretty(&v)?);
-    Ok(())
+    say(true, &v, "")
 }
 
 pub fn unlock(volume: &str, force: bool, json: bool, args: &ClusterArgs) -> Result<()> {
     let (cluster, pool) = admin_cluster(args)?;
     match admin::unlock(&cluster, &pool, volume, force)? {
         admin::Unlocked::Broken { host } => {
-            say(json, serde_json::json!({ "volume": volume, "broken": host }), format!("broke host '{host}'s lock on volume '{volume}'"))
+            say(json, &serde_json::json!({ "volume": volume, "broken": host }), &format!("broke host '{host}'s lock on volume '{volume}'"))
         }
-        admin::Unlocked::NotLocked => say(json, serde_json::json!({ "volume": volume, "broken": null }), format!("volume '{volume}' is not locked")),
+        admin::Unlocked::NotLocked => say(json, &serde_json::json!({ "volume": volume, "broken": null }), &format!("volume '{volume}' is not locked")),
     }
 }
 
@@ -78,19 +75,16 @@ pub fn takeover(volume: &str, json: bool, args: &ClusterArgs, fence: &FenceArgs)
     let (cluster, pool) = admin_cluster(args)?;
     let me = args.host_id();
     let taken = admin::takeover(&cluster, &pool, volume, &me, fence.blocklist_expiry()?)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "volume": volume, "host": me, "taken_over": taken }))?);
-    } else if let Some(t) = taken {
-        println!(
+    let text = match &taken {
+        Some(t) => format!(
             "volume '{volume}' taken over from host '{}' for host '{me}': blocklisted {} for {} s",
             t.from,
             t.fenced.join(", "),
             t.expiry_secs
-        );
-    } else {
-        println!("volume '{volume}' was not held by another host; now held for host '{me}'");
-    }
-    Ok(())
+        ),
+        None => format!("volume '{volume}' was not held by another host; now held for host '{me}'"),
+    };
+    say(json, &serde_json::json!({ "volume": volume, "host": me, "taken_over": taken }), &text)
 }
 
 pub fn resize(volume: &str, size: &str, json: bool, args: &ClusterArgs) -> Result<()> {
@@ -110,15 +104,15 @@ pub fn resize(volume: &str, size: &str, json: bool, args: &ClusterArgs) -> Resul
     match grown {
         ceph::Grow::Grown { from, to } => say(
             json,
-            serde_json::json!({ "volume": volume, "grown": true, "from": from, "to": to }),
-            format!(
+            &serde_json::json!({ "volume": volume, "grown": true, "from": from, "to": to }),
+            &format!(
                 "volume '{volume}' grown from {} to {} MiB; its filesystem grows online where it is mounted, else at its next mount",
                 from >> 20,
                 to >> 20
             ),
         ),
         ceph::Grow::AlreadyThatSize(s) => {
-            say(json, serde_json::json!({ "volume": volume, "grown": false, "to": s }), format!("volume '{volume}' is already {} MiB", s >> 20))
+            say(json, &serde_json::json!({ "volume": volume, "grown": false, "to": s }), &format!("volume '{volume}' is already {} MiB", s >> 20))
         }
     }
 }
@@ -131,7 +125,7 @@ pub fn snapshot_create(target: &str, json: bool, args: &ClusterArgs) -> Result<(
         ceph::Done::Changed => format!("created snapshot {target}"),
         ceph::Done::AlreadyDone => format!("snapshot {target} already exists"),
     };
-    say(json, serde_json::json!({ "snapshot": target, "created": done == ceph::Done::Changed }), text)
+    say(json, &serde_json::json!({ "snapshot": target, "created": done == ceph::Done::Changed }), &text)
 }
 
 pub fn snapshot_ls(volume: &str, json: bool, args: &ClusterArgs) -> Result<()> {
@@ -139,7 +133,7 @@ pub fn snapshot_ls(volume: &str, json: bool, args: &ClusterArgs) -> Result<()> {
     let snaps = admin::snapshot_list(&cluster, &pool, volume)?;
     let rows: Vec<_> = snaps.iter().map(|s| serde_json::json!({ "snapshot": format!("{volume}@{}", s.name), "size": s.size })).collect();
     let text = snaps.iter().map(|s| format!("{volume}@{}\t{} MiB", s.name, s.size >> 20)).collect::<Vec<_>>().join("\n");
-    say(json, rows.into(), text)
+    say(json, &rows, &text)
 }
 
 pub fn snapshot_rm(target: &str, json: bool, args: &ClusterArgs) -> Result<()> {
@@ -150,5 +144,5 @@ pub fn snapshot_rm(target: &str, json: bool, args: &ClusterArgs) -> Result<()> {
         ceph::Done::Changed => format!("removed snapshot {target}"),
         ceph::Done::AlreadyDone => format!("snapshot {target} does not exist"),
     };
-    say(json, serde_json::json!({ "snapshot": target, "removed": done == ceph::Done::Changed }), text)
+    say(json, &serde_json::json!({ "snapshot": target, "removed": done == ceph::Done::Changed }), &text)
 }

@@ -9,6 +9,7 @@ use rbdvol::settings::resolve;
 
 use super::args::{ClusterArgs, MapperArgs};
 use super::config::cli_effective;
+use super::output::say;
 
 pub fn doctor(args: &ClusterArgs, mapper: &MapperArgs, json: bool) -> Result<()> {
     use rbdvol::engine::doctor::{self, DoctorInput};
@@ -36,14 +37,9 @@ pub fn doctor(args: &ClusterArgs, mapper: &MapperArgs, json: bool) -> Result<()>
     };
     let checks = doctor::run(&input);
     let ok = doctor::all_ok(&checks);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&doctor::Report { checks: &checks, ok })?);
-    } else {
-        for c in &checks {
-            println!("{:<5} {:<13} {}", c.status.as_str(), c.name, c.detail);
-        }
-        println!("{}", if ok { "ok" } else { "failed: fix the lines marked fail" });
-    }
+    let mut text: Vec<String> = checks.iter().map(|c| format!("{:<5} {:<13} {}", c.status.as_str(), c.name, c.detail)).collect();
+    text.push((if ok { "ok" } else { "failed: fix the lines marked fail" }).to_string());
+    say(json, &doctor::Report { checks: &checks, ok }, &text.join("\n"))?;
     if !ok {
         use std::io::Write;
         std::io::stdout().flush()?;
