@@ -1,0 +1,148 @@
+//! The admin commands: ls, inspect, unlock, takeover, resize, snapshot
+//! create/ls/rm. Each connects with the settings `serve` would use.
+
+use anyhow::{Context, Result};
+use rbdvol::ceph::{self, Cluster};
+use rbdvol::engine::admin;
+
+use super::args::{ClusterArgs, FenceArgs};
+use super::config::cli_effective;
+use super::output::say;
+
+fn vol_at_snap(target: &str) -> Result<(&str, &str)> {
+    target
+        .split_once('@')
+        .filter(|(v, s)| !v.is_empty() && !s.is_empty())
+        .with_context(|| format!("'{target}' is not VOLUME@SNAPSHOT"))
+}
+
+fn admin_cluster(args: &ClusterArgs) -> Result<(Cluster, String)> {
+    let eff = cli_effective(args)?;
+    let cluster = Cluster::connect(&eff.ceph?)?;
+    Ok((cluster, eff.defaults.pool))
+}
+
+pub fn ls(args: &ClusterArgs, json: bool) -> Result<()> {
+    let (cluster, pool) = admin_cluster(args)?;
+    let rows = admin::list(&cluster, &pool)?;
+    // Mapped here: this host's own state (see `serve --state-dir`).
+    let mapped: Vec<bool> = rows.iter().map(|r| args.state_dir.join("volumes").join(format!("{}.json", r.name)).exists()).collect();
+    let out: Vec<serde_json::Value> = rows
+        .iter()
+        .zip(&mapped)
+        .map(|(r, &here)| {
+            let mut v = serde_json::to_value(r).expect("serializes");
+            v["mapped_here"] = here.into();
+            v
+        })
+        .collect();
+    let mut text = format!("{:<32} {:<12} {:>10} {:>10} {:<6} {:<20} mapped", "name", "pool", "size", "used", "fstype", "host");
+    for (r, here) in rows.iter().zip(mapped) {
+        let pool = if r.namespace.is_empty() { r.pool.clone() } else { format!("{}/{}", r.pool, r.namespace) };
+        let mib = |b: u64| format!("{} MiB", b >> 20);
+        text.push_str(&format!(
+            "\n{:<32} {:<12} {:>10} {:>10} {:<6} {:<20} {}",
+            r.name,
+            pool,
+            mib(r.size),
+            mib(r.used),
+            r.fstype,
+            if r.host.is_empty() { "-" } else { &r.host },
+            if here { "here" } else { "-" }
+        ));
+    }
+    say(json, &out, &text)
+}
+
+/// Always JSON: the volume has more to it than a line of text.
+pub fn inspect(volume: &str, args: &ClusterArgs) -> Result<()> {
+    let (cluster, pool) = admin_cluster(args)?;
+    let v = admin::inspect(&cluster, &pool, volume)?;
+    say(true, &v, "")
+}
+
+pub fn unlock(volume: &str, force: bool, json: bool, args: &ClusterArgs) -> Result<()> {
+    let (cluster, pool) = admin_cluster(args)?;
+    match admin::unlock(&cluster, &pool, volume, force)? {
+        admin::Unlocked::Broken { host } => {
+            say(json, &serde_json::json!({ "volume": volume, "broken": host }), &format!("broke host '{host}'s lock on volume '{volume}'"))
+        }
+        admin::Unlocked::NotLocked => say(json, &serde_json::json!({ "volume": volume, "broken": null }), &format!("volume '{volume}' is not locked")),
+    }
+}
+
+pub fn takeover(volume: &str, json: bool, args: &ClusterArgs, fence: &FenceArgs) -> Result<()> {
+    let (cluster, pool) = admin_cluster(args)?;
+    let me = args.host_id();
+    let taken = admin::takeover(&cluster, &pool, volume, &me, fence.blocklist_expiry()?)?;
+    let text = match &taken {
+        Some(t) => format!(
+            "volume '{volume}' taken over from host '{}' for host '{me}': blocklisted {} for {} s",
+            t.from,
+            t.fenced.join(", "),
+            t.expiry_secs
+        ),
+        None => format!("volume '{volume}' was not held by another host; now held for host '{me}'"),
+    };
+    say(json, &serde_json::json!({ "volume": volume, "host": me, "taken_over": taken }), &text)
+}
+
+pub fn resize(volume: &str, size: &str, json: bool, args: &ClusterArgs) -> Result<()> {
+    let bytes = rbdvol::engine::options::parse_size(size).map_err(|e| anyhow::anyhow!("invalid size '{size}': {e}"))?;
+    let (cluster, pool) = admin_cluster(args)?;
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal() && !json;
+    let progress = move |done: u64, total: u64| {
+        if tty && total > 0 {
+            eprint!("\rgrowing: {:3}%", done * 100 / total);
+        }
+    };
+    let grown = admin::resize(&cluster, &pool, volume, bytes, &progress)?;
+    if tty {
+        eprintln!();
+    }
+    match grown {
+        ceph::Grow::Grown { from, to } => say(
+            json,
+            &serde_json::json!({ "volume": volume, "grown": true, "from": from, "to": to }),
+            &format!(
+                "volume '{volume}' grown from {} to {} MiB; its filesystem grows online where it is mounted, else at its next mount",
+                from >> 20,
+                to >> 20
+            ),
+        ),
+        ceph::Grow::AlreadyThatSize(s) => {
+            say(json, &serde_json::json!({ "volume": volume, "grown": false, "to": s }), &format!("volume '{volume}' is already {} MiB", s >> 20))
+        }
+    }
+}
+
+pub fn snapshot_create(target: &str, json: bool, args: &ClusterArgs) -> Result<()> {
+    let (vol, snap) = vol_at_snap(target)?;
+    let (cluster, pool) = admin_cluster(args)?;
+    let done = admin::snapshot_create(&cluster, &pool, vol, snap)?;
+    let text = match done {
+        ceph::Done::Changed => format!("created snapshot {target}"),
+        ceph::Done::AlreadyDone => format!("snapshot {target} already exists"),
+    };
+    say(json, &serde_json::json!({ "snapshot": target, "created": done == ceph::Done::Changed }), &text)
+}
+
+pub fn snapshot_ls(volume: &str, json: bool, args: &ClusterArgs) -> Result<()> {
+    let (cluster, pool) = admin_cluster(args)?;
+    let snaps = admin::snapshot_list(&cluster, &pool, volume)?;
+    let rows: Vec<_> = snaps.iter().map(|s| serde_json::json!({ "snapshot": format!("{volume}@{}", s.name), "size": s.size })).collect();
+    let text = snaps.iter().map(|s| format!("{volume}@{}\t{} MiB", s.name, s.size >> 20)).collect::<Vec<_>>().join("\n");
+    say(json, &rows, &text)
+}
+
+pub fn snapshot_rm(target: &str, json: bool, args: &ClusterArgs) -> Result<()> {
+    let (vol, snap) = vol_at_snap(target)?;
+    let (cluster, pool) = admin_cluster(args)?;
+    let done = admin::snapshot_remove(&cluster, &pool, vol, snap)?;
+    let text = match done {
+        ceph::Done::Changed => format!("removed snapshot {target}"),
+        ceph::Done::AlreadyDone => format!("snapshot {target} does not exist"),
+    };
+    say(json, &serde_json::json!({ "snapshot": target, "removed": done == ceph::Done::Changed }), &text)
+}

@@ -1,0 +1,81 @@
+//! `rbdvol config show` and `rbdvol consul seed`, and the settings every
+//! command but `serve` runs with.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rbdvol::config::consul::{self, Consul, ConsulSettings};
+use rbdvol::daemon::{add_consul, base_sources, read_consul_cache, Reported, CONSUL_CACHE};
+use rbdvol::settings::resolve;
+
+use super::args::ClusterArgs;
+
+/// The settings a CLI command runs with: the same sources as `serve`
+/// (Consul read once, or its cache when it does not answer).
+pub fn cli_effective(args: &ClusterArgs) -> Result<rbdvol::settings::Effective> {
+    let mut sources = base_sources(args.flag_sources());
+    let mut reported = Reported::default();
+    if let Some(c) = ConsulSettings::from_vars(std::env::vars()) {
+        let prefix = c.prefix.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let client = Consul::new(c)?;
+        let kv = match runtime.block_on(client.read(None, Duration::ZERO)) {
+            Ok(snap) => Some(snap.kv),
+            Err(e) => {
+                eprintln!("{e}: using the settings cached from consul, if any");
+                read_consul_cache(&args.state_dir.join(CONSUL_CACHE), &prefix)
+            }
+        };
+        if let Some(kv) = kv {
+            add_consul(&mut sources, &kv, &prefix, &mut reported);
+        }
+    }
+    Ok(resolve(&sources, |r| eprintln!("{r}")))
+}
+
+pub fn config_show(args: &ClusterArgs) -> Result<()> {
+    let eff = cli_effective(args)?;
+    println!("{:<40} {:<40} source", "setting", "value");
+    for s in &eff.shown {
+        println!("{:<40} {:<40} {}", s.name, s.value, s.source);
+    }
+    if let Err(e) = &eff.ceph {
+        println!("cluster settings: {e}");
+    }
+    Ok(())
+}
+
+pub fn consul_seed(conf: Option<PathBuf>, keyring: Option<PathBuf>, user: Option<String>) -> Result<()> {
+    let settings = ConsulSettings::from_vars(std::env::vars()).context("CONSUL_HTTP_ADDR is not set: where is consul?")?;
+    let entries: Vec<(String, String)> = match (&conf, &keyring) {
+        (Some(conf), Some(keyring)) => {
+            let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+            let (entries, skipped) = consul::seed_from_ceph_conf(&read(conf)?, &read(keyring)?, user.as_deref());
+            for s in skipped {
+                println!("left out {s} (a daemon's or this host's own setting)");
+            }
+            anyhow::ensure!(entries.iter().any(|(k, _)| k == "conf/keyring/key"), "no key for {} in {}", user.as_deref().unwrap_or("any user"), keyring.display());
+            entries
+        }
+        _ => std::env::vars()
+            .filter(|(n, v)| !v.trim().is_empty() && (n.starts_with("RBD_CONF_") || consul::DEFAULT_KEYS.iter().any(|(_, e)| e == n)))
+            .filter_map(|(n, v)| Some((consul::kv_key_of(&n).filter(|k| consul::env_name_of(k).is_some())?, v)))
+            .collect(),
+    };
+    anyhow::ensure!(!entries.is_empty(), "nothing to seed: give --conf and --keyring, or set RBD_CONF_* variables");
+    for (key, value) in &entries {
+        if let Err(reason) = consul::check_value(&consul::env_name_of(key).unwrap_or_default(), value) {
+            anyhow::bail!("not seeding {key}: {reason}");
+        }
+    }
+    let prefix = settings.prefix.clone();
+    let client = Consul::new(settings)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    for (key, value) in &entries {
+        runtime.block_on(client.put(key, value))?;
+        let shown = if key == "conf/keyring/key" { "(the key)" } else { value.as_str() };
+        println!("{prefix}{key} = {shown}");
+    }
+    Ok(())
+}

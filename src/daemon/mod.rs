@@ -1,0 +1,17 @@
+//! The daemon behind `rbdvol serve`: the engine on the plugin socket, and,
+//! with Consul, the settings watch, this host's session, the liveness of
+//! other hosts and the volume records.
+
+mod error;
+mod liveness;
+mod records;
+mod serve;
+mod session;
+mod settings_watch;
+
+pub use error::DaemonError;
+pub use liveness::{liveness_of, ConsulLiveness};
+pub use records::{changed_records, keep_volume_records, sync_record, volume_record, RECORDS};
+pub use serve::{auto_takeover, blocklist_expiry, check_interval, seconds, serve, session_ttl, ServeConfig};
+pub use session::{keep_session, HOSTS};
+pub use settings_watch::{add_consul, base_sources, read_consul_cache, save_consul_cache, watch_consul, Reported, CONSUL_CACHE};
