@@ -5,9 +5,13 @@ mod cli;
 
 use clap::Parser;
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     init_logging();
-    cli::run(cli::Cli::parse())
+    if let Err(e) = cli::run(cli::Cli::parse()) {
+        // One line, the causes after colons: never a backtrace.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }
 
 /// wetopi's `LOG_LEVEL` (0 error, 1 warn, 2 info, 3 debug) unless `RUST_LOG` is set.
