@@ -8,8 +8,15 @@ use clap::Parser;
 fn main() {
     init_logging();
     if let Err(e) = cli::run(cli::Cli::parse()) {
-        // One line, the causes after colons: never a backtrace.
-        eprintln!("error: {e:#}");
+        // One line, each cause after a colon unless the message already
+        // says it: never a backtrace.
+        let mut line = e.to_string();
+        for cause in e.chain().skip(1).map(|c| c.to_string()) {
+            if !line.contains(&cause) {
+                line = format!("{line}: {cause}");
+            }
+        }
+        eprintln!("error: {line}");
         std::process::exit(1);
     }
 }

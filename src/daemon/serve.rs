@@ -163,8 +163,13 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
         }
         // Before listening: a SIGTERM from then on is a clean stop.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(DaemonError::SignalHandler)?;
-        let listener = tokio::net::UnixListener::bind(&socket).map_err(|source| DaemonError::Listen { path: socket.clone(), source })?;
-        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).map_err(DaemonError::SocketMode)?;
+        // Made private under another name, then renamed into place: the
+        // socket is never seen with any other mode.
+        let making = socket.with_extension("sock.new");
+        let _ = std::fs::remove_file(&making);
+        let listener = tokio::net::UnixListener::bind(&making).map_err(|source| DaemonError::Listen { path: making.clone(), source })?;
+        std::fs::set_permissions(&making, std::fs::Permissions::from_mode(0o660)).map_err(DaemonError::SocketMode)?;
+        std::fs::rename(&making, &socket).map_err(|source| DaemonError::Listen { path: socket.clone(), source })?;
         tracing::info!("listening on {} ({} ms after start)", socket.display(), started.elapsed().as_millis());
         if let Some(c) = consul_settings {
             let (records_tx, records_rx) = tokio::sync::mpsc::unbounded_channel();

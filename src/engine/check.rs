@@ -89,6 +89,6 @@ impl Inner {
     /// Lets go of a volume another host took over: nothing of it is written
     /// again from here (the mapping is fenced anyway).
     fn release_fenced(&self, v: &MountedVolume) {
-        let _ = self.tear_down(v, Some(self.mapping_of(v)), Teardown::Fenced);
+        let _ = self.tear_down(v, true, Some(self.mapping_of(v)), Teardown::Fenced);
     }
 }

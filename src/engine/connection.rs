@@ -104,7 +104,7 @@ impl Inner {
     /// The store on the cluster: the directory in the default pool.
     pub(super) fn ceph_store(&self) -> Result<CephStore, EngineError> {
         let pool = self.defaults.read().unwrap().pool.clone();
-        Ok(CephStore::new(self.connection.cluster()?, &pool)?)
+        Ok(CephStore::new(self.connection.cluster()?, &pool))
     }
 
     /// The store the host path (Mount, Unmount, check, reconcile) uses.

@@ -11,6 +11,7 @@ use super::records::{self, DirEntry, EntryState, VolumeMeta, FORMATTED_KEY, MOUN
 use super::store::{CephStore, CephVolume, Volume};
 use super::{timing, Created, EngineError, Inner};
 use crate::ceph::{CephError, Pool};
+use crate::host::ImageRef;
 
 /// A clone to make: volume `name` from `from`, in `pool`.
 struct CloneRequest<'a> {
@@ -93,7 +94,7 @@ impl Inner {
         })();
         match made {
             Ok(()) => Ok(Created::New),
-            Err(e) => self.take_back(&store, Some(&pool), name, e),
+            Err(e) => self.take_back(&store, Some((&pool, &format!("create of volume '{name}'"))), name, e),
         }
     }
 
@@ -101,13 +102,14 @@ impl Inner {
     /// the image in `made_in`, if it got that far, then the directory entry,
     /// so a retry starts fresh. An image that cannot be removed keeps its
     /// entry `creating`, never exposed.
-    fn take_back(&self, store: &CephStore, made_in: Option<&Pool>, name: &str, e: EngineError) -> Result<Created, EngineError> {
-        if let Some(pool) = made_in {
-            tracing::warn!("create of volume '{name}' failed, removing what it made: {e}");
+    fn take_back(&self, store: &CephStore, made_in: Option<(&Pool, &str)>, name: &str, e: EngineError) -> Result<Created, EngineError> {
+        if let Some((pool, what)) = made_in {
+            tracing::warn!("{what} failed, removing what it made: {e}");
             match pool.remove_image(name) {
                 Ok(()) | Err(CephError::NotFound { .. }) => {}
                 Err(cleanup) => {
-                    tracing::error!("cannot remove half-made image {}/{name}: {cleanup}", pool.name());
+                    let image = ImageRef { pool: pool.name().into(), namespace: pool.namespace().into(), image: name.into() };
+                    tracing::error!("cannot remove half-made image {image}: {cleanup}");
                     return Err(e);
                 }
             }
@@ -184,10 +186,8 @@ impl Inner {
             timing::step("metadata, directory: ready");
             Ok(())
         })();
-        result.map(|()| Created::New).or_else(|e| {
-            tracing::warn!("clone of {}@{} as volume '{name}' failed", from.volume, from.snapshot);
-            self.take_back(store, Some(pool), name, e)
-        })
+        let what = format!("clone of {}@{} as volume '{name}'", from.volume, from.snapshot);
+        result.map(|()| Created::New).or_else(|e| self.take_back(store, Some((pool, &what)), name, e))
     }
 
     fn write_create_metadata(&self, vol: &CephVolume, name: &str, opts: &VolumeOptions) -> Result<(), EngineError> {

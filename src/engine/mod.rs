@@ -331,23 +331,68 @@ impl Engine {
     }
 
     /// Runs `work` on the blocking pool while holding the volume's lock.
+    /// The lock goes with the work: it is released when the work ends, not
+    /// when the caller stops waiting (a dropped future leaves the blocking
+    /// work running).
     async fn locked<T: Send + 'static>(
         &self,
         op: &'static str,
         name: &str,
         work: impl FnOnce(&Inner) -> Result<T, EngineError> + Send + 'static,
     ) -> Result<T, EngineError> {
-        let lock = self.volume_lock(name);
-        let _guard = lock.lock().await;
+        let guard = self.volume_lock(name).lock_owned().await;
         let inner = Arc::clone(&self.inner);
         let n = name.to_string();
         ceph::offload(move || {
+            let _guard = guard;
             timing::start();
             let r = work(&inner);
             tracing::debug!("{op} '{n}' took {}", timing::finish());
             r
         })
         .await
+    }
+
+    /// Runs a Docker call in a task of its own, so that it runs to its end —
+    /// and what follows it (the Consul record, the background deletion) —
+    /// even when the caller goes away (dockerd timed out and closed the
+    /// connection).
+    async fn to_the_end<T: Send + 'static>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
+    ) -> Result<T, EngineError> {
+        match tokio::spawn(call).await {
+            Ok(r) => r,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Mount, to its end. When the caller went away before the answer,
+    /// dockerd counts the Mount as failed and never unmounts that ID (a
+    /// transport error makes it retry with the same ID): that reference is
+    /// dropped again, so nothing pins the volume.
+    async fn mount_to_the_end(&self, name: String, id: String) -> Result<Mounted, EngineError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let (n, i) = (name.clone(), id.clone());
+            let mounted = engine.locked("mount", &name, move |inner| inner.mount(&n, &i)).await;
+            if matches!(mounted, Ok(Mounted::First(_))) {
+                engine.changed(&name);
+            }
+            if let Err(Ok(_)) = tx.send(mounted) {
+                tracing::warn!("mount of volume '{name}' for {id} ended after its caller went away: dropping that reference");
+                let (n, i) = (name.clone(), id.clone());
+                match engine.locked("unmount", &name, move |inner| inner.unmount(&n, &i)).await {
+                    Ok(Unmounted::Released) => engine.changed(&name),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(
+                        "volume '{name}': cannot drop the reference of a mount whose caller went away (it is unmounted with its last container): {e}"
+                    ),
+                }
+            }
+        });
+        rx.await.expect("the mount task answers or panics")
     }
 }
 
@@ -359,43 +404,50 @@ impl VolumeDriver for Engine {
         let defaults = self.inner.defaults.read().unwrap().clone();
         let pool = opts.get("pool").cloned().unwrap_or_else(|| defaults.pool.clone());
         let opts = options::parse(&opts, &defaults.for_pool(&pool), |f| f.available(&tools))?;
-        let n = name.to_string();
-        let created = self.locked("create", name, move |inner| inner.create(&n, &opts)).await?;
-        if created == Created::New {
-            self.changed(name);
-        }
-        Ok(created)
+        let (engine, name) = (self.clone(), name.to_string());
+        self.to_the_end(async move {
+            let n = name.clone();
+            let created = engine.locked("create", &name, move |inner| inner.create(&n, &opts)).await?;
+            if created == Created::New {
+                engine.changed(&name);
+            }
+            Ok(created)
+        })
+        .await
     }
 
     async fn remove(&self, name: &str) -> Result<Removed, EngineError> {
         options::validate_name(name)?;
-        let n = name.to_string();
-        let removed = self.locked("remove", name, move |inner| inner.remove(&n)).await?;
-        if removed == Removed::Removed {
-            self.schedule_purge(name);
-            self.changed(name);
-        }
-        Ok(removed)
+        let (engine, name) = (self.clone(), name.to_string());
+        self.to_the_end(async move {
+            let n = name.clone();
+            let removed = engine.locked("remove", &name, move |inner| inner.remove(&n)).await?;
+            if removed == Removed::Removed {
+                engine.schedule_purge(&name);
+                engine.changed(&name);
+            }
+            Ok(removed)
+        })
+        .await
     }
 
     async fn mount(&self, name: &str, id: &str) -> Result<Mounted, EngineError> {
         options::validate_name(name)?;
-        let (n, id) = (name.to_string(), id.to_string());
-        let mounted = self.locked("mount", name, move |inner| inner.mount(&n, &id)).await?;
-        if matches!(mounted, Mounted::First(_)) {
-            self.changed(name);
-        }
-        Ok(mounted)
+        self.mount_to_the_end(name.to_string(), id.to_string()).await
     }
 
     async fn unmount(&self, name: &str, id: &str) -> Result<Unmounted, EngineError> {
         options::validate_name(name)?;
-        let (n, id) = (name.to_string(), id.to_string());
-        let unmounted = self.locked("unmount", name, move |inner| inner.unmount(&n, &id)).await?;
-        if unmounted == Unmounted::Released {
-            self.changed(name);
-        }
-        Ok(unmounted)
+        let (engine, name, id) = (self.clone(), name.to_string(), id.to_string());
+        self.to_the_end(async move {
+            let n = name.clone();
+            let unmounted = engine.locked("unmount", &name, move |inner| inner.unmount(&n, &id)).await?;
+            if unmounted == Unmounted::Released {
+                engine.changed(&name);
+            }
+            Ok(unmounted)
+        })
+        .await
     }
 
     async fn path(&self, name: &str) -> Result<Option<PathBuf>, EngineError> {

@@ -30,10 +30,10 @@ pub(super) enum Step {
 /// How a volume leaves this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Teardown {
-    /// Unmount: the first failure stops it, the volume stays recorded and
-    /// a retry finds it.
+    /// Unmount and reconcile: the first failure stops it, the volume stays
+    /// recorded and a retry finds it.
     Strict,
-    /// A failed Mount, or reconcile: each failure is logged and passed over.
+    /// A failed Mount's rollback: each failure is logged and passed over.
     Lenient,
     /// Another host took it over: detached lazily (its containers may hold
     /// it open), failures logged and passed over; nothing written to Ceph.
@@ -89,6 +89,9 @@ impl Inner {
             }
             Step::HostLocked => {
                 if let Some(vol) = vol {
+                    // An earlier run's record may be there (a lock this host
+                    // left and took back): no record outlives the lock.
+                    let _ = vol.metadata_remove(MOUNTED_KEY);
                     self.release_host_lock(vol)?;
                 }
             }
@@ -96,18 +99,23 @@ impl Inner {
         Ok(())
     }
 
-    /// Takes volume `v` off this host — unmounted, its mountpoint removed,
-    /// `mapping` unmapped, forgotten — without touching Ceph.
-    pub(super) fn tear_down(&self, v: &MountedVolume, mapping: Option<Mapping>, how: Teardown) -> Result<(), EngineError> {
-        let steps = mapping.map(Step::Mapped).into_iter().chain([Step::MountpointMade(v.mountpoint.clone()), Step::Mounted(v.mountpoint.clone())]);
+    /// Takes volume `v` off this host — unmounted (when `mounted`), its
+    /// mountpoint removed, `mapping` unmapped, forgotten — without touching
+    /// Ceph.
+    pub(super) fn tear_down(&self, v: &MountedVolume, mounted: bool, mapping: Option<Mapping>, how: Teardown) -> Result<(), EngineError> {
+        let mut steps: Vec<Step> = mapping.map(Step::Mapped).into_iter().chain([Step::MountpointMade(v.mountpoint.clone())]).collect();
+        if mounted {
+            steps.push(Step::Mounted(v.mountpoint.clone()));
+        }
         let lenient = |r: Result<(), EngineError>| match r {
             Err(e) if how != Teardown::Strict => {
-                tracing::warn!("releasing volume '{}': {e}", v.name);
+                let what = if how == Teardown::Fenced { "releasing fenced volume" } else { "releasing volume" };
+                tracing::warn!("{what} '{}': {e}", v.name);
                 Ok(())
             }
             r => r,
         };
-        for step in steps.collect::<Vec<_>>().iter().rev() {
+        for step in steps.iter().rev() {
             lenient(self.undo_step(step, None, how))?;
             timing::step(match step {
                 Step::Mounted(_) => "umount",
@@ -274,7 +282,7 @@ impl Inner {
             self.mounted.lock().unwrap().insert(name.into(), v);
             return Ok(Unmounted::StillUsed(n));
         }
-        self.tear_down(&v, Some(self.mapping_of(&v)), Teardown::Strict)?;
+        self.tear_down(&v, true, Some(self.mapping_of(&v)), Teardown::Strict)?;
         let vol = self.header_of_mounted(&*self.store()?, &v)?;
         vol.metadata_remove(MOUNTED_KEY)?;
         self.release_host_lock(&*vol)?;

@@ -49,7 +49,7 @@ impl Inner {
                 // Found by image, never by the recorded device: after a
                 // reboot that device may be another image's.
                 let mapping = self.mapper.find(&image)?;
-                self.tear_down(&v, mapping, Teardown::Strict)?;
+                self.tear_down(&v, still_mounted, mapping, Teardown::Strict)?;
                 self.leftovers.lock().unwrap().push(v.name.clone());
             }
         }

@@ -56,13 +56,22 @@ pub(crate) trait Volume: Send + Sync {
 /// The store on a real cluster: the directory in the default pool.
 pub(crate) struct CephStore {
     cluster: Cluster,
-    dir: Pool,
+    dir_pool: String,
+    /// Opened on first use: Unmount and the check never need it.
+    dir: std::sync::OnceLock<Pool>,
 }
 
 impl CephStore {
-    pub fn new(cluster: Cluster, dir_pool: &str) -> Result<CephStore, CephError> {
-        let dir = cluster.open_pool(dir_pool, "")?;
-        Ok(CephStore { cluster, dir })
+    pub fn new(cluster: Cluster, dir_pool: &str) -> CephStore {
+        CephStore { cluster, dir_pool: dir_pool.to_string(), dir: std::sync::OnceLock::new() }
+    }
+
+    fn dir(&self) -> Result<&Pool, CephError> {
+        if let Some(p) = self.dir.get() {
+            return Ok(p);
+        }
+        let pool = self.cluster.open_pool(&self.dir_pool, "")?;
+        Ok(self.dir.get_or_init(|| pool))
     }
 
     pub fn cluster(&self) -> &Cluster {
@@ -79,19 +88,19 @@ impl CephStore {
 
 impl Store for CephStore {
     fn entry(&self, name: &str) -> Result<Option<DirEntry>, CephError> {
-        Ok(self.dir.metadata_get(&records::directory_key(name))?.and_then(|r| DirEntry::parse(&r)))
+        Ok(self.dir()?.metadata_get(&records::directory_key(name))?.and_then(|r| DirEntry::parse(&r)))
     }
 
     fn put_entry(&self, name: &str, entry: &DirEntry) -> Result<(), CephError> {
-        self.dir.metadata_set(&records::directory_key(name), &entry.to_json())
+        self.dir()?.metadata_set(&records::directory_key(name), &entry.to_json())
     }
 
     fn remove_entry(&self, name: &str) -> Result<(), CephError> {
-        self.dir.metadata_remove(&records::directory_key(name))
+        self.dir()?.metadata_remove(&records::directory_key(name))
     }
 
     fn entries(&self) -> Result<BTreeMap<String, DirEntry>, CephError> {
-        super::directory::read_directory(&self.dir)
+        super::directory::read_directory(self.dir()?)
     }
 
     fn open(&self, name: &str, entry: &DirEntry) -> Result<Box<dyn Volume>, CephError> {
@@ -134,7 +143,11 @@ impl Volume for CephVolume {
         self.header.id()
     }
     fn size(&self) -> Result<u64, CephError> {
-        self.header.size()
+        // An open image knows its size; a header alone asks the OSD.
+        match self.image.get() {
+            Some(image) => image.size(),
+            None => self.header.size(),
+        }
     }
     fn features(&self) -> Result<u64, CephError> {
         self.image()?.features()

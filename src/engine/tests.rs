@@ -304,10 +304,11 @@ fn a_failed_unmount_keeps_the_volume_recorded_so_a_retry_finishes_it() {
     assert!(bed.unmount("v", "c1").is_err());
     assert_eq!(bed.state_file_count(), 1, "still recorded");
     assert_eq!(bed.store.volume("v").unwrap().lockers.len(), 1, "still locked");
+    assert_eq!(bed.mapper.mapped(), vec![image("v")], "still mapped");
     bed.mapper.heal();
-    // Docker retries with the same ID... which the first call dropped:
-    // Unmount of the last reference is what is left.
-    assert!(matches!(bed.unmount("v", "c1"), Ok(Unmounted::Released) | Ok(Unmounted::NotMounted)));
+    // Docker retries the Unmount: it finishes the job.
+    assert_eq!(bed.unmount("v", "c1").unwrap(), Unmounted::Released);
+    bed.assert_nothing_left("v");
 }
 
 #[test]
@@ -330,4 +331,100 @@ fn path_list_and_other_volumes_answer_while_a_mount_is_held_in_map() {
     bed.mapper.heal();
     bed.mapper.release_map();
     assert!(runtime.block_on(slow).unwrap().is_ok());
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// Polls `done` for up to 5 s.
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(5), "never: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_mount_whose_caller_goes_away_keeps_the_volume_lock_until_its_work_ends() {
+    let bed = Bed::start(&["v"]);
+    let rt = runtime();
+    bed.mapper.hold_map();
+    // dockerd gives up on the Mount and closes the connection.
+    let gone = rt.block_on(async { tokio::time::timeout(Duration::from_millis(100), bed.engine.mount("v", "c1")).await });
+    assert!(gone.is_err(), "the first Mount is held in map");
+    assert_eq!(bed.mapper.maps_waiting(), 1);
+    // Its retry (a transport error: the same ID) waits for the first to end.
+    let engine = bed.engine.clone();
+    let retry = rt.spawn(async move { engine.mount("v", "c1").await });
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(bed.mapper.maps_waiting(), 1, "the retry runs while the first Mount still works: {:?}", bed.journal());
+    assert!(!retry.is_finished());
+    bed.mapper.release_map();
+    assert!(matches!(rt.block_on(retry).unwrap(), Ok(_)));
+    // The reference of the Mount nobody heard back from is dropped: one left.
+    eventually("the abandoned reference is dropped", || bed.engine.inner.mounted.lock().unwrap().get("v").is_some_and(|v| v.ref_count() == 1));
+    assert_eq!(bed.journal().iter().filter(|j| j.starts_with("map ")).count(), 1, "mapped once: {:?}", bed.journal());
+    assert_eq!(rt.block_on(bed.engine.unmount("v", "c1")).unwrap(), Unmounted::Released);
+    bed.assert_nothing_left("v");
+}
+
+#[test]
+fn a_mount_whose_caller_goes_away_is_undone_once_it_ends() {
+    let bed = Bed::start(&["v"]);
+    let rt = runtime();
+    bed.mapper.hold_map();
+    let gone = rt.block_on(async { tokio::time::timeout(Duration::from_millis(100), bed.engine.mount("v", "c1")).await });
+    assert!(gone.is_err());
+    bed.mapper.release_map();
+    // dockerd never unmounts a Mount that failed for it: rbdvol does.
+    eventually("the volume is released", || bed.state_file_count() == 0 && bed.mapper.mapped().is_empty() && bed.store.volume("v").unwrap().lockers.is_empty());
+    bed.assert_nothing_left("v");
+}
+
+#[test]
+fn an_unmount_whose_caller_goes_away_still_finishes() {
+    let bed = Bed::start(&["v"]);
+    let rt = runtime();
+    rt.block_on(bed.engine.mount("v", "c1")).unwrap();
+    bed.mounts.hold_unmount();
+    let gone = rt.block_on(async { tokio::time::timeout(Duration::from_millis(100), bed.engine.unmount("v", "c1")).await });
+    assert!(gone.is_err());
+    bed.mounts.release_unmount();
+    eventually("the volume is released", || bed.store.volume("v").unwrap().lockers.is_empty());
+    bed.assert_nothing_left("v");
+}
+
+#[test]
+fn a_volume_lock_is_held_for_as_long_as_its_work_runs_even_when_its_waiter_is_dropped() {
+    let bed = Bed::start(&["v"]);
+    let rt = runtime();
+    bed.mapper.hold_map();
+    let engine = bed.engine.clone();
+    let dropped = rt.block_on(async move {
+        tokio::time::timeout(Duration::from_millis(100), engine.locked("mount", "v", |inner| inner.mount("v", "c1"))).await
+    });
+    assert!(dropped.is_err());
+    let engine = bed.engine.clone();
+    let next = rt.spawn(async move { engine.locked("unmount", "v", |inner| inner.unmount("v", "c1")).await });
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!next.is_finished(), "the next operation on the volume ran while the first still worked");
+    bed.mapper.release_map();
+    assert_eq!(rt.block_on(next).unwrap().unwrap(), Unmounted::Released);
+    bed.assert_nothing_left("v");
+}
+
+#[test]
+fn a_failed_mount_that_took_back_this_hosts_stale_lock_leaves_neither_lock_nor_record() {
+    let bed = Bed::start(&[]);
+    // An earlier run of this host left its lock and record (the cluster
+    // was unreachable at start-up, so they were not released).
+    let mut v = ready_volume("v");
+    v.lockers = vec![("client.1".into(), HOST.into())];
+    v.metadata.insert(MOUNTED_KEY.into(), r#"{"host":"host-a","addr":"127.0.0.1:0/1","since":"2026-12-01T00:00:00Z"}"#.into());
+    bed.store.add_volume("v", v);
+    bed.mapper.fail("map");
+    assert!(bed.mount("v", "c1").is_err());
+    bed.assert_nothing_left("v");
 }

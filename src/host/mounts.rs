@@ -53,6 +53,8 @@ pub mod fake {
         pub journal: Journal,
         mounted: Arc<Mutex<Vec<MountEntry>>>,
         failing: Arc<Mutex<BTreeSet<String>>>,
+        /// While true, `unmount` waits.
+        unmount_held: Arc<(Mutex<bool>, std::sync::Condvar)>,
     }
 
     impl FakeMounts {
@@ -63,6 +65,16 @@ pub mod fake {
         /// Makes every later `mount` or `unmount` fail.
         pub fn fail(&self, call: &str) {
             self.failing.lock().unwrap().insert(call.to_string());
+        }
+
+        /// From now on `unmount` waits until `release_unmount`.
+        pub fn hold_unmount(&self) {
+            *self.unmount_held.0.lock().unwrap() = true;
+        }
+
+        pub fn release_unmount(&self) {
+            *self.unmount_held.0.lock().unwrap() = false;
+            self.unmount_held.1.notify_all();
         }
 
         /// Adds a mount as if left by an earlier run.
@@ -91,6 +103,11 @@ pub mod fake {
         }
         fn unmount(&self, target: &Path) -> Result<(), HostError> {
             self.check("unmount", target)?;
+            let mut held = self.unmount_held.0.lock().unwrap();
+            while *held {
+                held = self.unmount_held.1.wait(held).unwrap();
+            }
+            drop(held);
             let mut mounted = self.mounted.lock().unwrap();
             let before = mounted.len();
             mounted.retain(|m| m.target != target);

@@ -18,6 +18,8 @@ pub type Journal = Arc<Mutex<Vec<String>>>;
 struct Gate {
     held: Mutex<bool>,
     opened: Condvar,
+    /// How many `map` calls wait at the gate now.
+    waiting: Mutex<u32>,
 }
 
 #[derive(Clone, Default)]
@@ -47,6 +49,11 @@ impl FakeMapper {
     /// From now on `map` (one not failing on request) waits until `release_map`.
     pub fn hold_map(&self) {
         *self.map_gate.held.lock().unwrap() = true;
+    }
+
+    /// How many `map` calls wait for `release_map` now.
+    pub fn maps_waiting(&self) -> u32 {
+        *self.map_gate.waiting.lock().unwrap()
     }
 
     pub fn release_map(&self) {
@@ -91,9 +98,11 @@ impl Mapper for FakeMapper {
     fn map(&self, image: &ImageRef, _settings: &CephSettings) -> Result<Mapping, HostError> {
         self.check("map", &image.to_string())?;
         let mut held = self.map_gate.held.lock().unwrap();
+        *self.map_gate.waiting.lock().unwrap() += 1;
         while *held {
             held = self.map_gate.opened.wait(held).unwrap();
         }
+        *self.map_gate.waiting.lock().unwrap() -= 1;
         drop(held);
         if let Some(m) = self.mapped.lock().unwrap().get(image) {
             return Ok(m.clone());
