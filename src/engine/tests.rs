@@ -151,7 +151,9 @@ fn an_unmount_of_the_last_reference_undoes_the_mount_in_reverse() {
     bed.clear_journal();
     assert_eq!(bed.unmount("v", "c1").unwrap(), Unmounted::StillUsed(1));
     assert!(bed.journal().is_empty(), "a reference left: nothing undone");
-    assert_eq!(bed.unmount("v", "c2").unwrap(), Unmounted::Released);
+    // The dropped reference is saved: a restart knows only c2.
+    let bed = bed.restart();
+    assert_eq!(bed.unmount("v", "c2").unwrap(), Unmounted::Released, "c1 was gone: c2 was the last");
     let mp = bed.mountpoint("v").display().to_string();
     assert_eq!(bed.journal(), vec![format!("unmount {mp}"), "unmap rbd/v".into(), format!("metadata_remove {MOUNTED_KEY}"), "host_unlock host-a".into()]);
     bed.assert_nothing_left("v");
@@ -290,7 +292,8 @@ fn a_volume_taken_over_by_another_host_is_released_here_without_a_write_to_ceph(
     bed.store.set_lockers("v", vec![("client.9".into(), "host-b".into())]);
     block_on(bed.engine.check_all_mounted());
     let mp = bed.mountpoint("v").display().to_string();
-    assert_eq!(bed.journal(), vec![format!("unmount {mp}"), "unmap rbd/v".to_string()], "only local steps");
+    // Detached at once: its containers may still hold it open.
+    assert_eq!(bed.journal(), vec![format!("unmount_detached {mp}"), "unmap rbd/v".to_string()], "only local steps");
     assert_eq!(block_on(bed.engine.path("v")).unwrap(), None);
     assert_eq!(bed.state_file_count(), 0);
     assert_eq!(bed.store.volume("v").unwrap().lockers, vec![("client.9".to_string(), "host-b".to_string())]);
@@ -427,4 +430,38 @@ fn a_failed_mount_that_took_back_this_hosts_stale_lock_leaves_neither_lock_nor_r
     bed.mapper.fail("map");
     assert!(bed.mount("v", "c1").is_err());
     bed.assert_nothing_left("v");
+}
+
+#[test]
+fn a_mount_takes_back_a_lock_this_host_left_under_its_own_id() {
+    let bed = Bed::start(&[]);
+    let mut v = ready_volume("v");
+    v.lockers = vec![("client.1".into(), HOST.into())];
+    bed.store.add_volume("v", v);
+    bed.mount("v", "c1").unwrap();
+    assert_eq!(bed.journal()[..2], ["host_break_lock host-a".to_string(), "host_lock host-a".to_string()]);
+    assert_eq!(bed.store.volume("v").unwrap().lockers, vec![("client.4100".to_string(), HOST.to_string())]);
+}
+
+#[test]
+fn a_rollback_goes_on_past_an_undo_step_that_fails() {
+    let bed = Bed::start(&["v"]);
+    bed.store.fail("own_address");
+    bed.mapper.fail("unmap");
+    assert!(bed.mount("v", "c1").is_err());
+    let v = bed.store.volume("v").unwrap();
+    assert!(v.lockers.is_empty(), "the host lock is released even though the unmap failed");
+    assert!(bed.mounts.targets().is_empty(), "unmounted");
+}
+
+#[test]
+fn an_unmount_that_cannot_unmount_fails_and_keeps_everything() {
+    let bed = Bed::start(&["v"]);
+    bed.mount("v", "c1").unwrap();
+    bed.mounts.fail("unmount");
+    assert!(bed.unmount("v", "c1").is_err());
+    assert_eq!(bed.state_file_count(), 1);
+    assert_eq!(bed.mapper.mapped(), vec![image("v")]);
+    assert_eq!(bed.store.volume("v").unwrap().lockers.len(), 1);
+    assert_eq!(block_on(bed.engine.path("v")).unwrap(), Some(bed.mountpoint("v")));
 }

@@ -118,7 +118,14 @@ pub mod fake {
             Ok(())
         }
         fn unmount_detached(&self, target: &Path) -> Result<(), HostError> {
-            self.unmount(target)
+            self.check("unmount_detached", target)?;
+            let mut mounted = self.mounted.lock().unwrap();
+            let before = mounted.len();
+            mounted.retain(|m| m.target != target);
+            if mounted.len() != before {
+                self.journal.lock().unwrap().push(format!("unmount_detached {}", target.display()));
+            }
+            Ok(())
         }
         fn mounts(&self) -> Result<Vec<MountEntry>, HostError> {
             Ok(self.mounted.lock().unwrap().clone())
