@@ -102,6 +102,13 @@ fn bad_input_gets_an_err_and_creates_nothing() {
         ("data_pool", "no-such-data-pool", "no-such-data-pool"),
         ("namespace", "no-such-ns", "no-such-ns"),
         ("fstype", "xfs", "300 MiB"),
+        // The review's reproduction: a populate option copies host files
+        // (the state dir, the Consul cache with the key) into the volume.
+        ("mkfs_options", "-d /var/lib/rbdvol", "'-d' is not allowed"),
+        ("mkfsOptions", "-E root_owner=0:0 /dev/sda", "root_owner"),
+        ("mkfs_options", "/etc/passwd", "is not an option"),
+        ("mount_options", "loop,offset=0", "'loop' is not allowed"),
+        ("mountOptions", "journal_path=/dev/sda", "'journal_path' is not allowed"),
     ];
     for (k, v, want) in cases {
         let opts: Vec<(&str, &str)> = if *k == "fstype" && *v == "xfs" { vec![(k, v), ("size", "64")] } else { vec![(k, v)] };

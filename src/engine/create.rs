@@ -9,7 +9,7 @@ use super::format::Blank;
 use super::options::{CloneSource, VolumeOptions};
 use super::records::{self, DirEntry, EntryState, VolumeMeta, FORMATTED_KEY, MOUNTED_KEY, VOLUME_KEY};
 use super::store::{CephStore, CephVolume, Volume};
-use super::{timing, Created, EngineError, Inner};
+use super::{fs_options, timing, Created, EngineError, Inner};
 use crate::ceph::{CephError, Pool};
 use crate::host::ImageRef;
 
@@ -139,6 +139,11 @@ impl Inner {
                 .ok_or_else(|| EngineError::NoSuchSnapshot { volume: from.volume.clone(), snapshot: from.snapshot.clone() })?;
             let parent_all = parent.metadata_list()?;
             let parent_meta = VolumeMeta::of(&parent_all, &from.volume).ok_or_else(|| EngineError::NotFound(from.volume.clone()))?;
+            fs_options::check_mount(parent_meta.fstype, &opts.mount_options).map_err(|reason| EngineError::InvalidOption {
+                option: "mount_options".into(),
+                value: opts.mount_options.clone(),
+                reason,
+            })?;
             if opts.size_given && opts.size < snap.size {
                 return Err(EngineError::InvalidOption {
                     option: "size".into(),

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use super::records::{VolumeMeta, FORMATTED_KEY};
+use super::records::{self, VolumeMeta, FORMATTED_KEY};
 use super::store::Volume;
-use super::{timing, EngineError, Inner};
+use super::{fs_options, timing, EngineError, Inner};
 use crate::ceph::{self, Image};
 use crate::host::fs;
 use crate::host::ImageRef;
@@ -29,6 +29,12 @@ impl Inner {
             return Ok(());
         }
         let meta = VolumeMeta::of(&all, &image_ref.image).ok_or_else(|| EngineError::NotFound(image_ref.image.clone()))?;
+        fs_options::check_mkfs(meta.fstype, &meta.mkfs_options).map_err(|reason| EngineError::RefusedRecord {
+            name: image_ref.image.clone(),
+            what: "mkfs options",
+            key: records::VOLUME_KEY,
+            reason,
+        })?;
         let owner = fs::RootOwner { uid: meta.uid, gid: meta.gid, mode: meta.mode };
         self.take_host_lock(vol, &image_ref.image)?;
         timing::step("host lock");

@@ -21,7 +21,8 @@
 //! - `status`: Get and List;
 //! - `reconcile`: what a previous run left, at start-up and after;
 //! - `admin`, `takeover`, `doctor`: the admin CLI's operations;
-//! - `options`: names, sizes and volume options.
+//! - `options`: names, sizes and volume options; `fs_options`: the mkfs and
+//!   mount options allowed.
 
 pub mod admin;
 mod check;
@@ -30,6 +31,7 @@ mod create;
 mod directory;
 pub mod doctor;
 mod format;
+pub mod fs_options;
 mod host_lock;
 mod mount;
 pub mod options;
@@ -97,6 +99,9 @@ pub enum EngineError {
 
     #[error("volume '{name}' is mounted on this host for {containers} container(s): stop them first")]
     InUseHere { name: String, containers: u32 },
+
+    #[error("volume '{name}' records {what} that rbdvol does not allow ({reason}): correct its metadata ({key}) or remove the volume")]
+    RefusedRecord { name: String, what: &'static str, key: &'static str, reason: String },
 
     #[error("image '{image}' already exists and is not an rbdvol volume: choose another volume name")]
     NotOurs { image: String },

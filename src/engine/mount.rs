@@ -11,7 +11,7 @@ use super::directory::image_ref;
 use super::format::Blank;
 use super::records::{self, DirEntry, EntryState, MountedBy, VolumeMeta, FORMATTED_KEY, MOUNTED_KEY};
 use super::store::{Store, Volume};
-use super::{timing, EngineError, Inner, Mounted, Unmounted};
+use super::{fs_options, timing, EngineError, Inner, Mounted, Unmounted};
 use crate::host::fs::{self, Fstype};
 use crate::host::mapper::{MapperKind, Mapping};
 use crate::host::{HostError, ImageRef};
@@ -179,6 +179,10 @@ impl Inner {
         }
         let all = vol.metadata()?;
         let meta = VolumeMeta::of(&all, name).ok_or_else(|| EngineError::NotFound(name.into()))?;
+        // What the image's metadata says goes to mount(2) only if allowed
+        // (written by an older version, or by hand).
+        fs_options::check_mount(meta.fstype, &meta.mount_options)
+            .map_err(|reason| EngineError::RefusedRecord { name: name.into(), what: "mount options", key: records::VOLUME_KEY, reason })?;
         match self.take_host_lock(&*vol, name) {
             Err(EngineError::MountedElsewhere { host, .. }) if self.holder_is_dead(&*vol, &host)? => self.take_over_from_dead(&*vol, name)?,
             r => r?,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::EngineError;
+use super::{fs_options, EngineError};
 use crate::ceph;
 use crate::host::fs::Fstype;
 
@@ -12,6 +12,10 @@ const MAX_NAME: usize = 100;
 const MAX_SIZE: u64 = 1 << 50; // 1 PiB
 /// mkfs.xfs (xfsprogs 5.19+) refuses filesystems under 300 MiB.
 const XFS_MIN_SIZE: u64 = 300 * MIB;
+
+/// How errors name mkfs and mount options that came from the settings.
+const DEFAULT_MKFS_SOURCE: &str = "mkfs_options (default: VOLUME_MKFS_OPTIONS or consul defaults/mkfs_options)";
+const DEFAULT_MOUNT_SOURCE: &str = "mount_options (default: MOUNT_OPTIONS or consul defaults/mount_options)";
 
 pub const VALID_OPTIONS: &[&str] = &[
     "pool",
@@ -211,6 +215,8 @@ pub fn parse(
         size_given: false,
     };
     let mut mkfs = defaults.mkfs_options.clone();
+    // Where mkfs_options and mount_options came from, for errors.
+    let (mut mkfs_source, mut mount_source) = (DEFAULT_MKFS_SOURCE.to_string(), DEFAULT_MOUNT_SOURCE.to_string());
     let mut features = defaults.features.clone();
     let mut order_given = None;
     for (key, value) in opts {
@@ -260,6 +266,7 @@ pub fn parse(
             "mkfs_options" => {
                 check(plain_text(value))?;
                 mkfs = Some(value.clone());
+                mkfs_source = key.clone();
             }
             "mount_options" => {
                 check(plain_text(value))?;
@@ -267,6 +274,7 @@ pub fn parse(
                     return Err(invalid(key, value, "separate mount options with commas, without spaces".into()));
                 }
                 o.mount_options = value.clone();
+                mount_source = key.clone();
             }
             "order" | "object_size" => {
                 if let Some(prev) = order_given {
@@ -309,6 +317,12 @@ pub fn parse(
     }
     if let Some(m) = mkfs {
         o.mkfs_options = m.split_whitespace().map(str::to_string).collect();
+        fs_options::check_mkfs(o.fstype, &o.mkfs_options).map_err(|r| invalid(&mkfs_source, &m, r))?;
+    }
+    // A clone's filesystem is its parent's: its mount options are checked
+    // against it when the clone is made.
+    if o.from.is_none() {
+        fs_options::check_mount(o.fstype, &o.mount_options).map_err(|r| invalid(&mount_source, &o.mount_options, r))?;
     }
     if o.fstype == Fstype::Xfs && o.size < XFS_MIN_SIZE && o.from.is_none() {
         return Err(invalid("size", &format!("{}", o.size / MIB), "xfs needs at least 300 MiB".into()));
@@ -322,6 +336,23 @@ mod tests {
 
     fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn mkfs_and_mount_options_from_the_settings_obey_the_same_rules_and_name_the_setting() {
+        let bad_mkfs = Defaults { mkfs_options: Some("-d /var/lib/rbdvol".into()), ..Defaults::default() };
+        let e = parse(&opts(&[]), &bad_mkfs, |_| true).unwrap_err().to_string();
+        assert!(e.contains("VOLUME_MKFS_OPTIONS") && e.contains("'-d' is not allowed"), "{e}");
+        // Given with -o, the option replaces the default and is checked itself.
+        assert!(parse(&opts(&[("mkfs_options", "-m 1")]), &bad_mkfs, |_| true).is_ok());
+        let bad_mount = Defaults { mount_options: "bind".into(), ..Defaults::default() };
+        let e = parse(&opts(&[]), &bad_mount, |_| true).unwrap_err().to_string();
+        assert!(e.contains("MOUNT_OPTIONS") && e.contains("'bind' is not allowed"), "{e}");
+        let e = parse(&opts(&[("mount_options", "noatime,loop")]), &Defaults::default(), |_| true).unwrap_err().to_string();
+        assert!(e.starts_with("invalid value 'noatime,loop' for option 'mount_options'"), "{e}");
+        // Checked against the filesystem asked for: nouuid is xfs's.
+        assert!(parse(&opts(&[("mount_options", "nouuid")]), &Defaults::default(), |_| true).is_err());
+        assert!(parse(&opts(&[("mount_options", "nouuid"), ("fstype", "xfs"), ("size", "1G")]), &Defaults::default(), |_| true).is_ok());
     }
 
     fn p(pairs: &[(&str, &str)]) -> Result<VolumeOptions, EngineError> {

@@ -465,3 +465,16 @@ fn an_unmount_that_cannot_unmount_fails_and_keeps_everything() {
     assert_eq!(bed.store.volume("v").unwrap().lockers.len(), 1);
     assert_eq!(block_on(bed.engine.path("v")).unwrap(), Some(bed.mountpoint("v")));
 }
+
+#[test]
+fn a_mount_refuses_mount_options_its_record_should_never_have_had() {
+    let bed = Bed::start(&[]);
+    let mut v = ready_volume("v");
+    let meta = volume_meta("v").replace(r#""mount_options":"""#, r#""mount_options":"loop,offset=4096""#);
+    v.metadata.insert(VOLUME_KEY.into(), meta);
+    bed.store.add_volume("v", v);
+    let e = bed.mount("v", "c1").unwrap_err();
+    assert!(matches!(&e, EngineError::RefusedRecord { name, .. } if name == "v"), "{e}");
+    assert!(e.to_string().contains("'loop' is not allowed"), "{e}");
+    assert!(bed.journal().is_empty(), "nothing done: {:?}", bed.journal());
+}
