@@ -81,10 +81,19 @@ pub struct StateStore {
     dir: PathBuf,
 }
 
-fn file_name(volume: &str) -> String {
-    // Volume names are validated (no '/'), but never trust a file name.
-    let safe: String = volume.chars().map(|c| if c == '/' || c == '\0' { '_' } else { c }).collect();
-    format!("{safe}.json")
+/// The state file of volume `volume`: the name itself when it is plain
+/// (ASCII letters, digits, `_`, `-`, and `.` after the first character),
+/// else `%` and its bytes in hex. One file per name and one name per file
+/// (a plain name never starts with `%`), at most 206 bytes (names are at
+/// most 100), never a dot-file (temporary files are), whatever the name.
+pub fn file_name(volume: &str) -> String {
+    let plain = |(i, c): (usize, char)| c.is_ascii_alphanumeric() || c == '_' || c == '-' || (c == '.' && i > 0);
+    if !volume.is_empty() && volume.chars().enumerate().all(plain) {
+        format!("{volume}.json")
+    } else {
+        let hex: String = volume.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("%{hex}.json")
+    }
 }
 
 impl StateStore {
@@ -112,16 +121,29 @@ impl StateStore {
         }
     }
 
-    /// Every saved volume; unreadable files are skipped with a warning.
+    /// Whether volume `name` is recorded here.
+    pub fn has(&self, name: &str) -> bool {
+        self.dir.join(file_name(name)).exists()
+    }
+
+    /// Every saved volume; unreadable files are skipped with a warning. A
+    /// file an older version named otherwise is renamed to its name now.
     pub fn load_all(&self) -> Result<Vec<MountedVolume>, StateError> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.dir).map_err(io("read", &self.dir))? {
             let path = entry.map_err(io("read", &self.dir))?.path();
-            if path.extension().is_none_or(|e| e != "json") || path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+            // Only temporary files (`.NAME.json.tmp`) end otherwise.
+            if path.extension().is_none_or(|e| e != "json") {
                 continue;
             }
             match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<MountedVolume>(&b).ok()) {
-                Some(v) => out.push(v),
+                Some(v) => {
+                    let canonical = self.dir.join(file_name(&v.name));
+                    if path != canonical {
+                        std::fs::rename(&path, &canonical).map_err(io("rename into", &canonical))?;
+                    }
+                    out.push(v)
+                }
                 None => tracing::warn!("ignoring unreadable state file {}", path.display()),
             }
         }
@@ -164,6 +186,43 @@ mod tests {
         v.drop_ref("c2");
         assert_eq!(v.ref_count(), 0);
         assert!(v.refs.is_empty());
+    }
+
+    #[test]
+    fn every_valid_name_has_its_own_state_file_that_is_never_skipped() {
+        let long = "é".repeat(50);
+        let names = [".x", "..x", "x.", "a%b", "%61", "a", "A", "é", "-", "_.", "x.json", ".x.json", long.as_str(), "a:b", "a\\b"];
+        let files: std::collections::BTreeSet<String> = names.iter().map(|n| file_name(n)).collect();
+        assert_eq!(files.len(), names.len(), "two names share a file: {files:?}");
+        for f in &files {
+            assert!(!f.starts_with('.') && f.ends_with(".json") && f.len() <= 206 && !f.contains('/'), "{f}");
+        }
+        assert_eq!(file_name("data-01.v2"), "data-01.v2.json", "plain names stay readable");
+        assert_eq!(file_name(".x"), "%2e78.json");
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path().join("volumes")).unwrap();
+        for n in names {
+            store.save(&vol(n)).unwrap();
+        }
+        let loaded: Vec<String> = store.load_all().unwrap().into_iter().map(|v| v.name).collect();
+        assert_eq!(loaded.len(), names.len(), "{loaded:?}");
+        for n in names {
+            assert!(store.has(n), "{n}");
+            store.remove(n).unwrap();
+        }
+        assert!(store.load_all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_state_file_an_older_version_named_after_a_dot_name_is_read_and_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path().join("volumes")).unwrap();
+        let old = dir.path().join("volumes/.x.json");
+        write_atomic(&old, &serde_json::to_vec(&vol(".x")).unwrap()).unwrap();
+        assert_eq!(store.load_all().unwrap(), vec![vol(".x")]);
+        assert!(!old.exists() && store.has(".x"));
+        store.remove(".x").unwrap();
+        assert!(store.load_all().unwrap().is_empty(), "nothing of it left");
     }
 
     #[test]

@@ -140,7 +140,7 @@ fn takeover_fences_a_hung_holder_whose_writes_then_fail() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(a.leftovers_now().is_empty(), "host A left: {:?}", a.leftovers_now());
-    assert!(!a.state_dir().join("volumes").join(format!("{v}.json")).exists(), "host A still records the volume");
+    assert!(!a.state_dir().join("volumes").join(rbdvol::state::file_name(&v)).exists(), "host A still records the volume");
     // Docker on host A eventually sends its Unmount: answered, changes nothing.
     ok(&a.unmount(&v, &id(1)));
     assert_eq!(std::fs::read_to_string(format!("{at_b}/from-b.txt")).unwrap(), "host b was here\n");

@@ -26,7 +26,8 @@ pub fn ls(args: &ClusterArgs, json: bool) -> Result<()> {
     let (cluster, pool) = admin_cluster(args)?;
     let rows = admin::list(&cluster, &pool)?;
     // Mapped here: this host's own state (see `serve --state-dir`).
-    let mapped: Vec<bool> = rows.iter().map(|r| args.state_dir.join("volumes").join(format!("{}.json", r.name)).exists()).collect();
+    let here = rbdvol::state::StateStore::open_existing(args.state_dir.join("volumes"));
+    let mapped: Vec<bool> = rows.iter().map(|r| here.as_ref().is_some_and(|s| s.has(&r.name))).collect();
     let out: Vec<serde_json::Value> = rows
         .iter()
         .zip(&mapped)

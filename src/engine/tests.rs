@@ -478,3 +478,16 @@ fn a_mount_refuses_mount_options_its_record_should_never_have_had() {
     assert!(e.to_string().contains("'loop' is not allowed"), "{e}");
     assert!(bed.journal().is_empty(), "nothing done: {:?}", bed.journal());
 }
+
+#[test]
+fn a_mounted_volume_with_a_dot_name_survives_a_restart() {
+    for name in [".x", "..x", "a%b", "é"] {
+        let bed = Bed::start(&[name]);
+        bed.mount(name, "c1").unwrap();
+        let bed = bed.restart();
+        assert!(bed.journal().iter().all(|j| !j.starts_with("un")), "{name}: nothing undone at restart: {:?}", bed.journal());
+        assert_eq!(block_on(bed.engine.path(name)).unwrap(), Some(bed.mountpoint(name)), "{name}");
+        assert_eq!(bed.unmount(name, "c1").unwrap(), Unmounted::Released);
+        bed.assert_nothing_left(name);
+    }
+}
