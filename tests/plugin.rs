@@ -403,6 +403,55 @@ fn a_removed_volume_is_deleted_in_the_background_and_its_name_is_free_at_once() 
 }
 
 #[test]
+fn a_create_resuming_a_crashed_one_never_writes_to_or_deletes_a_foreign_image() {
+    let p = plugin();
+    let name = unique("foreignhalf");
+    let pool = cluster().connect().open_pool(POOL, "").unwrap();
+    // A Create crashed before it made its image; someone else then made an
+    // image of that name and wrote to it.
+    pool.metadata_set(&records::directory_key(&name), r#"{"pool":"rbd","namespace":"","state":"creating"}"#).unwrap();
+    pool.create_image(&name, 16 << 20, &Default::default()).unwrap();
+    pool.open_image(&name).unwrap().write_at(0, b"someone else's data").unwrap();
+    let a = p.create(&name, &[("size", "16")]);
+    assert!(a.err().contains("not an rbdvol volume"), "{:?}", a.json);
+    let mut buf = [0u8; 19];
+    pool.open_image_read_only(&name).unwrap().read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"someone else's data", "the foreign image was written to");
+    assert!(pool.open_image_read_only(&name).unwrap().metadata_list().unwrap().is_empty(), "rbdvol's metadata written on a foreign image");
+    assert!(p.get(&name).err().contains("does not exist"));
+    pool.remove_image(&name).unwrap();
+    pool.metadata_remove(&records::directory_key(&name)).unwrap();
+}
+
+#[test]
+fn a_volume_left_creating_mid_copy_is_formatted_anew() {
+    let p = plugin();
+    let name = unique("halfcopy");
+    let pool = cluster().connect().open_pool(POOL, "").unwrap();
+    // A crash in the middle of copying the scratch filesystem in: the
+    // superblock is there (a probe says ext4), the rest is not.
+    pool.metadata_set(&records::directory_key(&name), r#"{"pool":"rbd","namespace":"","state":"creating"}"#).unwrap();
+    pool.create_image(&name, 64 << 20, &Default::default()).unwrap();
+    let marker = format!(r#"{{"name":"{name}","fstype":"ext4","uid":null,"gid":null,"mode":null,"created_at":"2026-01-01T00:00:00Z"}}"#);
+    let image = pool.open_image(&name).unwrap();
+    image.metadata_set(records::VOLUME_KEY, &marker).unwrap();
+    let scratch = std::env::temp_dir().join(format!("{name}.img"));
+    std::fs::File::create(&scratch).unwrap().set_len(64 << 20).unwrap();
+    assert!(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&scratch).status().unwrap().success());
+    let head = std::fs::read(&scratch).unwrap()[..(1 << 20)].to_vec();
+    std::fs::remove_file(&scratch).unwrap();
+    image.write_at(0, &head).unwrap();
+    drop(image);
+    ok(&p.create(&name, &[("size", "64")]));
+    cluster().assert_filesystem_clean(&name, "ext4");
+    ok(&p.mount(&name, &id(1)));
+    std::fs::write(p.mount_root().join(&name).join("x"), "x\n").unwrap();
+    ok(&p.unmount(&name, &id(1)));
+    cluster().assert_filesystem_clean(&name, "ext4");
+    ok(&p.remove(&name));
+}
+
+#[test]
 fn an_existing_foreign_image_is_not_taken_over() {
     let p = plugin();
     let name = unique("foreign");

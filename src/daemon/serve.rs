@@ -151,7 +151,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(DaemonError::Runtime)?;
     let socket = cfg.socket;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         if let Some(dir) = socket.parent() {
             std::fs::create_dir_all(dir).map_err(|source| DaemonError::CreateDir { path: dir.to_path_buf(), source })?;
         }
@@ -207,7 +207,12 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
             .map_err(DaemonError::Serve)?;
         let _ = std::fs::remove_file(&socket);
         Ok(())
-    })
+    });
+    // Background work still running (a deletion waiting for watchers to
+    // go, a check) is left: it resumes at the next start, as after a crash.
+    // Dropping the runtime would wait for it.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served
 }
 
 #[cfg(test)]

@@ -59,22 +59,20 @@ impl Inner {
         timing::step("directory: creating");
         let pool = match cluster.open_pool(&opts.pool, &opts.namespace) {
             Ok(p) => p,
-            Err(e) => return self.take_back(&store, None, name, e.into()),
+            Err(e) => return self.take_back(&store, None, name, resuming, e.into()),
         };
         if let Some(from) = &opts.from {
             return self.create_clone(CloneRequest { store: &store, pool: &pool, entry: &entry, name, opts, from, resuming });
         }
-        let fresh = match pool.create_image(name, opts.size, &opts.create) {
+        let made_here = match pool.create_image(name, opts.size, &opts.create) {
             Ok(()) => true,
             Err(CephError::AlreadyExists { .. }) => {
-                let image = pool.open_image_read_only(name)?;
-                let ours = VolumeMeta::of(&image.metadata_list()?, name).is_some();
-                if !ours && !resuming {
-                    return self.take_back(&store, None, name, EngineError::NotOurs { image: image_ref(name, &entry).to_string() });
+                if !self.is_ours(&pool, name, resuming)? {
+                    return self.take_back(&store, None, name, resuming, EngineError::NotOurs { image: image_ref(name, &entry).to_string() });
                 }
                 false
             }
-            Err(e) => return self.take_back(&store, None, name, e.into()),
+            Err(e) => return self.take_back(&store, None, name, resuming, e.into()),
         };
         timing::step("create image");
         let made = (|| {
@@ -84,8 +82,12 @@ impl Inner {
                 self.write_create_metadata(&vol, name, opts)?;
             }
             timing::step("metadata");
-            // One this very call created is thin and all zeros.
-            let blank = if fresh { Blank::New(vol.image()?) } else { Blank::Probe };
+            let blank = match (made_here, resuming) {
+                // One this very call created is thin and all zeros.
+                (true, _) => Blank::New(vol.image()?),
+                (false, true) => Blank::Unfinished,
+                (false, false) => Blank::Probe,
+            };
             self.ensure_formatted(&vol, &image_ref(name, &entry), blank)?;
             let id = Some(vol.id().to_string());
             self.dir_put(&store, name, &DirEntry { state: EntryState::Ready, id, ..entry.clone() })?;
@@ -94,15 +96,29 @@ impl Inner {
         })();
         match made {
             Ok(()) => Ok(Created::New),
-            Err(e) => self.take_back(&store, Some((&pool, &format!("create of volume '{name}'"))), name, e),
+            Err(e) if made_here => self.take_back(&store, Some((&pool, &format!("create of volume '{name}'"))), name, resuming, e),
+            Err(e) => self.take_back(&store, None, name, resuming, e),
         }
     }
 
-    /// Takes back what a failed Create made (a crash is completed instead):
-    /// the image in `made_in`, if it got that far, then the directory entry,
-    /// so a retry starts fresh. An image that cannot be removed keeps its
-    /// entry `creating`, never exposed.
-    fn take_back(&self, store: &CephStore, made_in: Option<(&Pool, &str)>, name: &str, e: EngineError) -> Result<Created, EngineError> {
+    /// Whether the existing image `name` is this volume's own: it bears
+    /// rbdvol's marker for it, or — resuming a Create that crashed between
+    /// making the image and marking it — it holds no data at all. Any other
+    /// is never written to, formatted or deleted.
+    fn is_ours(&self, pool: &Pool, name: &str, resuming: bool) -> Result<bool, EngineError> {
+        let image = pool.open_image_read_only(name)?;
+        if VolumeMeta::of(&image.metadata_list()?, name).is_some() {
+            return Ok(true);
+        }
+        Ok(resuming && image.metadata_list()?.is_empty() && image.snapshots()?.is_empty() && image.used_bytes()? == 0)
+    }
+
+    /// Takes back what a failed Create did (a crash is completed instead),
+    /// and only that: the image if this call made it (in `made_in`), then
+    /// the directory entry, unless an earlier Create left it `creating`
+    /// (`resumed`: it stays for the next one). So a retry starts where it
+    /// should, and nothing half-made is ever exposed.
+    fn take_back(&self, store: &CephStore, made_in: Option<(&Pool, &str)>, name: &str, resumed: bool, e: EngineError) -> Result<Created, EngineError> {
         if let Some((pool, what)) = made_in {
             tracing::warn!("{what} failed, removing what it made: {e}");
             match pool.remove_image(name) {
@@ -114,7 +130,9 @@ impl Inner {
                 }
             }
         }
-        self.dir_remove(store, name)?;
+        if !resumed || made_in.is_some() {
+            self.dir_remove(store, name)?;
+        }
         Err(e)
     }
 
@@ -151,17 +169,26 @@ impl Inner {
                     reason: format!("a clone cannot be smaller than its snapshot ({} MiB)", snap.size >> 20),
                 });
             }
-            match pool.clone_image(&parent_pool, &from.volume, &from.snapshot, name, &opts.create) {
-                Ok(()) => {}
-                Err(CephError::AlreadyExists { .. }) if resuming => {}
+            let made_here = match pool.clone_image(&parent_pool, &from.volume, &from.snapshot, name, &opts.create) {
+                Ok(()) => true,
+                // A crashed clone of the same: it still bears its parent's
+                // marker (librbd copies the metadata), or already its own.
+                Err(CephError::AlreadyExists { .. })
+                    if resuming && {
+                        let meta = pool.open_image_read_only(name)?.metadata_list()?;
+                        VolumeMeta::of(&meta, name).or_else(|| VolumeMeta::of(&meta, &from.volume)).is_some()
+                    } =>
+                {
+                    false
+                }
                 Err(CephError::AlreadyExists { .. }) => return Err(EngineError::NotOurs { image: image_ref(name, entry).to_string() }),
                 Err(e) => return Err(e.into()),
-            }
-            Ok((snap, parent_all, parent_meta))
+            };
+            Ok((snap, parent_all, parent_meta, made_here))
         })();
-        let (snap, parent_all, parent_meta) = match made {
+        let (snap, parent_all, parent_meta, made_here) = match made {
             Ok(made) => made,
-            Err(e) => return self.take_back(store, None, name, e),
+            Err(e) => return self.take_back(store, None, name, resuming, e),
         };
         timing::step("clone image");
         let result = (|| {
@@ -192,7 +219,7 @@ impl Inner {
             Ok(())
         })();
         let what = format!("clone of {}@{} as volume '{name}'", from.volume, from.snapshot);
-        result.map(|()| Created::New).or_else(|e| self.take_back(store, Some((pool, &what)), name, e))
+        result.map(|()| Created::New).or_else(|e| self.take_back(store, made_here.then_some((pool, what.as_str())), name, resuming, e))
     }
 
     fn write_create_metadata(&self, vol: &CephVolume, name: &str, opts: &VolumeOptions) -> Result<(), EngineError> {

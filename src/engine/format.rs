@@ -16,6 +16,10 @@ use crate::host::ImageRef;
 pub(super) enum Blank<'a> {
     /// This very call created it: thin and all zeros.
     New(&'a Arc<Image>),
+    /// A volume still `creating`: never exposed, so it never held user
+    /// data, but a crash may have left a half-copied filesystem that a
+    /// probe would take for a good one. Formatted anew, always.
+    Unfinished,
     /// Any other: probed, formatted only when blank.
     Probe,
 }
@@ -41,7 +45,8 @@ impl Inner {
         let result = (|| {
             match blank {
                 Blank::New(image) => self.format_new(image, image_ref, &meta, owner)?,
-                Blank::Probe => self.format_mapped(vol, image_ref, &meta, owner)?,
+                Blank::Unfinished => self.format_mapped(vol, image_ref, &meta, owner, true)?,
+                Blank::Probe => self.format_mapped(vol, image_ref, &meta, owner, false)?,
             }
             vol.metadata_set(FORMATTED_KEY, &vol.size()?.to_string())?;
             Ok(())
@@ -63,14 +68,17 @@ impl Inner {
         Ok(())
     }
 
-    /// Maps the image, formats it if blank (a half-made volume may already
-    /// hold a filesystem), unmaps it.
-    fn format_mapped(&self, vol: &dyn Volume, image_ref: &ImageRef, meta: &VolumeMeta, owner: fs::RootOwner) -> Result<(), EngineError> {
+    /// Maps the image, formats it (`always`, or only if blank), unmaps it.
+    fn format_mapped(&self, vol: &dyn Volume, image_ref: &ImageRef, meta: &VolumeMeta, owner: fs::RootOwner, always: bool) -> Result<(), EngineError> {
         self.mapper.check_features(image_ref, vol.features()?)?;
         let mapping = self.mapper.map(image_ref, &self.connection.settings()?)?;
         timing::step("map");
         let formatted = (|| {
-            fs::format_if_blank(&self.tools, &mapping.device, meta.fstype, &meta.mkfs_options)?;
+            if always {
+                fs::format(&self.tools, &mapping.device, meta.fstype, &meta.mkfs_options)?;
+            } else {
+                fs::format_if_blank(&self.tools, &mapping.device, meta.fstype, &meta.mkfs_options)?;
+            }
             if !owner.is_default() {
                 let tmp = self.cfg.state_dir.join("format").join(&image_ref.image);
                 fs::set_root_owner(&mapping.device, meta.fstype, &tmp, owner)?;

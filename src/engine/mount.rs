@@ -174,7 +174,7 @@ impl Inner {
             if VolumeMeta::of(&vol.metadata()?, name).is_none() {
                 return Err(EngineError::NotFound(name.into()));
             }
-            self.ensure_formatted(&*vol, &image_ref, Blank::Probe)?;
+            self.ensure_formatted(&*vol, &image_ref, Blank::Unfinished)?;
             self.dir_put(&*store, name, &DirEntry { state: EntryState::Ready, ..entry.clone() })?;
         }
         let all = vol.metadata()?;
