@@ -74,6 +74,11 @@ fn speaks_the_protocol_as_dockerd_does() {
     assert!(a.err().contains("invalid request body"), "{:?}", a.json);
     let a = p.get("no-such-volume");
     assert_eq!(a.err(), "volume 'no-such-volume' does not exist");
+    let a = p.call("VolumeDriver.Path", r#"{"Name":"no-such-volume"}"#);
+    assert_eq!(a.err(), "volume 'no-such-volume' does not exist");
+    assert!(p.mount("no-such-volume", &id(9)).err().contains("does not exist"));
+    ok(&p.unmount("no-such-volume", &id(9)));
+    ok(&p.remove("no-such-volume"));
     let a = p.call("VolumeDriver.Nope", "{}");
     assert_eq!(a.status, 404);
     assert!(!a.err().is_empty());

@@ -457,7 +457,13 @@ impl VolumeDriver for Engine {
 
     async fn path(&self, name: &str) -> Result<Option<PathBuf>, EngineError> {
         options::validate_name(name)?;
-        Ok(self.inner.mounted.lock().unwrap().get(name).map(|v| v.mountpoint.clone()))
+        if let Some(mp) = self.inner.mounted.lock().unwrap().get(name).map(|v| v.mountpoint.clone()) {
+            return Ok(Some(mp));
+        }
+        // Not mounted here: no path, if the volume exists at all.
+        let inner = Arc::clone(&self.inner);
+        let n = name.to_string();
+        ceph::offload(move || if inner.exists(&n)? { Ok(None) } else { Err(EngineError::NotFound(n)) }).await
     }
 
     async fn get(&self, name: &str) -> Result<VolumeInfo, EngineError> {

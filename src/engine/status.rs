@@ -65,6 +65,15 @@ impl Inner {
         Ok(info)
     }
 
+    /// Whether volume `name` exists for Docker (`ready`): from the cached
+    /// directory, else from the directory itself (it may be newer).
+    pub(super) fn exists(&self, name: &str) -> Result<bool, EngineError> {
+        if self.directory()?.get(name).is_some_and(|e| e.state == EntryState::Ready) {
+            return Ok(true);
+        }
+        Ok(self.dir_get(&*self.store()?, name)?.is_some_and(|e| e.state == EntryState::Ready))
+    }
+
     /// What only this host knows: mapper, device, mountpoint, containers.
     fn add_local_status(&self, info: &mut VolumeInfo) {
         if let Some(v) = self.mounted.lock().unwrap().get(&info.name) {

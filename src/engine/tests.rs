@@ -158,6 +158,7 @@ fn an_unmount_of_the_last_reference_undoes_the_mount_in_reverse() {
     assert_eq!(bed.journal(), vec![format!("unmount {mp}"), "unmap rbd/v".into(), format!("metadata_remove {MOUNTED_KEY}"), "host_unlock host-a".into()]);
     bed.assert_nothing_left("v");
     assert_eq!(bed.unmount("v", "c2").unwrap(), Unmounted::NotMounted);
+    assert_eq!(block_on(bed.engine.path("v")).unwrap(), None, "exists, not mounted: no path");
 }
 
 /// Each step a first Mount takes, and the call that makes it fail.
@@ -225,12 +226,16 @@ fn a_mount_refused_by_the_host_lock_changes_nothing() {
 }
 
 #[test]
-fn mount_and_path_of_a_volume_that_is_not_ready_say_it_does_not_exist() {
+fn mount_and_path_of_a_volume_that_is_not_ready_say_it_does_not_exist_unmount_is_idempotent() {
     let bed = Bed::start(&["v"]);
     let removing = DirEntry { pool: "rbd".into(), namespace: String::new(), state: EntryState::Removing, id: None };
     bed.store.put_entry_raw("v", removing);
     assert!(matches!(bed.mount("v", "c1"), Err(EngineError::NotFound(_))));
     assert!(matches!(bed.mount("nope", "c1"), Err(EngineError::NotFound(_))));
+    assert!(matches!(block_on(bed.engine.path("v")), Err(EngineError::NotFound(_))));
+    assert!(matches!(block_on(bed.engine.path("nope")), Err(EngineError::NotFound(_))));
+    // Unmount and Remove of what is not there stay idempotent successes.
+    assert_eq!(bed.unmount("nope", "c1").unwrap(), Unmounted::NotMounted);
     assert!(bed.journal().is_empty());
 }
 
