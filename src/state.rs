@@ -81,6 +81,53 @@ pub struct StateStore {
     dir: PathBuf,
 }
 
+/// The host locks this host may hold: each volume's name is noted here
+/// before its lock is taken and cleared once it is released, so a crash
+/// in between leaves a note that the next start acts on. Files named as
+/// the state files are, holding the name.
+pub struct LockNotes {
+    dir: PathBuf,
+}
+
+impl LockNotes {
+    pub fn open(dir: PathBuf) -> Result<LockNotes, StateError> {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io("create", &dir))?;
+        Ok(LockNotes { dir })
+    }
+
+    pub fn note(&self, name: &str) -> Result<(), StateError> {
+        let path = self.dir.join(file_name(name));
+        if path.exists() {
+            return Ok(());
+        }
+        write_atomic(&path, &serde_json::to_vec(name).expect("a name serializes"))
+    }
+
+    pub fn clear(&self, name: &str) -> Result<(), StateError> {
+        let path = self.dir.join(file_name(name));
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StateError::Io { op: "remove", path, source: e }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every volume noted.
+    pub fn all(&self) -> Result<Vec<String>, StateError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(io("read", &self.dir))? {
+            let path = entry.map_err(io("read", &self.dir))?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<String>(&b).ok()) {
+                    Some(name) => out.push(name),
+                    None => tracing::warn!("ignoring unreadable lock note {}", path.display()),
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
 /// The state file of volume `volume`: the name itself when it is plain
 /// (ASCII letters, digits, `_`, `-`, and `.` after the first character),
 /// else `%` and its bytes in hex. One file per name and one name per file
@@ -223,6 +270,20 @@ mod tests {
         assert!(!old.exists() && store.has(".x"));
         store.remove(".x").unwrap();
         assert!(store.load_all().unwrap().is_empty(), "nothing of it left");
+    }
+
+    #[test]
+    fn lock_notes_are_kept_until_cleared_for_any_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let notes = LockNotes::open(dir.path().join("locks")).unwrap();
+        for n in [".x", "a", "é"] {
+            notes.note(n).unwrap();
+            notes.note(n).unwrap();
+        }
+        assert_eq!(notes.all().unwrap(), vec![".x".to_string(), "a".into(), "é".into()]);
+        notes.clear("a").unwrap();
+        notes.clear("a").unwrap();
+        assert_eq!(notes.all().unwrap(), vec![".x".to_string(), "é".into()]);
     }
 
     #[test]

@@ -12,9 +12,10 @@ use crate::host::fs::{self, Fstype};
 use crate::state::MountedVolume;
 
 impl Engine {
-    /// Checks each volume mounted here against Ceph. One released (taken
-    /// over) is reported as changed.
+    /// Checks each volume mounted here against Ceph (one released, taken
+    /// over, is reported as changed), and releases stale locks.
     pub async fn check_all_mounted(&self) {
+        self.release_stale_locks().await;
         let names: Vec<String> = self.inner.mounted.lock().unwrap().keys().cloned().collect();
         for name in names {
             let n = name.clone();

@@ -51,7 +51,7 @@ impl Inner {
             vol.metadata_set(FORMATTED_KEY, &vol.size()?.to_string())?;
             Ok(())
         })();
-        self.release_host_lock(vol)?;
+        self.release_host_lock_or_retry(vol);
         timing::step("formatted, unlocked");
         result
     }

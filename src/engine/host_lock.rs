@@ -18,14 +18,19 @@ impl Inner {
         &self.cfg.host_id
     }
 
-    /// Takes this host's lock on `vol`, or says which host has it.
+    /// Takes this host's lock on `vol`, or says which host has it. The
+    /// volume is noted on disk first: a lock this host takes is always
+    /// either noted or released.
     pub(super) fn take_host_lock(&self, vol: &dyn Volume, name: &str) -> Result<(), EngineError> {
+        self.lock_notes.note(name)?;
         let desc = format!("rbdvol on {}", self.cfg.host_id);
         match vol.host_lock(self.cookie(), &desc) {
             Ok(_) => Ok(()),
             Err(CephError::LockBusy { .. }) => {
                 let lockers = vol.host_lockers()?;
                 if let Some(other) = lockers.lockers.iter().find(|l| l.cookie != self.cookie()) {
+                    // Another host's: this host holds none.
+                    self.lock_notes.clear(name)?;
                     let since = records::mounted_since(vol.metadata_get(MOUNTED_KEY)?.as_deref());
                     return Err(EngineError::MountedElsewhere { name: name.to_string(), host: other.cookie.clone(), since });
                 }
@@ -42,14 +47,24 @@ impl Inner {
     }
 
     /// Releases this host's lock on `vol`, whichever client of this host
-    /// holds it. Idempotent.
+    /// holds it, and clears its note. Idempotent.
     pub(super) fn release_host_lock(&self, vol: &dyn Volume) -> Result<(), EngineError> {
         if vol.host_unlock(self.cookie())? == Done::AlreadyDone {
             for l in vol.host_lockers()?.lockers.iter().filter(|l| l.cookie == self.cookie()) {
                 vol.host_break_lock(&l.client, &l.cookie)?;
             }
         }
+        self.lock_notes.clear(vol.name())?;
         Ok(())
+    }
+
+    /// Releases the lock on `vol`, or, when that fails, leaves it to the
+    /// background (`release_stale_locks`), which retries until it is.
+    pub(super) fn release_host_lock_or_retry(&self, vol: &dyn Volume) {
+        if let Err(e) = self.release_host_lock(vol) {
+            tracing::warn!("cannot release this host's lock on volume '{}' now (retried in the background): {e}", vol.name());
+            self.stale_locks.lock().unwrap().insert(vol.name().to_string());
+        }
     }
 
     /// Whether this host holds `vol`'s lock.

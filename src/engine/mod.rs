@@ -46,7 +46,7 @@ mod timing;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -57,7 +57,7 @@ use crate::host::mapper::{Mapper, MapperKind};
 use crate::host::mounts::{MountTable, SystemMounts};
 use crate::host::tools::Tools;
 use crate::host::HostError;
-use crate::state::{MountedVolume, StateError, StateStore};
+use crate::state::{LockNotes, MountedVolume, StateError, StateStore};
 use connection::Connection;
 use directory::DirectoryCache;
 use options::Defaults;
@@ -227,9 +227,12 @@ struct Inner {
     locks: Mutex<HashMap<String, VolumeLock>>,
     /// The directory and Get's answers, briefly cached.
     cache: DirectoryCache,
-    /// Volumes start-up found recorded as mounted here but no longer
-    /// mounted: their host locks are released once the cluster answers.
-    leftovers: Mutex<Vec<String>>,
+    /// The host locks this host may hold, noted on disk before each is taken.
+    lock_notes: LockNotes,
+    /// Volumes whose host lock this host holds but no longer uses (left by
+    /// a crash, or a release that failed): released in the background,
+    /// retried at every check until it is.
+    stale_locks: Mutex<BTreeSet<String>>,
     /// Told the name of each volume a Create, Remove, first Mount or last
     /// Unmount changed (for the volume records in Consul).
     changes: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
@@ -267,6 +270,7 @@ impl Engine {
         mount_table: Box<dyn MountTable>,
     ) -> Result<Engine, EngineError> {
         let state = StateStore::open(cfg.state_dir.join("volumes"))?;
+        let lock_notes = LockNotes::open(cfg.state_dir.join("locks"))?;
         std::fs::create_dir_all(&cfg.mount_root).map_err(HostError::io("create", &cfg.mount_root))?;
         let engine = Engine {
             inner: Arc::new(Inner {
@@ -280,7 +284,8 @@ impl Engine {
                 mounted: Mutex::new(BTreeMap::new()),
                 locks: Mutex::new(HashMap::new()),
                 cache: DirectoryCache::default(),
-                leftovers: Mutex::new(Vec::new()),
+                lock_notes,
+                stale_locks: Mutex::new(BTreeSet::new()),
                 changes: Mutex::new(None),
                 liveness: std::sync::OnceLock::new(),
                 grow_failed: Mutex::new(HashMap::new()),

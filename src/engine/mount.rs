@@ -92,7 +92,7 @@ impl Inner {
                     // An earlier run's record may be there (a lock this host
                     // left and took back): no record outlives the lock.
                     let _ = vol.metadata_remove(MOUNTED_KEY);
-                    self.release_host_lock(vol)?;
+                    self.release_host_lock_or_retry(vol);
                 }
             }
         }
@@ -287,9 +287,17 @@ impl Inner {
             return Ok(Unmounted::StillUsed(n));
         }
         self.tear_down(&v, true, Some(self.mapping_of(&v)), Teardown::Strict)?;
-        let vol = self.header_of_mounted(&*self.store()?, &v)?;
-        vol.metadata_remove(MOUNTED_KEY)?;
-        self.release_host_lock(&*vol)?;
+        // Unmounted and unmapped: done for Docker. The lock (and its record)
+        // goes now, or in the background if the cluster does not answer.
+        let released = (|| {
+            let vol = self.header_of_mounted(&*self.store()?, &v)?;
+            vol.metadata_remove(MOUNTED_KEY)?;
+            self.release_host_lock(&*vol)
+        })();
+        if let Err(e) = released {
+            tracing::warn!("volume '{name}' is unmounted; its host lock is released in the background: {e}");
+            self.stale_locks.lock().unwrap().insert(name.to_string());
+        }
         timing::step("metadata, unlock");
         Ok(Unmounted::Released)
     }

@@ -18,11 +18,18 @@ impl Engine {
     /// host's locks on volumes it no longer has mounted.
     pub async fn resume_background_work(&self) {
         self.resume_purges().await;
-        let leftovers = std::mem::take(&mut *self.inner.leftovers.lock().unwrap());
-        for name in leftovers {
+        self.release_stale_locks().await;
+    }
+
+    /// Releases this host's locks on volumes it no longer uses; what fails
+    /// stays for the next call (serve calls it at every check).
+    pub async fn release_stale_locks(&self) {
+        let names = std::mem::take(&mut *self.inner.stale_locks.lock().unwrap());
+        for name in names {
             let n = name.clone();
             if let Err(e) = self.locked("release", &name, move |inner| inner.release_stale_lock(&n)).await {
-                tracing::warn!("cannot release this host's lock on volume '{name}' (the next Mount or Unmount here retries): {e}");
+                tracing::debug!("cannot release this host's lock on volume '{name}' yet (retried): {e}");
+                self.inner.stale_locks.lock().unwrap().insert(name);
             }
         }
     }
@@ -50,7 +57,7 @@ impl Inner {
                 // reboot that device may be another image's.
                 let mapping = self.mapper.find(&image)?;
                 self.tear_down(&v, still_mounted, mapping, Teardown::Strict)?;
-                self.leftovers.lock().unwrap().push(v.name.clone());
+                self.stale_locks.lock().unwrap().insert(v.name.clone());
             }
         }
         // Mappings nobody recorded: a crash between map and the state write.
@@ -64,6 +71,13 @@ impl Inner {
             tracing::warn!("unmapping {} ({}): mapped but not recorded", m.image, m.device.display());
             self.mapper.unmap(&m)?;
         }
+        // Locks noted but not kept: a crash between taking a lock and
+        // recording the mount, or a release that never happened.
+        for name in self.lock_notes.all()? {
+            if !kept.contains_key(&name) {
+                self.stale_locks.lock().unwrap().insert(name);
+            }
+        }
         *self.mounted.lock().unwrap() = kept;
         Ok(())
     }
@@ -76,14 +90,14 @@ impl Inner {
             return Ok(());
         }
         let store = self.store()?;
-        let Some(entry) = self.dir_get(&*store, name)? else { return Ok(()) };
+        let Some(entry) = self.dir_get(&*store, name)? else { return Ok(self.lock_notes.clear(name)?) };
         let vol = match store.header(&entry.pool, &entry.namespace, name, entry.id.as_deref()) {
             Ok(v) => v,
-            Err(CephError::NotFound { .. }) => return Ok(()),
+            Err(CephError::NotFound { .. }) => return Ok(self.lock_notes.clear(name)?),
             Err(e) => return Err(e.into()),
         };
         if !self.holds_host_lock(&*vol)? {
-            return Ok(());
+            return Ok(self.lock_notes.clear(name)?);
         }
         vol.metadata_remove(MOUNTED_KEY)?;
         self.release_host_lock(&*vol)?;

@@ -103,6 +103,10 @@ impl Bed {
         self.dir.path().join("mnt").join(name)
     }
 
+    fn lock_notes(&self) -> Vec<String> {
+        crate::state::LockNotes::open(self.dir.path().join("state/locks")).unwrap().all().unwrap()
+    }
+
     fn state_file_count(&self) -> usize {
         std::fs::read_dir(self.dir.path().join("state/volumes")).unwrap().count()
     }
@@ -125,6 +129,7 @@ impl Bed {
         assert!(v.lockers.is_empty(), "host lock left: {:?}", v.lockers);
         assert!(!v.metadata.contains_key(MOUNTED_KEY), "mounted-by record left");
         assert_eq!(block_on(self.engine.path(name)).unwrap(), None);
+        assert!(self.lock_notes().is_empty(), "lock note left: {:?}", self.lock_notes());
     }
 }
 
@@ -495,4 +500,51 @@ fn a_mounted_volume_with_a_dot_name_survives_a_restart() {
         assert_eq!(bed.unmount(name, "c1").unwrap(), Unmounted::Released);
         bed.assert_nothing_left(name);
     }
+}
+
+#[test]
+fn a_lock_whose_release_fails_at_unmount_is_released_in_the_background() {
+    let bed = Bed::start(&["v"]);
+    bed.mount("v", "c1").unwrap();
+    bed.store.fail("host_unlock");
+    // Unmounted and unmapped: done for Docker.
+    assert_eq!(bed.unmount("v", "c1").unwrap(), Unmounted::Released);
+    assert!(bed.mapper.mapped().is_empty() && bed.state_file_count() == 0);
+    assert_eq!(bed.store.volume("v").unwrap().lockers.len(), 1, "the cluster did not answer");
+    block_on(bed.engine.check_all_mounted());
+    assert_eq!(bed.store.volume("v").unwrap().lockers.len(), 1, "still failing: kept for the next check");
+    bed.store.heal();
+    block_on(bed.engine.check_all_mounted());
+    bed.assert_nothing_left("v");
+}
+
+#[test]
+fn a_lock_whose_release_fails_in_a_rollback_is_released_in_the_background() {
+    let bed = Bed::start(&["v"]);
+    bed.mapper.fail("map");
+    bed.store.fail("host_unlock");
+    assert!(bed.mount("v", "c1").is_err());
+    assert_eq!(bed.store.volume("v").unwrap().lockers.len(), 1);
+    bed.store.heal();
+    block_on(bed.engine.check_all_mounted());
+    bed.assert_nothing_left("v");
+}
+
+#[test]
+fn a_lock_is_noted_before_it_is_taken_and_a_crash_after_taking_it_is_undone_at_the_next_start() {
+    let bed = Bed::start(&["v"]);
+    bed.mapper.hold_map();
+    let engine = bed.engine.clone();
+    let rt = runtime();
+    let _held = rt.spawn(async move { engine.mount("v", "c1").await });
+    eventually("the mount is in map", || bed.mapper.maps_waiting() == 1);
+    assert_eq!(bed.lock_notes(), vec!["v".to_string()], "noted while held");
+    // The plugin dies here (kill -9): a lock, a note, no state. A new run
+    // (the same host, another client) starts over the same fakes.
+    let (store, mapper, mounts, dir) = (bed.store.clone(), FakeMapper::new(bed.journal.clone()), FakeMounts::new(bed.journal.clone()), bed.dir);
+    std::mem::forget(rt);
+    let bed = Bed::start_over(&[], dir, Some((store, mapper, mounts)));
+    assert_eq!(bed.store.volume("v").unwrap().lockers.len(), 1);
+    block_on(bed.engine.resume_background_work());
+    bed.assert_nothing_left("v");
 }

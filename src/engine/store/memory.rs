@@ -70,6 +70,11 @@ impl MemoryStore {
         self.state.lock().unwrap().volumes.get_mut(name).unwrap().lockers = lockers;
     }
 
+    /// Makes every call work again.
+    pub fn heal(&self) {
+        self.state.lock().unwrap().failing.clear();
+    }
+
     /// Makes every later call named `call` fail.
     pub fn fail(&self, call: &str) {
         self.state.lock().unwrap().failing.insert(call.to_string());
