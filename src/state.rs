@@ -81,6 +81,26 @@ pub struct StateStore {
     dir: PathBuf,
 }
 
+/// This installation's id (`<state_dir>/install-id`), made on first use:
+/// 16 hex digits from the kernel's random source. It tells this machine's
+/// host locks from another's given the same host id.
+pub fn install_id(state_dir: &Path) -> Result<String, StateError> {
+    let path = state_dir.join("install-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Ok(id.to_ascii_lowercase());
+        }
+        tracing::warn!("{} is not an installation id: making a new one", path.display());
+    }
+    let mut bytes = [0u8; 8];
+    File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).map_err(io("read", Path::new("/dev/urandom")))?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir).map_err(io("create", state_dir))?;
+    write_atomic(&path, id.as_bytes())?;
+    Ok(id)
+}
+
 /// The host locks this host may hold: each volume's name is noted here
 /// before its lock is taken and cleared once it is released, so a crash
 /// in between leaves a note that the next start acts on. Files named as
@@ -270,6 +290,15 @@ mod tests {
         assert!(!old.exists() && store.has(".x"));
         store.remove(".x").unwrap();
         assert!(store.load_all().unwrap().is_empty(), "nothing of it left");
+    }
+
+    #[test]
+    fn the_installation_id_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = install_id(dir.path()).unwrap();
+        assert!(id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert_eq!(install_id(dir.path()).unwrap(), id);
+        assert_ne!(install_id(tempfile::tempdir().unwrap().path()).unwrap(), id);
     }
 
     #[test]

@@ -315,6 +315,27 @@ fn a_plugin_crash_loses_nothing_and_leaks_nothing() {
 }
 
 #[test]
+fn two_machines_given_the_same_host_id_never_both_mount_a_volume() {
+    let host = unique("dup");
+    let a = Plugin::start(cluster(), &host);
+    let b = Plugin::start(cluster(), &host);
+    let name = unique("dupvol");
+    ok(&a.create(&name, &[("size", "64")]));
+    ok(&a.mount(&name, &id(1)));
+    let refused = b.mount(&name, &id(2));
+    let msg = refused.err();
+    assert!(msg.contains(&format!("another machine that also calls itself host '{host}'")) && msg.contains("RBDVOL_HOST_ID"), "{msg}");
+    assert!(b.leftovers().is_empty(), "{:?}", b.leftovers());
+    // A keeps it through its periodic checks, and lets go normally.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(a.call("VolumeDriver.Path", &format!(r#"{{"Name":"{name}"}}"#)).json["Mountpoint"], a.mount_root().join(&name).to_str().unwrap());
+    ok(&a.unmount(&name, &id(1)));
+    ok(&b.mount(&name, &id(2)));
+    ok(&b.unmount(&name, &id(2)));
+    ok(&a.remove(&name));
+}
+
+#[test]
 fn one_host_at_a_time() {
     let a = plugin();
     let b = plugin();

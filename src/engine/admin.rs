@@ -36,7 +36,7 @@ fn open_read_only(cluster: &Cluster, name: &str, entry: &DirEntry) -> Result<Ima
 
 fn row(image: &Image, name: &str, entry: &DirEntry) -> Result<VolumeRow, EngineError> {
     let meta = image.metadata_list()?;
-    let host = image.header()?.host_lockers()?.lockers.first().map(|l| l.cookie.clone()).unwrap_or_default();
+    let host = image.header()?.host_lockers()?.lockers.first().map(|l| records::lock_host(&l.cookie).to_string()).unwrap_or_default();
     Ok(VolumeRow {
         name: name.to_string(),
         pool: entry.pool.clone(),
@@ -81,7 +81,7 @@ pub fn inspect(cluster: &Cluster, dir_pool: &str, name: &str) -> Result<serde_js
         "mounted_by": by.as_ref().map(|b| &b.host),
         "mounted_since": by.as_ref().map(|b| &b.since),
         "client_address": by.as_ref().map(|b| &b.addr),
-        "host_lock": lockers.lockers.iter().map(|l| serde_json::json!({"host": l.cookie, "client": l.client, "address": l.addr})).collect::<Vec<_>>(),
+        "host_lock": lockers.lockers.iter().map(|l| serde_json::json!({"host": records::lock_host(&l.cookie), "cookie": l.cookie, "client": l.client, "address": l.addr})).collect::<Vec<_>>(),
         "watchers": image.watchers()?.iter().map(|w| w.addr.clone()).collect::<Vec<_>>(),
     }))
 }
@@ -110,7 +110,7 @@ pub fn unlock(cluster: &Cluster, dir_pool: &str, name: &str, force: bool) -> Res
     if !watchers.is_empty() && !force {
         return Err(EngineError::StillWatched {
             name: name.to_string(),
-            host: holder.cookie.clone(),
+            host: records::lock_host(&holder.cookie).to_string(),
             since: records::mounted_since(header.metadata_get(MOUNTED_KEY)?.as_deref()),
             watchers: watchers.iter().map(|w| w.addr.clone()).collect::<Vec<_>>().join(", "),
         });
@@ -120,7 +120,7 @@ pub fn unlock(cluster: &Cluster, dir_pool: &str, name: &str, force: bool) -> Res
         Err(e) => return Err(e.into()),
     }
     header.metadata_remove(MOUNTED_KEY)?;
-    Ok(Unlocked::Broken { host: holder.cookie })
+    Ok(Unlocked::Broken { host: records::lock_host(&holder.cookie).to_string() })
 }
 
 fn open(cluster: &Cluster, dir_pool: &str, name: &str) -> Result<crate::ceph::Image, EngineError> {
@@ -162,7 +162,7 @@ pub fn takeover(cluster: &Cluster, dir_pool: &str, name: &str, me: &str, expiry:
     match header.host_lock(me, &format!("rbdvol takeover for {me}")) {
         Ok(_) => {}
         // Held for this host already (an earlier takeover).
-        Err(CephError::LockBusy { .. }) if header.host_lockers()?.lockers.iter().all(|l| l.cookie == me) => {}
+        Err(CephError::LockBusy { .. }) if header.host_lockers()?.lockers.iter().all(|l| records::lock_host(&l.cookie) == me) => {}
         Err(e) => return Err(e.into()),
     }
     Ok(taken)

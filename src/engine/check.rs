@@ -54,8 +54,8 @@ impl Inner {
             }
             r => r?,
         };
-        if !lockers.lockers.iter().any(|l| l.cookie == self.cfg.host_id) {
-            let by = lockers.lockers.first().map(|l| format!("host '{}'", l.cookie)).unwrap_or_else(|| "an admin (its lock was broken)".into());
+        if !lockers.lockers.iter().any(|l| self.is_own_lock(&l.cookie)) {
+            let by = lockers.lockers.first().map(|l| format!("host '{}'", records::lock_host(&l.cookie))).unwrap_or_else(|| "an admin (its lock was broken)".into());
             tracing::error!(
                 "volume '{name}' was taken over by {by}: this host was fenced; releasing it here without writing to it (its {} container(s) get I/O errors)",
                 v.ref_count()

@@ -1,10 +1,11 @@
 //! One host at a time: rbdvol's host lock on the image header (cookie =
-//! host id), taken before a volume is mapped and released after it is
-//! unmapped; and whether its holder is dead (automatic takeover).
+//! host id and installation id, `records::LockCookie`), taken before a
+//! volume is mapped and released after it is unmapped; and whether its
+//! holder is dead (automatic takeover).
 
 use std::time::{Duration, Instant};
 
-use super::records::{self, MountedBy, MOUNTED_KEY};
+use super::records::{self, LockCookie, MountedBy, MOUNTED_KEY};
 use super::store::Volume;
 use super::{takeover, EngineError, Inner};
 use crate::ceph::{CephError, Done};
@@ -15,7 +16,14 @@ const MOUNT_WAITS_FOR_WATCHES: Duration = Duration::from_secs(15);
 
 impl Inner {
     fn cookie(&self) -> &str {
-        &self.cfg.host_id
+        &self.cookie
+    }
+
+    /// Whether a lock with `cookie` is this host's own: this installation's,
+    /// or one for this host id with no installation (an older version's, an
+    /// admin's `rbdvol takeover`).
+    pub(super) fn is_own_lock(&self, cookie: &str) -> bool {
+        cookie == self.cookie || LockCookie::parse(cookie) == LockCookie { host: &self.cfg.host_id, install: None }
     }
 
     /// Takes this host's lock on `vol`, or says which host has it. The
@@ -28,14 +36,19 @@ impl Inner {
             Ok(_) => Ok(()),
             Err(CephError::LockBusy { .. }) => {
                 let lockers = vol.host_lockers()?;
-                if let Some(other) = lockers.lockers.iter().find(|l| l.cookie != self.cookie()) {
+                if let Some(other) = lockers.lockers.iter().find(|l| !self.is_own_lock(&l.cookie)) {
                     // Another host's: this host holds none.
                     self.lock_notes.clear(name)?;
+                    let host = records::lock_host(&other.cookie).to_string();
+                    if host == self.cfg.host_id {
+                        return Err(EngineError::DuplicateHostId { name: name.to_string(), host, cookie: other.cookie.clone() });
+                    }
                     let since = records::mounted_since(vol.metadata_get(MOUNTED_KEY)?.as_deref());
-                    return Err(EngineError::MountedElsewhere { name: name.to_string(), host: other.cookie.clone(), since });
+                    return Err(EngineError::MountedElsewhere { name: name.to_string(), host, since });
                 }
-                // Held under our own host id by an earlier run of this
-                // plugin (a restart gives us a new client id): take it over.
+                // Held by an earlier run of this installation (a restart
+                // gives us a new client id), or for this host id by an admin
+                // or an older version: take it over.
                 for l in &lockers.lockers {
                     vol.host_break_lock(&l.client, &l.cookie)?;
                 }
@@ -50,7 +63,7 @@ impl Inner {
     /// holds it, and clears its note. Idempotent.
     pub(super) fn release_host_lock(&self, vol: &dyn Volume) -> Result<(), EngineError> {
         if vol.host_unlock(self.cookie())? == Done::AlreadyDone {
-            for l in vol.host_lockers()?.lockers.iter().filter(|l| l.cookie == self.cookie()) {
+            for l in vol.host_lockers()?.lockers.iter().filter(|l| self.is_own_lock(&l.cookie)) {
                 vol.host_break_lock(&l.client, &l.cookie)?;
             }
         }
@@ -69,7 +82,7 @@ impl Inner {
 
     /// Whether this host holds `vol`'s lock.
     pub(super) fn holds_host_lock(&self, vol: &dyn Volume) -> Result<bool, EngineError> {
-        Ok(vol.host_lockers()?.lockers.iter().any(|l| l.cookie == self.cookie()))
+        Ok(vol.host_lockers()?.lockers.iter().any(|l| self.is_own_lock(&l.cookie)))
     }
 
     /// Whether `host`, holding the volume, is dead: automatic takeover is on,
@@ -110,7 +123,7 @@ impl Inner {
     pub(super) fn take_over_from_dead(&self, vol: &dyn Volume, name: &str) -> Result<(), EngineError> {
         let (image, header) = vol.ceph().ok_or_else(|| EngineError::NotFound(name.into()))?;
         let own = header.pool().cluster().own_address()?;
-        if let Some(t) = takeover::fence_holder(header, image, self.cookie(), &own, self.cfg.blocklist_expiry)? {
+        if let Some(t) = takeover::fence_holder(header, image, &self.cfg.host_id, &own, self.cfg.blocklist_expiry)? {
             tracing::warn!("volume '{name}': took it over from host '{}', whose consul session lapsed", t.from);
         }
         self.take_host_lock(vol, name)

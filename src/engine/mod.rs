@@ -85,6 +85,9 @@ pub enum EngineError {
     #[error("volume '{name}' is held by host '{host}' (since {since}), which still has it open ({watchers}): unmount it there; if that host is dead, wait ~30 s for its watch to time out, or use --force")]
     StillWatched { name: String, host: String, since: String, watchers: String },
 
+    #[error("volume '{name}' is held by another machine that also calls itself host '{host}' (another rbdvol installation, lock cookie '{cookie}'): give each machine its own RBDVOL_HOST_ID; if this machine was reinstalled while it had the volume mounted, release it with rbdvol unlock {name}")]
+    DuplicateHostId { name: String, host: String, cookie: String },
+
     #[error("volume '{name}' has snapshots ({snapshots}): remove them first (rbdvol snapshot rm {name}@<snapshot>)")]
     HasSnapshots { name: String, snapshots: String },
 
@@ -227,6 +230,8 @@ struct Inner {
     locks: Mutex<HashMap<String, VolumeLock>>,
     /// The directory and Get's answers, briefly cached.
     cache: DirectoryCache,
+    /// This host's lock cookie: its host id and installation id.
+    cookie: String,
     /// The host locks this host may hold, noted on disk before each is taken.
     lock_notes: LockNotes,
     /// Volumes whose host lock this host holds but no longer uses (left by
@@ -271,6 +276,7 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let state = StateStore::open(cfg.state_dir.join("volumes"))?;
         let lock_notes = LockNotes::open(cfg.state_dir.join("locks"))?;
+        let cookie = records::LockCookie::format(&cfg.host_id, &crate::state::install_id(&cfg.state_dir)?);
         std::fs::create_dir_all(&cfg.mount_root).map_err(HostError::io("create", &cfg.mount_root))?;
         let engine = Engine {
             inner: Arc::new(Inner {
@@ -284,6 +290,7 @@ impl Engine {
                 mounted: Mutex::new(BTreeMap::new()),
                 locks: Mutex::new(HashMap::new()),
                 cache: DirectoryCache::default(),
+                cookie,
                 lock_notes,
                 stale_locks: Mutex::new(BTreeSet::new()),
                 changes: Mutex::new(None),

@@ -9,7 +9,8 @@
 //!   filesystem's size in bytes, present once formatted), [`MOUNTED_KEY`]
 //!   (who has it mounted, a [`MountedBy`], removed at the last Unmount);
 //! - the host lock: a RADOS exclusive lock `rbdvol` on the image header
-//!   with the host id as cookie (`ceph::Header::host_lock`).
+//!   (`ceph::Header::host_lock`) whose cookie is a [`LockCookie`]: the host
+//!   id and this installation's id.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
@@ -132,6 +133,41 @@ impl MountedBy {
     }
 }
 
+/// The host lock's cookie: `HOST/INSTALL`, the host id and the id of the
+/// rbdvol installation (one per state directory) that took it, so two
+/// machines given the same host id never take each other's locks for their
+/// own. A cookie without an installation id is an older version's, or an
+/// admin's (`rbdvol takeover` holds a volume for a host id): that host's,
+/// whichever installation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockCookie<'a> {
+    pub host: &'a str,
+    pub install: Option<&'a str>,
+}
+
+/// An installation id: 16 lower-case hex digits.
+pub fn is_install_id(s: &str) -> bool {
+    s.len() == 16 && s.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+}
+
+impl<'a> LockCookie<'a> {
+    pub fn parse(cookie: &'a str) -> LockCookie<'a> {
+        match cookie.rsplit_once('/') {
+            Some((host, install)) if is_install_id(install) && !host.is_empty() => LockCookie { host, install: Some(install) },
+            _ => LockCookie { host: cookie, install: None },
+        }
+    }
+
+    pub fn format(host: &str, install: &str) -> String {
+        format!("{host}/{install}")
+    }
+}
+
+/// The host named by a lock cookie.
+pub fn lock_host(cookie: &str) -> &str {
+    LockCookie::parse(cookie).host
+}
+
 /// When the holder mounted the volume, from its [`MOUNTED_KEY`] record,
 /// for error messages.
 pub fn mounted_since(raw: Option<&str>) -> String {
@@ -233,6 +269,17 @@ mod tests {
         assert_eq!(mounted_since(Some(MOUNTED_V0)), "2026-11-20T10:00:00Z");
         assert_eq!(mounted_since(Some("{")), "an unknown time");
         assert_eq!(mounted_since(None), "an unknown time");
+    }
+
+    #[test]
+    fn lock_cookies_name_the_host_and_the_installation_and_older_ones_the_host() {
+        assert_eq!(LockCookie::parse("node1/0123456789abcdef"), LockCookie { host: "node1", install: Some("0123456789abcdef") });
+        assert_eq!(LockCookie::format("node1", "0123456789abcdef"), "node1/0123456789abcdef");
+        // What versions up to 0.1 (and `rbdvol takeover`) wrote: the host id alone.
+        assert_eq!(LockCookie::parse("node1"), LockCookie { host: "node1", install: None });
+        assert_eq!(LockCookie::parse("a/b"), LockCookie { host: "a/b", install: None });
+        assert_eq!(LockCookie::parse("/0123456789abcdef"), LockCookie { host: "/0123456789abcdef", install: None });
+        assert_eq!(lock_host("x/y/0123456789abcdef"), "x/y");
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl Inner {
         timing::step("directory");
         if let Some(holder) = header.host_lockers()?.lockers.first() {
             let since = records::mounted_since(header.metadata_get(MOUNTED_KEY)?.as_deref());
-            return Err(EngineError::MountedElsewhere { name: name.into(), host: holder.cookie.clone(), since });
+            return Err(EngineError::MountedElsewhere { name: name.into(), host: records::lock_host(&holder.cookie).to_string(), since });
         }
         timing::step("host lock");
         // Checked now: the deletion in the background could only log it.

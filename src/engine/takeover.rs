@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::records::{MountedBy, MOUNTED_KEY};
+use super::records::{lock_host, MountedBy, MOUNTED_KEY};
 use super::EngineError;
 use crate::ceph::{CephError, Header, Image};
 
@@ -99,8 +99,9 @@ pub fn fence_holder(
     expiry: Duration,
 ) -> Result<Option<TakenOver>, EngineError> {
     let lockers = header.host_lockers()?;
-    let Some(holder) = lockers.lockers.into_iter().find(|l| l.cookie != me) else { return Ok(None) };
-    let addrs = holder_clients(header, image, &holder.addr, &holder.cookie, own_addr)?;
+    let Some(holder) = lockers.lockers.into_iter().find(|l| lock_host(&l.cookie) != me) else { return Ok(None) };
+    let holder_host = lock_host(&holder.cookie).to_string();
+    let addrs = holder_clients(header, image, &holder.addr, &holder_host, own_addr)?;
     let cluster = header.pool().cluster();
     for addr in &addrs {
         cluster.blocklist_add(addr, expiry)?;
@@ -108,7 +109,7 @@ pub fn fence_holder(
     tracing::warn!(
         "volume '{}': fenced host '{}' (blocklisted {} for {} s)",
         image.name(),
-        holder.cookie,
+        holder_host,
         addrs.iter().cloned().collect::<Vec<_>>().join(", "),
         expiry.as_secs()
     );
@@ -125,7 +126,7 @@ pub fn fence_holder(
         if start.elapsed() > WATCHES_GONE {
             return Err(EngineError::StillWatched {
                 name: image.name().to_string(),
-                host: holder.cookie.clone(),
+                host: holder_host.clone(),
                 since: "before its fencing".into(),
                 watchers: left.join(", "),
             });
@@ -133,7 +134,7 @@ pub fn fence_holder(
         std::thread::sleep(Duration::from_millis(250));
     }
     header.metadata_remove(MOUNTED_KEY)?;
-    Ok(Some(TakenOver { from: holder.cookie, fenced: addrs.into_iter().collect(), expiry_secs: expiry.as_secs() }))
+    Ok(Some(TakenOver { from: holder_host, fenced: addrs.into_iter().collect(), expiry_secs: expiry.as_secs() }))
 }
 
 #[cfg(test)]

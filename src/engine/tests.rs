@@ -450,7 +450,9 @@ fn a_mount_takes_back_a_lock_this_host_left_under_its_own_id() {
     bed.store.add_volume("v", v);
     bed.mount("v", "c1").unwrap();
     assert_eq!(bed.journal()[..2], ["host_break_lock host-a".to_string(), "host_lock host-a".to_string()]);
-    assert_eq!(bed.store.volume("v").unwrap().lockers, vec![("client.4100".to_string(), HOST.to_string())]);
+    let lockers = bed.store.volume("v").unwrap().lockers;
+    assert_eq!(lockers.len(), 1);
+    assert_eq!(crate::engine::records::LockCookie::parse(&lockers[0].1).host, HOST);
 }
 
 #[test]
@@ -546,5 +548,35 @@ fn a_lock_is_noted_before_it_is_taken_and_a_crash_after_taking_it_is_undone_at_t
     let bed = Bed::start_over(&[], dir, Some((store, mapper, mounts)));
     assert_eq!(bed.store.volume("v").unwrap().lockers.len(), 1);
     block_on(bed.engine.resume_background_work());
+    bed.assert_nothing_left("v");
+}
+
+#[test]
+fn two_machines_with_the_same_host_id_never_both_mount_a_volume() {
+    let a = Bed::start(&["v"]);
+    a.mount("v", "c1").unwrap();
+    // Another machine, configured with the same host id, on the same cluster.
+    let b = Bed::start_over(&[], tempfile::tempdir().unwrap(), Some((a.store.clone(), FakeMapper::new(a.journal.clone()), FakeMounts::new(a.journal.clone()))));
+    a.clear_journal();
+    let e = b.mount("v", "c2").unwrap_err();
+    assert!(matches!(&e, EngineError::DuplicateHostId { host, .. } if host == HOST), "{e}");
+    assert!(e.to_string().contains("RBDVOL_HOST_ID"), "{e}");
+    assert!(a.journal().is_empty(), "b touched the volume: {:?}", a.journal());
+    // A's periodic check still finds the volume its own.
+    block_on(a.engine.check_all_mounted());
+    assert_eq!(block_on(a.engine.path("v")).unwrap(), Some(a.mountpoint("v")));
+    assert_eq!(a.unmount("v", "c1").unwrap(), Unmounted::Released);
+    assert!(matches!(b.mount("v", "c2"), Ok(Mounted::First(_))), "free once A let go");
+}
+
+#[test]
+fn a_lock_an_older_version_took_under_this_host_id_is_still_this_hosts() {
+    let bed = Bed::start(&["v"]);
+    bed.mount("v", "c1").unwrap();
+    // As if taken before the upgrade: the host id alone as cookie.
+    bed.store.set_lockers("v", vec![("client.4100".into(), HOST.into())]);
+    block_on(bed.engine.check_all_mounted());
+    assert_eq!(block_on(bed.engine.path("v")).unwrap(), Some(bed.mountpoint("v")), "not released as taken over");
+    assert_eq!(bed.unmount("v", "c1").unwrap(), Unmounted::Released);
     bed.assert_nothing_left("v");
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{Store, Volume};
 use crate::ceph::{CephError, Done, Locker, Lockers, Target};
-use crate::engine::records::DirEntry;
+use crate::engine::records::{lock_host, DirEntry};
 use crate::host::mapper::fake::Journal;
 
 #[derive(Debug, Clone, Default)]
@@ -195,7 +195,7 @@ impl Volume for Handle {
             if !v.lockers.is_empty() {
                 return Err(CephError::LockBusy { op: "lock", target: target(&self.name), errno: libc::EBUSY });
             }
-            log.push(format!("host_lock {cookie}"));
+            log.push(format!("host_lock {}", lock_host(cookie)));
             v.lockers.push((client, cookie.to_string()));
             Ok(Done::Changed)
         })
@@ -209,7 +209,7 @@ impl Volume for Handle {
             if v.lockers.len() == before {
                 return Ok(Done::AlreadyDone);
             }
-            log.push(format!("host_unlock {cookie}"));
+            log.push(format!("host_unlock {}", lock_host(cookie)));
             Ok(Done::Changed)
         })
     }
@@ -223,7 +223,7 @@ impl Volume for Handle {
     fn host_break_lock(&self, client: &str, cookie: &str) -> Result<Done, CephError> {
         self.store.check("host_break_lock", &self.name)?;
         self.store.with(&self.name, |v, log| {
-            log.push(format!("host_break_lock {cookie}"));
+            log.push(format!("host_break_lock {}", lock_host(cookie)));
             v.lockers.retain(|(c, k)| !(c == client && k == cookie));
             Ok(Done::Changed)
         })
