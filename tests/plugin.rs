@@ -336,6 +336,41 @@ fn two_machines_given_the_same_host_id_never_both_mount_a_volume() {
 }
 
 #[test]
+fn remove_on_one_host_and_mount_on_another_never_both_succeed() {
+    let a = plugin();
+    let b = plugin();
+    for round in 0..6 {
+        let name = unique("race");
+        ok(&a.create(&name, &[("size", "16")]));
+        ok(&b.get(&name));
+        // Both at once; who wins varies with the round.
+        let (removed, mounted) = std::thread::scope(|s| {
+            let r = s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(round * 7));
+                a.remove(&name)
+            });
+            let m = s.spawn(|| b.mount(&name, &id(1)));
+            (r.join().unwrap(), m.join().unwrap())
+        });
+        match (removed.err().is_empty(), mounted.err().is_empty()) {
+            (true, false) => {
+                assert!(mounted.err().contains("does not exist") || mounted.err().contains("mounted on host"), "{:?}", mounted.json);
+                assert!(b.leftovers().is_empty(), "{:?}", b.leftovers());
+            }
+            (false, true) => {
+                assert!(removed.err().contains(&format!("mounted on host '{}'", b.host_id)), "{:?}", removed.json);
+                ok(&b.unmount(&name, &id(1)));
+                ok(&a.remove(&name));
+            }
+            (true, true) => panic!("round {round}: removed while mounted on the other host"),
+            (false, false) => panic!("round {round}: both refused: {:?} {:?}", removed.json, mounted.json),
+        }
+        // (B's Get may answer from its 1 s cache: ask the host that removed it.)
+        assert!(a.get(&name).err().contains("does not exist"));
+    }
+}
+
+#[test]
 fn one_host_at_a_time() {
     let a = plugin();
     let b = plugin();

@@ -188,6 +188,12 @@ impl Inner {
             r => r?,
         }
         timing::step("host lock");
+        // A Remove (any host) holds the lock while it hides the volume: the
+        // entry read before the lock may be stale now.
+        if !self.dir_get(&*store, name)?.is_some_and(|e| e.state != EntryState::Removing) {
+            self.release_host_lock_or_retry(&*vol);
+            return Err(EngineError::NotFound(name.into()));
+        }
 
         // From here on, a failure undoes every step taken.
         let mut tx = MountTransaction { inner: self, vol: &*vol, name, steps: vec![Step::HostLocked] };

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::records::{self, DirEntry, EntryState, MOUNTED_KEY};
+use super::records::{DirEntry, EntryState};
+use super::store::Store;
 use super::{timing, Engine, EngineError, Inner, Removed};
 use crate::ceph::{self, CephError, Pool};
 
@@ -67,36 +68,39 @@ impl Inner {
             return Ok(Removed::Removed);
         }
         let pool = store.cluster().open_pool(&entry.pool, &entry.namespace)?;
-        let header = match pool.header_of(name, entry.id.as_deref()) {
-            Ok(h) => h,
+        let vol = match store.header(&entry.pool, &entry.namespace, name, entry.id.as_deref()) {
+            Ok(v) => v,
             Err(CephError::NotFound { .. }) => {
                 self.dir_remove(&store, name)?;
                 return Ok(Removed::AlreadyGone);
             }
             Err(e) => return Err(e.into()),
         };
-        let id = Some(header.id().to_string());
+        let id = Some(vol.id().to_string());
         timing::step("directory");
-        if let Some(holder) = header.host_lockers()?.lockers.first() {
-            let since = records::mounted_since(header.metadata_get(MOUNTED_KEY)?.as_deref());
-            return Err(EngineError::MountedElsewhere { name: name.into(), host: records::lock_host(&holder.cookie).to_string(), since });
-        }
+        // Remove holds the host lock, as Mount does: the two exclude each
+        // other on every host (a Mount re-reads the entry once it holds it).
+        self.take_host_lock(&*vol, name)?;
         timing::step("host lock");
-        // Checked now: the deletion in the background could only log it.
-        let image = pool.open_image_read_only(name)?;
-        let clones = image.children()?;
-        if !clones.is_empty() {
-            return Err(EngineError::HasClones { name: name.into(), clones: clones.join(", ") });
-        }
-        let snapshots = image.snapshots()?;
-        if !snapshots.is_empty() {
-            let snapshots = snapshots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
-            return Err(EngineError::HasSnapshots { name: name.into(), snapshots });
-        }
-        timing::step("snapshots");
-        self.dir_put(&store, name, &DirEntry { state: EntryState::Removing, id, ..entry })?;
-        timing::step("directory: removing");
-        Ok(Removed::Removed)
+        let hidden = (|| {
+            // Checked now: the deletion in the background could only log it.
+            let image = pool.open_image_read_only(name)?;
+            let clones = image.children()?;
+            if !clones.is_empty() {
+                return Err(EngineError::HasClones { name: name.into(), clones: clones.join(", ") });
+            }
+            let snapshots = image.snapshots()?;
+            if !snapshots.is_empty() {
+                let snapshots = snapshots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+                return Err(EngineError::HasSnapshots { name: name.into(), snapshots });
+            }
+            timing::step("snapshots");
+            self.dir_put(&store, name, &DirEntry { state: EntryState::Removing, id, ..entry })?;
+            timing::step("directory: removing");
+            Ok(Removed::Removed)
+        })();
+        self.release_host_lock_or_retry(&*vol);
+        hidden
     }
 
     /// Deletes the image of a removed (`removing`) volume, then its

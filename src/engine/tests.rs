@@ -128,7 +128,7 @@ impl Bed {
         let v = self.store.volume(name).unwrap();
         assert!(v.lockers.is_empty(), "host lock left: {:?}", v.lockers);
         assert!(!v.metadata.contains_key(MOUNTED_KEY), "mounted-by record left");
-        assert_eq!(block_on(self.engine.path(name)).unwrap(), None);
+        assert!(!matches!(block_on(self.engine.path(name)), Ok(Some(_))), "still has a path");
         assert!(self.lock_notes().is_empty(), "lock note left: {:?}", self.lock_notes());
     }
 }
@@ -579,4 +579,16 @@ fn a_lock_an_older_version_took_under_this_host_id_is_still_this_hosts() {
     assert_eq!(block_on(bed.engine.path("v")).unwrap(), Some(bed.mountpoint("v")), "not released as taken over");
     assert_eq!(bed.unmount("v", "c1").unwrap(), Unmounted::Released);
     bed.assert_nothing_left("v");
+}
+
+#[test]
+fn a_mount_racing_a_remove_on_another_host_lets_go_once_it_holds_the_lock() {
+    let bed = Bed::start(&["v"]);
+    // Another host's Remove hid the volume between this Mount's first
+    // read of the directory and its taking the host lock.
+    let removing = DirEntry { pool: "rbd".into(), namespace: String::new(), state: EntryState::Removing, id: Some("id-v".into()) };
+    bed.store.after_next_lock("v", Some(removing));
+    assert!(matches!(bed.mount("v", "c1"), Err(EngineError::NotFound(_))));
+    bed.assert_nothing_left("v");
+    assert!(bed.journal().iter().all(|j| !j.starts_with("map")), "never mapped: {:?}", bed.journal());
 }

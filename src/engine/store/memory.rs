@@ -27,6 +27,9 @@ struct State {
     volumes: BTreeMap<String, MemoryVolume>,
     /// Calls that fail (by name, e.g. "metadata_set rbdvol.mounted").
     failing: BTreeSet<String>,
+    /// A directory entry another host writes right after this one's next
+    /// host lock is taken (a race, made deterministic).
+    after_lock: Option<(String, Option<DirEntry>)>,
 }
 
 /// A store in memory. Cheap to clone; clones share their contents.
@@ -68,6 +71,12 @@ impl MemoryStore {
     /// Sets the host lock's holders as another host (or an admin) would.
     pub fn set_lockers(&self, name: &str, lockers: Vec<(String, String)>) {
         self.state.lock().unwrap().volumes.get_mut(name).unwrap().lockers = lockers;
+    }
+
+    /// Right after the next host lock is taken, sets volume `name`'s entry
+    /// to `entry` (None: removed), as another host racing would.
+    pub fn after_next_lock(&self, name: &str, entry: Option<DirEntry>) {
+        self.state.lock().unwrap().after_lock = Some((name.to_string(), entry));
     }
 
     /// Makes every call work again.
@@ -188,7 +197,7 @@ impl Volume for Handle {
     fn host_lock(&self, cookie: &str, _description: &str) -> Result<Done, CephError> {
         self.store.check("host_lock", &self.name)?;
         let client = self.store.client.clone();
-        self.store.with(&self.name, |v, log| {
+        let done = self.store.with(&self.name, |v, log| {
             if v.lockers.iter().any(|(c, k)| *c == client && k == cookie) {
                 return Ok(Done::AlreadyDone);
             }
@@ -198,7 +207,15 @@ impl Volume for Handle {
             log.push(format!("host_lock {}", lock_host(cookie)));
             v.lockers.push((client, cookie.to_string()));
             Ok(Done::Changed)
-        })
+        })?;
+        let mut s = self.store.state.lock().unwrap();
+        if let Some((name, entry)) = s.after_lock.take() {
+            match entry {
+                Some(e) => s.directory.insert(name, e),
+                None => s.directory.remove(&name),
+            };
+        }
+        Ok(done)
     }
     fn host_unlock(&self, cookie: &str) -> Result<Done, CephError> {
         self.store.check("host_unlock", &self.name)?;
