@@ -4,7 +4,7 @@
 //! volume and reconcile take a volume off this host through the same
 //! steps (`tear_down`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::directory::image_ref;
@@ -220,6 +220,10 @@ impl Inner {
     ) -> Result<PathBuf, EngineError> {
         let (vol, name, fstype) = (tx.vol, tx.name, meta.fstype);
         self.mapper.check_features(image_ref, vol.features()?)?;
+        // Who watches before the mapping: not ours to record (this plugin's
+        // own client is recorded as `addr`; others — a mgr, a backup job —
+        // must never be fenced for this host).
+        let before: BTreeSet<String> = vol.watchers()?.into_iter().collect();
         let m = self.mapper.map(image_ref, &self.connection.settings()?)?;
         timing::step("map");
         let device = m.device.clone();
@@ -254,7 +258,9 @@ impl Inner {
             }
             vol.metadata_set(FORMATTED_KEY, &size.to_string())?;
         }
-        let by = MountedBy { host: self.cfg.host_id.clone(), addr: store.own_address()?, since: records::now_rfc3339(), clients: vol.watchers()? };
+        // The mapping's clients: what watches now and did not before.
+        let clients = vol.watchers()?.into_iter().filter(|w| !before.contains(w)).collect();
+        let by = MountedBy { host: self.cfg.host_id.clone(), addr: store.own_address()?, since: records::now_rfc3339(), clients };
         tx.did(Step::MountedByRecorded);
         vol.metadata_set(MOUNTED_KEY, &by.to_json())?;
         let mut v = MountedVolume {

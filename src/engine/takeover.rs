@@ -55,18 +55,32 @@ fn is_single_client(addr: &str) -> bool {
     addr.rsplit_once('/').is_some_and(|(_, nonce)| nonce.parse::<u64>().is_ok_and(|n| n != 0))
 }
 
-/// The clients that may write for the holder of `header`'s host lock:
-/// those recorded at its mount, the lock's own client, and whoever watches
-/// the image now (except `own_addr`, the caller).
+/// The clients that may write for the holder of `header`'s host lock.
 fn holder_clients(header: &Header, image: &Image, holder_addr: &str, holder: &str, own_addr: &str) -> Result<BTreeSet<String>, EngineError> {
-    let mut addrs = BTreeSet::new();
-    if let Some(by) = header.metadata_get(MOUNTED_KEY)?.and_then(|m| MountedBy::parse(&m)).filter(|by| by.host == holder) {
-        addrs.extend(by.all_clients());
+    let record = header.metadata_get(MOUNTED_KEY)?.and_then(|m| MountedBy::parse(&m)).filter(|by| by.host == holder);
+    let watchers = if record.is_some() { Vec::new() } else { image.watchers()?.into_iter().map(|w| w.addr).collect() };
+    if record.is_none() && !watchers.is_empty() {
+        tracing::warn!(
+            "volume '{}': host '{holder}' left no record of its clients (a crash while mounting): fencing every client watching the image ({})",
+            image.name(),
+            watchers.join(", ")
+        );
     }
+    Ok(clients_to_fence(record, holder_addr, watchers, own_addr))
+}
+
+/// Whom to fence for a holder: exactly the clients it recorded at its
+/// mount (its mapper's and its plugin's) and its lock's client — never
+/// another watcher of the image (a mgr, rbd-mirror, a backup job). Only
+/// when it left no record (a crash between taking the lock and recording
+/// its mount) is every current watcher fenced: one of them may be its
+/// mapper. Never the caller (`own`), never a whole host (nonce 0).
+fn clients_to_fence(record: Option<MountedBy>, holder_addr: &str, watchers: Vec<String>, own: &str) -> BTreeSet<String> {
+    let mut addrs: BTreeSet<String> = record.map(MountedBy::all_clients).unwrap_or_default();
     addrs.insert(holder_addr.to_string());
-    addrs.extend(image.watchers()?.into_iter().map(|w| w.addr));
-    let own = plain_addr(own_addr);
-    Ok(addrs.iter().map(|a| plain_addr(a)).filter(|a| *a != own && is_single_client(a)).collect())
+    addrs.extend(watchers);
+    let own = plain_addr(own);
+    addrs.iter().map(|a| plain_addr(a)).filter(|a| *a != own && is_single_client(a)).collect()
 }
 
 /// An address without its messenger type (`v1:`, `v2:`, `any:`): librados
@@ -148,6 +162,21 @@ mod tests {
         assert!(!is_single_client("10.0.0.5:0/0"));
         assert!(!is_single_client("10.0.0.5"));
         assert!(!is_single_client("10.0.0.5:0/x"));
+    }
+
+    #[test]
+    fn only_the_clients_a_holder_recorded_are_fenced_never_other_watchers() {
+        let record = MountedBy {
+            host: "a".into(),
+            addr: "10.0.0.1:0/11".into(),
+            since: "t".into(),
+            clients: vec!["v1:10.0.0.1:0/22".into()],
+        };
+        let fenced = clients_to_fence(Some(record), "10.0.0.1:0/11", vec![], "10.0.0.2:0/99");
+        assert_eq!(fenced.into_iter().collect::<Vec<_>>(), vec!["10.0.0.1:0/11", "10.0.0.1:0/22"]);
+        // Without a record (a crash while mounting): every watcher but the caller.
+        let fenced = clients_to_fence(None, "10.0.0.1:0/11", vec!["10.0.0.3:0/33".into(), "10.0.0.2:0/99".into(), "10.0.0.4:0/0".into()], "10.0.0.2:0/99");
+        assert_eq!(fenced.into_iter().collect::<Vec<_>>(), vec!["10.0.0.1:0/11", "10.0.0.3:0/33"]);
     }
 
     #[test]

@@ -592,3 +592,15 @@ fn a_mount_racing_a_remove_on_another_host_lets_go_once_it_holds_the_lock() {
     bed.assert_nothing_left("v");
     assert!(bed.journal().iter().all(|j| !j.starts_with("map")), "never mapped: {:?}", bed.journal());
 }
+
+#[test]
+fn a_mount_records_only_the_clients_its_mapping_added_never_other_watchers() {
+    let bed = Bed::start(&[]);
+    // A backup job (or a mgr) watches the image already.
+    let v = MemoryVolume { watchers: vec!["10.0.0.9:0/77".into()], ..ready_volume("v") };
+    bed.store.add_volume("v", v);
+    bed.mount("v", "c1").unwrap();
+    let by = crate::engine::records::MountedBy::of(&bed.store.volume("v").unwrap().metadata).unwrap();
+    assert!(!by.clients.contains(&"10.0.0.9:0/77".to_string()), "{by:?}");
+    assert_eq!(by.addr, "127.0.0.1:0/1000", "this plugin's own client");
+}

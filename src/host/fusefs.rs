@@ -55,7 +55,9 @@ impl ServerSettings {
             timeouts_secs: [
                 settings.timeouts.connect.as_secs(),
                 settings.timeouts.mon_op.as_secs(),
-                settings.timeouts.osd_op.as_secs(),
+                // Its I/O ends within the mappers' bound, whatever the
+                // plugin's own calls may wait (see `mapper::IO_TIMEOUT`).
+                settings.timeouts.osd_op.min(super::mapper::IO_TIMEOUT).as_secs(),
             ],
         }
     }

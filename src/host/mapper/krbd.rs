@@ -77,7 +77,16 @@ pub fn kernel_mon_addrs(mon_host: &str, v2: bool) -> Result<String, HostError> {
 pub fn add_string(image: &ImageRef, settings: &CephSettings) -> Result<String, HostError> {
     let ms_mode = settings.options.get("ms_mode");
     let mons = kernel_mon_addrs(&settings.mon_host, ms_mode.is_some())?;
-    let mut opts = vec![format!("name={}", settings.user), format!("key=client.{}", settings.user)];
+    // noshare: a kernel client of its own per mapping, so fencing one
+    // volume's client never stops this host's other volumes.
+    // osd_request_timeout: no request outlives the fencing that refused it
+    // (see `OSD_REQUEST_TIMEOUT`).
+    let mut opts = vec![
+        format!("name={}", settings.user),
+        format!("key=client.{}", settings.user),
+        "noshare".to_string(),
+        format!("osd_request_timeout={}", super::IO_TIMEOUT.as_secs()),
+    ];
     if let Some(mode) = ms_mode {
         opts.push(format!("ms_mode={mode}"));
     }
@@ -252,7 +261,7 @@ mod tests {
     #[test]
     fn add_string_uses_the_keyring_never_the_secret() {
         let line = add_string(&image(""), &settings("[v2:10.0.0.1:3300,v1:10.0.0.1:6789],[v2:10.0.0.2:3300,v1:10.0.0.2:6789]")).unwrap();
-        assert_eq!(line, "10.0.0.1:6789,10.0.0.2:6789 name=docker,key=client.docker rbd db -");
+        assert_eq!(line, "10.0.0.1:6789,10.0.0.2:6789 name=docker,key=client.docker,noshare,osd_request_timeout=30 rbd db -");
         assert!(!line.contains("secret=") && !line.contains("AQBX"));
     }
 
@@ -261,7 +270,7 @@ mod tests {
         let mut s = settings("10.0.0.1");
         s.options.insert("ms_mode".into(), "secure".into());
         let line = add_string(&image("team-a"), &s).unwrap();
-        assert_eq!(line, "10.0.0.1:3300 name=docker,key=client.docker,ms_mode=secure,_pool_ns=team-a rbd db -");
+        assert_eq!(line, "10.0.0.1:3300 name=docker,key=client.docker,noshare,osd_request_timeout=30,ms_mode=secure,_pool_ns=team-a rbd db -");
     }
 
     #[test]

@@ -90,6 +90,13 @@ pub trait Mapper: Send + Sync {
     }
 }
 
+/// The longest a mapped device's request may wait on the cluster before it
+/// fails: krbd's `osd_request_timeout`, rbd-nbd's `--io-timeout` and its
+/// librbd's `rados_osd_op_timeout`, the user-space server's
+/// `rados_osd_op_timeout`. A fenced host's requests therefore end within
+/// it, well inside the shortest blocklist expiry (60 s).
+pub const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Waits (up to 10 s) until `device` is at least `size` bytes.
 pub(crate) fn wait_for_size(device: &Path, size: u64) -> Result<(), HostError> {
     let start = std::time::Instant::now();

@@ -94,6 +94,14 @@ impl Mapper for Nbd {
         for (k, v) in &settings.options {
             cmd.arg(format!("--{k}={v}"));
         }
+        // Every request ends within IO_TIMEOUT: the kernel's nbd timeout, and
+        // librbd's own bounds on the cluster (rbdvol's, not Ceph's unbounded
+        // defaults), so a fenced host's requests end before its fencing can.
+        let t = &settings.timeouts;
+        cmd.arg(format!("--io-timeout={}", super::IO_TIMEOUT.as_secs()));
+        cmd.arg(format!("--rados_osd_op_timeout={}", t.osd_op.min(super::IO_TIMEOUT).as_secs()));
+        cmd.arg(format!("--rados_mon_op_timeout={}", t.mon_op.as_secs()));
+        cmd.arg(format!("--client_mount_timeout={}", t.connect.as_secs()));
         let fd = key.as_raw_fd();
         // SAFETY: between fork and exec we only call dup2 and fcntl, which
         // are async-signal-safe; fd stays open in the parent until the spawn.
