@@ -120,6 +120,12 @@ fn takeover_fences_a_hung_holder_whose_writes_then_fail() {
     let key = cluster().admin_settings().key.expose().to_string();
     assert!(!String::from_utf8_lossy(&out.stdout).contains(&key) && !String::from_utf8_lossy(&out.stderr).contains(&key));
 
+    // The fencing is recorded on the volume, for its holders to keep up
+    // until host A has let go.
+    let fenced_record = || cluster().connect().open_pool("rbd", "").unwrap().open_image_read_only(&v).unwrap().metadata_get(records::FENCED_KEY).unwrap();
+    let record = fenced_record().expect("the fencing is recorded");
+    assert!(record.contains("\"host\":\"host-a\"") && fenced.iter().all(|a| record.contains(a.as_str())), "{record}");
+
     // Host B mounts it and reads everything A had fsynced.
     let mounted = b.mount(&v, &id(2));
     ok(&mounted);
@@ -141,6 +147,12 @@ fn takeover_fences_a_hung_holder_whose_writes_then_fail() {
     }
     assert!(a.leftovers_now().is_empty(), "host A left: {:?}", a.leftovers_now());
     assert!(!a.state_dir().join("volumes").join(rbdvol::state::file_name(&v)).exists(), "host A still records the volume");
+    // Having let go, A says so: the record of its fencing goes.
+    let start = Instant::now();
+    while fenced_record().is_some_and(|r| r.contains("host-a")) && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!fenced_record().is_some_and(|r| r.contains("host-a")), "host A never acknowledged its fencing: {:?}", fenced_record());
     // Docker on host A eventually sends its Unmount: answered, changes nothing.
     ok(&a.unmount(&v, &id(1)));
     assert_eq!(std::fs::read_to_string(format!("{at_b}/from-b.txt")).unwrap(), "host b was here\n");

@@ -5,7 +5,10 @@
 
 use super::mount::Teardown;
 use super::records::{self, FORMATTED_KEY};
-use super::store::Volume;
+use std::sync::Arc;
+
+use super::fence::Renew;
+use super::store::{Store, Volume};
 use super::{Checked, Engine, EngineError, Inner};
 use crate::ceph::{CephError, Lockers};
 use crate::host::fs::{self, Fstype};
@@ -33,10 +36,11 @@ impl Inner {
     /// Checks one volume mounted here: still ours, and its size.
     pub(super) fn check_volume(&self, name: &str) -> Result<Checked, EngineError> {
         let Some(v) = self.mounted.lock().unwrap().get(name).cloned() else { return Ok(Checked::Fine) };
-        let look = || -> Result<(Box<dyn Volume>, Lockers), EngineError> {
-            let vol = self.header_of_mounted(&*self.store()?, &v)?;
+        let look = || -> Result<(Arc<dyn Store>, Box<dyn Volume>, Lockers), EngineError> {
+            let store = self.store()?;
+            let vol = self.header_of_mounted(&*store, &v)?;
             let lockers = vol.host_lockers()?;
-            Ok((vol, lockers))
+            Ok((store, vol, lockers))
         };
         let looked = match look() {
             // This plugin's own client was fenced with the rest: look with a new one.
@@ -46,7 +50,7 @@ impl Inner {
             }
             r => r,
         };
-        let (vol, lockers) = match looked {
+        let (store, vol, lockers) = match looked {
             Err(EngineError::Ceph(CephError::NotFound { .. })) => {
                 tracing::error!("volume '{name}' no longer exists in ceph (taken over and removed by another host): releasing it here");
                 self.release_fenced(&v);
@@ -62,6 +66,9 @@ impl Inner {
             );
             self.release_fenced(&v);
             return Ok(Checked::Released);
+        }
+        if let Err(e) = self.keep_fenced(&*store, &*vol, name, Renew::WhenDue) {
+            tracing::warn!("volume '{name}': cannot renew the fencing of the hosts it was taken from: {e}");
         }
         self.grow_online(&*vol, &v)
     }
@@ -88,8 +95,10 @@ impl Inner {
     }
 
     /// Lets go of a volume another host took over: nothing of it is written
-    /// again from here (the mapping is fenced anyway).
+    /// again from here (the mapping is fenced anyway). Then, in the
+    /// background, the fencing is acknowledged (`release_stale_lock`).
     fn release_fenced(&self, v: &MountedVolume) {
         let _ = self.tear_down(v, true, Some(self.mapping_of(v)), Teardown::Fenced);
+        self.stale_locks.lock().unwrap().insert(v.name.clone());
     }
 }

@@ -14,6 +14,7 @@
 //! - `connection`: the cluster handle and the settings in force;
 //! - `directory`: the volume directory and its caches;
 //! - `host_lock`: one host at a time (take, release, a dead holder);
+//! - `fence`: fencing kept until the fenced host let go;
 //! - `create`, `format`: Create and clones, and formatting new volumes;
 //! - `mount`: Mount and Unmount, as a transaction undone in reverse;
 //! - `check`: the periodic check of mounted volumes (taken over, grown);
@@ -30,6 +31,7 @@ mod connection;
 mod create;
 mod directory;
 pub mod doctor;
+mod fence;
 mod format;
 pub mod fs_options;
 mod host_lock;
@@ -244,6 +246,8 @@ struct Inner {
     /// Says whether another host is alive (Consul sessions), for automatic
     /// takeover.
     liveness: std::sync::OnceLock<Arc<dyn takeover::HostLiveness>>,
+    /// When this host last renewed the fencing of each volume's fenced hosts.
+    fence_renewed: Mutex<HashMap<String, std::time::Instant>>,
     /// Volumes whose online grow failed, with the size tried: not retried
     /// until the image grows again (the next mount grows them).
     grow_failed: Mutex<HashMap<String, u64>>,
@@ -296,6 +300,7 @@ impl Engine {
                 changes: Mutex::new(None),
                 liveness: std::sync::OnceLock::new(),
                 grow_failed: Mutex::new(HashMap::new()),
+                fence_renewed: Mutex::new(HashMap::new()),
             }),
         };
         engine.inner.reconcile()?;

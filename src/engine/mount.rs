@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::directory::image_ref;
+use super::fence::Renew;
 use super::format::Blank;
 use super::records::{self, DirEntry, EntryState, MountedBy, VolumeMeta, FORMATTED_KEY, MOUNTED_KEY};
 use super::store::{Store, Volume};
@@ -302,7 +303,11 @@ impl Inner {
         // Unmounted and unmapped: done for Docker. The lock (and its record)
         // goes now, or in the background if the cluster does not answer.
         let released = (|| {
-            let vol = self.header_of_mounted(&*self.store()?, &v)?;
+            let store = self.store()?;
+            let vol = self.header_of_mounted(&*store, &v)?;
+            // Hosts fenced off it that have not let go stay fenced while
+            // nobody holds it.
+            self.keep_fenced(&*store, &*vol, name, Renew::Unmounting)?;
             vol.metadata_remove(MOUNTED_KEY)?;
             self.release_host_lock(&*vol)
         })();

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::fence::Renew;
 use super::mount::Teardown;
 use super::records::MOUNTED_KEY;
 use super::{Engine, EngineError, Inner};
@@ -96,13 +97,16 @@ impl Inner {
             Err(CephError::NotFound { .. }) => return Ok(self.lock_notes.clear(name)?),
             Err(e) => return Err(e.into()),
         };
+        // Fenced off it by another host: say this host has let go.
+        self.acknowledge_fence(&*vol)?;
         if !self.holds_host_lock(&*vol)? {
             return Ok(self.lock_notes.clear(name)?);
         }
+        self.keep_fenced(&*store, &*vol, name, Renew::Unmounting)?;
         vol.metadata_remove(MOUNTED_KEY)?;
         self.release_host_lock(&*vol)?;
         self.cache.invalidate(name);
-        tracing::info!("released this host's lock on volume '{name}', left by an earlier run");
+        tracing::info!("released this host's lock on volume '{name}', which it no longer has mounted");
         Ok(())
     }
 }

@@ -25,6 +25,9 @@ pub const VOLUME_KEY: &str = "rbdvol.volume";
 pub const FORMATTED_KEY: &str = "rbdvol.formatted";
 /// Who has it mounted, JSON ([`MountedBy`]); removed at the last Unmount.
 pub const MOUNTED_KEY: &str = "rbdvol.mounted";
+/// Hosts fenced off the volume that have not yet let go of it, JSON (a
+/// list of [`Fenced`]): their clients stay blocklisted until they do.
+pub const FENCED_KEY: &str = "rbdvol.fenced";
 
 /// The directory key of volume `name`.
 pub fn directory_key(name: &str) -> String {
@@ -174,6 +177,27 @@ pub fn mounted_since(raw: Option<&str>) -> String {
     raw.and_then(MountedBy::parse).map(|m| m.since).unwrap_or_else(|| "an unknown time".into())
 }
 
+/// A host fenced off a volume by a takeover, not yet known to have let go
+/// of it: whoever holds the volume keeps its clients blocklisted until the
+/// host removes this entry (it does once it has released the volume).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Fenced {
+    pub host: String,
+    pub clients: Vec<String>,
+    pub since: String,
+}
+
+impl Fenced {
+    /// The list in a [`FENCED_KEY`] value (unreadable: none).
+    pub fn parse_list(raw: Option<&str>) -> Vec<Fenced> {
+        raw.and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default()
+    }
+
+    pub fn list_json(list: &[Fenced]) -> String {
+        serde_json::to_string(list).expect("fenced hosts serialize")
+    }
+}
+
 /// The filesystem's size recorded in [`FORMATTED_KEY`], if readable.
 pub fn parse_formatted(raw: Option<&str>) -> Option<u64> {
     raw.and_then(|s| s.parse().ok())
@@ -290,7 +314,16 @@ mod tests {
     }
 
     #[test]
+    fn fenced_hosts_round_trip_and_unreadable_means_none() {
+        let list = vec![Fenced { host: "a".into(), clients: vec!["10.0.0.1:0/1".into()], since: "t".into() }];
+        assert_eq!(Fenced::parse_list(Some(&Fenced::list_json(&list))), list);
+        assert_eq!(Fenced::list_json(&list), r#"[{"host":"a","clients":["10.0.0.1:0/1"],"since":"t"}]"#);
+        assert!(Fenced::parse_list(Some("{")).is_empty() && Fenced::parse_list(None).is_empty());
+    }
+
+    #[test]
     fn the_key_names_never_change() {
+        assert_eq!(FENCED_KEY, "rbdvol.fenced");
         assert_eq!((DIRECTORY_PREFIX, VOLUME_KEY, FORMATTED_KEY, MOUNTED_KEY), ("rbdvol.volume.", "rbdvol.volume", "rbdvol.formatted", "rbdvol.mounted"));
         assert_eq!(directory_key("v"), "rbdvol.volume.v");
     }

@@ -28,6 +28,8 @@ pub(crate) trait Store: Send + Sync {
     fn header(&self, pool: &str, namespace: &str, image: &str, id: Option<&str>) -> Result<Box<dyn Volume>, CephError>;
     /// This client's address, recorded as the holder's.
     fn own_address(&self) -> Result<String, CephError>;
+    /// Blocklists client `addr` for `expiry` (again: an entry is renewed).
+    fn blocklist(&self, addr: &str, expiry: std::time::Duration) -> Result<(), CephError>;
 }
 
 /// One volume's image, as the host path uses it.
@@ -114,6 +116,10 @@ impl Store for CephStore {
 
     fn own_address(&self) -> Result<String, CephError> {
         self.cluster.own_address()
+    }
+
+    fn blocklist(&self, addr: &str, expiry: std::time::Duration) -> Result<(), CephError> {
+        self.cluster.blocklist_add(addr, expiry)
     }
 }
 

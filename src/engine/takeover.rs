@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::records::{lock_host, MountedBy, MOUNTED_KEY};
+use super::records::{lock_host, now_rfc3339, Fenced, MountedBy, FENCED_KEY, MOUNTED_KEY};
 use super::EngineError;
 use crate::ceph::{CephError, Header, Image};
 
@@ -147,6 +147,11 @@ pub fn fence_holder(
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+    // Kept blocklisted by whoever holds the volume until that host lets go.
+    let mut fenced = Fenced::parse_list(header.metadata_get(FENCED_KEY)?.as_deref());
+    fenced.retain(|f| f.host != holder_host);
+    fenced.push(Fenced { host: holder_host.clone(), clients: addrs.iter().cloned().collect(), since: now_rfc3339() });
+    header.metadata_set(FENCED_KEY, &Fenced::list_json(&fenced))?;
     header.metadata_remove(MOUNTED_KEY)?;
     Ok(Some(TakenOver { from: holder_host, fenced: addrs.into_iter().collect(), expiry_secs: expiry.as_secs() }))
 }

@@ -604,3 +604,47 @@ fn a_mount_records_only_the_clients_its_mapping_added_never_other_watchers() {
     assert!(!by.clients.contains(&"10.0.0.9:0/77".to_string()), "{by:?}");
     assert_eq!(by.addr, "127.0.0.1:0/1000", "this plugin's own client");
 }
+
+fn fenced_entry(host: &str, client: &str) -> String {
+    crate::engine::records::Fenced::list_json(&[crate::engine::records::Fenced { host: host.into(), clients: vec![client.into()], since: "t".into() }])
+}
+
+#[test]
+fn the_holder_keeps_a_fenced_host_blocklisted_until_it_lets_go() {
+    let bed = Bed::start(&[]);
+    let mut v = ready_volume("v");
+    v.metadata.insert(crate::engine::records::FENCED_KEY.into(), fenced_entry("host-b", "10.0.0.2:0/5"));
+    bed.store.add_volume("v", v);
+    bed.mount("v", "c1").unwrap();
+    bed.clear_journal();
+    block_on(bed.engine.check_all_mounted());
+    assert_eq!(bed.journal(), vec!["blocklist 10.0.0.2:0/5 3600".to_string()], "renewed at the first check");
+    block_on(bed.engine.check_all_mounted());
+    assert_eq!(bed.journal().len(), 1, "not again before a third of the expiry");
+    // Unmounted while host-b has not let go: held for 30 days.
+    bed.clear_journal();
+    assert_eq!(bed.unmount("v", "c1").unwrap(), Unmounted::Released);
+    assert!(bed.journal().contains(&"blocklist 10.0.0.2:0/5 2592000".to_string()), "{:?}", bed.journal());
+    // Once host-b has let go, nobody renews it.
+    bed.store.set_metadata("v", crate::engine::records::FENCED_KEY, None);
+    bed.mount("v", "c1").unwrap();
+    bed.clear_journal();
+    block_on(bed.engine.check_all_mounted());
+    assert!(bed.journal().iter().all(|j| !j.starts_with("blocklist")), "{:?}", bed.journal());
+}
+
+#[test]
+fn a_fenced_host_lets_go_and_says_so() {
+    let bed = Bed::start(&["v"]);
+    bed.mount("v", "c1").unwrap();
+    // Host B took it over: fenced this host, holds the lock, recorded it.
+    bed.store.set_lockers("v", vec![("client.9".into(), "host-b".into())]);
+    bed.store.set_metadata("v", crate::engine::records::FENCED_KEY, Some(&fenced_entry(HOST, "127.0.0.1:0/1000")));
+    block_on(bed.engine.check_all_mounted());
+    assert_eq!(block_on(bed.engine.path("v")).unwrap(), None, "released");
+    // The acknowledgement goes out at the next check (or right after).
+    block_on(bed.engine.check_all_mounted());
+    assert!(!bed.store.volume("v").unwrap().metadata.contains_key(crate::engine::records::FENCED_KEY), "acknowledged");
+    assert_eq!(bed.store.volume("v").unwrap().lockers, vec![("client.9".to_string(), "host-b".to_string())], "B's lock untouched");
+    assert!(bed.lock_notes().is_empty());
+}

@@ -79,6 +79,16 @@ impl MemoryStore {
         self.state.lock().unwrap().after_lock = Some((name.to_string(), entry));
     }
 
+    /// Sets (or with None removes) a metadata key as another host would.
+    pub fn set_metadata(&self, name: &str, key: &str, value: Option<&str>) {
+        let mut s = self.state.lock().unwrap();
+        let v = s.volumes.get_mut(name).unwrap();
+        match value {
+            Some(val) => v.metadata.insert(key.into(), val.into()),
+            None => v.metadata.remove(key),
+        };
+    }
+
     /// Makes every call work again.
     pub fn heal(&self) {
         self.state.lock().unwrap().failing.clear();
@@ -140,6 +150,11 @@ impl Store for MemoryStore {
     fn own_address(&self) -> Result<String, CephError> {
         self.check("own_address", "")?;
         Ok("127.0.0.1:0/1000".into())
+    }
+    fn blocklist(&self, addr: &str, expiry: std::time::Duration) -> Result<(), CephError> {
+        self.check("blocklist", addr)?;
+        self.journal.lock().unwrap().push(format!("blocklist {addr} {}", expiry.as_secs()));
+        Ok(())
     }
 }
 
