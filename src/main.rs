@@ -7,6 +7,10 @@ use clap::Parser;
 
 fn main() {
     init_logging();
+    // Every rbdvol process may hold the cephx key: none leaves a core dump.
+    if let Err(e) = rbdvol::host::sys::forbid_core_dumps() {
+        tracing::warn!("{e}");
+    }
     if let Err(e) = cli::run(cli::Cli::parse()) {
         // One line, each cause after a colon unless the message already
         // says it: never a backtrace.

@@ -112,6 +112,7 @@ impl CephSettings {
         let mut mon_host = None;
         let mut user = None;
         let mut key = None;
+        let mut key_file = None;
         let mut options = BTreeMap::new();
         let mut timeouts = Timeouts::default();
         for (name, value) in vars {
@@ -124,6 +125,7 @@ impl CephSettings {
                 "RBD_CONF_GLOBAL_MON_HOST" => mon_host = Some(value),
                 "RBD_CONF_KEYRING_USER" => user = Some(value),
                 "RBD_CONF_KEYRING_KEY" => key = Some(Secret::new(value)),
+                "RBD_CONF_KEYRING_KEY_FILE" => key_file = Some(value),
                 // Caps describe the key to whoever creates it; not a client option.
                 n if n.starts_with("RBD_CONF_KEYRING_") => {}
                 // wetopi's cluster name and rbdvol's own pool/namespace/device
@@ -162,12 +164,37 @@ impl CephSettings {
                 reason: format!("'{user}' is not a cephx user id (e.g. client.docker)"),
             });
         }
+        let key = match (key, key_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    name: "RBD_CONF_KEYRING_KEY_FILE".into(),
+                    reason: "set either it or RBD_CONF_KEYRING_KEY, not both".into(),
+                })
+            }
+            (None, Some(path)) => Some(read_key_file(path.trim())?),
+            (key, None) => key,
+        };
         let key = key.filter(|k| !k.is_empty()).ok_or(ConfigError::Missing {
             name: "RBD_CONF_KEYRING_KEY",
             hint: "set it to the cephx key of RBD_CONF_KEYRING_USER (ceph auth get-key client.<user>)",
         })?;
         Ok(CephSettings { mon_host, user, key, options, timeouts })
     }
+}
+
+/// The key in `path`: the key alone, or a keyring (`key = ...` in it). The
+/// file's contents never appear in an error.
+fn read_key_file(path: &str) -> Result<Secret, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid { name: "RBD_CONF_KEYRING_KEY_FILE".into(), reason };
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read {path}: {e}")))?);
+    let key = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("key").map(str::trim_start).and_then(|r| r.strip_prefix('=')).map(str::trim))
+        .unwrap_or_else(|| text.trim());
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        return Err(invalid(format!("{path} holds no cephx key (the key alone, or a keyring with a 'key = ' line)")));
+    }
+    Ok(Secret::new(key))
 }
 
 /// `RBD_CONF_<SECTION>_<OPTION>` → `option` for the sections a client reads
@@ -220,6 +247,23 @@ mod tests {
         .unwrap();
         assert!(s.options.is_empty(), "{:?}", s.options);
         assert_eq!(s.timeouts, Timeouts::default());
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("key");
+        std::fs::write(&raw, "AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg==\n").unwrap();
+        let keyring = dir.path().join("keyring");
+        std::fs::write(&keyring, "[client.docker]\n\tkey = AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg==\n\tcaps mon = \"profile rbd\"\n").unwrap();
+        for f in [&raw, &keyring] {
+            let s = CephSettings::from_vars(vars(&[("RBD_CONF_GLOBAL_MON_HOST", "10.0.0.1"), ("RBD_CONF_KEYRING_KEY_FILE", f.to_str().unwrap())])).unwrap();
+            assert_eq!(s.key.expose(), "AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg==");
+        }
+        let e = CephSettings::from_vars(vars(&[("RBD_CONF_GLOBAL_MON_HOST", "10.0.0.1"), ("RBD_CONF_KEYRING_KEY_FILE", "/nonexistent/key")])).unwrap_err();
+        assert!(e.to_string().contains("RBD_CONF_KEYRING_KEY_FILE") && e.to_string().contains("/nonexistent/key"), "{e}");
+        let both = [("RBD_CONF_GLOBAL_MON_HOST", "10.0.0.1"), ("RBD_CONF_KEYRING_KEY", "k"), ("RBD_CONF_KEYRING_KEY_FILE", raw.to_str().unwrap())];
+        assert!(CephSettings::from_vars(vars(&both)).unwrap_err().to_string().contains("not both"));
+        let garbage = dir.path().join("garbage");
+        std::fs::write(&garbage, "not a key at all").unwrap();
+        let e = CephSettings::from_vars(vars(&[("RBD_CONF_GLOBAL_MON_HOST", "10.0.0.1"), ("RBD_CONF_KEYRING_KEY_FILE", garbage.to_str().unwrap())])).unwrap_err();
+        assert!(!e.to_string().contains("not a key at all"), "the file's contents never appear: {e}");
         let e = CephSettings::from_vars(vars(&[("RBD_CONF_GLOBAL_MON_HOST", "10.0.0.1"), ("RBD_CONF_KEYRING_KEY", "")])).unwrap_err();
         assert!(e.to_string().contains("RBD_CONF_KEYRING_KEY is missing"), "{e}");
     }

@@ -45,6 +45,13 @@ pub struct Assignment {
     pub dir: std::path::PathBuf,
 }
 
+impl Drop for ServerSettings {
+    fn drop(&mut self) {
+        // The key leaves no copy in freed memory.
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
 impl ServerSettings {
     pub fn new(settings: &CephSettings) -> ServerSettings {
         ServerSettings {
