@@ -38,11 +38,43 @@ pub struct MountedVolume {
     pub fstype: String,
     /// Mount ID → how many times it mounted (docker cp sends the same ID twice).
     pub refs: BTreeMap<String, u32>,
+    /// Mount IDs whose last Mount may not have been answered (a crash, a
+    /// caller gone), with that Mount's attempt number: dockerd's retry of it
+    /// is the same Mount, not another.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unanswered: BTreeMap<String, u64>,
 }
 
 impl MountedVolume {
     pub fn add_ref(&mut self, id: &str) {
         *self.refs.entry(id.to_string()).or_insert(0) += 1;
+    }
+
+    /// Mount `attempt` of `id`, not yet answered: one more reference,
+    /// unless the last Mount of `id` was not answered either (then this is
+    /// dockerd's retry of it, and takes it over). Returns whether it added one.
+    pub fn add_unanswered_ref(&mut self, id: &str, attempt: u64) -> bool {
+        if self.unanswered.insert(id.to_string(), attempt).is_some() {
+            return false;
+        }
+        self.add_ref(id);
+        true
+    }
+
+    /// Mount `attempt` of `id` was answered. Returns whether that changed
+    /// anything (a later attempt may have taken it over).
+    pub fn answered(&mut self, id: &str, attempt: u64) -> bool {
+        if self.unanswered.get(id) == Some(&attempt) {
+            self.unanswered.remove(id);
+            return true;
+        }
+        false
+    }
+
+    /// Whether Mount `attempt` of `id` is still unanswered and not taken
+    /// over by a retry.
+    pub fn is_unanswered(&self, id: &str, attempt: u64) -> bool {
+        self.unanswered.get(id) == Some(&attempt)
     }
 
     /// Drops one reference of `id`; unknown IDs change nothing.
@@ -51,6 +83,7 @@ impl MountedVolume {
             *n -= 1;
             if *n == 0 {
                 self.refs.remove(id);
+                self.unanswered.remove(id);
             }
         }
     }
@@ -236,7 +269,27 @@ mod tests {
             mountpoint: format!("/var/lib/rbdvol/mnt/{name}").into(),
             fstype: "ext4".into(),
             refs: BTreeMap::new(),
+            unanswered: Default::default(),
         }
+    }
+
+    #[test]
+    fn a_retried_unanswered_mount_is_one_reference_an_answered_one_two() {
+        let mut v = vol("a");
+        assert!(v.add_unanswered_ref("c1", 1));
+        assert!(!v.add_unanswered_ref("c1", 2), "dockerd's retry of an unanswered Mount");
+        assert_eq!(v.ref_count(), 1);
+        assert!(!v.is_unanswered("c1", 1) && v.is_unanswered("c1", 2), "the retry took it over");
+        assert!(!v.answered("c1", 1));
+        assert!(v.answered("c1", 2));
+        assert!(v.add_unanswered_ref("c1", 3), "docker cp: a second Mount of an answered ID");
+        assert_eq!(v.ref_count(), 2);
+        v.drop_ref("c1");
+        v.drop_ref("c1");
+        assert!(v.refs.is_empty() && v.unanswered.is_empty());
+        // State written before this field reads as all answered.
+        let old: MountedVolume = serde_json::from_str(r#"{"name":"a","pool":"rbd","image":"a","mapper":"userspace","device":"/dev/loop3","mountpoint":"/m/a","fstype":"ext4","refs":{"c1":1}}"#).unwrap();
+        assert!(old.unanswered.is_empty() && old.ref_count() == 1);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::records::{self, DirEntry, EntryState, VolumeMeta, FORMATTED_KEY, MOUN
 use super::store::{CephStore, CephVolume, Volume};
 use super::{fs_options, timing, Created, EngineError, Inner};
 use crate::ceph::{CephError, Pool};
-use crate::host::ImageRef;
+use crate::host::{crash, ImageRef};
 
 /// A clone to make: volume `name` from `from`, in `pool`.
 struct CloneRequest<'a> {
@@ -56,6 +56,7 @@ impl Inner {
         // The intent goes first: a crash from here on leaves a `creating`
         // entry, which the next Create or Mount completes.
         self.dir_put(&store, name, &entry)?;
+        crash::point("create.intent");
         timing::step("directory: creating");
         let pool = match cluster.open_pool(&opts.pool, &opts.namespace) {
             Ok(p) => p,
@@ -75,12 +76,14 @@ impl Inner {
             Err(e) => return self.take_back(&store, None, name, resuming, e.into()),
         };
         timing::step("create image");
+        crash::point("create.image");
         let made = (|| {
             let vol = store.open_volume(name, &entry)?;
             timing::step("open image");
             if VolumeMeta::of(&vol.metadata()?, name).is_none() {
                 self.write_create_metadata(&vol, name, opts)?;
             }
+            crash::point("create.marked");
             timing::step("metadata");
             let blank = match (made_here, resuming) {
                 // One this very call created is thin and all zeros.
@@ -89,6 +92,7 @@ impl Inner {
                 (false, false) => Blank::Probe,
             };
             self.ensure_formatted(&vol, &image_ref(name, &entry), blank)?;
+            crash::point("create.formatted");
             let id = Some(vol.id().to_string());
             self.dir_put(&store, name, &DirEntry { state: EntryState::Ready, id, ..entry.clone() })?;
             timing::step("directory: ready");
@@ -191,6 +195,7 @@ impl Inner {
             Err(e) => return self.take_back(store, None, name, resuming, e),
         };
         timing::step("clone image");
+        crash::point("clone.cloned");
         let result = (|| {
             let vol = store.open_volume(name, entry)?;
             let image = vol.image()?;

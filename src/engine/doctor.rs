@@ -404,6 +404,7 @@ mod tests {
             mountpoint: format!("/var/lib/rbdvol/mnt/{name}").into(),
             fstype: "ext4".into(),
             refs: Default::default(),
+            unanswered: Default::default(),
         }
     }
 

@@ -9,7 +9,7 @@ use super::records::{self, VolumeMeta, FORMATTED_KEY};
 use super::store::Volume;
 use super::{fs_options, timing, EngineError, Inner};
 use crate::ceph::{self, Image};
-use crate::host::fs;
+use crate::host::{crash, fs};
 use crate::host::ImageRef;
 
 /// Whether an image may hold data.
@@ -62,7 +62,15 @@ impl Inner {
         let scratch = fs::ScratchFs::make(&self.tools, &dir, &image_ref.image, image.size()?, meta.fstype, &meta.mkfs_options, owner)?;
         timing::step("mkfs");
         let writer = ceph::aio::BulkWriter::new(image, 16);
-        scratch.for_each_data(4 << 20, |offset, data| writer.write(offset, data).map_err(EngineError::from))?;
+        let mut copied = 0u64;
+        scratch.for_each_data(4 << 20, |offset, data| {
+            if copied > 0 {
+                // Part of the filesystem is in the image, the rest is not.
+                crash::point("create.copy");
+            }
+            copied += data.len() as u64;
+            writer.write(offset, data).map_err(EngineError::from)
+        })?;
         writer.finish()?;
         timing::step("copy");
         Ok(())

@@ -246,6 +246,9 @@ struct Inner {
     /// Says whether another host is alive (Consul sessions), for automatic
     /// takeover.
     liveness: std::sync::OnceLock<Arc<dyn takeover::HostLiveness>>,
+    /// Numbers each Mount call (from the clock at start: never one a state
+    /// file of an earlier run holds).
+    attempts: std::sync::atomic::AtomicU64,
     /// When this host last renewed the fencing of each volume's fenced hosts.
     fence_renewed: Mutex<HashMap<String, std::time::Instant>>,
     /// Volumes whose online grow failed, with the size tried: not retried
@@ -301,6 +304,9 @@ impl Engine {
                 liveness: std::sync::OnceLock::new(),
                 grow_failed: Mutex::new(HashMap::new()),
                 fence_renewed: Mutex::new(HashMap::new()),
+                attempts: std::sync::atomic::AtomicU64::new(
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1),
+                ),
             }),
         };
         engine.inner.reconcile()?;
@@ -392,25 +398,38 @@ impl Engine {
     /// Mount, to its end. When the caller went away before the answer,
     /// dockerd counts the Mount as failed and never unmounts that ID (a
     /// transport error makes it retry with the same ID): that reference is
-    /// dropped again, so nothing pins the volume.
+    /// dropped again, so nothing pins the volume. A reference stays
+    /// "unanswered" until its answer is handed over, so a retry of a Mount
+    /// whose answer a crash swallowed is the same reference, not a second.
     async fn mount_to_the_end(&self, name: String, id: String) -> Result<Mounted, EngineError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let engine = self.clone();
         tokio::spawn(async move {
+            let attempt = engine.inner.attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let (n, i) = (name.clone(), id.clone());
-            let mounted = engine.locked("mount", &name, move |inner| inner.mount(&n, &i)).await;
+            let mounted = engine.locked("mount", &name, move |inner| inner.mount(&n, &i, attempt)).await;
             if matches!(mounted, Ok(Mounted::First(_))) {
                 engine.changed(&name);
             }
-            if let Err(Ok(_)) = tx.send(mounted) {
-                tracing::warn!("mount of volume '{name}' for {id} ended after its caller went away: dropping that reference");
-                let (n, i) = (name.clone(), id.clone());
-                match engine.locked("unmount", &name, move |inner| inner.unmount(&n, &i)).await {
-                    Ok(Unmounted::Released) => engine.changed(&name),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(
-                        "volume '{name}': cannot drop the reference of a mount whose caller went away (it is unmounted with its last container): {e}"
-                    ),
+            let answered = mounted.is_ok();
+            match tx.send(mounted) {
+                Ok(()) if answered => {
+                    let (n, i) = (name.clone(), id.clone());
+                    if let Err(e) = engine.locked("mount answered", &name, move |inner| inner.mount_answered(&n, &i, attempt)).await {
+                        tracing::warn!("volume '{name}': cannot note that its mount for {id} was answered: {e}");
+                    }
+                }
+                Ok(()) | Err(Err(_)) => {}
+                Err(Ok(_)) => {
+                    tracing::warn!("mount of volume '{name}' for {id} ended after its caller went away: dropping that reference");
+                    let (n, i) = (name.clone(), id.clone());
+                    match engine.locked("unmount", &name, move |inner| inner.drop_unanswered(&n, &i, attempt)).await {
+                        Ok(Some(Unmounted::Released)) => engine.changed(&name),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(
+                            "volume '{name}': cannot drop the reference of a mount whose caller went away (it is unmounted with its last container): {e}"
+                        ),
+                    }
                 }
             }
         });

@@ -15,7 +15,7 @@ use super::store::{Store, Volume};
 use super::{fs_options, timing, EngineError, Inner, Mounted, Unmounted};
 use crate::host::fs::{self, Fstype};
 use crate::host::mapper::{MapperKind, Mapping};
-use crate::host::{HostError, ImageRef};
+use crate::host::{crash, HostError, ImageRef};
 use crate::state::MountedVolume;
 
 /// A step of a Mount that has an inverse.
@@ -118,6 +118,13 @@ impl Inner {
         };
         for step in steps.iter().rev() {
             lenient(self.undo_step(step, None, how))?;
+            if how == Teardown::Strict {
+                match step {
+                    Step::Mounted(_) => crash::point("unmount.unmounted"),
+                    Step::Mapped(_) => crash::point("unmount.unmapped"),
+                    _ => {}
+                }
+            }
             timing::step(match step {
                 Step::Mounted(_) => "umount",
                 Step::Mapped(_) => "unmap",
@@ -147,20 +154,23 @@ impl Inner {
         Ok(store.header(&v.pool, &v.namespace, &v.image, v.image_id.as_deref())?)
     }
 
-    pub(super) fn mount(&self, name: &str, id: &str) -> Result<Mounted, EngineError> {
+    /// Mount `attempt` (a number no other Mount call of this run has) of
+    /// `name` for `id`.
+    pub(super) fn mount(&self, name: &str, id: &str, attempt: u64) -> Result<Mounted, EngineError> {
         if let Some(v) = self.mounted.lock().unwrap().get_mut(name) {
-            v.add_ref(id);
-            self.state.save(v)?;
+            if v.add_unanswered_ref(id, attempt) {
+                self.state.save(v)?;
+            }
             return Ok(Mounted::Again(v.mountpoint.clone()));
         }
-        let r = self.mount_first(name, id);
+        let r = self.mount_first(name, id, attempt);
         if let Err(e) = &r {
             self.connection.forget_if_fenced(e);
         }
         r.map(Mounted::First)
     }
 
-    fn mount_first(&self, name: &str, id: &str) -> Result<PathBuf, EngineError> {
+    fn mount_first(&self, name: &str, id: &str, attempt: u64) -> Result<PathBuf, EngineError> {
         let store = self.store()?;
         let entry = match self.dir_get(&*store, name)? {
             Some(e) if e.state != EntryState::Removing => e,
@@ -189,6 +199,7 @@ impl Inner {
             r => r?,
         }
         timing::step("host lock");
+        crash::point("mount.locked");
         // A Remove (any host) holds the lock while it hides the volume: the
         // entry read before the lock may be stale now.
         if !self.dir_get(&*store, name)?.is_some_and(|e| e.state != EntryState::Removing) {
@@ -198,7 +209,7 @@ impl Inner {
 
         // From here on, a failure undoes every step taken.
         let mut tx = MountTransaction { inner: self, vol: &*vol, name, steps: vec![Step::HostLocked] };
-        let result = self.map_and_mount(&mut tx, &*store, &entry, &image_ref, &meta, &all, id);
+        let result = self.map_and_mount(&mut tx, &*store, &entry, &image_ref, &meta, &all, (id, attempt));
         if result.is_err() {
             tx.undo();
         }
@@ -217,7 +228,7 @@ impl Inner {
         image_ref: &ImageRef,
         meta: &VolumeMeta,
         all: &BTreeMap<String, String>,
-        id: &str,
+        (id, attempt): (&str, u64),
     ) -> Result<PathBuf, EngineError> {
         let (vol, name, fstype) = (tx.vol, tx.name, meta.fstype);
         self.mapper.check_features(image_ref, vol.features()?)?;
@@ -229,6 +240,7 @@ impl Inner {
         timing::step("map");
         let device = m.device.clone();
         tx.did(Step::Mapped(m));
+        crash::point("mount.mapped");
         let mp = self.mountpoint(name);
         std::fs::create_dir_all(&mp).map_err(HostError::io("create", &mp))?;
         tx.did(Step::MountpointMade(mp.clone()));
@@ -241,6 +253,7 @@ impl Inner {
             });
         }
         tx.did(Step::Mounted(mp.clone()));
+        crash::point("mount.mounted");
         timing::step("mount");
         // Grow the filesystem when the image grew since it was made.
         let size = vol.size()?;
@@ -264,6 +277,7 @@ impl Inner {
         let by = MountedBy { host: self.cfg.host_id.clone(), addr: store.own_address()?, since: records::now_rfc3339(), clients };
         tx.did(Step::MountedByRecorded);
         vol.metadata_set(MOUNTED_KEY, &by.to_json())?;
+        crash::point("mount.recorded");
         let mut v = MountedVolume {
             name: name.into(),
             pool: entry.pool.clone(),
@@ -275,12 +289,35 @@ impl Inner {
             mountpoint: mp.clone(),
             fstype: fstype.as_str().into(),
             refs: BTreeMap::new(),
+            unanswered: Default::default(),
         };
-        v.add_ref(id);
+        v.add_unanswered_ref(id, attempt);
         self.state.save(&v)?;
         self.mounted.lock().unwrap().insert(name.into(), v);
+        crash::point("mount.saved");
         timing::step("record");
         Ok(mp)
+    }
+
+    /// The Mount of `name` for `id` was answered: a later Mount of `id` is
+    /// another (docker cp), not a retry.
+    pub(super) fn mount_answered(&self, name: &str, id: &str, attempt: u64) -> Result<(), EngineError> {
+        if let Some(v) = self.mounted.lock().unwrap().get_mut(name) {
+            if v.answered(id, attempt) {
+                self.state.save(v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the reference of Mount `attempt` for `id`, whose caller went
+    /// away before its answer — unless a retry took it over since.
+    pub(super) fn drop_unanswered(&self, name: &str, id: &str, attempt: u64) -> Result<Option<Unmounted>, EngineError> {
+        let abandoned = self.mounted.lock().unwrap().get(name).is_some_and(|v| v.is_unanswered(id, attempt));
+        if !abandoned {
+            return Ok(None);
+        }
+        self.unmount(name, id).map(Some)
     }
 
     pub(super) fn unmount(&self, name: &str, id: &str) -> Result<Unmounted, EngineError> {
@@ -300,6 +337,7 @@ impl Inner {
             return Ok(Unmounted::StillUsed(n));
         }
         self.tear_down(&v, true, Some(self.mapping_of(&v)), Teardown::Strict)?;
+        crash::point("unmount.forgotten");
         // Unmounted and unmapped: done for Docker. The lock (and its record)
         // goes now, or in the background if the cluster does not answer.
         let released = (|| {
@@ -309,6 +347,7 @@ impl Inner {
             // nobody holds it.
             self.keep_fenced(&*store, &*vol, name, Renew::Unmounting)?;
             vol.metadata_remove(MOUNTED_KEY)?;
+            crash::point("unmount.unrecorded");
             self.release_host_lock(&*vol)
         })();
         if let Err(e) = released {

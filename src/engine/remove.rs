@@ -8,6 +8,7 @@ use super::records::{DirEntry, EntryState};
 use super::store::Store;
 use super::{timing, Engine, EngineError, Inner, Removed};
 use crate::ceph::{self, CephError, Pool};
+use crate::host::crash;
 
 /// How many times the background deletion of a removed volume's image
 /// tries while its watchers go (10 s each, then 5, 10, 20, 40 s apart).
@@ -81,6 +82,7 @@ impl Inner {
         // Remove holds the host lock, as Mount does: the two exclude each
         // other on every host (a Mount re-reads the entry once it holds it).
         self.take_host_lock(&*vol, name)?;
+        crash::point("remove.locked");
         timing::step("host lock");
         let hidden = (|| {
             // Checked now: the deletion in the background could only log it.
@@ -96,6 +98,7 @@ impl Inner {
             }
             timing::step("snapshots");
             self.dir_put(&store, name, &DirEntry { state: EntryState::Removing, id, ..entry })?;
+            crash::point("remove.hidden");
             timing::step("directory: removing");
             Ok(Removed::Removed)
         })();
@@ -112,6 +115,7 @@ impl Inner {
         let pool = store.cluster().open_pool(&entry.pool, &entry.namespace)?;
         match self.remove_image_settling(&pool, name) {
             Ok(()) | Err(CephError::NotFound { .. }) => {
+                crash::point("purge.deleted");
                 timing::step("remove image");
                 self.dir_remove(&store, name)?;
                 timing::step("directory: remove");

@@ -416,7 +416,7 @@ fn a_volume_lock_is_held_for_as_long_as_its_work_runs_even_when_its_waiter_is_dr
     bed.mapper.hold_map();
     let engine = bed.engine.clone();
     let dropped = rt.block_on(async move {
-        tokio::time::timeout(Duration::from_millis(100), engine.locked("mount", "v", |inner| inner.mount("v", "c1"))).await
+        tokio::time::timeout(Duration::from_millis(100), engine.locked("mount", "v", |inner| inner.mount("v", "c1", 1))).await
     });
     assert!(dropped.is_err());
     let engine = bed.engine.clone();

@@ -2,6 +2,7 @@
 //! keyrings, sysfs) and runs child processes. Mappers turn an image into a
 //! block device; `fs` formats, grows and mounts it.
 
+pub mod crash;
 pub mod fs;
 pub mod fusefs;
 pub mod mapper;

@@ -164,6 +164,20 @@ impl TestCluster {
         contents
     }
 
+    /// Like `assert_filesystem_clean` (ext4), for an image that may already
+    /// be deleted (a removed volume).
+    pub fn assert_filesystem_clean_or_gone(&self, name: &str) {
+        if self.rbd_info(name).is_some() {
+            let img = std::env::temp_dir().join(format!("{}.img", unique("fsck")));
+            let out = self.cli("rbd", &["export", "--no-progress", &format!("{POOL}/{name}"), img.to_str().unwrap()]);
+            if out.status.success() {
+                let out = Command::new("e2fsck").args(["-f", "-n"]).arg(&img).output().expect("run e2fsck");
+                let _ = std::fs::remove_file(&img);
+                assert!(out.status.success(), "the ext4 filesystem of {name} is not clean:\n{}", String::from_utf8_lossy(&out.stdout));
+            }
+        }
+    }
+
     /// Checks the filesystem of image `name` read-only (`e2fsck -fn` or
     /// `xfs_repair -n` on an exported copy); panics with the checker's
     /// output unless it is clean.

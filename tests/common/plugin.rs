@@ -181,6 +181,47 @@ impl Plugin {
         }
     }
 
+    /// Sets (or with None removes) a variable of the plugin's environment
+    /// from its next start on.
+    pub fn set_env(&mut self, name: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != name);
+        if let Some(v) = value {
+            self.env.push((name.to_string(), v.to_string()));
+        }
+    }
+
+    /// Waits up to `limit` for the plugin process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_some()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Like `call`, but None when the plugin closed the connection without
+    /// answering (it died).
+    pub fn try_call(&self, endpoint: &str, body: &str) -> Option<Answer> {
+        let (socket, endpoint, body) = (self.socket.clone(), endpoint.to_string(), body.to_string());
+        std::thread::spawn(move || raw_call(&socket, &endpoint, &body)).join().ok()
+    }
+
+    /// Sends `body` to `endpoint` and hangs up after `after`, as dockerd
+    /// does when it gives up on a call.
+    pub fn call_and_hang_up(&self, endpoint: &str, body: &str, after: Duration) {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        let req = format!(
+            "POST /{endpoint} HTTP/1.1\r\nHost: plugin.moby.localhost\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        std::thread::sleep(after);
+        drop(s);
+    }
+
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();

@@ -1,0 +1,42 @@
+//! Named crash points, for the crash tests: in debug builds, when
+//! `RBDVOL_CRASH_AT` names a point, reaching it kills this process with
+//! SIGKILL, as a crash or `kill -9` would, at exactly that step. Release
+//! builds compile every point to nothing (and never read the variable).
+
+/// Every crash point, in the order an operation reaches them.
+pub const POINTS: &[&str] = &[
+    "create.intent",
+    "create.image",
+    "create.marked",
+    "create.copy",
+    "create.formatted",
+    "clone.cloned",
+    "mount.locked",
+    "mount.mapped",
+    "mount.mounted",
+    "mount.recorded",
+    "mount.saved",
+    "unmount.unmounted",
+    "unmount.unmapped",
+    "unmount.forgotten",
+    "unmount.unrecorded",
+    "remove.locked",
+    "remove.hidden",
+    "purge.deleted",
+];
+
+/// Dies here if `RBDVOL_CRASH_AT` names `point` (debug builds only).
+#[cfg(debug_assertions)]
+pub fn point(point: &'static str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    debug_assert!(POINTS.contains(&point), "unknown crash point {point}");
+    if AT.get_or_init(|| std::env::var("RBDVOL_CRASH_AT").ok()).as_deref() == Some(point) {
+        eprintln!("crash point {point}: killing this process");
+        // SAFETY: kill(2) on our own pid with a signal number; no memory.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn point(_point: &'static str) {}

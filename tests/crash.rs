@@ -1,0 +1,219 @@
+//! Crash points: `rbdvol serve` killed (SIGKILL) at each named step of
+//! Create, Mount, Unmount and Remove (`host::crash::POINTS`, armed with
+//! `RBDVOL_CRASH_AT` in debug builds), restarted, and the same call made
+//! again, as dockerd retries it. After each: the volume is fully there or
+//! absent for Docker, fsynced data is intact, the filesystem checks clean,
+//! and nothing leaks — no mount, loop device, FUSE server or state file of
+//! the plugin, no host lock on a volume nobody has mounted.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::cluster::{unique, TestCluster, POOL};
+use common::plugin::{Answer, Plugin};
+use rbdvol::host::crash::POINTS;
+
+fn cluster() -> &'static TestCluster {
+    TestCluster::shared()
+}
+
+fn id(n: u32) -> String {
+    format!("{n:064x}")
+}
+
+fn ok(a: &Answer) {
+    assert_eq!(a.err(), "", "unexpected Err: {:?}", a.json);
+}
+
+fn body(name: &str, extra: &str) -> String {
+    format!(r#"{{"Name":"{name}"{extra}}}"#)
+}
+
+/// The host lock holders of `name`, as `rbd lock ls` (an independent client) sees them.
+fn lock_holders(name: &str) -> usize {
+    let out = cluster().cli("rbd", &["lock", "ls", "--format", "json", &format!("{POOL}/{name}")]);
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).ok().and_then(|j| j.as_array().map(Vec::len)).unwrap_or(0)
+}
+
+fn points(prefix: &str) -> Vec<&'static str> {
+    POINTS.iter().copied().filter(|p| p.starts_with(prefix)).collect()
+}
+
+/// Makes `call` on a plugin armed to die at `point`, checks it died there
+/// (no answer), and restarts it unarmed.
+fn crash_at(p: &mut Plugin, point: &str, endpoint: &str, call_body: &str) {
+    p.set_env("RBDVOL_CRASH_AT", Some(point));
+    p.restart();
+    let answer = p.try_call(endpoint, call_body);
+    if point.starts_with("purge.") {
+        // The deletion runs after Remove answered.
+        assert!(answer.as_ref().is_some_and(|a| a.err().is_empty()), "{point}: {:?}", answer.map(|a| a.json));
+    } else {
+        assert!(answer.is_none(), "{point}: {endpoint} answered instead of crashing: {:?}", answer.map(|a| a.json));
+    }
+    assert!(p.wait_exit(Duration::from_secs(10)), "{point}: the plugin did not die");
+    assert!(p.log().contains(&format!("crash point {point}")), "{point}: died elsewhere:\n{}", p.log());
+    p.set_env("RBDVOL_CRASH_AT", None);
+    p.restart();
+}
+
+fn write_synced(mp: &str, file: &str, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(PathBuf::from(mp).join(file)).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Nothing of `name` is mounted or locked, nothing of the plugin is left.
+fn assert_released(p: &Plugin, name: &str, point: &str) {
+    assert!(p.leftovers().is_empty(), "{point}: leftovers {:?}", p.leftovers());
+    assert_eq!(lock_holders(name), 0, "{point}: a host lock is left on {name}");
+    let notes = std::fs::read_dir(p.state_dir().join("locks")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(notes, 0, "{point}: a lock note is left");
+}
+
+#[test]
+fn a_create_killed_at_each_step_is_completed_or_absent_never_half_made() {
+    let mut p = Plugin::start(cluster(), &unique("crashc"));
+    for point in points("create.") {
+        let name = unique("cc");
+        crash_at(&mut p, point, "VolumeDriver.Create", &body(&name, r#","Opts":{"size":"64"}"#));
+        // Docker sees it fully made or not at all.
+        let got = p.get(&name);
+        assert!(got.err().is_empty() || got.err().contains("does not exist"), "{point}: {:?}", got.json);
+        // dockerd's retry completes it.
+        ok(&p.create(&name, &[("size", "64")]));
+        ok(&p.get(&name));
+        let m = p.mount(&name, &id(1));
+        ok(&m);
+        write_synced(m.json["Mountpoint"].as_str().unwrap(), "x", "after the crash\n");
+        ok(&p.unmount(&name, &id(1)));
+        cluster().assert_filesystem_clean(&name, "ext4");
+        assert_eq!(cluster().read_files_from_image(&name, &["/x"])[0], "after the crash\n", "{point}");
+        assert_released(&p, &name, point);
+        ok(&p.remove(&name));
+    }
+}
+
+#[test]
+fn a_mount_killed_at_each_step_is_undone_or_kept_and_its_retry_works() {
+    let mut p = Plugin::start(cluster(), &unique("crashm"));
+    for point in points("mount.") {
+        let name = unique("cm");
+        ok(&p.create(&name, &[("size", "64")]));
+        let m = p.mount(&name, &id(1));
+        write_synced(m.json["Mountpoint"].as_str().unwrap(), "before", "fsynced before\n");
+        ok(&p.unmount(&name, &id(1)));
+        crash_at(&mut p, point, "VolumeDriver.Mount", &body(&name, &format!(r#","ID":"{}""#, id(2))));
+        // dockerd's retry (same ID) mounts it, whatever the crash left.
+        let m = p.mount(&name, &id(2));
+        ok(&m);
+        let mp = m.json["Mountpoint"].as_str().unwrap().to_string();
+        assert_eq!(std::fs::read_to_string(format!("{mp}/before")).unwrap(), "fsynced before\n", "{point}");
+        write_synced(&mp, "after", "after the crash\n");
+        // One reference: one Unmount releases it.
+        ok(&p.unmount(&name, &id(2)));
+        assert_released(&p, &name, point);
+        cluster().assert_filesystem_clean(&name, "ext4");
+        ok(&p.remove(&name));
+    }
+}
+
+#[test]
+fn an_unmount_killed_at_each_step_is_finished_by_its_retry() {
+    let mut p = Plugin::start(cluster(), &unique("crashu"));
+    for point in points("unmount.") {
+        let name = unique("cu");
+        ok(&p.create(&name, &[("size", "64")]));
+        let m = p.mount(&name, &id(1));
+        write_synced(m.json["Mountpoint"].as_str().unwrap(), "data", "fsynced\n");
+        crash_at(&mut p, point, "VolumeDriver.Unmount", &body(&name, &format!(r#","ID":"{}""#, id(1))));
+        ok(&p.unmount(&name, &id(1)));
+        assert_released(&p, &name, point);
+        cluster().assert_filesystem_clean(&name, "ext4");
+        assert_eq!(cluster().read_files_from_image(&name, &["/data"])[0], "fsynced\n", "{point}");
+        ok(&p.remove(&name));
+    }
+}
+
+#[test]
+fn a_remove_killed_at_each_step_is_finished_and_the_name_is_free() {
+    let mut p = Plugin::start(cluster(), &unique("crashr"));
+    for point in points("remove.").into_iter().chain(points("purge.")) {
+        let name = unique("cr");
+        ok(&p.create(&name, &[("size", "64")]));
+        crash_at(&mut p, point, "VolumeDriver.Remove", &body(&name, ""));
+        ok(&p.remove(&name));
+        assert!(p.get(&name).err().contains("does not exist"), "{point}");
+        assert_released(&p, &name, point);
+        // The image goes (in the background, also after the restart).
+        let start = std::time::Instant::now();
+        while !cluster().image_deleted(&name) {
+            assert!(start.elapsed() < Duration::from_secs(60), "{point}: the image of a removed volume stays");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The name is free for a fresh volume.
+        ok(&p.create(&name, &[("size", "64")]));
+        ok(&p.remove(&name));
+    }
+}
+
+#[test]
+fn every_crash_point_is_covered() {
+    let covered: Vec<&str> = ["create.", "mount.", "unmount.", "remove.", "purge."].iter().flat_map(|p| points(p)).collect();
+    let uncovered: Vec<&&str> = POINTS.iter().filter(|p| !covered.contains(p) && !p.starts_with("clone.")).collect();
+    assert!(uncovered.is_empty(), "crash points no test reaches: {uncovered:?}");
+}
+
+/// Waits until nothing of `name` is mounted or locked (abandoned calls may
+/// still be finishing).
+fn eventually_released(p: &Plugin, name: &str, what: &str) {
+    let start = std::time::Instant::now();
+    while !(p.leftovers_now().is_empty() && lock_holders(name) == 0) {
+        assert!(start.elapsed() < Duration::from_secs(20), "{what}: never released: {:?}, {} lock holder(s)", p.leftovers_now(), lock_holders(name));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_caller_that_hangs_up_mid_call_and_calls_again_gets_one_volume_one_reference_and_no_leak() {
+    let p = Plugin::start(cluster(), &unique("cancel"));
+    for delay_ms in [0u64, 5, 20, 60, 150] {
+        let delay = Duration::from_millis(delay_ms);
+        let name = unique("cx");
+        let what = format!("hang-up after {delay_ms} ms");
+        // Create: given up on, then retried.
+        p.call_and_hang_up("VolumeDriver.Create", &body(&name, r#","Opts":{"size":"64"}"#), delay);
+        ok(&p.create(&name, &[("size", "64")]));
+        // Mount: given up on, then retried with the same ID (a transport
+        // error): one reference.
+        p.call_and_hang_up("VolumeDriver.Mount", &body(&name, &format!(r#","ID":"{}""#, id(1))), delay);
+        let m = p.mount(&name, &id(1));
+        ok(&m);
+        write_synced(m.json["Mountpoint"].as_str().unwrap(), "data", "written\n");
+        // Unmount: given up on, then retried: released once.
+        p.call_and_hang_up("VolumeDriver.Unmount", &body(&name, &format!(r#","ID":"{}""#, id(1))), delay);
+        ok(&p.unmount(&name, &id(1)));
+        eventually_released(&p, &name, &what);
+        assert_eq!(cluster().read_files_from_image(&name, &["/data"])[0], "written\n", "{what}");
+        // Mount given up on and never retried: dockerd never unmounts it,
+        // so rbdvol lets go by itself — unless the answer got out first.
+        p.call_and_hang_up("VolumeDriver.Mount", &body(&name, &format!(r#","ID":"{}""#, id(2))), delay);
+        std::thread::sleep(Duration::from_secs(1));
+        let u = p.unmount(&name, &id(2));
+        ok(&u);
+        eventually_released(&p, &name, &what);
+        // Remove: given up on, then retried.
+        p.call_and_hang_up("VolumeDriver.Remove", &body(&name, ""), delay);
+        ok(&p.remove(&name));
+        assert!(p.get(&name).err().contains("does not exist"), "{what}");
+        cluster().assert_filesystem_clean_or_gone(&name);
+    }
+    assert!(p.leftovers().is_empty(), "{:?}", p.leftovers());
+    // The hang-ups did reach rbdvol as a caller gone (not just late).
+    let abandoned = p.log().matches("after its caller went away").count();
+    println!("{abandoned} mount(s) ended after their caller went away");
+    assert!(abandoned >= 1, "no hang-up was seen as one:\n{}", p.log());
+}
