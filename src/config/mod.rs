@@ -298,4 +298,40 @@ mod tests {
         assert!(!format!("{}", s.key).contains("SUPERSECRETKEY"));
         assert_eq!(s.key.expose(), "SUPERSECRETKEY");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, .. ProptestConfig::default() })]
+
+            /// Whatever else is set, and however wrong, the key never
+            /// appears in an error or a debug print.
+            #[test]
+            fn the_key_never_appears_in_an_error_or_a_debug_print(
+                key in "[A-Za-z0-9+/]{38}==",
+                others in proptest::collection::vec((prop_oneof![
+                    Just("RBD_CONF_GLOBAL_MON_HOST".to_string()),
+                    Just("RBD_CONF_KEYRING_USER".to_string()),
+                    Just("RBDVOL_OSD_OP_TIMEOUT".to_string()),
+                    Just("RBD_CONF_KEYRING_KEY_FILE".to_string()),
+                    "RBD_CONF_[A-Z_]{1,12}",
+                ], ".{0,20}"), 0..5),
+            ) {
+                let mut vars: Vec<(String, String)> = others;
+                vars.push(("RBD_CONF_KEYRING_KEY".into(), key.clone()));
+                match CephSettings::from_vars(vars) {
+                    Ok(s) => {
+                        let shown = format!("{:?}", s);
+                        prop_assert!(!shown.contains(&key));
+                    }
+                    Err(e) => {
+                        let shown = format!("{} {:?}", e, e);
+                        prop_assert!(!shown.contains(&key));
+                    }
+                }
+            }
+        }
+    }
 }

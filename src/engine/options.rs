@@ -446,4 +446,68 @@ mod tests {
         let e = p(&[("sise", "1G")]).unwrap_err().to_string();
         assert!(e.contains("'sise'") && e.contains("size") && e.contains("mount_options"), "{e}");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                proptest::sample::select(VALID_OPTIONS.to_vec()).prop_map(str::to_string),
+                proptest::sample::select(vec!["mkfsOptions", "mountOptions", "objectSize", "dataPool", "clone_of"]).prop_map(str::to_string),
+                ".{0,12}",
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                ".{0,40}",
+                "(-[a-zA-Z]{1,2} ?[a-z0-9=,/._^-]{0,20} ?){0,4}",
+                "[a-z_]{1,12}(=[a-z0-9/.]{0,10})?(,[a-z_]{1,12}(=[a-z0-9/.]{0,10})?){0,3}",
+                "[0-9]{1,6}[KMGTkmgt]?i?B?",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+
+            /// Any option map is refused with a named option, or yields
+            /// options that only ever name allowed mkfs and mount options.
+            #[test]
+            fn any_option_map_is_refused_clearly_or_yields_only_allowed_options(opts in proptest::collection::btree_map(key(), value(), 0..5)) {
+                match parse(&opts, &Defaults::default(), |_| true) {
+                    Ok(o) => {
+                        prop_assert!(fs_options::check_mkfs(o.fstype, &o.mkfs_options).is_ok());
+                        prop_assert!(o.mkfs_options.iter().all(|a| !a.contains('/')), "{:?}", o.mkfs_options);
+                        if o.from.is_none() {
+                            prop_assert!(fs_options::check_mount(o.fstype, &o.mount_options).is_ok());
+                        }
+                        prop_assert!(!o.mount_options.contains('/'), "{}", o.mount_options);
+                        prop_assert!(o.size >= MIB && o.size <= MAX_SIZE);
+                        prop_assert!(pool_like(&o.pool).is_ok());
+                    }
+                    Err(e) => {
+                        let text = e.to_string();
+                        prop_assert!(!text.is_empty());
+                        let named = opts.keys().any(|k| text.contains(&format!("'{k}'"))) || text.contains("size") || text.contains("features");
+                        prop_assert!(named, "the error names no option: {}", text);
+                    }
+                }
+            }
+
+            /// Every name accepted stays one path component under the
+            /// mount root and has a state file of its own.
+            #[test]
+            fn an_accepted_name_never_leaves_the_mount_root(name in ".{0,110}") {
+                if validate_name(&name).is_ok() {
+                    let root = std::path::Path::new("/var/lib/rbdvol/mnt");
+                    let mp = root.join(&name);
+                    prop_assert_eq!(mp.parent(), Some(root));
+                    prop_assert_eq!(mp.components().count(), root.components().count() + 1);
+                    let file = crate::state::file_name(&name);
+                    prop_assert!(!file.contains('/') && !file.starts_with('.') && file.len() <= 255);
+                }
+            }
+        }
+    }
 }
