@@ -162,9 +162,144 @@ fn a_remove_killed_at_each_step_is_finished_and_the_name_is_free() {
 
 #[test]
 fn every_crash_point_is_covered() {
-    let covered: Vec<&str> = ["create.", "mount.", "unmount.", "remove.", "purge."].iter().flat_map(|p| points(p)).collect();
-    let uncovered: Vec<&&str> = POINTS.iter().filter(|p| !covered.contains(p) && !p.starts_with("clone.")).collect();
+    let covered: Vec<&str> = ["create.", "mount.", "unmount.", "remove.", "purge.", "clone.", "grow.", "takeover."].iter().flat_map(|p| points(p)).collect();
+    let uncovered: Vec<&&str> = POINTS.iter().filter(|p| !covered.contains(p)).collect();
     assert!(uncovered.is_empty(), "crash points no test reaches: {uncovered:?}");
+}
+
+fn cluster_env() -> Vec<(String, String)> {
+    let s = cluster().admin_settings();
+    vec![
+        ("RBD_CONF_GLOBAL_MON_HOST".into(), s.mon_host.clone()),
+        ("RBD_CONF_KEYRING_USER".into(), "client.admin".into()),
+        ("RBD_CONF_KEYRING_KEY".into(), s.key.expose().to_string()),
+    ]
+}
+
+/// The rbdvol CLI with the cluster's settings (and `env`).
+fn rbdvol(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(common::plugin::bin())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(cluster_env())
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_clone_killed_after_cloning_is_completed_by_its_retry() {
+    let mut p = Plugin::start(cluster(), &unique("crashk"));
+    let parent = unique("kp");
+    ok(&p.create(&parent, &[("size", "64")]));
+    let m = p.mount(&parent, &id(1));
+    write_synced(m.json["Mountpoint"].as_str().unwrap(), "from-parent", "snapshot data\n");
+    ok(&p.unmount(&parent, &id(1)));
+    let out = rbdvol(&["snapshot", "create", &format!("{parent}@s1")], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for point in points("clone.") {
+        let name = unique("kc");
+        crash_at(&mut p, point, "VolumeDriver.Create", &body(&name, &format!(r#","Opts":{{"from":"{parent}@s1"}}"#)));
+        ok(&p.call("VolumeDriver.Create", &body(&name, &format!(r#","Opts":{{"from":"{parent}@s1"}}"#))));
+        let m = p.mount(&name, &id(2));
+        ok(&m);
+        assert_eq!(std::fs::read_to_string(format!("{}/from-parent", m.json["Mountpoint"].as_str().unwrap())).unwrap(), "snapshot data\n", "{point}");
+        ok(&p.unmount(&name, &id(2)));
+        assert_released(&p, &name, point);
+        ok(&p.remove(&name));
+        let start = std::time::Instant::now();
+        while !cluster().image_deleted(&name) {
+            assert!(start.elapsed() < Duration::from_secs(60), "{point}: the clone stays");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let out = rbdvol(&["snapshot", "rm", &format!("{parent}@s1")], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ok(&p.remove(&parent));
+}
+
+#[test]
+fn an_online_grow_killed_half_way_is_finished_after_the_restart() {
+    let mut p = Plugin::start_with(cluster(), &unique("crashg"), None, &["--check-interval", "1"]);
+    for (i, point) in points("grow.").into_iter().enumerate() {
+        let name = unique("cg");
+        ok(&p.create(&name, &[("size", "320"), ("fstype", "xfs")]));
+        let m = p.mount(&name, &id(1));
+        let mp = m.json["Mountpoint"].as_str().unwrap().to_string();
+        write_synced(&mp, "data", "before the grow\n");
+        let fs_bytes = || {
+            let stat = nix::sys::statvfs::statvfs(mp.as_str()).unwrap();
+            stat.blocks() as u64 * stat.fragment_size() as u64
+        };
+        let before = fs_bytes();
+        p.set_env("RBDVOL_CRASH_AT", Some(point));
+        p.restart();
+        // Grown from any host: the plugin that has it mounted grows its
+        // filesystem at its next check, and dies there.
+        let out = rbdvol(&["resize", &name, &format!("{}", 400 + i * 16)], &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(p.wait_exit(Duration::from_secs(30)), "{point}: the plugin did not die");
+        p.set_env("RBDVOL_CRASH_AT", None);
+        p.restart();
+        // The image grew by 80 MiB or more: so does the filesystem.
+        let start = std::time::Instant::now();
+        loop {
+            if fs_bytes() >= before + (72 << 20) {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "{point}: the filesystem never grew after the restart ({} bytes, {before} before):\n{}", fs_bytes(), p.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(std::fs::read_to_string(format!("{mp}/data")).unwrap(), "before the grow\n", "{point}");
+        ok(&p.unmount(&name, &id(1)));
+        assert_released(&p, &name, point);
+        cluster().assert_filesystem_clean(&name, "xfs");
+        ok(&p.remove(&name));
+    }
+}
+
+#[test]
+fn a_takeover_killed_half_way_is_finished_by_running_it_again() {
+    let mut a = Plugin::start(cluster(), &unique("crashta"));
+    let b = Plugin::start(cluster(), &unique("crashtb"));
+    for point in points("takeover.") {
+        let name = unique("ct");
+        ok(&a.create(&name, &[("size", "64")]));
+        let m = a.mount(&name, &id(1));
+        write_synced(m.json["Mountpoint"].as_str().unwrap(), "data", "fsynced by a\n");
+        // A dies with the volume mounted (its mapper too).
+        let servers = a.server_pids();
+        a.kill9();
+        for pid in servers {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        let b_state = b.state_dir();
+        let args = ["takeover", name.as_str(), "--host-id", b.host_id.as_str(), "--state-dir", b_state.to_str().unwrap()];
+        let out = rbdvol(&args, &[("RBDVOL_CRASH_AT", point)]);
+        assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains(&format!("crash point {point}")), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = rbdvol(&args, &[]);
+        assert!(out.status.success(), "{point}: the second takeover failed: {}", String::from_utf8_lossy(&out.stderr));
+        let record = cluster().connect().open_pool(POOL, "").unwrap().open_image_read_only(&name).unwrap().metadata_get(rbdvol::engine::records::FENCED_KEY).unwrap();
+        assert!(record.is_some_and(|r| r.contains(&a.host_id)), "{point}: the fencing of A is not recorded");
+        let m = b.mount(&name, &id(2));
+        ok(&m);
+        assert_eq!(std::fs::read_to_string(format!("{}/data", m.json["Mountpoint"].as_str().unwrap())).unwrap(), "fsynced by a\n", "{point}");
+        ok(&b.unmount(&name, &id(2)));
+        cluster().assert_filesystem_clean(&name, "ext4");
+        // A comes back and lets go of what it had.
+        a.restart();
+        let start = std::time::Instant::now();
+        while !a.leftovers_now().is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(30), "{point}: A left {:?}", a.leftovers_now());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ok(&b.remove(&name));
+    }
+    let c = cluster().connect();
+    for addr in c.blocklist().unwrap() {
+        let _ = c.blocklist_remove(&addr);
+    }
 }
 
 /// Waits until nothing of `name` is mounted or locked (abandoned calls may

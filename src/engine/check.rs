@@ -11,6 +11,7 @@ use super::fence::Renew;
 use super::store::{Store, Volume};
 use super::{Checked, Engine, EngineError, Inner};
 use crate::ceph::{CephError, Lockers};
+use crate::host::crash;
 use crate::host::fs::{self, Fstype};
 use crate::state::MountedVolume;
 
@@ -82,12 +83,16 @@ impl Inner {
             return Ok(Checked::Fine);
         }
         let fstype = Fstype::parse(&v.fstype).unwrap_or(Fstype::Ext4);
-        let grown = self.mapper.refresh_size(&self.mapping_of(v), size).and_then(|_| fs::grow(&self.tools, fstype, &v.device, &v.mountpoint));
+        let grown = self.mapper.refresh_size(&self.mapping_of(v), size).and_then(|_| {
+            crash::point("grow.refreshed");
+            fs::grow(&self.tools, fstype, &v.device, &v.mountpoint)
+        });
         if let Err(e) = grown {
             tracing::warn!("volume '{name}' grew to {} MiB but its filesystem could not grow online ({e}); it grows at its next mount", size >> 20);
             self.grow_failed.lock().unwrap().insert(name.to_string(), size);
             return Ok(Checked::Fine);
         }
+        crash::point("grow.grown");
         vol.metadata_set(FORMATTED_KEY, &size.to_string())?;
         self.cache.invalidate(name);
         tracing::info!("volume '{name}': filesystem grown online to {} MiB", size >> 20);

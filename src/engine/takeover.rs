@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use super::records::{lock_host, now_rfc3339, Fenced, MountedBy, FENCED_KEY, MOUNTED_KEY};
 use super::EngineError;
 use crate::ceph::{CephError, Header, Image};
+use crate::host::crash;
 
 /// How long a takeover waits for the fenced clients' watches to go. The
 /// OSDs drop a blocklisted client's watch at their next map; a dead
@@ -116,6 +117,13 @@ pub fn fence_holder(
     let Some(holder) = lockers.lockers.into_iter().find(|l| lock_host(&l.cookie) != me) else { return Ok(None) };
     let holder_host = lock_host(&holder.cookie).to_string();
     let addrs = holder_clients(header, image, &holder.addr, &holder_host, own_addr)?;
+    // Recorded first: whatever happens from here (a crash of this very
+    // takeover included), whoever holds the volume next keeps these
+    // clients blocklisted until that host lets go.
+    let mut fenced = Fenced::parse_list(header.metadata_get(FENCED_KEY)?.as_deref());
+    fenced.retain(|f| f.host != holder_host);
+    fenced.push(Fenced { host: holder_host.clone(), clients: addrs.iter().cloned().collect(), since: now_rfc3339() });
+    header.metadata_set(FENCED_KEY, &Fenced::list_json(&fenced))?;
     let cluster = header.pool().cluster();
     for addr in &addrs {
         cluster.blocklist_add(addr, expiry)?;
@@ -127,10 +135,12 @@ pub fn fence_holder(
         addrs.iter().cloned().collect::<Vec<_>>().join(", "),
         expiry.as_secs()
     );
+    crash::point("takeover.blocklisted");
     match header.host_break_lock(&holder.client, &holder.cookie) {
         Ok(_) | Err(CephError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
+    crash::point("takeover.broken");
     let start = Instant::now();
     loop {
         let left = watching(image, &addrs)?;
@@ -147,11 +157,6 @@ pub fn fence_holder(
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    // Kept blocklisted by whoever holds the volume until that host lets go.
-    let mut fenced = Fenced::parse_list(header.metadata_get(FENCED_KEY)?.as_deref());
-    fenced.retain(|f| f.host != holder_host);
-    fenced.push(Fenced { host: holder_host.clone(), clients: addrs.iter().cloned().collect(), since: now_rfc3339() });
-    header.metadata_set(FENCED_KEY, &Fenced::list_json(&fenced))?;
     header.metadata_remove(MOUNTED_KEY)?;
     Ok(Some(TakenOver { from: holder_host, fenced: addrs.into_iter().collect(), expiry_secs: expiry.as_secs() }))
 }

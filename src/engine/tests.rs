@@ -699,3 +699,14 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_holder_never_fences_itself_for_a_takeover_that_never_finished() {
+    let bed = Bed::start(&[]);
+    let mut v = ready_volume("v");
+    v.metadata.insert(crate::engine::records::FENCED_KEY.into(), fenced_entry(HOST, "127.0.0.1:0/1000"));
+    bed.store.add_volume("v", v);
+    bed.mount("v", "c1").unwrap();
+    block_on(bed.engine.check_all_mounted());
+    assert!(bed.journal().iter().all(|j| !j.starts_with("blocklist")), "{:?}", bed.journal());
+}

@@ -23,6 +23,10 @@ pub const POINTS: &[&str] = &[
     "remove.locked",
     "remove.hidden",
     "purge.deleted",
+    "grow.refreshed",
+    "grow.grown",
+    "takeover.blocklisted",
+    "takeover.broken",
 ];
 
 /// Dies here if `RBDVOL_CRASH_AT` names `point` (debug builds only).
