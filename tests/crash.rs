@@ -167,25 +167,8 @@ fn every_crash_point_is_covered() {
     assert!(uncovered.is_empty(), "crash points no test reaches: {uncovered:?}");
 }
 
-fn cluster_env() -> Vec<(String, String)> {
-    let s = cluster().admin_settings();
-    vec![
-        ("RBD_CONF_GLOBAL_MON_HOST".into(), s.mon_host.clone()),
-        ("RBD_CONF_KEYRING_USER".into(), "client.admin".into()),
-        ("RBD_CONF_KEYRING_KEY".into(), s.key.expose().to_string()),
-    ]
-}
-
-/// The rbdvol CLI with the cluster's settings (and `env`).
 fn rbdvol(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    std::process::Command::new(common::plugin::bin())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(cluster_env())
-        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-        .output()
-        .unwrap()
+    cluster().rbdvol(args, env)
 }
 
 #[test]

@@ -13,7 +13,6 @@ mod common;
 
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{unique, TestCluster};
@@ -42,12 +41,7 @@ fn signal_all(pids: &[u32], sig: Signal) {
 }
 
 fn cluster_env() -> Vec<(String, String)> {
-    let s = cluster().admin_settings();
-    vec![
-        ("RBD_CONF_GLOBAL_MON_HOST".into(), s.mon_host.clone()),
-        ("RBD_CONF_KEYRING_USER".into(), "client.admin".into()),
-        ("RBD_CONF_KEYRING_KEY".into(), s.key.expose().to_string()),
-    ]
+    cluster().env()
 }
 
 /// Writes `text` to `file` in the mounted volume and fsyncs it.
@@ -72,13 +66,7 @@ fn mounted_with_data(p: &Plugin, prefix: &str, lines: u32) -> (String, String, S
 
 /// Runs the rbdvol CLI with the shared cluster's settings.
 fn rbdvol(args: &[&str]) -> std::process::Output {
-    Command::new(common::plugin::bin())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(cluster_env())
-        .output()
-        .unwrap()
+    cluster().rbdvol(args, &[])
 }
 
 fn blocklisted() -> Vec<String> {

@@ -106,6 +106,29 @@ impl TestCluster {
         }
     }
 
+    /// The settings as the plugin's environment: monitors, admin user and key.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let s = self.admin_settings();
+        vec![
+            ("RBD_CONF_GLOBAL_MON_HOST".into(), s.mon_host.clone()),
+            ("RBD_CONF_KEYRING_USER".into(), "client.admin".into()),
+            ("RBD_CONF_KEYRING_KEY".into(), s.key.expose().to_string()),
+        ]
+    }
+
+    /// Runs the rbdvol CLI (the binary under test) with this cluster's
+    /// settings and `env`.
+    pub fn rbdvol(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        Command::new(super::plugin::bin())
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env())
+            .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .output()
+            .unwrap()
+    }
+
     pub fn connect(&self) -> Cluster {
         Cluster::connect(&self.admin_settings()).expect("connect to the test cluster as client.admin")
     }
