@@ -31,10 +31,17 @@ fn body(name: &str, extra: &str) -> String {
     format!(r#"{{"Name":"{name}"{extra}}}"#)
 }
 
-/// The host lock holders of `name`, as `rbd lock ls` (an independent client) sees them.
+/// The holders of rbdvol's host lock on `name`, as `rbd lock ls` (an
+/// independent client) sees them (librbd's own exclusive lock, `auto ...`,
+/// is not rbdvol's).
 fn lock_holders(name: &str) -> usize {
     let out = cluster().cli("rbd", &["lock", "ls", "--format", "json", &format!("{POOL}/{name}")]);
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).ok().and_then(|j| j.as_array().map(Vec::len)).unwrap_or(0)
+    let locks = serde_json::from_slice::<serde_json::Value>(&out.stdout).ok().and_then(|j| j.as_array().cloned()).unwrap_or_default();
+    let ours: Vec<_> = locks.iter().filter(|l| !l["id"].as_str().unwrap_or("").starts_with("auto ")).collect();
+    if !ours.is_empty() {
+        eprintln!("rbd lock ls {name}: {locks:?}");
+    }
+    ours.len()
 }
 
 fn points(prefix: &str) -> Vec<&'static str> {
@@ -43,8 +50,8 @@ fn points(prefix: &str) -> Vec<&'static str> {
 
 /// Makes `call` on a plugin armed to die at `point`, checks it died there
 /// (no answer), and restarts it unarmed.
-fn crash_at(p: &mut Plugin, point: &str, endpoint: &str, call_body: &str) {
-    p.set_env("RBDVOL_CRASH_AT", Some(point));
+fn crash_at(p: &mut Plugin, point: &str, name: &str, endpoint: &str, call_body: &str) {
+    p.set_env("RBDVOL_CRASH_AT", Some(&format!("{point}@{name}")));
     p.restart();
     let answer = p.try_call(endpoint, call_body);
     if point.starts_with("purge.") {
@@ -79,7 +86,7 @@ fn a_create_killed_at_each_step_is_completed_or_absent_never_half_made() {
     let mut p = Plugin::start(cluster(), &unique("crashc"));
     for point in points("create.") {
         let name = unique("cc");
-        crash_at(&mut p, point, "VolumeDriver.Create", &body(&name, r#","Opts":{"size":"64"}"#));
+        crash_at(&mut p, point, &name, "VolumeDriver.Create", &body(&name, r#","Opts":{"size":"64"}"#));
         // Docker sees it fully made or not at all.
         let got = p.get(&name);
         assert!(got.err().is_empty() || got.err().contains("does not exist"), "{point}: {:?}", got.json);
@@ -106,7 +113,7 @@ fn a_mount_killed_at_each_step_is_undone_or_kept_and_its_retry_works() {
         let m = p.mount(&name, &id(1));
         write_synced(m.json["Mountpoint"].as_str().unwrap(), "before", "fsynced before\n");
         ok(&p.unmount(&name, &id(1)));
-        crash_at(&mut p, point, "VolumeDriver.Mount", &body(&name, &format!(r#","ID":"{}""#, id(2))));
+        crash_at(&mut p, point, &name, "VolumeDriver.Mount", &body(&name, &format!(r#","ID":"{}""#, id(2))));
         // dockerd's retry (same ID) mounts it, whatever the crash left.
         let m = p.mount(&name, &id(2));
         ok(&m);
@@ -129,7 +136,7 @@ fn an_unmount_killed_at_each_step_is_finished_by_its_retry() {
         ok(&p.create(&name, &[("size", "64")]));
         let m = p.mount(&name, &id(1));
         write_synced(m.json["Mountpoint"].as_str().unwrap(), "data", "fsynced\n");
-        crash_at(&mut p, point, "VolumeDriver.Unmount", &body(&name, &format!(r#","ID":"{}""#, id(1))));
+        crash_at(&mut p, point, &name, "VolumeDriver.Unmount", &body(&name, &format!(r#","ID":"{}""#, id(1))));
         ok(&p.unmount(&name, &id(1)));
         assert_released(&p, &name, point);
         cluster().assert_filesystem_clean(&name, "ext4");
@@ -144,7 +151,7 @@ fn a_remove_killed_at_each_step_is_finished_and_the_name_is_free() {
     for point in points("remove.").into_iter().chain(points("purge.")) {
         let name = unique("cr");
         ok(&p.create(&name, &[("size", "64")]));
-        crash_at(&mut p, point, "VolumeDriver.Remove", &body(&name, ""));
+        crash_at(&mut p, point, &name, "VolumeDriver.Remove", &body(&name, ""));
         ok(&p.remove(&name));
         assert!(p.get(&name).err().contains("does not exist"), "{point}");
         assert_released(&p, &name, point);
@@ -183,7 +190,7 @@ fn a_clone_killed_after_cloning_is_completed_by_its_retry() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for point in points("clone.") {
         let name = unique("kc");
-        crash_at(&mut p, point, "VolumeDriver.Create", &body(&name, &format!(r#","Opts":{{"from":"{parent}@s1"}}"#)));
+        crash_at(&mut p, point, &name, "VolumeDriver.Create", &body(&name, &format!(r#","Opts":{{"from":"{parent}@s1"}}"#)));
         ok(&p.call("VolumeDriver.Create", &body(&name, &format!(r#","Opts":{{"from":"{parent}@s1"}}"#))));
         let m = p.mount(&name, &id(2));
         ok(&m);
@@ -216,7 +223,7 @@ fn an_online_grow_killed_half_way_is_finished_after_the_restart() {
             stat.blocks() as u64 * stat.fragment_size() as u64
         };
         let before = fs_bytes();
-        p.set_env("RBDVOL_CRASH_AT", Some(point));
+        p.set_env("RBDVOL_CRASH_AT", Some(&format!("{point}@{name}")));
         p.restart();
         // Grown from any host: the plugin that has it mounted grows its
         // filesystem at its next check, and dies there.
@@ -259,7 +266,7 @@ fn a_takeover_killed_half_way_is_finished_by_running_it_again() {
         }
         let b_state = b.state_dir();
         let args = ["takeover", name.as_str(), "--host-id", b.host_id.as_str(), "--state-dir", b_state.to_str().unwrap()];
-        let out = rbdvol(&args, &[("RBDVOL_CRASH_AT", point)]);
+        let out = rbdvol(&args, &[("RBDVOL_CRASH_AT", &format!("{point}@{name}"))]);
         assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains(&format!("crash point {point}")), "{point}: {}", String::from_utf8_lossy(&out.stderr));
         let out = rbdvol(&args, &[]);
         assert!(out.status.success(), "{point}: the second takeover failed: {}", String::from_utf8_lossy(&out.stderr));

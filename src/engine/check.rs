@@ -84,7 +84,7 @@ impl Inner {
         }
         let fstype = Fstype::parse(&v.fstype).unwrap_or(Fstype::Ext4);
         let grown = self.mapper.refresh_size(&self.mapping_of(v), size).and_then(|_| {
-            crash::point("grow.refreshed");
+            crash::point("grow.refreshed", name);
             fs::grow(&self.tools, fstype, &v.device, &v.mountpoint)
         });
         if let Err(e) = grown {
@@ -92,7 +92,7 @@ impl Inner {
             self.grow_failed.lock().unwrap().insert(name.to_string(), size);
             return Ok(Checked::Fine);
         }
-        crash::point("grow.grown");
+        crash::point("grow.grown", name);
         vol.metadata_set(FORMATTED_KEY, &size.to_string())?;
         self.cache.invalidate(name);
         tracing::info!("volume '{name}': filesystem grown online to {} MiB", size >> 20);

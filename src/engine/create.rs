@@ -56,7 +56,7 @@ impl Inner {
         // The intent goes first: a crash from here on leaves a `creating`
         // entry, which the next Create or Mount completes.
         self.dir_put(&store, name, &entry)?;
-        crash::point("create.intent");
+        crash::point("create.intent", name);
         timing::step("directory: creating");
         let pool = match cluster.open_pool(&opts.pool, &opts.namespace) {
             Ok(p) => p,
@@ -76,14 +76,14 @@ impl Inner {
             Err(e) => return self.take_back(&store, None, name, resuming, e.into()),
         };
         timing::step("create image");
-        crash::point("create.image");
+        crash::point("create.image", name);
         let made = (|| {
             let vol = store.open_volume(name, &entry)?;
             timing::step("open image");
             if VolumeMeta::of(&vol.metadata()?, name).is_none() {
                 self.write_create_metadata(&vol, name, opts)?;
             }
-            crash::point("create.marked");
+            crash::point("create.marked", name);
             timing::step("metadata");
             let blank = match (made_here, resuming) {
                 // One this very call created is thin and all zeros.
@@ -92,7 +92,7 @@ impl Inner {
                 (false, false) => Blank::Probe,
             };
             self.ensure_formatted(&vol, &image_ref(name, &entry), blank)?;
-            crash::point("create.formatted");
+            crash::point("create.formatted", name);
             let id = Some(vol.id().to_string());
             self.dir_put(&store, name, &DirEntry { state: EntryState::Ready, id, ..entry.clone() })?;
             timing::step("directory: ready");
@@ -195,7 +195,7 @@ impl Inner {
             Err(e) => return self.take_back(store, None, name, resuming, e),
         };
         timing::step("clone image");
-        crash::point("clone.cloned");
+        crash::point("clone.cloned", name);
         let result = (|| {
             let vol = store.open_volume(name, entry)?;
             let image = vol.image()?;

@@ -66,7 +66,7 @@ impl Inner {
         scratch.for_each_data(4 << 20, |offset, data| {
             if copied > 0 {
                 // Part of the filesystem is in the image, the rest is not.
-                crash::point("create.copy");
+                crash::point("create.copy", &image_ref.image);
             }
             copied += data.len() as u64;
             writer.write(offset, data).map_err(EngineError::from)

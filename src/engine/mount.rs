@@ -120,8 +120,8 @@ impl Inner {
             lenient(self.undo_step(step, None, how))?;
             if how == Teardown::Strict {
                 match step {
-                    Step::Mounted(_) => crash::point("unmount.unmounted"),
-                    Step::Mapped(_) => crash::point("unmount.unmapped"),
+                    Step::Mounted(_) => crash::point("unmount.unmounted", &v.name),
+                    Step::Mapped(_) => crash::point("unmount.unmapped", &v.name),
                     _ => {}
                 }
             }
@@ -199,7 +199,7 @@ impl Inner {
             r => r?,
         }
         timing::step("host lock");
-        crash::point("mount.locked");
+        crash::point("mount.locked", name);
         // A Remove (any host) holds the lock while it hides the volume: the
         // entry read before the lock may be stale now.
         if !self.dir_get(&*store, name)?.is_some_and(|e| e.state != EntryState::Removing) {
@@ -240,7 +240,7 @@ impl Inner {
         timing::step("map");
         let device = m.device.clone();
         tx.did(Step::Mapped(m));
-        crash::point("mount.mapped");
+        crash::point("mount.mapped", name);
         let mp = self.mountpoint(name);
         std::fs::create_dir_all(&mp).map_err(HostError::io("create", &mp))?;
         tx.did(Step::MountpointMade(mp.clone()));
@@ -253,7 +253,7 @@ impl Inner {
             });
         }
         tx.did(Step::Mounted(mp.clone()));
-        crash::point("mount.mounted");
+        crash::point("mount.mounted", name);
         timing::step("mount");
         // Grow the filesystem when the image grew since it was made.
         let size = vol.size()?;
@@ -277,7 +277,7 @@ impl Inner {
         let by = MountedBy { host: self.cfg.host_id.clone(), addr: store.own_address()?, since: records::now_rfc3339(), clients };
         tx.did(Step::MountedByRecorded);
         vol.metadata_set(MOUNTED_KEY, &by.to_json())?;
-        crash::point("mount.recorded");
+        crash::point("mount.recorded", name);
         let mut v = MountedVolume {
             name: name.into(),
             pool: entry.pool.clone(),
@@ -294,7 +294,7 @@ impl Inner {
         v.add_unanswered_ref(id, attempt);
         self.state.save(&v)?;
         self.mounted.lock().unwrap().insert(name.into(), v);
-        crash::point("mount.saved");
+        crash::point("mount.saved", name);
         timing::step("record");
         Ok(mp)
     }
@@ -337,7 +337,7 @@ impl Inner {
             return Ok(Unmounted::StillUsed(n));
         }
         self.tear_down(&v, true, Some(self.mapping_of(&v)), Teardown::Strict)?;
-        crash::point("unmount.forgotten");
+        crash::point("unmount.forgotten", name);
         // Unmounted and unmapped: done for Docker. The lock (and its record)
         // goes now, or in the background if the cluster does not answer.
         let released = (|| {
@@ -347,7 +347,7 @@ impl Inner {
             // nobody holds it.
             self.keep_fenced(&*store, &*vol, name, Renew::Unmounting)?;
             vol.metadata_remove(MOUNTED_KEY)?;
-            crash::point("unmount.unrecorded");
+            crash::point("unmount.unrecorded", name);
             self.release_host_lock(&*vol)
         })();
         if let Err(e) = released {

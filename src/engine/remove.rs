@@ -82,7 +82,7 @@ impl Inner {
         // Remove holds the host lock, as Mount does: the two exclude each
         // other on every host (a Mount re-reads the entry once it holds it).
         self.take_host_lock(&*vol, name)?;
-        crash::point("remove.locked");
+        crash::point("remove.locked", name);
         timing::step("host lock");
         let hidden = (|| {
             // Checked now: the deletion in the background could only log it.
@@ -98,7 +98,7 @@ impl Inner {
             }
             timing::step("snapshots");
             self.dir_put(&store, name, &DirEntry { state: EntryState::Removing, id, ..entry })?;
-            crash::point("remove.hidden");
+            crash::point("remove.hidden", name);
             timing::step("directory: removing");
             Ok(Removed::Removed)
         })();
@@ -115,7 +115,7 @@ impl Inner {
         let pool = store.cluster().open_pool(&entry.pool, &entry.namespace)?;
         match self.remove_image_settling(&pool, name) {
             Ok(()) | Err(CephError::NotFound { .. }) => {
-                crash::point("purge.deleted");
+                crash::point("purge.deleted", name);
                 timing::step("remove image");
                 self.dir_remove(&store, name)?;
                 timing::step("directory: remove");

@@ -135,12 +135,12 @@ pub fn fence_holder(
         addrs.iter().cloned().collect::<Vec<_>>().join(", "),
         expiry.as_secs()
     );
-    crash::point("takeover.blocklisted");
+    crash::point("takeover.blocklisted", image.name());
     match header.host_break_lock(&holder.client, &holder.cookie) {
         Ok(_) | Err(CephError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    crash::point("takeover.broken");
+    crash::point("takeover.broken", image.name());
     let start = Instant::now();
     loop {
         let left = watching(image, &addrs)?;
