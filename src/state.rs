@@ -20,6 +20,10 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateErro
     move |source| StateError::Io { op, path, source }
 }
 
+/// How long after an unanswered Mount of an ID another Mount of it counts
+/// as dockerd retrying it (dockerd retries a failed transport for ~30 s).
+pub const RETRY_WINDOW_SECS: u64 = 60;
+
 /// A volume mounted on this host.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MountedVolume {
@@ -39,10 +43,11 @@ pub struct MountedVolume {
     /// Mount ID → how many times it mounted (docker cp sends the same ID twice).
     pub refs: BTreeMap<String, u32>,
     /// Mount IDs whose last Mount may not have been answered (a crash, a
-    /// caller gone), with that Mount's attempt number: dockerd's retry of it
-    /// is the same Mount, not another.
+    /// caller gone): that Mount's attempt number and when it was made (Unix
+    /// seconds). dockerd's retry of it, within `RETRY_WINDOW`, is the same
+    /// Mount, not another.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub unanswered: BTreeMap<String, u64>,
+    pub unanswered: BTreeMap<String, (u64, u64)>,
 }
 
 impl MountedVolume {
@@ -50,11 +55,14 @@ impl MountedVolume {
         *self.refs.entry(id.to_string()).or_insert(0) += 1;
     }
 
-    /// Mount `attempt` of `id`, not yet answered: one more reference,
-    /// unless the last Mount of `id` was not answered either (then this is
-    /// dockerd's retry of it, and takes it over). Returns whether it added one.
-    pub fn add_unanswered_ref(&mut self, id: &str, attempt: u64) -> bool {
-        if self.unanswered.insert(id.to_string(), attempt).is_some() {
+    /// Mount `attempt` of `id` at `now` (Unix seconds), not yet answered:
+    /// one more reference, unless the last Mount of `id` was not answered
+    /// either and is recent (then this is dockerd's retry of it, and takes
+    /// it over). Returns whether it added one.
+    pub fn add_unanswered_ref(&mut self, id: &str, attempt: u64, now: u64) -> bool {
+        let retry = self.unanswered.get(id).is_some_and(|(_, at)| now.saturating_sub(*at) <= RETRY_WINDOW_SECS);
+        self.unanswered.insert(id.to_string(), (attempt, now));
+        if retry {
             return false;
         }
         self.add_ref(id);
@@ -64,7 +72,7 @@ impl MountedVolume {
     /// Mount `attempt` of `id` was answered. Returns whether that changed
     /// anything (a later attempt may have taken it over).
     pub fn answered(&mut self, id: &str, attempt: u64) -> bool {
-        if self.unanswered.get(id) == Some(&attempt) {
+        if self.is_unanswered(id, attempt) {
             self.unanswered.remove(id);
             return true;
         }
@@ -74,7 +82,18 @@ impl MountedVolume {
     /// Whether Mount `attempt` of `id` is still unanswered and not taken
     /// over by a retry.
     pub fn is_unanswered(&self, id: &str, attempt: u64) -> bool {
-        self.unanswered.get(id) == Some(&attempt)
+        self.unanswered.get(id).is_some_and(|(a, _)| *a == attempt)
+    }
+
+    /// Drops the reference of Mount `attempt` of `id`, whose caller went
+    /// away before its answer (and its mark with it).
+    pub fn drop_unanswered_ref(&mut self, id: &str, attempt: u64) -> bool {
+        if !self.is_unanswered(id, attempt) {
+            return false;
+        }
+        self.unanswered.remove(id);
+        self.drop_ref(id);
+        true
     }
 
     /// Drops one reference of `id`; unknown IDs change nothing.
@@ -230,22 +249,38 @@ impl StateStore {
     /// file an older version named otherwise is renamed to its name now.
     pub fn load_all(&self) -> Result<Vec<MountedVolume>, StateError> {
         let mut out = Vec::new();
+        let mut misnamed = Vec::new();
         for entry in std::fs::read_dir(&self.dir).map_err(io("read", &self.dir))? {
             let path = entry.map_err(io("read", &self.dir))?.path();
-            // Only temporary files (`.NAME.json.tmp`) end otherwise.
-            if path.extension().is_none_or(|e| e != "json") {
+            // Temporary files (`.NAME.json.tmp`) end otherwise; a rename an
+            // earlier start left half-done ends in `.migrating`.
+            let migrating = path.extension().is_some_and(|e| e == "migrating");
+            if !migrating && path.extension().is_none_or(|e| e != "json") {
                 continue;
             }
             match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<MountedVolume>(&b).ok()) {
                 Some(v) => {
                     let canonical = self.dir.join(file_name(&v.name));
                     if path != canonical {
-                        std::fs::rename(&path, &canonical).map_err(io("rename into", &canonical))?;
+                        misnamed.push((path, canonical));
                     }
                     out.push(v)
                 }
                 None => tracing::warn!("ignoring unreadable state file {}", path.display()),
             }
+        }
+        // Renamed in two steps: one file's new name may be another file's
+        // old one (an older version named files after the volume).
+        let mut moved = Vec::new();
+        for (path, canonical) in misnamed {
+            let aside = self.dir.join(format!(".{}.migrating", canonical.file_name().unwrap_or_default().to_string_lossy()));
+            if path != aside {
+                std::fs::rename(&path, &aside).map_err(io("rename into", &aside))?;
+            }
+            moved.push((aside, canonical));
+        }
+        for (aside, canonical) in moved {
+            std::fs::rename(&aside, &canonical).map_err(io("rename into", &canonical))?;
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -276,13 +311,17 @@ mod tests {
     #[test]
     fn a_retried_unanswered_mount_is_one_reference_an_answered_one_two() {
         let mut v = vol("a");
-        assert!(v.add_unanswered_ref("c1", 1));
-        assert!(!v.add_unanswered_ref("c1", 2), "dockerd's retry of an unanswered Mount");
+        assert!(v.add_unanswered_ref("c1", 1, 1000));
+        assert!(!v.add_unanswered_ref("c1", 2, 1010), "dockerd's retry of an unanswered Mount");
         assert_eq!(v.ref_count(), 1);
         assert!(!v.is_unanswered("c1", 1) && v.is_unanswered("c1", 2), "the retry took it over");
         assert!(!v.answered("c1", 1));
         assert!(v.answered("c1", 2));
-        assert!(v.add_unanswered_ref("c1", 3), "docker cp: a second Mount of an answered ID");
+        assert!(v.add_unanswered_ref("c1", 3, 1020), "docker cp: a second Mount of an answered ID");
+        assert!(v.drop_unanswered_ref("c1", 3) && v.ref_count() == 1 && v.unanswered.is_empty(), "abandoned: dropped with its mark");
+        // A mark a crash left long ago is no retry: a later Mount is another.
+        v.unanswered.insert("c1".into(), (4, 1000));
+        assert!(v.add_unanswered_ref("c1", 5, 1000 + RETRY_WINDOW_SECS + 1));
         assert_eq!(v.ref_count(), 2);
         v.drop_ref("c1");
         v.drop_ref("c1");
@@ -343,6 +382,24 @@ mod tests {
         assert!(!old.exists() && store.has(".x"));
         store.remove(".x").unwrap();
         assert!(store.load_all().unwrap().is_empty(), "nothing of it left");
+    }
+
+    /// Upgrade from a85fad5 (state files named `<name>.json`): volumes "é"
+    /// and "%c3a9" both mounted. The new loader renames "é.json" onto
+    /// "%c3a9.json", the old file of the other volume.
+    #[test]
+    fn an_upgrade_renaming_state_files_never_overwrites_another_volumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path().join("volumes")).unwrap();
+        for n in ["é", "%c3a9"] {
+            write_atomic(&dir.path().join(format!("volumes/{n}.json")), &serde_json::to_vec(&vol(n)).unwrap()).unwrap();
+        }
+        let mut loaded: Vec<String> = store.load_all().unwrap().into_iter().map(|v| v.name).collect();
+        loaded.sort();
+        let mut after: Vec<String> = store.load_all().unwrap().into_iter().map(|v| v.name).collect();
+        after.sort();
+        eprintln!("first load: {loaded:?}, second load: {after:?}");
+        assert_eq!(after, vec!["%c3a9".to_string(), "é".to_string()], "a volume's state was lost in the upgrade");
     }
 
     #[test]

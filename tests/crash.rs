@@ -79,6 +79,8 @@ fn assert_released(p: &Plugin, name: &str, point: &str) {
     assert_eq!(lock_holders(name), 0, "{point}: a host lock is left on {name}");
     let notes = std::fs::read_dir(p.state_dir().join("locks")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(notes, 0, "{point}: a lock note is left");
+    let scratch = std::fs::read_dir(p.state_dir().join("format")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(scratch, 0, "{point}: a scratch file is left in the state directory");
 }
 
 #[test]

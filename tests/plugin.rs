@@ -371,6 +371,37 @@ fn remove_on_one_host_and_mount_on_another_never_both_succeed() {
 }
 
 #[test]
+fn the_deletion_of_a_removed_volume_never_deletes_the_one_another_host_made_of_its_name() {
+    let a = plugin();
+    let b = plugin();
+    for round in 0..2 {
+        let name = unique("purgerace");
+        ok(&a.create(&name, &[("size", "16")]));
+        // Something still watches the removed volume's image a moment (a
+        // mapper closing): A's deletion waits and retries.
+        let pool = cluster().connect().open_pool(POOL, "").unwrap();
+        let watcher = pool.open_image(&name).unwrap();
+        ok(&a.remove(&name));
+        // Meanwhile B makes a volume of the same name.
+        let created = std::thread::scope(|s| {
+            let c = s.spawn(|| b.create(&name, &[("size", "16")]));
+            std::thread::sleep(Duration::from_millis(1000));
+            drop(watcher);
+            c.join().unwrap()
+        });
+        // Past A's 10 s of retries: B's volume is still there.
+        std::thread::sleep(Duration::from_secs(12));
+        if created.err().is_empty() {
+            assert!(rbd_info(&name).is_some(), "round {round}: A's deletion deleted the image B made");
+            ok(&b.get(&name));
+            ok(&b.remove(&name));
+        } else {
+            assert!(created.err().contains("in use") || created.err().contains("watcher"), "round {round}: {:?}", created.json);
+        }
+    }
+}
+
+#[test]
 fn one_host_at_a_time() {
     let a = plugin();
     let b = plugin();

@@ -58,7 +58,8 @@ pub struct MapperArgs {
 /// Fencing: `takeover` fences by hand, `serve` automatically.
 #[derive(clap::Args)]
 pub struct FenceArgs {
-    /// How long, in seconds, a fenced client stays blocklisted (default 3600).
+    /// How long, in seconds, a fenced client stays blocklisted unless its
+    /// host says it let go first (default 2592000: 30 days).
     #[arg(long, env = "RBDVOL_BLOCKLIST_EXPIRY")]
     pub blocklist_expiry: Option<String>,
 }

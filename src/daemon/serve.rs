@@ -70,9 +70,14 @@ pub fn seconds(value: &Option<String>, name: &str, default: u64, min: u64) -> Re
     }
 }
 
+/// How long a fenced client stays blocklisted unless its host says it let
+/// go first (then the entries are removed): 30 days, so no fence lapses
+/// while nobody renews it (a takeover by hand, a volume left unmounted).
+pub const DEFAULT_BLOCKLIST_EXPIRY: u64 = 30 * 24 * 3600;
+
 /// RBDVOL_BLOCKLIST_EXPIRY: how long a fenced client stays blocklisted.
 pub fn blocklist_expiry(value: &Option<String>) -> Result<Duration, DaemonError> {
-    seconds(value, "RBDVOL_BLOCKLIST_EXPIRY", 3600, 60)
+    seconds(value, "RBDVOL_BLOCKLIST_EXPIRY", DEFAULT_BLOCKLIST_EXPIRY, 60)
 }
 
 /// RBDVOL_SESSION_TTL: Consul takes 10 s to 86400 s.
@@ -236,7 +241,7 @@ mod tests {
         assert_eq!(seconds(&some(" 90 "), "X", 3600, 60).unwrap(), Duration::from_secs(90));
         assert_eq!(check_interval(&some("1")).unwrap(), Duration::from_secs(1));
         assert_eq!(session_ttl(&None).unwrap(), Duration::from_secs(15));
-        assert_eq!(blocklist_expiry(&None).unwrap(), Duration::from_secs(3600));
+        assert_eq!(blocklist_expiry(&None).unwrap(), Duration::from_secs(30 * 24 * 3600));
         assert_eq!(check_interval(&None).unwrap(), Duration::from_secs(5));
     }
 

@@ -43,7 +43,7 @@ impl Inner {
                 // Removed, but the image is not deleted yet: finish that
                 // before creating anew.
                 let pool = cluster.open_pool(&e.pool, &e.namespace)?;
-                match self.remove_image_settling(&pool, name) {
+                match self.remove_image_settling(&pool, name, e.id.as_deref()) {
                     Ok(()) | Err(CephError::NotFound { .. }) => {}
                     Err(err) => return Err(err.into()),
                 }

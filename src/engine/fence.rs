@@ -55,10 +55,18 @@ impl Inner {
     }
 
     /// Says this host let go of `vol`, which another host fenced it off:
-    /// removes its entry, so the holder stops renewing its fencing.
-    pub(super) fn acknowledge_fence(&self, vol: &dyn Volume) -> Result<(), EngineError> {
+    /// lifts the blocklisting of its old clients (nothing of them is left
+    /// here) and removes its entry, so the holder stops renewing it.
+    pub(super) fn acknowledge_fence(&self, store: &dyn Store, vol: &dyn Volume) -> Result<(), EngineError> {
         let mut fenced = Fenced::parse_list(vol.metadata_get(FENCED_KEY)?.as_deref());
         let before = fenced.len();
+        for f in fenced.iter().filter(|f| f.host == self.cfg.host_id) {
+            for client in &f.clients {
+                if let Err(e) = store.unblocklist(client) {
+                    tracing::warn!("volume '{}': cannot lift the blocklisting of this host's old client {client} (it expires by itself): {e}", vol.name());
+                }
+            }
+        }
         fenced.retain(|f| f.host != self.cfg.host_id);
         if fenced.len() == before {
             return Ok(());

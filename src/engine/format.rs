@@ -42,6 +42,11 @@ impl Inner {
         let owner = fs::RootOwner { uid: meta.uid, gid: meta.gid, mode: meta.mode };
         self.take_host_lock(vol, &image_ref.image)?;
         timing::step("host lock");
+        // Another host may have finished it between the look and the lock.
+        if vol.metadata_get(FORMATTED_KEY)?.is_some() {
+            self.release_host_lock_or_retry(vol);
+            return Ok(());
+        }
         let result = (|| {
             match blank {
                 Blank::New(image) => self.format_new(image, image_ref, &meta, owner)?,

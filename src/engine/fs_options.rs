@@ -25,7 +25,16 @@ enum Value {
     Keys(&'static [(&'static str, Value)]),
     /// Letters, digits and `-` (a UUID, a usage type).
     Word,
+    /// A flag that may also be given a value from this set (`barrier`,
+    /// `barrier=0`; `space_cache`, `space_cache=v2`; `compress=zstd:3`).
+    FlagOr(&'static [&'static str]),
 }
+
+/// btrfs compression: an algorithm, zstd and zlib with a level.
+const COMPRESS: &[&str] = &[
+    "zlib", "lzo", "zstd", "no", "zlib:1", "zlib:2", "zlib:3", "zlib:4", "zlib:5", "zlib:6", "zlib:7", "zlib:8", "zlib:9", "zstd:1", "zstd:2",
+    "zstd:3", "zstd:4", "zstd:5", "zstd:6", "zstd:7", "zstd:8", "zstd:9", "zstd:10", "zstd:11", "zstd:12", "zstd:13", "zstd:14", "zstd:15",
+];
 
 const EXT4_FEATURES: &[&str] = &[
     "64bit", "dir_index", "dir_nlink", "extent", "extents", "extra_isize", "ext_attr", "filetype", "flex_bg", "has_journal",
@@ -68,7 +77,7 @@ const EXT4_MKFS: &[(&str, Value)] = &[
     ("-O", Value::OneOf(EXT4_FEATURES)),
     ("-q", Value::None),
     ("-T", Value::OneOf(&["default", "small", "floppy", "news", "largefile", "largefile4", "hurd", "big", "huge"])),
-    ("-U", Value::Word),
+    ("-U", Value::OneOf(&["random", "time", "clear"])),
 ];
 
 const BOOL: Value = Value::OneOf(&["0", "1"]);
@@ -85,7 +94,7 @@ const XFS_MKFS: &[(&str, Value)] = &[
     ("-L", Value::Label),
     (
         "-m",
-        Value::Keys(&[("crc", BOOL), ("finobt", BOOL), ("rmapbt", BOOL), ("reflink", BOOL), ("bigtime", BOOL), ("inobtcount", BOOL), ("uuid", Value::Word)]),
+        Value::Keys(&[("crc", BOOL), ("finobt", BOOL), ("rmapbt", BOOL), ("reflink", BOOL), ("bigtime", BOOL), ("inobtcount", BOOL)]),
     ),
     ("-n", Value::Keys(&[("size", Value::Number), ("version", Value::Word), ("ftype", BOOL)])),
     ("-s", Value::Keys(&[("size", Value::Number)])),
@@ -129,8 +138,10 @@ const MOUNT_COMMON: &[(&str, Value)] = &[
 
 const MOUNT_EXT4: &[(&str, Value)] = &[
     ("data", Value::OneOf(&["ordered", "writeback", "journal"])),
+    ("data_err", Value::OneOf(&["abort", "ignore"])),
     ("commit", Value::Number),
-    ("barrier", Value::None),
+    ("barrier", Value::FlagOr(&["0", "1"])),
+    ("journal_ioprio", Value::Number),
     ("nobarrier", Value::None),
     ("journal_checksum", Value::None),
     ("nojournal_checksum", Value::None),
@@ -141,7 +152,7 @@ const MOUNT_EXT4: &[(&str, Value)] = &[
     ("noacl", Value::None),
     ("delalloc", Value::None),
     ("nodelalloc", Value::None),
-    ("auto_da_alloc", Value::None),
+    ("auto_da_alloc", Value::FlagOr(&["0", "1"])),
     ("noauto_da_alloc", Value::None),
     ("dioread_nolock", Value::None),
     ("dioread_lock", Value::None),
@@ -164,6 +175,7 @@ const MOUNT_EXT4: &[(&str, Value)] = &[
 
 const MOUNT_XFS: &[(&str, Value)] = &[
     ("nouuid", Value::None),
+    ("noalign", Value::None),
     ("inode64", Value::None),
     ("inode32", Value::None),
     ("largeio", Value::None),
@@ -198,13 +210,15 @@ const MOUNT_XFS: &[(&str, Value)] = &[
 ];
 
 const MOUNT_BTRFS: &[(&str, Value)] = &[
-    ("compress", Value::OneOf(&["zlib", "lzo", "zstd", "no"])),
-    ("compress-force", Value::OneOf(&["zlib", "lzo", "zstd"])),
+    ("compress", Value::FlagOr(COMPRESS)),
+    ("compress-force", Value::FlagOr(COMPRESS)),
     ("ssd", Value::None),
+    ("ssd_spread", Value::None),
+    ("discard", Value::FlagOr(&["sync", "async"])),
     ("nossd", Value::None),
     ("autodefrag", Value::None),
     ("noautodefrag", Value::None),
-    ("space_cache", Value::OneOf(&["v2"])),
+    ("space_cache", Value::FlagOr(&["v1", "v2"])),
     ("commit", Value::Number),
     ("nodatacow", Value::None),
     ("nodatasum", Value::None),
@@ -244,6 +258,7 @@ fn check_value(what: &str, value: &str, kind: Value) -> Result<(), String> {
         }
         Value::Label => !value.is_empty() && value.len() <= 12 && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
         Value::Word => !value.is_empty() && value.len() <= 64 && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+        Value::FlagOr(set) => value.is_empty() || set.contains(&value),
         Value::OneOf(set) => {
             return value
                 .split(',')
@@ -287,8 +302,9 @@ pub fn check_mkfs(fstype: Fstype, args: &[String]) -> Result<(), String> {
         // `-m0` or `-m 0`; `--csum xxhash` or `--csum=xxhash`.
         let (flag, attached) = if let Some(long) = arg.strip_prefix("--") {
             long.split_once('=').map(|(f, v)| (format!("--{f}"), Some(v.to_string()))).unwrap_or((arg.clone(), None))
-        } else if arg.starts_with('-') && arg.len() > 2 {
-            (arg[..2].to_string(), Some(arg[2..].to_string()))
+        } else if arg.starts_with('-') && arg.chars().count() > 2 {
+            let split = arg.char_indices().nth(2).map(|(i, _)| i).unwrap_or(arg.len());
+            (arg[..split].to_string(), Some(arg[split..].to_string()))
         } else {
             (arg.clone(), None)
         };
@@ -314,7 +330,8 @@ pub fn check_mount(fstype: Fstype, options: &str) -> Result<(), String> {
     let specific = mount_rules(fstype);
     for item in options.split(',').map(str::trim).filter(|o| !o.is_empty()) {
         let (k, v) = item.split_once('=').unwrap_or((item, ""));
-        let Some((_, kind)) = MOUNT_COMMON.iter().chain(specific).find(|(name, _)| *name == k) else {
+        // The filesystem's own form first (btrfs `discard=async`).
+        let Some((_, kind)) = specific.iter().chain(MOUNT_COMMON).find(|(name, _)| *name == k) else {
             return Err(format!(
                 "mount option '{k}' is not allowed; {} mount options allowed: {} {}",
                 fstype.as_str(),
@@ -326,8 +343,8 @@ pub fn check_mount(fstype: Fstype, options: &str) -> Result<(), String> {
             // Flags may not take a value, and value options need one.
             Value::None if item.contains('=') => return Err(format!("mount option '{k}' takes no value")),
             Value::None => {}
-            // btrfs: a bare `compress` means zlib.
-            _ if item == "compress" => {}
+            // Bare or with a value: `compress`, `barrier`, `space_cache`.
+            Value::FlagOr(_) => check_value(&format!("mount option '{k}'"), v, *kind)?,
             _ if !item.contains('=') => return Err(format!("mount option '{k}' needs a value ({k}=...)")),
             kind => check_value(&format!("mount option '{k}'"), v, *kind)?,
         }
@@ -444,5 +461,45 @@ mod tests {
         }
         let e = check_mount(Fstype::Ext4, "noatime,loop").unwrap_err();
         assert!(e.contains("'loop' is not allowed") && e.contains("ext4 mount options allowed"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod refused_input {
+    use super::*;
+
+    /// A flag followed by a multi-byte character: `arg[..2]` slices inside it.
+    #[test]
+    fn a_non_ascii_flag_is_refused_never_a_panic() {
+        let r = std::panic::catch_unwind(|| check_mkfs(Fstype::Ext4, &["-é".to_string()]));
+        assert!(r.is_ok(), "check_mkfs panicked on '-é'");
+    }
+}
+
+#[cfg(test)]
+mod compatibility {
+    use super::*;
+
+    /// Mount options the kernel takes and an older rbdvol passed through:
+    /// a volume made with them no longer mounts after the upgrade.
+    #[test]
+    fn common_kernel_mount_options_of_older_volumes_are_allowed() {
+        let mut refused = Vec::new();
+        for (f, o) in [
+            (Fstype::Btrfs, "compress=zstd:3"),
+            (Fstype::Btrfs, "discard=async"),
+            (Fstype::Btrfs, "space_cache"),
+            (Fstype::Btrfs, "ssd_spread"),
+            (Fstype::Ext4, "barrier=0"),
+            (Fstype::Ext4, "data_err=abort"),
+            (Fstype::Ext4, "journal_ioprio=3"),
+            (Fstype::Ext4, "auto_da_alloc=0"),
+            (Fstype::Xfs, "discard,noalign"),
+        ] {
+            if let Err(e) = check_mount(f, o) {
+                refused.push(format!("{} {o}: {e}", f.as_str()));
+            }
+        }
+        assert!(refused.is_empty(), "{refused:#?}");
     }
 }

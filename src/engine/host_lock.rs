@@ -31,6 +31,19 @@ impl Inner {
     /// either noted or released.
     pub(super) fn take_host_lock(&self, vol: &dyn Volume, name: &str) -> Result<(), EngineError> {
         self.lock_notes.note(name)?;
+        match self.try_take_host_lock(vol, name) {
+            Err(e @ (EngineError::MountedElsewhere { .. } | EngineError::DuplicateHostId { .. })) => Err(e),
+            // The cluster may have applied it all the same (a timeout):
+            // released in the background if so.
+            Err(e) => {
+                self.stale_locks.lock().unwrap().insert(name.to_string());
+                Err(e)
+            }
+            ok => ok,
+        }
+    }
+
+    fn try_take_host_lock(&self, vol: &dyn Volume, name: &str) -> Result<(), EngineError> {
         let desc = format!("rbdvol on {}", self.cfg.host_id);
         match vol.host_lock(self.cookie(), &desc) {
             Ok(_) => Ok(()),

@@ -158,7 +158,7 @@ impl Inner {
     /// `name` for `id`.
     pub(super) fn mount(&self, name: &str, id: &str, attempt: u64) -> Result<Mounted, EngineError> {
         if let Some(v) = self.mounted.lock().unwrap().get_mut(name) {
-            if v.add_unanswered_ref(id, attempt) {
+            if v.add_unanswered_ref(id, attempt, unix_now()) {
                 self.state.save(v)?;
             }
             return Ok(Mounted::Again(v.mountpoint.clone()));
@@ -200,12 +200,6 @@ impl Inner {
         }
         timing::step("host lock");
         crash::point("mount.locked", name);
-        // A Remove (any host) holds the lock while it hides the volume: the
-        // entry read before the lock may be stale now.
-        if !self.dir_get(&*store, name)?.is_some_and(|e| e.state != EntryState::Removing) {
-            self.release_host_lock_or_retry(&*vol);
-            return Err(EngineError::NotFound(name.into()));
-        }
 
         // From here on, a failure undoes every step taken.
         let mut tx = MountTransaction { inner: self, vol: &*vol, name, steps: vec![Step::HostLocked] };
@@ -231,6 +225,11 @@ impl Inner {
         (id, attempt): (&str, u64),
     ) -> Result<PathBuf, EngineError> {
         let (vol, name, fstype) = (tx.vol, tx.name, meta.fstype);
+        // A Remove (any host) holds the lock while it hides the volume: the
+        // entry read before the lock may be stale now.
+        if !self.dir_get(store, name)?.is_some_and(|e| e.state != EntryState::Removing) {
+            return Err(EngineError::NotFound(name.into()));
+        }
         self.mapper.check_features(image_ref, vol.features()?)?;
         // Who watches before the mapping: not ours to record (this plugin's
         // own client is recorded as `addr`; others — a mgr, a backup job —
@@ -291,7 +290,7 @@ impl Inner {
             refs: BTreeMap::new(),
             unanswered: Default::default(),
         };
-        v.add_unanswered_ref(id, attempt);
+        v.add_unanswered_ref(id, attempt, unix_now());
         self.state.save(&v)?;
         self.mounted.lock().unwrap().insert(name.into(), v);
         crash::point("mount.saved", name);
@@ -313,10 +312,14 @@ impl Inner {
     /// Drops the reference of Mount `attempt` for `id`, whose caller went
     /// away before its answer — unless a retry took it over since.
     pub(super) fn drop_unanswered(&self, name: &str, id: &str, attempt: u64) -> Result<Option<Unmounted>, EngineError> {
-        let abandoned = self.mounted.lock().unwrap().get(name).is_some_and(|v| v.is_unanswered(id, attempt));
-        if !abandoned {
+        let Some(mut v) = self.mounted.lock().unwrap().get(name).cloned() else { return Ok(None) };
+        if !v.is_unanswered(id, attempt) {
             return Ok(None);
         }
+        // Its reference and its mark go together; the last reference
+        // unmounts as Unmount does.
+        v.unanswered.remove(id);
+        self.mounted.lock().unwrap().insert(name.to_string(), v);
         self.unmount(name, id).map(Some)
     }
 
@@ -343,6 +346,12 @@ impl Inner {
         let released = (|| {
             let store = self.store()?;
             let vol = self.header_of_mounted(&*store, &v)?;
+            if !self.holds_host_lock(&*vol)? {
+                // Taken over meanwhile: the record and the lock are the new
+                // holder's.
+                self.lock_notes.clear(name)?;
+                return Ok(());
+            }
             // Hosts fenced off it that have not let go stay fenced while
             // nobody holds it.
             self.keep_fenced(&*store, &*vol, name, Renew::Unmounting)?;
@@ -357,6 +366,10 @@ impl Inner {
         timing::step("metadata, unlock");
         Ok(Unmounted::Released)
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// The volume's mount options with what its filesystem implies (xfs

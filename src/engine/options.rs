@@ -182,8 +182,8 @@ fn plain_text(value: &str) -> Result<(), String> {
 }
 
 fn pool_like(value: &str) -> Result<(), String> {
-    if value.is_empty() || value.len() > 100 || value.chars().any(|c| c == '/' || c == '@' || c.is_whitespace() || c.is_control()) {
-        return Err("it must be 1 to 100 characters without '/', '@', spaces or control characters".into());
+    if value.is_empty() || value.len() > 100 || value.chars().any(|c| matches!(c, '/' | '@' | ',' | '=') || c.is_whitespace() || c.is_control()) {
+        return Err("it must be 1 to 100 characters without '/', '@', ',', '=', spaces or control characters".into());
     }
     Ok(())
 }

@@ -44,6 +44,7 @@ impl Inner {
     /// the next Mount here or released by the next Unmount.
     pub(super) fn reconcile(&self) -> Result<(), EngineError> {
         self.mapper.clean_up_dead()?;
+        crate::host::fs::remove_leftover_scratch(&self.cfg.state_dir.join("format"));
         let mounts = self.mount_table.mounts()?;
         let mut kept = BTreeMap::new();
         for v in self.state.load_all()? {
@@ -56,8 +57,13 @@ impl Inner {
                 let image = ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() };
                 // Found by image, never by the recorded device: after a
                 // reboot that device may be another image's.
-                let mapping = self.mapper.find(&image)?;
-                self.tear_down(&v, still_mounted, mapping, Teardown::Strict)?;
+                // One volume that cannot be cleaned up (a device still busy)
+                // never stops the others: it stays recorded, retried at the
+                // next start, and its lock in the background.
+                let cleaned = self.mapper.find(&image).map_err(EngineError::from).and_then(|m| self.tear_down(&v, still_mounted, m, Teardown::Strict));
+                if let Err(e) = cleaned {
+                    tracing::error!("cannot clean up volume '{}' (retried at the next start): {e}", v.name);
+                }
                 self.stale_locks.lock().unwrap().insert(v.name.clone());
             }
         }
@@ -66,11 +72,15 @@ impl Inner {
             if kept.values().any(|v| v.image == m.image.image && v.pool == m.image.pool && v.namespace == m.image.namespace) {
                 continue;
             }
-            for mnt in mounts.iter().filter(|mnt| Path::new(&mnt.source) == m.device && mnt.target.starts_with(&self.cfg.mount_root)) {
-                self.mount_table.unmount(&mnt.target)?;
-            }
             tracing::warn!("unmapping {} ({}): mapped but not recorded", m.image, m.device.display());
-            self.mapper.unmap(&m)?;
+            let cleaned = mounts
+                .iter()
+                .filter(|mnt| Path::new(&mnt.source) == m.device && mnt.target.starts_with(&self.cfg.mount_root))
+                .try_for_each(|mnt| self.mount_table.unmount(&mnt.target))
+                .and_then(|()| self.mapper.unmap(&m));
+            if let Err(e) = cleaned {
+                tracing::error!("cannot unmap {} (retried at the next start): {e}", m.image);
+            }
         }
         // Locks noted but not kept: a crash between taking a lock and
         // recording the mount, or a release that never happened.
@@ -97,8 +107,15 @@ impl Inner {
             Err(CephError::NotFound { .. }) => return Ok(self.lock_notes.clear(name)?),
             Err(e) => return Err(e.into()),
         };
+        // A mapping left (a fenced release whose unmap failed: a container
+        // still holds the detached filesystem) goes first; until it does,
+        // this host has not let go.
+        let image = ImageRef { pool: entry.pool.clone(), namespace: entry.namespace.clone(), image: name.to_string() };
+        if let Some(m) = self.mapper.find(&image)? {
+            self.mapper.unmap(&m)?;
+        }
         // Fenced off it by another host: say this host has let go.
-        self.acknowledge_fence(&*vol)?;
+        self.acknowledge_fence(&*store, &*vol)?;
         if !self.holds_host_lock(&*vol)? {
             return Ok(self.lock_notes.clear(name)?);
         }

@@ -113,11 +113,15 @@ impl Inner {
         let store = self.ceph_store()?;
         let Some(entry) = self.dir_get(&store, name)?.filter(|e| e.state == EntryState::Removing) else { return Ok(()) };
         let pool = store.cluster().open_pool(&entry.pool, &entry.namespace)?;
-        match self.remove_image_settling(&pool, name) {
+        match self.remove_image_settling(&pool, name, entry.id.as_deref()) {
             Ok(()) | Err(CephError::NotFound { .. }) => {
                 crash::point("purge.deleted", name);
                 timing::step("remove image");
-                self.dir_remove(&store, name)?;
+                // Only the entry of the image deleted: a Create (any host)
+                // may have made the name anew meanwhile.
+                if self.dir_get(&store, name)? == Some(entry) {
+                    self.dir_remove(&store, name)?;
+                }
                 timing::step("directory: remove");
                 Ok(())
             }
@@ -130,14 +134,26 @@ impl Inner {
         Ok(self.read_directory()?.into_iter().filter(|(_, e)| e.state == EntryState::Removing).map(|(n, _)| n).collect())
     }
 
-    /// Removes an image, waiting a little for watchers that are on their
-    /// way out: a mapper process closing after the last Unmount, or udev
-    /// probing a device just unmapped. A watcher that stays is `InUse`.
-    pub(super) fn remove_image_settling(&self, pool: &Pool, name: &str) -> Result<(), CephError> {
+    /// Removes image `name` — only while it is still the one with id `id`,
+    /// when known: another host may have made the name anew — waiting a
+    /// little for watchers that are on their way out: a mapper process
+    /// closing after the last Unmount, or udev probing a device just
+    /// unmapped. A watcher that stays is `InUse`; an image of that name
+    /// with another id is `NotFound` (this one is gone).
+    pub(super) fn remove_image_settling(&self, pool: &Pool, name: &str, id: Option<&str>) -> Result<(), CephError> {
         let start = Instant::now();
         loop {
+            if let Some(id) = id {
+                if pool.image_id(name)? != id {
+                    return Err(CephError::NotFound { op: "remove", target: crate::ceph::Target::Image { pool: pool.name().into(), namespace: pool.namespace().into(), image: name.into() }, errno: libc::ENOENT });
+                }
+            }
             match pool.remove_image(name) {
                 Err(CephError::InUse { .. }) if start.elapsed() < WATCHERS_SETTLE => std::thread::sleep(Duration::from_millis(50)),
+                // Another host removed it in the same moment: gone.
+                Err(e) if e.errno() == Some(libc::ESTALE) => {
+                    return Err(CephError::NotFound { op: "remove", target: crate::ceph::Target::Image { pool: pool.name().into(), namespace: pool.namespace().into(), image: name.into() }, errno: libc::ENOENT })
+                }
                 other => return other,
             }
         }

@@ -30,6 +30,8 @@ pub(crate) trait Store: Send + Sync {
     fn own_address(&self) -> Result<String, CephError>;
     /// Blocklists client `addr` for `expiry` (again: an entry is renewed).
     fn blocklist(&self, addr: &str, expiry: std::time::Duration) -> Result<(), CephError>;
+    /// Lifts the blocklisting of `addr`.
+    fn unblocklist(&self, addr: &str) -> Result<(), CephError>;
 }
 
 /// One volume's image, as the host path uses it.
@@ -120,6 +122,10 @@ impl Store for CephStore {
 
     fn blocklist(&self, addr: &str, expiry: std::time::Duration) -> Result<(), CephError> {
         self.cluster.blocklist_add(addr, expiry)
+    }
+
+    fn unblocklist(&self, addr: &str) -> Result<(), CephError> {
+        self.cluster.blocklist_remove(addr)
     }
 }
 

@@ -710,3 +710,119 @@ fn a_holder_never_fences_itself_for_a_takeover_that_never_finished() {
     block_on(bed.engine.check_all_mounted());
     assert!(bed.journal().iter().all(|j| !j.starts_with("blocklist")), "{:?}", bed.journal());
 }
+
+// ---- found by the hostile review ----
+
+/// A second Mount of an ID already mounted (docker cp of a running
+/// container) whose caller goes away drops its reference, but leaves the
+/// ID marked "unanswered": the next Mount of that ID is then taken for a
+/// retry (no reference added), and its Unmount releases the volume under
+/// the container that still uses it.
+#[test]
+fn an_abandoned_second_mount_of_an_id_never_unmounts_the_volume_under_its_container() {
+    let bed = Bed::start(&["v"]);
+    let rt = runtime();
+    // The container's Mount, answered.
+    rt.block_on(bed.engine.mount("v", "c1")).unwrap();
+    // Something long holds the volume's lock (a check growing it, a stale
+    // lock release on a slow cluster, ...).
+    let guard = rt.block_on(bed.engine.volume_lock("v").lock_owned());
+    // docker cp: Mount c1 again; dockerd gives up and closes the connection.
+    let gone = rt.block_on(async { tokio::time::timeout(Duration::from_millis(100), bed.engine.mount("v", "c1")).await });
+    assert!(gone.is_err());
+    drop(guard);
+    // The abandoned Mount runs, adds a reference, and drops it again.
+    std::thread::sleep(Duration::from_millis(300));
+    let v = bed.engine.inner.mounted.lock().unwrap().get("v").cloned().unwrap();
+    assert_eq!(v.ref_count(), 1, "the container's reference");
+    eprintln!("after the abandoned mount: refs={:?} unanswered={:?}", v.refs, v.unanswered);
+    // docker cp again: Mount c1 (answered), then its Unmount c1.
+    rt.block_on(bed.engine.mount("v", "c1")).unwrap();
+    let v = bed.engine.inner.mounted.lock().unwrap().get("v").cloned().unwrap();
+    eprintln!("after the second docker cp's mount: refs={:?} unanswered={:?}", v.refs, v.unanswered);
+    let u = rt.block_on(bed.engine.unmount("v", "c1")).unwrap();
+    assert_eq!(u, Unmounted::StillUsed(1), "the running container still has the volume, but: {u:?}");
+}
+
+/// A fenced host whose unmap fails (krbd: EBUSY while a container still
+/// holds the lazily detached filesystem) still tells the holder it let go:
+/// the holder stops renewing the blocklist, which then lapses while the
+/// fenced host's mapping is still there.
+#[test]
+fn a_fenced_host_acknowledges_only_once_its_mapping_is_gone() {
+    let bed = Bed::start(&["v"]);
+    bed.mount("v", "c1").unwrap();
+    bed.store.set_lockers("v", vec![("client.9".into(), "host-b".into())]);
+    bed.store.set_metadata("v", crate::engine::records::FENCED_KEY, Some(&fenced_entry(HOST, "127.0.0.1:0/1000")));
+    bed.mapper.fail("unmap");
+    block_on(bed.engine.check_all_mounted());
+    block_on(bed.engine.check_all_mounted());
+    let still_mapped = !bed.mapper.mapped().is_empty();
+    let acked = !bed.store.volume("v").unwrap().metadata.contains_key(crate::engine::records::FENCED_KEY);
+    eprintln!("still mapped: {still_mapped}, acknowledged: {acked}");
+    assert!(!(still_mapped && acked), "the fence was acknowledged while the device is still mapped");
+}
+
+/// One mapping that cannot be unmapped (krbd EBUSY under a lazily detached
+/// filesystem a container still holds) stops the whole plugin from
+/// starting: reconcile's `?` on the unmap of a mapping nobody recorded.
+#[test]
+fn one_leftover_that_cannot_be_unmapped_never_stops_serve_from_starting() {
+    let bed = Bed::start(&["v", "w"]);
+    bed.mount("w", "c2").unwrap();
+    bed.mapper.add(&image("v"));
+    bed.mapper.fail("unmap");
+    let Bed { engine, store, mapper, mounts, dir, .. } = bed;
+    drop(engine);
+    let journal = store.journal.clone();
+    let cfg = EngineConfig {
+        host_id: HOST.into(),
+        defaults: Defaults::default(),
+        mount_root: dir.path().join("mnt"),
+        state_dir: dir.path().join("state"),
+        auto_takeover: false,
+        blocklist_expiry: Duration::from_secs(3600),
+    };
+    let _ = journal;
+    let started = Engine::start_with(cfg, Connection::with_store(Arc::new(store.clone())), Tools::default(), Box::new(mapper.clone()), Box::new(mounts.clone()));
+    assert!(started.is_ok(), "serve does not start: {:?}", started.err().map(|e| e.to_string()));
+}
+
+/// `docker volume create -o mkfs_options=-é x`: the handler panics (the
+/// connection is dropped without an answer; dockerd retries for 30 s).
+#[test]
+fn a_create_with_a_non_ascii_mkfs_flag_gets_an_answer() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+    let bed = Bed::start(&[]);
+    let rt = runtime();
+    let driver: Arc<dyn VolumeDriver> = Arc::new(bed.engine.clone());
+    let answered = rt.block_on(async {
+        tokio::spawn(async move {
+            let body = serde_json::to_vec(&serde_json::json!({"Name": "x", "Opts": {"mkfs_options": "-é"}})).unwrap();
+            let req = Request::post("/VolumeDriver.Create").body(Body::from(body)).unwrap();
+            crate::api::router(driver).oneshot(req).await.unwrap().status()
+        })
+        .await
+    });
+    assert!(answered.is_ok(), "the Create handler panicked: {answered:?}");
+}
+
+/// The cluster hiccups right after a Mount took the host lock: the
+/// re-read of the directory entry fails (`?`) before the transaction that
+/// would release the lock exists. The lock stays, noted but never retried
+/// in the background: other hosts are refused until this plugin restarts.
+#[test]
+fn a_mount_whose_entry_reread_fails_releases_its_host_lock() {
+    let bed = Bed::start(&["v"]);
+    bed.store.fail_after_next_lock("entry");
+    assert!(bed.mount("v", "c1").is_err());
+    bed.store.heal();
+    for _ in 0..3 {
+        block_on(bed.engine.check_all_mounted());
+    }
+    let lockers = bed.store.volume("v").unwrap().lockers;
+    eprintln!("after the failed mount and 3 checks: lockers {lockers:?}, notes {:?}, stale {:?}", bed.lock_notes(), bed.engine.inner.stale_locks.lock().unwrap());
+    assert!(lockers.is_empty(), "the host lock of a failed Mount is still held: {lockers:?}");
+}

@@ -261,6 +261,20 @@ impl ScratchFs {
     }
 }
 
+/// Removes the scratch files a crash left in `dir` (a Create killed while
+/// formatting or copying): at start-up, when no Create runs.
+pub fn remove_leftover_scratch(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "mkfs") {
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!("removed {}, left by a create that did not finish", path.display()),
+                Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
 impl Drop for ScratchFs {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);

@@ -30,6 +30,8 @@ struct State {
     /// A directory entry another host writes right after this one's next
     /// host lock is taken (a race, made deterministic).
     after_lock: Option<(String, Option<DirEntry>)>,
+    /// A call that starts failing right after the next host lock is taken.
+    fail_after_lock: Option<String>,
 }
 
 /// A store in memory. Cheap to clone; clones share their contents.
@@ -77,6 +79,11 @@ impl MemoryStore {
     /// to `entry` (None: removed), as another host racing would.
     pub fn after_next_lock(&self, name: &str, entry: Option<DirEntry>) {
         self.state.lock().unwrap().after_lock = Some((name.to_string(), entry));
+    }
+
+    /// Makes `call` fail from right after the next host lock is taken.
+    pub fn fail_after_next_lock(&self, call: &str) {
+        self.state.lock().unwrap().fail_after_lock = Some(call.to_string());
     }
 
     /// Sets (or with None removes) a metadata key as another host would.
@@ -151,6 +158,11 @@ impl Store for MemoryStore {
         self.check("own_address", "")?;
         Ok("127.0.0.1:0/1000".into())
     }
+    fn unblocklist(&self, addr: &str) -> Result<(), CephError> {
+        self.check("unblocklist", addr)?;
+        self.journal.lock().unwrap().push(format!("unblocklist {addr}"));
+        Ok(())
+    }
     fn blocklist(&self, addr: &str, expiry: std::time::Duration) -> Result<(), CephError> {
         self.check("blocklist", addr)?;
         self.journal.lock().unwrap().push(format!("blocklist {addr} {}", expiry.as_secs()));
@@ -224,6 +236,9 @@ impl Volume for Handle {
             Ok(Done::Changed)
         })?;
         let mut s = self.store.state.lock().unwrap();
+        if let Some(call) = s.fail_after_lock.take() {
+            s.failing.insert(call);
+        }
         if let Some((name, entry)) = s.after_lock.take() {
             match entry {
                 Some(e) => s.directory.insert(name, e),
