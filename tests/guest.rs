@@ -187,3 +187,110 @@ echo "--- serve.log"; cat /tmp/serve.log
     let files = bed().cluster.read_files_from_image("n1", &["/marker"]);
     assert_eq!(files[0].trim(), "nbd-in-a-real-kernel");
 }
+
+/// Host A is the guest (its kernel's krbd or rbd-nbd), writing and fsyncing
+/// numbered lines; host B (this machine, the user-space mapper) takes the
+/// volume over in the middle of it. B reads every line A saw fsynced, A's
+/// later writes fail, A lets go — its device removed by force although a
+/// process still holds a file in the lazily detached filesystem — and says
+/// so, and the filesystem checks clean.
+fn takeover_while_the_guest_writes(mapper: &str) {
+    use common::plugin::Plugin;
+    let cluster = &bed().cluster;
+    let b = Plugin::start(cluster, "host-b");
+    let v = format!("mid-write-{mapper}");
+    let scenario = format!(
+        "{PRELUDE}serve --mapper {mapper}\nv={v}\n{}",
+        r#"
+result create "$(call Create "{\"Name\":\"$v\",\"Opts\":{\"size\":\"128\"}}")"
+result mount "$(call Mount "{\"Name\":\"$v\",\"ID\":\"c1\"}")"
+mp=/var/lib/rbdvol/mnt/$v
+: > $mp/data.txt
+sleep 100000 < $mp/data.txt &   # a container still holding a file
+holder=$!
+i=0; started=$(date +%s)
+while [ $(($(date +%s) - started)) -lt 180 ]; do
+    echo "line $i" | dd of=$mp/data.txt oflag=append conv=notrunc,fsync status=none 2>/dev/null || break
+    echo "GUEST SYNCED $i"
+    i=$((i + 1))
+    [ $i -eq 40 ] && echo "GUEST TAKE IT OVER NOW"
+done
+result writer_stopped_after "$i"
+i=0; until grep -q 'has let go of it' /tmp/serve.log; do sleep 0.5; i=$((i + 1)); [ $i -gt 120 ] && break; done
+result let_go "$(grep -c 'has let go of it' /tmp/serve.log)"
+result devices "$(ls /sys/bus/rbd/devices 2>/dev/null | wc -l)"
+result nbd_processes "$(pidof rbd-nbd | wc -w)"
+result mounted "$(grep -c " $mp " /proc/mounts)"
+result path "$(call Path "{\"Name\":\"$v\"}")"
+result unmount "$(call Unmount "{\"Name\":\"$v\",\"ID\":\"c1\"}")"
+kill $holder
+echo "--- serve.log"; cat /tmp/serve.log
+"#
+    );
+    let mut takeover: Option<std::process::Output> = None;
+    let console = bed().run(&scenario, Duration::from_secs(420), |line| {
+        if line == "GUEST TAKE IT OVER NOW" && takeover.is_none() {
+            takeover = Some(cluster.rbdvol(&["takeover", &v, "--json", "--host-id", "host-b", "--state-dir", b.state_dir().to_str().unwrap()], &[]));
+        }
+    });
+    no_key_in(&console);
+    let r = |name: &str| result(&console, name).unwrap_or_else(|| panic!("no result {name}:\n{console}")).to_string();
+    assert_eq!(json(Some(&r("create")))["Err"], "", "{console}");
+    assert_eq!(json(Some(&r("mount")))["Err"], "", "{console}");
+    let takeover = takeover.unwrap_or_else(|| panic!("the guest never asked for the takeover:\n{console}"));
+    assert!(takeover.status.success(), "takeover failed: {}\n{console}", String::from_utf8_lossy(&takeover.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&takeover.stdout).unwrap();
+    assert_eq!(report["taken_over"]["from"], "guest", "{report}");
+    let fenced: Vec<String> = report["taken_over"]["fenced"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+
+    // A's writes stopped failing, not hanging: the loop ended well before its bound.
+    let synced: Vec<u64> = console.lines().filter_map(|l| l.strip_prefix("GUEST SYNCED ")).map(|n| n.trim().parse().unwrap()).collect();
+    let last_synced = *synced.last().unwrap();
+    assert!(last_synced >= 39, "{console}");
+    println!("{mapper}: the guest fsynced lines 0..={last_synced}, the takeover came after line 39");
+    // A let go of the volume by itself: unmounted, its device gone although
+    // a process still held a file in it, its Path empty.
+    assert_eq!(r("let_go"), "1", "{console}");
+    assert_eq!(r("devices"), "0", "krbd device still there:\n{console}");
+    assert_eq!(r("nbd_processes"), "0", "rbd-nbd still runs:\n{console}");
+    assert_eq!(r("mounted"), "0", "{console}");
+    assert_eq!(json(Some(&r("path")))["Mountpoint"], "", "{console}");
+    assert_eq!(json(Some(&r("unmount")))["Err"], "", "{console}");
+
+    // B mounts it and has every line A saw fsynced.
+    let mounted = b.mount(&v, &format!("{:064x}", 2));
+    assert_eq!(mounted.err(), "", "{:?}", mounted.json);
+    let at = mounted.json["Mountpoint"].as_str().unwrap().to_string();
+    let data = std::fs::read_to_string(format!("{at}/data.txt")).unwrap();
+    let lines: Vec<&str> = data.lines().collect();
+    for n in 0..=last_synced {
+        assert_eq!(lines.get(n as usize).copied(), Some(format!("line {n}").as_str()), "fsynced line {n} lost ({} lines read)", lines.len());
+    }
+    assert_eq!(b.unmount(&v, &format!("{:064x}", 2)).err(), "");
+    cluster.assert_filesystem_clean(&v, "ext4");
+    // The guest's acknowledgement lifted rbdvol's 30-day fencing. (krbd and
+    // rbd-nbd clients die holding the image's exclusive lock: B's librbd
+    // breaks that lock and blocklists the dead owner itself, for Ceph's
+    // default hour, `mon_osd_blocklist_default_expire`.)
+    let out = cluster.cli("ceph", &["osd", "blocklist", "ls", "--format", "json"]);
+    // The entries, then (ceph 16.2) an array of blocklisted ranges.
+    let listed: serde_json::Value = serde_json::Deserializer::from_slice(&out.stdout).into_iter().next().unwrap().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for entry in listed.as_array().unwrap().iter().filter(|e| fenced.iter().any(|a| e["addr"].as_str().is_some_and(|x| x.ends_with(a.as_str())))) {
+        let until = entry["until"].as_str().unwrap();
+        let out = std::process::Command::new("date").args(["-d", until, "+%s"]).output().unwrap();
+        let until_secs: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|e| panic!("{e}: {until}"));
+        assert!(until_secs < now + 2 * 3600, "still fenced for 30 days after the guest let go: {entry}");
+    }
+    assert_eq!(b.remove(&v).err(), "");
+}
+
+#[test]
+fn krbd_holder_taken_over_mid_write_loses_no_fsynced_line_and_lets_go() {
+    takeover_while_the_guest_writes("krbd");
+}
+
+#[test]
+fn rbd_nbd_holder_taken_over_mid_write_loses_no_fsynced_line_and_lets_go() {
+    takeover_while_the_guest_writes("nbd");
+}

@@ -82,6 +82,7 @@ impl Inner {
             Step::MountpointMade(mp) => {
                 let _ = std::fs::remove_dir(mp);
             }
+            Step::Mapped(m) if how == Teardown::Fenced => self.mapper.unmap_fenced(m)?,
             Step::Mapped(m) => self.mapper.unmap(m)?,
             Step::MountedByRecorded => {
                 if let Some(vol) = vol {

@@ -310,7 +310,7 @@ fn a_volume_taken_over_by_another_host_is_released_here_without_a_write_to_ceph(
     block_on(bed.engine.check_all_mounted());
     let mp = bed.mountpoint("v").display().to_string();
     // Detached at once: its containers may still hold it open.
-    assert_eq!(bed.journal(), vec![format!("unmount_detached {mp}"), "unmap rbd/v".to_string()], "only local steps");
+    assert_eq!(bed.journal(), vec![format!("unmount_detached {mp}"), "unmap --force rbd/v".to_string()], "only local steps");
     assert_eq!(block_on(bed.engine.path("v")).unwrap(), None);
     assert_eq!(bed.state_file_count(), 0);
     assert_eq!(bed.store.volume("v").unwrap().lockers, vec![("client.9".to_string(), "host-b".to_string())]);

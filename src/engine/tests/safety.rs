@@ -299,6 +299,9 @@ fn a_fenced_host_lets_go_and_says_so() {
     bed.store.set_metadata("v", crate::engine::records::FENCED_KEY, Some(&fenced_entry(HOST, "127.0.0.1:0/1000")));
     block_on(bed.engine.check_all_mounted());
     assert_eq!(block_on(bed.engine.path("v")).unwrap(), None, "released");
+    // Its device is removed by force: its I/O can only fail now, and a
+    // container may still hold the lazily detached filesystem open.
+    assert!(bed.journal().iter().any(|j| j.starts_with("unmap --force ")), "{:?}", bed.journal());
     // The acknowledgement goes out at the next check (or right after).
     block_on(bed.engine.check_all_mounted());
     assert!(!bed.store.volume("v").unwrap().metadata.contains_key(crate::engine::records::FENCED_KEY), "acknowledged");

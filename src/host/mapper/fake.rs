@@ -121,6 +121,14 @@ impl Mapper for FakeMapper {
         Ok(())
     }
 
+    fn unmap_fenced(&self, mapping: &Mapping) -> Result<(), HostError> {
+        self.check("unmap", &mapping.image.to_string())?;
+        if self.mapped.lock().unwrap().remove(&mapping.image).is_some() {
+            self.journal.lock().unwrap().push(format!("unmap --force {}", mapping.image));
+        }
+        Ok(())
+    }
+
     fn list(&self) -> Result<Vec<Mapping>, HostError> {
         self.check("list", "")?;
         Ok(self.mapped.lock().unwrap().values().cloned().collect())

@@ -150,6 +150,23 @@ impl Krbd {
         Err(HostError::Unsupported { mapper: "krbd", image: image.to_string(), reason: format!("{} did not appear after modprobe rbd", self.bus().display()) })
     }
 
+    /// Writes the device id (and `force`) to the bus's remove file, retrying
+    /// while the kernel says busy (udev still probing a new device).
+    fn remove(&self, mapping: &Mapping, force: bool) -> Result<(), HostError> {
+        let Some((id, _)) = discover(&self.sysfs).into_iter().find(|(_, i)| *i == mapping.image) else { return Ok(()) };
+        let remove = self.control_file("remove_single_major", "remove");
+        let request = if force { format!("{id} force") } else { id.to_string() };
+        for attempt in 0..50 {
+            match std::fs::write(&remove, &request) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => std::thread::sleep(Duration::from_millis(100)),
+                Err(e) => return Err(HostError::Io { op: "unmap via", path: remove, source: e }),
+            }
+        }
+        unreachable!()
+    }
+
     fn control_file(&self, single_major: &str, plain: &str) -> PathBuf {
         let f = self.bus().join(single_major);
         if f.exists() {
@@ -208,17 +225,13 @@ impl Mapper for Krbd {
     }
 
     fn unmap(&self, mapping: &Mapping) -> Result<(), HostError> {
-        let Some((id, _)) = discover(&self.sysfs).into_iter().find(|(_, i)| *i == mapping.image) else { return Ok(()) };
-        let remove = self.control_file("remove_single_major", "remove");
-        for attempt in 0..50 {
-            match std::fs::write(&remove, id.to_string()) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => std::thread::sleep(Duration::from_millis(100)),
-                Err(e) => return Err(HostError::Io { op: "unmap via", path: remove, source: e }),
-            }
-        }
-        unreachable!()
+        self.remove(mapping, false)
+    }
+
+    /// `force` (the kernel's `rbd unmap -o force`): fails the device's
+    /// outstanding I/O and removes it even while it is open.
+    fn unmap_fenced(&self, mapping: &Mapping) -> Result<(), HostError> {
+        self.remove(mapping, true)
     }
 
     /// The kernel follows the header's resize notification; writing the
@@ -323,6 +336,15 @@ mod tests {
         let m = krbd.find(&ImageRef { pool: "ssd".into(), namespace: "team-a".into(), image: "web".into() }).unwrap().unwrap();
         krbd.unmap(&m).unwrap();
         assert_eq!(std::fs::read_to_string(root.path().join("bus/rbd/remove_single_major")).unwrap(), "3");
+    }
+
+    #[test]
+    fn a_fenced_device_is_removed_with_force() {
+        let root = fixture();
+        let krbd = Krbd::new(root.path().into(), Tools::default());
+        let m = krbd.find(&ImageRef { pool: "ssd".into(), namespace: "team-a".into(), image: "web".into() }).unwrap().unwrap();
+        krbd.unmap_fenced(&m).unwrap();
+        assert_eq!(std::fs::read_to_string(root.path().join("bus/rbd/remove_single_major")).unwrap(), "3 force");
     }
 
     #[test]

@@ -63,6 +63,13 @@ pub trait Mapper: Send + Sync {
     fn map(&self, image: &ImageRef, settings: &CephSettings) -> Result<Mapping, HostError>;
 
     fn unmap(&self, mapping: &Mapping) -> Result<(), HostError>;
+    /// Unmaps a device whose client has been fenced (blocklisted): none of
+    /// its I/O can reach Ceph any more, so pending I/O is failed and the
+    /// device removed even while something still holds it open (a
+    /// container's file in a lazily detached filesystem).
+    fn unmap_fenced(&self, mapping: &Mapping) -> Result<(), HostError> {
+        self.unmap(mapping)
+    }
 
     /// Prepares for the first map (the user-space mapper starts a spare
     /// server); by default nothing.
