@@ -169,9 +169,89 @@ fn a_remove_killed_at_each_step_is_finished_and_the_name_is_free() {
     }
 }
 
+/// The user-space mapper's server (`rbdvol userspace-serve`, one per
+/// mapped volume) killed at each step: before it serves, right after it
+/// said ready, and after a flush reached Ceph but before the kernel heard
+/// of it. The Mount (or the first fsync) fails with an error, Docker's
+/// Unmount releases everything, and the retry mounts the volume with every
+/// fsynced byte.
+#[test]
+fn a_user_space_server_killed_at_each_step_fails_its_mount_or_fsync_and_the_retry_works() {
+    let mut p = Plugin::start(cluster(), &unique("crashs"));
+    let marks = p.dir.join("crash-points.log");
+    for point in points("server.") {
+        let name = unique("cs");
+        ok(&p.create(&name, &[("size", "64")]));
+        let m = p.mount(&name, &id(1));
+        ok(&m);
+        write_synced(m.json["Mountpoint"].as_str().unwrap(), "before", "fsynced before\n");
+        ok(&p.unmount(&name, &id(1)));
+        // The servers are spawned by the plugin: restarted armed, its
+        // spare server is too.
+        p.set_env("RBDVOL_CRASH_AT", Some(&format!("{point}@{name}")));
+        p.set_env("RBDVOL_CRASH_LOG", Some(marks.to_str().unwrap()));
+        p.restart();
+        let m = p.mount(&name, &id(2));
+        if m.err().is_empty() {
+            // Mounted before the server reached its point: the next fsync
+            // reaches it, and fails.
+            let mp = m.json["Mountpoint"].as_str().unwrap().to_string();
+            let synced = std::fs::write(format!("{mp}/lost"), "x").and_then(|_| std::fs::File::open(format!("{mp}/lost"))?.sync_all());
+            assert!(synced.is_err(), "{point}: an fsync through a dead server succeeded");
+            ok(&p.unmount(&name, &id(2)));
+        } else {
+            assert!(m.err().contains(&name), "{point}: the error does not name the volume: {}", m.err());
+        }
+        let died = std::fs::read_to_string(&marks).unwrap_or_default();
+        assert!(died.contains(&format!("{point}@{name} ")), "{point}: the server never died there ({died:?}):\n{}", p.log());
+        assert_released(&p, &name, point);
+        p.set_env("RBDVOL_CRASH_AT", None);
+        p.restart();
+        let m = p.mount(&name, &id(3));
+        ok(&m);
+        let mp = m.json["Mountpoint"].as_str().unwrap().to_string();
+        assert_eq!(std::fs::read_to_string(format!("{mp}/before")).unwrap(), "fsynced before\n", "{point}");
+        write_synced(&mp, "after", "after the crash\n");
+        ok(&p.unmount(&name, &id(3)));
+        assert_released(&p, &name, point);
+        cluster().assert_filesystem_clean(&name, "ext4");
+        assert_eq!(cluster().read_files_from_image(&name, &["/after"])[0], "after the crash\n", "{point}");
+        ok(&p.remove(&name));
+    }
+}
+
+/// `rbdvol resize` killed once the image grew: run again, it finds the
+/// work done; the next Mount grows the filesystem.
+#[test]
+fn a_resize_killed_after_growing_the_image_is_finished_by_running_it_again() {
+    let p = Plugin::start(cluster(), &unique("crashz"));
+    for point in points("resize.") {
+        let name = unique("cz");
+        ok(&p.create(&name, &[("size", "64")]));
+        let m = p.mount(&name, &id(1));
+        write_synced(m.json["Mountpoint"].as_str().unwrap(), "data", "before the resize\n");
+        ok(&p.unmount(&name, &id(1)));
+        let out = rbdvol(&["resize", &name, "160"], &[("RBDVOL_CRASH_AT", &format!("{point}@{name}"))]);
+        assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains(&format!("crash point {point}")), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = rbdvol(&["resize", &name, "160"], &[]);
+        assert!(out.status.success(), "{point}: the second resize failed: {}", String::from_utf8_lossy(&out.stderr));
+        let m = p.mount(&name, &id(2));
+        ok(&m);
+        let mp = m.json["Mountpoint"].as_str().unwrap().to_string();
+        let stat = nix::sys::statvfs::statvfs(mp.as_str()).unwrap();
+        let fs_bytes = stat.blocks() as u64 * stat.fragment_size() as u64;
+        assert!(fs_bytes > 120 << 20, "{point}: the filesystem did not grow at the mount ({fs_bytes} bytes)");
+        assert_eq!(std::fs::read_to_string(format!("{mp}/data")).unwrap(), "before the resize\n", "{point}");
+        ok(&p.unmount(&name, &id(2)));
+        assert_released(&p, &name, point);
+        cluster().assert_filesystem_clean(&name, "ext4");
+        ok(&p.remove(&name));
+    }
+}
+
 #[test]
 fn every_crash_point_is_covered() {
-    let covered: Vec<&str> = ["create.", "mount.", "unmount.", "remove.", "purge.", "clone.", "grow.", "takeover."].iter().flat_map(|p| points(p)).collect();
+    let covered: Vec<&str> = ["create.", "mount.", "unmount.", "remove.", "purge.", "clone.", "grow.", "takeover.", "server.", "resize."].iter().flat_map(|p| points(p)).collect();
     let uncovered: Vec<&&str> = POINTS.iter().filter(|p| !covered.contains(p)).collect();
     assert!(uncovered.is_empty(), "crash points no test reaches: {uncovered:?}");
 }

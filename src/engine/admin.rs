@@ -132,7 +132,11 @@ fn open(cluster: &Cluster, dir_pool: &str, name: &str) -> Result<crate::ceph::Im
 /// Grows a volume's image (shrinking is refused). Its filesystem grows at
 /// the volume's next mount; while mounted, it keeps its size until then.
 pub fn resize(cluster: &Cluster, dir_pool: &str, name: &str, size: u64, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<ceph::Grow, EngineError> {
-    Ok(open(cluster, dir_pool, name)?.grow(size, progress)?)
+    let grown = open(cluster, dir_pool, name)?.grow(size, progress)?;
+    // Killed here, the image is grown and nothing else is to do: the
+    // holder grows the filesystem online, or the next Mount does.
+    crate::host::crash::point("resize.grown", name);
+    Ok(grown)
 }
 
 /// Takes a snapshot of a volume. Of a mounted volume it is crash

@@ -108,6 +108,9 @@ pub enum EngineError {
     #[error("volume '{name}' records {what} that rbdvol does not allow ({reason}): correct its metadata ({key}) or remove the volume")]
     RefusedRecord { name: String, what: &'static str, key: &'static str, reason: String },
 
+    #[error("volume '{name}': its device {} cannot be read ({source}): its mapping failed (the mapper's log says why); retry the mount", device.display())]
+    DeviceUnreadable { name: String, device: std::path::PathBuf, source: std::io::Error },
+
     #[error("image '{image}' already exists and is not an rbdvol volume: choose another volume name")]
     NotOurs { image: String },
 

@@ -247,9 +247,15 @@ impl Inner {
         let options = mount_options(&meta.mount_options, fstype);
         if let Err(e) = self.mount_table.mount(&device, &mp, fstype.as_str(), &options) {
             // Say what is on the device when it is not what we expect.
+            if let Err(source) = fs::check_readable(&device) {
+                return Err(EngineError::DeviceUnreadable { name: name.to_string(), device, source });
+            }
             return Err(match fs::probe(&self.tools, &device)? {
                 Some(found) if found == fstype.as_str() => e.into(),
-                found => HostError::WrongFilesystem { device, found: found.unwrap_or_else(|| "no".into()), wanted: fstype.as_str().into() }.into(),
+                found => {
+                    let found = found.map_or_else(|| "no filesystem".to_string(), |t| format!("a {t} filesystem"));
+                    HostError::WrongFilesystem { device, found, wanted: fstype.as_str().into() }.into()
+                }
             });
         }
         tx.did(Step::Mounted(mp.clone()));

@@ -2,7 +2,11 @@
 //! `RBDVOL_CRASH_AT` is `POINT@VOLUME`, reaching that point for that volume
 //! kills this process with SIGKILL, as a crash or `kill -9` would, at
 //! exactly that step (other volumes pass). Release builds compile every
-//! point to nothing (and never read the variable).
+//! point to nothing (and never read the variable). The user-space servers
+//! get the variable from the plugin (`pass_on`), and their points are
+//! keyed by image name. With `RBDVOL_CRASH_LOG` set, a dying process first
+//! appends `POINT@VOLUME` to that file: the test learns which process died
+//! where, also when it is a server whose own log goes with it.
 
 /// Every crash point, in the order an operation reaches them.
 pub const POINTS: &[&str] = &[
@@ -28,7 +32,26 @@ pub const POINTS: &[&str] = &[
     "grow.grown",
     "takeover.blocklisted",
     "takeover.broken",
+    "resize.grown",
+    "server.opened",
+    "server.ready",
+    "server.flushed",
 ];
+
+/// The variables that arm crash points.
+const VARS: [&str; 2] = ["RBDVOL_CRASH_AT", "RBDVOL_CRASH_LOG"];
+
+/// Passes the crash-point variables on to a child that runs rbdvol code
+/// (debug builds only; children otherwise get a clean environment).
+pub fn pass_on(cmd: &mut std::process::Command) {
+    if cfg!(debug_assertions) {
+        for var in VARS {
+            if let Ok(v) = std::env::var(var) {
+                cmd.env(var, v);
+            }
+        }
+    }
+}
 
 /// Dies here if `RBDVOL_CRASH_AT` is `point@volume` (debug builds only).
 #[cfg(debug_assertions)]
@@ -38,6 +61,12 @@ pub fn point(point: &'static str, volume: &str) {
     let at = AT.get_or_init(|| std::env::var("RBDVOL_CRASH_AT").ok());
     if at.as_deref().and_then(|a| a.split_once('@')) == Some((point, volume)) {
         eprintln!("crash point {point}: killing this process");
+        if let Ok(log) = std::env::var(VARS[1]) {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(log) {
+                let _ = writeln!(f, "{point}@{volume} {}", std::process::id());
+            }
+        }
         // SAFETY: kill(2) on our own pid with a signal number; no memory.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }

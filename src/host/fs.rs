@@ -83,13 +83,23 @@ pub fn probe(tools: &Tools, device: &Path) -> Result<Option<String>, HostError> 
     }
 }
 
+/// Whether `device` can be read at all (its first 64 KiB, where every
+/// filesystem's superblock is): a probe that finds nothing on a device
+/// that cannot be read means a broken mapping, not a blank disk.
+pub fn check_readable(device: &Path) -> Result<(), std::io::Error> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(device)?;
+    let mut buf = vec![0u8; 64 << 10];
+    f.read_at(&mut buf, 0).map(drop)
+}
+
 /// Formats `device` as `fstype` unless it already holds that filesystem.
 /// A device holding anything else is refused: rbdvol never reformats.
 /// Returns whether it formatted.
 pub fn format_if_blank(tools: &Tools, device: &Path, fstype: Fstype, extra: &[String]) -> Result<bool, HostError> {
     match probe(tools, device)? {
         Some(found) if found == fstype.as_str() => Ok(false),
-        Some(found) => Err(HostError::WrongFilesystem { device: device.into(), found, wanted: fstype.as_str().into() }),
+        Some(found) => Err(HostError::WrongFilesystem { device: device.into(), found: format!("a {found} filesystem"), wanted: fstype.as_str().into() }),
         None => format(tools, device, fstype, extra).map(|()| true),
     }
 }

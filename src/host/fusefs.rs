@@ -17,7 +17,7 @@ use fuser::{
 };
 use nix::sys::signal::{SigSet, Signal};
 
-use super::{HostError, ImageRef};
+use super::{crash, HostError, ImageRef};
 use crate::ceph::{aio, Cluster, Image};
 use crate::config::CephSettings;
 
@@ -333,8 +333,13 @@ fn flush_then(image: &Arc<Image>, fence: &Arc<Fence>, reply: ReplyEmpty) {
         return reply.error(libc::EIO);
     }
     let fence = Arc::clone(fence);
+    // For the crash point: flushed in Ceph, the kernel not yet told.
+    let name = if cfg!(debug_assertions) { image.name().to_string() } else { String::new() };
     let r = aio::flush(image, move |result| match result {
-        Ok(()) => reply.ok(),
+        Ok(()) => {
+            crash::point("server.flushed", &name);
+            reply.ok()
+        }
         Err(e) => reply.error(fence.errno_of(&e)),
     });
     if let Err(e) = r {
@@ -387,6 +392,7 @@ fn serve_inner() -> Result<(), HostError> {
         .map_err(|e| HostError::Invalid { what: "server assignment", value: "stdin".into(), reason: e.to_string() })?;
     let pool = cluster.open_pool(&image_ref.pool, &image_ref.namespace)?;
     let image = Arc::new(pool.open_image(&image_ref.image)?);
+    crash::point("server.opened", &image_ref.image);
 
     let mountpoint = dir.join("fuse");
     std::fs::create_dir_all(&mountpoint).map_err(HostError::io("create", &mountpoint))?;
@@ -409,6 +415,7 @@ fn serve_inner() -> Result<(), HostError> {
     let pid = format!("{me} {}", super::sys::process_start_time(me).unwrap_or(0));
     std::fs::write(dir.join("pid"), pid).map_err(HostError::io("write", dir.join("pid")))?;
     say("ready");
+    crash::point("server.ready", &image_ref.image);
     // Nothing else for the parent: detach from its pipes.
     // SAFETY: closing our own stdin and stdout descriptors; nothing uses
     // them after this point.

@@ -43,7 +43,8 @@ pub enum HostError {
     #[error("mapping {image} with {mapper} failed: {reason}")]
     MapFailed { mapper: &'static str, image: String, reason: String },
 
-    #[error("{device} holds a {found} filesystem, not {wanted}: refusing to format or mount it as {wanted}")]
+    /// `found`: "a TYPE filesystem" or "no filesystem".
+    #[error("{device} holds {found}, not {wanted}: refusing to format or mount it as {wanted}")]
     WrongFilesystem { device: PathBuf, found: String, wanted: String },
 
     #[error("invalid {what} '{value}': {reason}")]

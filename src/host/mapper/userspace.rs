@@ -89,6 +89,7 @@ fn spawn_spare(exe: &Path, spares: &Path, settings: &CephSettings) -> Result<Spa
             cmd.env(var, v);
         }
     }
+    crate::host::crash::pass_on(&mut cmd);
     cmd.arg("userspace-serve").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log);
     // SAFETY: setsid is async-signal-safe; it puts the server in its own
     // session so signals to the plugin's process group never reach it.
