@@ -220,6 +220,53 @@ fn a_user_space_server_killed_at_each_step_fails_its_mount_or_fsync_and_the_retr
     }
 }
 
+/// The user-space server killed (`kill -9`) under an application that
+/// appends and fsyncs: its next write or fsync fails (never hangs, never
+/// succeeds), Docker's Unmount releases everything, and the next Mount has
+/// every line that was fsynced.
+#[test]
+fn a_user_space_server_killed_under_a_writer_fails_its_fsync_and_keeps_what_was_fsynced() {
+    use std::io::Write;
+    let p = Plugin::start(cluster(), &unique("crashw"));
+    let name = unique("cw");
+    ok(&p.create(&name, &[("size", "64")]));
+    let m = p.mount(&name, &id(1));
+    ok(&m);
+    let mp = m.json["Mountpoint"].as_str().unwrap().to_string();
+    let servers = p.server_pids();
+    assert_eq!(servers.len(), 1, "{servers:?}");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(format!("{mp}/log")).unwrap();
+    let mut synced = 0u32;
+    let mut failed = None;
+    for n in 0..100_000u32 {
+        if n == 20 {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(servers[0] as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        }
+        match f.write_all(format!("line {n}\n").as_bytes()).and_then(|_| f.sync_data()) {
+            Ok(()) => synced = n + 1,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let failed = failed.expect("fsyncs kept succeeding with the server dead");
+    println!("after {synced} fsynced lines: {failed}");
+    drop(f);
+    ok(&p.unmount(&name, &id(1)));
+    assert_released(&p, &name, "server killed");
+    let m = p.mount(&name, &id(2));
+    ok(&m);
+    let text = std::fs::read_to_string(format!("{}/log", m.json["Mountpoint"].as_str().unwrap())).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() as u32 >= synced, "{} lines, {synced} fsynced", lines.len());
+    assert!((0..synced).all(|i| lines[i as usize] == format!("line {i}")), "fsynced lines lost");
+    ok(&p.unmount(&name, &id(2)));
+    assert_released(&p, &name, "server killed");
+    cluster().assert_filesystem_clean(&name, "ext4");
+    ok(&p.remove(&name));
+}
+
 /// `rbdvol resize` killed once the image grew: run again, it finds the
 /// work done; the next Mount grows the filesystem.
 #[test]

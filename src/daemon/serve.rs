@@ -70,6 +70,10 @@ pub fn seconds(value: &Option<String>, name: &str, default: u64, min: u64) -> Re
     }
 }
 
+/// How often the cluster's health is probed while it answers (at once
+/// again when a stalled probe returns).
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How long a fenced client stays blocklisted unless its host says it let
 /// go first (then the entries are removed): 30 days, so no fence lapses
 /// while nobody renews it (a takeover by hand, a volume left unmounted).
@@ -197,6 +201,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
                 e.check_all_mounted().await;
             }
         });
+        let e = engine.clone();
+        tokio::spawn(async move { e.watch_health(HEALTH_INTERVAL).await });
         let e = engine.clone();
         tokio::spawn(async move { e.resume_background_work().await });
         let driver: Arc<dyn VolumeDriver> = Arc::new(engine);

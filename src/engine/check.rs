@@ -19,11 +19,18 @@ impl Engine {
     /// Checks each volume mounted here against Ceph (one released, taken
     /// over, is reported as changed), and releases stale locks.
     pub async fn check_all_mounted(&self) {
+        // Nothing to learn from a cluster that does not answer.
+        if self.inner.health.down_anywhere().is_some() {
+            return;
+        }
         self.release_stale_locks().await;
         let names: Vec<String> = self.inner.mounted.lock().unwrap().keys().cloned().collect();
         for name in names {
-            let n = name.clone();
-            match self.locked("check", &name, move |inner| inner.check_volume(&n)).await {
+            // It looks at Ceph without the volume's lock, which it takes only
+            // to act: a cluster that stalls mid-check never holds up a
+            // second container's Mount or one leaving.
+            let (inner, n) = (Arc::clone(&self.inner), name.clone());
+            match crate::ceph::offload(move || inner.check_volume(&n)).await {
                 Ok(Checked::Released) => self.changed(&name),
                 Ok(_) => {}
                 // The cluster being unreachable is logged by the connection.
@@ -37,6 +44,13 @@ impl Inner {
     /// Checks one volume mounted here: still ours, and its size.
     pub(super) fn check_volume(&self, name: &str) -> Result<Checked, EngineError> {
         let Some(v) = self.mounted.lock().unwrap().get(name).cloned() else { return Ok(Checked::Fine) };
+        // Acts under the volume's lock, on the mount it looked at (not one
+        // an Unmount and a Mount made meanwhile).
+        let act = || {
+            let guard = self.volume_lock_blocking(name);
+            let same = self.mounted.lock().unwrap().get(name).is_some_and(|now| now.device == v.device && now.mountpoint == v.mountpoint);
+            same.then_some(guard)
+        };
         let look = || -> Result<(Arc<dyn Store>, Box<dyn Volume>, Lockers), EngineError> {
             let store = self.store()?;
             let vol = self.header_of_mounted(&*store, &v)?;
@@ -53,24 +67,41 @@ impl Inner {
         };
         let (store, vol, lockers) = match looked {
             Err(EngineError::Ceph(CephError::NotFound { .. })) => {
+                let Some(_locked) = act() else { return Ok(Checked::Fine) };
                 tracing::error!("volume '{name}' no longer exists in ceph (taken over and removed by another host): releasing it here");
-                self.release_fenced(&v);
+                self.release_taken(&v, Teardown::Fenced);
                 return Ok(Checked::Released);
             }
             r => r?,
         };
+        // This machine's lock under another host id: RBDVOL_HOST_ID changed
+        // while the volume was mounted. Nobody took it over: keep it.
+        if let Some(l) = lockers.lockers.iter().find(|l| !self.is_own_lock(&l.cookie) && self.is_own_install(&l.cookie)) {
+            tracing::warn!(
+                "volume '{name}' is locked by this machine under another host id ('{}'): RBDVOL_HOST_ID changed while it was mounted; it stays mounted — unmount it everywhere here and mount it again to lock it under the new id",
+                records::lock_host(&l.cookie)
+            );
+            return Ok(Checked::Fine);
+        }
         if !lockers.lockers.iter().any(|l| self.is_own_lock(&l.cookie)) {
+            let Some(_locked) = act() else { return Ok(Checked::Fine) };
+            // Fenced (recorded by the takeover before it blocklisted this
+            // host's clients): its device is removed by force. A lock broken
+            // without fencing (`rbdvol unlock --force`) leaves the clients
+            // working: the device goes only once its users let go.
+            let fenced = records::Fenced::parse_list(vol.metadata_get(records::FENCED_KEY)?.as_deref()).iter().any(|f| f.host == self.cfg.host_id);
             let by = lockers.lockers.first().map(|l| format!("host '{}'", records::lock_host(&l.cookie))).unwrap_or_else(|| "an admin (its lock was broken)".into());
             tracing::error!(
                 "volume '{name}' was taken over by {by}: this host was fenced; releasing it here without writing to it (its {} container(s) get I/O errors)",
                 v.ref_count()
             );
-            self.release_fenced(&v);
+            self.release_taken(&v, if fenced { Teardown::Fenced } else { Teardown::Lost });
             return Ok(Checked::Released);
         }
         if let Err(e) = self.keep_fenced(&*store, &*vol, name, Renew::WhenDue) {
             tracing::warn!("volume '{name}': cannot renew the fencing of the hosts it was taken from: {e}");
         }
+        let Some(_locked) = act() else { return Ok(Checked::Fine) };
         self.grow_online(&*vol, &v)
     }
 
@@ -102,8 +133,8 @@ impl Inner {
     /// Lets go of a volume another host took over: nothing of it is written
     /// again from here (the mapping is fenced anyway). Then, in the
     /// background, the fencing is acknowledged (`release_stale_lock`).
-    fn release_fenced(&self, v: &MountedVolume) {
-        let _ = self.tear_down(v, true, Some(self.mapping_of(v)), Teardown::Fenced);
+    fn release_taken(&self, v: &MountedVolume, how: Teardown) {
+        let _ = self.tear_down(v, true, Some(self.mapping_of(v)), how);
         self.stale_locks.lock().unwrap().insert(v.name.clone());
     }
 }

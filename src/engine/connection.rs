@@ -12,6 +12,8 @@ use crate::config::{CephSettings, ConfigError};
 pub(super) struct Connection {
     settings: RwLock<Result<CephSettings, ConfigError>>,
     cluster: Mutex<Option<Cluster>>,
+    /// Held by the one caller connecting (never the slot's lock).
+    connecting: Mutex<()>,
     /// The last connect failure logged (logged once, not once per call).
     last_error: Mutex<Option<String>>,
     /// A store to use instead of the cluster's (unit tests).
@@ -30,7 +32,7 @@ pub(crate) fn settings_to_fix(e: &CephError) -> &'static str {
 
 impl Connection {
     pub fn new(settings: Result<CephSettings, ConfigError>) -> Connection {
-        Connection { settings: RwLock::new(settings), cluster: Mutex::new(None), last_error: Mutex::new(None), store: None }
+        Connection { settings: RwLock::new(settings), cluster: Mutex::new(None), connecting: Mutex::new(()), last_error: Mutex::new(None), store: None }
     }
 
     /// A connection whose host path goes to `store` (unit tests).
@@ -67,14 +69,20 @@ impl Connection {
     }
 
     /// The shared connection, made on first use (so the plugin starts even
-    /// while the cluster is unreachable).
+    /// while the cluster is unreachable). The slot's lock is never held
+    /// across the connect (up to `RBDVOL_CONNECT_TIMEOUT`): callers that
+    /// need no connection, and a settings change, never wait behind it;
+    /// concurrent callers share one connect attempt.
     pub fn cluster(&self) -> Result<Cluster, EngineError> {
         #[cfg(test)]
         if self.store.is_some() {
             return Err(EngineError::Config(ConfigError::Consul("unit tests have no cluster".into())));
         }
-        let mut slot = self.cluster.lock().unwrap();
-        if let Some(c) = slot.as_ref() {
+        if let Some(c) = self.cluster.lock().unwrap().as_ref() {
+            return Ok(c.clone());
+        }
+        let _one_connect = self.connecting.lock().unwrap();
+        if let Some(c) = self.cluster.lock().unwrap().as_ref() {
             return Ok(c.clone());
         }
         let settings = self.settings()?;
@@ -91,7 +99,11 @@ impl Connection {
             e
         })?;
         *self.last_error.lock().unwrap() = None;
-        *slot = Some(c.clone());
+        // Settings replaced during the connect: this connection is for the
+        // old ones; the next call connects with the new.
+        if self.settings.read().unwrap().as_ref().ok() == Some(&settings) {
+            *self.cluster.lock().unwrap() = Some(c.clone());
+        }
         Ok(c)
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::records::{self, DirEntry};
 use crate::ceph::{CephError, Pool};
@@ -15,10 +15,13 @@ use crate::host::ImageRef;
 const DIRECTORY_TTL: Duration = Duration::from_secs(1);
 const STATUS_TTL: Duration = Duration::from_secs(1);
 
+/// The listing and Get's answers, each with when Ceph last confirmed it:
+/// fresh ones (under a second) answer calls; older ones answer only while
+/// the cluster cannot (see `health`), saying how old they are.
 #[derive(Default)]
 pub(super) struct DirectoryCache {
-    listing: Mutex<Option<(Instant, BTreeMap<String, DirEntry>)>>,
-    status: Mutex<HashMap<String, (Instant, VolumeInfo)>>,
+    listing: Mutex<Option<(Instant, SystemTime, BTreeMap<String, DirEntry>)>>,
+    status: Mutex<HashMap<String, (Instant, SystemTime, VolumeInfo)>>,
 }
 
 impl DirectoryCache {
@@ -33,7 +36,7 @@ impl DirectoryCache {
     }
 
     fn note(&self, name: &str, entry: Option<&DirEntry>) {
-        if let Some((_, map)) = self.listing.lock().unwrap().as_mut() {
+        if let Some((_, _, map)) = self.listing.lock().unwrap().as_mut() {
             match entry {
                 Some(e) => map.insert(name.to_string(), e.clone()),
                 None => map.remove(name),
@@ -43,11 +46,26 @@ impl DirectoryCache {
     }
 
     pub fn status(&self, name: &str) -> Option<VolumeInfo> {
-        self.status.lock().unwrap().get(name).filter(|(at, _)| at.elapsed() < STATUS_TTL).map(|(_, info)| info.clone())
+        self.status.lock().unwrap().get(name).filter(|(at, _, _)| at.elapsed() < STATUS_TTL).map(|(_, _, info)| info.clone())
+    }
+
+    /// Get's last answer for `name`, however old, with when it was read.
+    pub fn last_status(&self, name: &str) -> Option<(SystemTime, VolumeInfo)> {
+        self.status.lock().unwrap().get(name).map(|(_, when, info)| (*when, info.clone()))
     }
 
     pub fn put_status(&self, info: &VolumeInfo) {
-        self.status.lock().unwrap().insert(info.name.clone(), (Instant::now(), info.clone()));
+        self.status.lock().unwrap().insert(info.name.clone(), (Instant::now(), SystemTime::now(), info.clone()));
+    }
+
+    /// The directory as just read.
+    pub fn put_listing(&self, map: BTreeMap<String, DirEntry>) {
+        *self.listing.lock().unwrap() = Some((Instant::now(), SystemTime::now(), map));
+    }
+
+    /// The last listing read, however old, with when it was read.
+    pub fn known_listing(&self) -> Option<(SystemTime, BTreeMap<String, DirEntry>)> {
+        self.listing.lock().unwrap().as_ref().map(|(_, when, map)| (*when, map.clone()))
     }
 }
 
@@ -80,13 +98,13 @@ impl Inner {
 
     /// The directory, at most DIRECTORY_TTL old.
     pub(super) fn directory(&self) -> Result<BTreeMap<String, DirEntry>, EngineError> {
-        if let Some((at, map)) = self.cache.listing.lock().unwrap().as_ref() {
+        if let Some((at, _, map)) = self.cache.listing.lock().unwrap().as_ref() {
             if at.elapsed() < DIRECTORY_TTL {
                 return Ok(map.clone());
             }
         }
         let map = self.read_directory()?;
-        *self.cache.listing.lock().unwrap() = Some((Instant::now(), map.clone()));
+        self.cache.put_listing(map.clone());
         Ok(map)
     }
 

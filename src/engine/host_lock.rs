@@ -26,6 +26,13 @@ impl Inner {
         cookie == self.cookie || LockCookie::parse(cookie) == LockCookie { host: &self.cfg.host_id, install: None }
     }
 
+    /// Whether a lock with `cookie` was taken by this installation, under
+    /// whatever host id.
+    pub(super) fn is_own_install(&self, cookie: &str) -> bool {
+        let ours = LockCookie::parse(&self.cookie).install;
+        ours.is_some() && LockCookie::parse(cookie).install == ours
+    }
+
     /// Takes this host's lock on `vol`, or says which host has it. The
     /// volume is noted on disk first: a lock this host takes is always
     /// either noted or released.

@@ -12,6 +12,7 @@
 //! - `records`: the on-Ceph format (directory entries, rbdvol's metadata keys);
 //! - `store`: the narrow interface over the RADOS calls of the host path;
 //! - `connection`: the cluster handle and the settings in force;
+//! - `health`: whether the cluster answers (one background prober);
 //! - `directory`: the volume directory and its caches;
 //! - `host_lock`: one host at a time (take, release, a dead holder);
 //! - `fence`: fencing kept until the fenced host let go;
@@ -33,6 +34,7 @@ mod directory;
 pub mod doctor;
 mod fence;
 mod format;
+mod health;
 pub mod fs_options;
 mod host_lock;
 mod mount;
@@ -110,6 +112,12 @@ pub enum EngineError {
 
     #[error("volume '{name}': its device {} cannot be read ({source}): its mapping failed (the mapper's log says why); retry the mount", device.display())]
     DeviceUnreadable { name: String, device: std::path::PathBuf, source: std::io::Error },
+
+    #[error("volume '{name}' does not exist as of {when} (the cluster is {detail})")]
+    NotFoundAsOf { name: String, when: String, detail: String },
+
+    #[error("the cluster is {detail}: nothing was changed; retry once it answers (rbdvol doctor shows what does not)")]
+    ClusterUnreachable { detail: String },
 
     #[error("image '{image}' already exists and is not an rbdvol volume: choose another volume name")]
     NotOurs { image: String },
@@ -218,6 +226,10 @@ pub struct EngineConfig {
 
 type VolumeLock = Arc<tokio::sync::Mutex<()>>;
 
+/// How long a read (Get, List, Path) waits for the cluster before it
+/// answers from memory.
+const READ_DEADLINE: Duration = Duration::from_millis(700);
+
 struct Inner {
     cfg: EngineConfig,
     /// The cluster settings and the connection made with them.
@@ -233,8 +245,11 @@ struct Inner {
     mounted: Mutex<BTreeMap<String, MountedVolume>>,
     /// One lock per volume, held by every operation on it.
     locks: Mutex<HashMap<String, VolumeLock>>,
-    /// The directory and Get's answers, briefly cached.
+    /// The directory and Get's answers, briefly cached (and kept for reads
+    /// while the cluster does not answer).
     cache: DirectoryCache,
+    /// Whether the cluster answers.
+    health: health::Health,
     /// This host's lock cookie: its host id and installation id.
     cookie: String,
     /// The host locks this host may hold, noted on disk before each is taken.
@@ -257,6 +272,18 @@ struct Inner {
     /// Volumes whose online grow failed, with the size tried: not retried
     /// until the image grows again (the next mount grows them).
     grow_failed: Mutex<HashMap<String, u64>>,
+}
+
+impl Inner {
+    fn volume_lock(&self, name: &str) -> VolumeLock {
+        let mut locks = self.locks.lock().unwrap();
+        Arc::clone(locks.entry(name.to_string()).or_default())
+    }
+
+    /// The volume's lock, from blocking work that does not hold it yet.
+    fn volume_lock_blocking(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.volume_lock(name).blocking_lock_owned()
+    }
 }
 
 /// The engine. Cheap to clone.
@@ -300,6 +327,7 @@ impl Engine {
                 mounted: Mutex::new(BTreeMap::new()),
                 locks: Mutex::new(HashMap::new()),
                 cache: DirectoryCache::default(),
+                health: Default::default(),
                 cookie,
                 lock_notes,
                 stale_locks: Mutex::new(BTreeSet::new()),
@@ -357,8 +385,7 @@ impl Engine {
     }
 
     fn volume_lock(&self, name: &str) -> VolumeLock {
-        let mut locks = self.inner.locks.lock().unwrap();
-        Arc::clone(locks.entry(name.to_string()).or_default())
+        self.inner.volume_lock(name)
     }
 
     /// Runs `work` on the blocking pool while holding the volume's lock.
@@ -382,6 +409,50 @@ impl Engine {
             r
         })
         .await
+    }
+
+    /// The pools a call on volume `name` needs: the directory's, and the
+    /// volume's own as last known.
+    fn pools_of(&self, name: &str) -> Vec<String> {
+        let mut pools = vec![self.inner.defaults.read().unwrap().pool.clone()];
+        pools.extend(self.inner.known_pool(name));
+        pools
+    }
+
+    /// A read (Get, List, Path) that never waits on a cluster that does
+    /// not answer: while the health view says it is down, or when the read
+    /// takes longer than `READ_DEADLINE` (it goes on in the background and
+    /// fills the caches), or fails for want of an answer, the answer comes
+    /// from `memory`.
+    async fn read_or_remember<T: Send + 'static>(
+        &self,
+        pools: Vec<String>,
+        read: impl FnOnce(&Inner) -> Result<T, EngineError> + Send + 'static,
+        memory: impl FnOnce(&Inner, &health::Down) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        if let Some(down) = self.inner.health.down_for(pools.iter().map(String::as_str)) {
+            return memory(&self.inner, &down);
+        }
+        let inner = Arc::clone(&self.inner);
+        let mut task = tokio::spawn(ceph::offload(move || read(&inner)));
+        let now = std::time::SystemTime::now();
+        match tokio::time::timeout(READ_DEADLINE, &mut task).await {
+            Ok(done) => match done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())) {
+                Err(e) if health::is_unanswered(&e) => {
+                    self.inner.health.saw(&e);
+                    memory(&self.inner, &health::Down { since: now, what: e.to_string() })
+                }
+                r => r,
+            },
+            Err(_) => {
+                let down = health::Down { since: now, what: format!("no answer within {} ms", READ_DEADLINE.as_millis()) };
+                match memory(&self.inner, &down) {
+                    // Nothing to answer from: wait for the read after all.
+                    Err(EngineError::ClusterUnreachable { .. }) => task.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+                    r => r,
+                }
+            }
+        }
     }
 
     /// Runs a Docker call in a task of its own, so that it runs to its end —
@@ -416,9 +487,9 @@ impl Engine {
             }
             let answered = mounted.is_ok();
             match tx.send(mounted) {
-                Ok(()) if answered => {
-                    let (n, i) = (name.clone(), id.clone());
-                    if let Err(e) = engine.locked("mount answered", &name, move |inner| inner.mount_answered(&n, &i, attempt)).await {
+                Ok(()) if answered && engine.inner.note_answered(&name, &id, attempt) => {
+                    let n = name.clone();
+                    if let Err(e) = engine.locked("mount answered", &name, move |inner| inner.save_mounted(&n)).await {
                         tracing::warn!("volume '{name}': cannot note that its mount for {id} was answered: {e}");
                     }
                 }
@@ -448,6 +519,7 @@ impl VolumeDriver for Engine {
         let defaults = self.inner.defaults.read().unwrap().clone();
         let pool = opts.get("pool").cloned().unwrap_or_else(|| defaults.pool.clone());
         let opts = options::parse(&opts, &defaults.for_pool(&pool), |f| f.available(&tools))?;
+        self.reachable(&[&defaults.pool, &pool]).await?;
         let (engine, name) = (self.clone(), name.to_string());
         self.to_the_end(async move {
             let n = name.clone();
@@ -462,6 +534,7 @@ impl VolumeDriver for Engine {
 
     async fn remove(&self, name: &str) -> Result<Removed, EngineError> {
         options::validate_name(name)?;
+        self.reachable(&self.pools_of(name)).await?;
         let (engine, name) = (self.clone(), name.to_string());
         self.to_the_end(async move {
             let n = name.clone();
@@ -477,6 +550,11 @@ impl VolumeDriver for Engine {
 
     async fn mount(&self, name: &str, id: &str) -> Result<Mounted, EngineError> {
         options::validate_name(name)?;
+        // A volume mounted here gets another reference from local state
+        // alone; any other needs the cluster.
+        if !self.inner.mounted.lock().unwrap().contains_key(name) {
+            self.reachable(&self.pools_of(name)).await?;
+        }
         self.mount_to_the_end(name.to_string(), id.to_string()).await
     }
 
@@ -500,9 +578,13 @@ impl VolumeDriver for Engine {
             return Ok(Some(mp));
         }
         // Not mounted here: no path, if the volume exists at all.
-        let inner = Arc::clone(&self.inner);
         let n = name.to_string();
-        ceph::offload(move || if inner.exists(&n)? { Ok(None) } else { Err(EngineError::NotFound(n)) }).await
+        let exists = self.read_or_remember(self.pools_of(name), move |inner| inner.exists(&n), |inner, down| inner.remembered_exists(name, down)).await?;
+        if exists {
+            Ok(None)
+        } else {
+            Err(EngineError::NotFound(name.to_string()))
+        }
     }
 
     async fn get(&self, name: &str) -> Result<VolumeInfo, EngineError> {
@@ -510,13 +592,12 @@ impl VolumeDriver for Engine {
         if let Some(info) = self.inner.cached_status(name) {
             return Ok(info);
         }
-        let inner = Arc::clone(&self.inner);
         let n = name.to_string();
-        ceph::offload(move || inner.get(&n)).await
+        self.read_or_remember(self.pools_of(name), move |inner| inner.get(&n), |inner, down| inner.remembered_status(name, down)).await
     }
 
     async fn list(&self) -> Result<Vec<VolumeInfo>, EngineError> {
-        let inner = Arc::clone(&self.inner);
-        ceph::offload(move || inner.list()).await
+        let pool = self.inner.defaults.read().unwrap().pool.clone();
+        self.read_or_remember(vec![pool], |inner| inner.list(), |inner, _| Ok(inner.remembered_list())).await
     }
 }

@@ -38,7 +38,12 @@ pub(super) enum Teardown {
     Lenient,
     /// Another host took it over: detached lazily (its containers may hold
     /// it open), failures logged and passed over; nothing written to Ceph.
+    /// Its device is removed by force (its I/O can only fail now).
     Fenced,
+    /// Its lock was broken, but this host was never fenced (`rbdvol unlock
+    /// --force`): as `Fenced`, but the device is removed only once nothing
+    /// holds it (its I/O still works for containers that have it open).
+    Lost,
 }
 
 /// The steps a first Mount took so far.
@@ -77,7 +82,7 @@ impl Inner {
     /// Undoes one step of a Mount.
     pub(super) fn undo_step(&self, step: &Step, vol: Option<&dyn Volume>, how: Teardown) -> Result<(), EngineError> {
         match step {
-            Step::Mounted(mp) if how == Teardown::Fenced => self.mount_table.unmount_detached(mp)?,
+            Step::Mounted(mp) if matches!(how, Teardown::Fenced | Teardown::Lost) => self.mount_table.unmount_detached(mp)?,
             Step::Mounted(mp) => self.mount_table.unmount(mp)?,
             Step::MountpointMade(mp) => {
                 let _ = std::fs::remove_dir(mp);
@@ -111,7 +116,7 @@ impl Inner {
         }
         let lenient = |r: Result<(), EngineError>| match r {
             Err(e) if how != Teardown::Strict => {
-                let what = if how == Teardown::Fenced { "releasing fenced volume" } else { "releasing volume" };
+                let what = if how == Teardown::Strict || how == Teardown::Lenient { "releasing volume" } else { "releasing a volume taken over" };
                 tracing::warn!("{what} '{}': {e}", v.name);
                 Ok(())
             }
@@ -306,12 +311,17 @@ impl Inner {
     }
 
     /// The Mount of `name` for `id` was answered: a later Mount of `id` is
-    /// another (docker cp), not a retry.
-    pub(super) fn mount_answered(&self, name: &str, id: &str, attempt: u64) -> Result<(), EngineError> {
-        if let Some(v) = self.mounted.lock().unwrap().get_mut(name) {
-            if v.answered(id, attempt) {
-                self.state.save(v)?;
-            }
+    /// another (docker cp), not a retry. Noted in memory at once, without
+    /// the volume's lock — the next Mount of `id` may already wait for that
+    /// lock — and saved by `save_mounted` under it.
+    pub(super) fn note_answered(&self, name: &str, id: &str, attempt: u64) -> bool {
+        self.mounted.lock().unwrap().get_mut(name).is_some_and(|v| v.answered(id, attempt))
+    }
+
+    /// Saves the state of `name` as it is in memory now.
+    pub(super) fn save_mounted(&self, name: &str) -> Result<(), EngineError> {
+        if let Some(v) = self.mounted.lock().unwrap().get(name) {
+            self.state.save(v)?;
         }
         Ok(())
     }
@@ -333,7 +343,12 @@ impl Inner {
     pub(super) fn unmount(&self, name: &str, id: &str) -> Result<Unmounted, EngineError> {
         let Some(mut v) = self.mounted.lock().unwrap().get(name).cloned() else {
             // Not mounted here: a lock this host left behind (a crash, a
-            // forced plugin stop) is released now.
+            // forced plugin stop) is released now — or, with the cluster
+            // down, once it answers.
+            if self.health.down_anywhere().is_some() {
+                self.stale_locks.lock().unwrap().insert(name.to_string());
+                return Ok(Unmounted::NotMounted);
+            }
             if let Err(e) = self.release_stale_lock(name) {
                 tracing::warn!("cannot release this host's lock on volume '{name}': {e}");
             }
@@ -349,8 +364,13 @@ impl Inner {
         self.tear_down(&v, true, Some(self.mapping_of(&v)), Teardown::Strict)?;
         crash::point("unmount.forgotten", name);
         // Unmounted and unmapped: done for Docker. The lock (and its record)
-        // goes now, or in the background if the cluster does not answer.
+        // goes now, or in the background if the cluster does not answer
+        // (known down: not even tried, so the Unmount answers at once).
+        let dir_pool = self.defaults.read().unwrap().pool.clone();
         let released = (|| {
+            if let Some(down) = self.health.down_for([dir_pool.as_str(), v.pool.as_str()]) {
+                return Err(EngineError::ClusterUnreachable { detail: down.describe() });
+            }
             let store = self.store()?;
             let vol = self.header_of_mounted(&*store, &v)?;
             if !self.holds_host_lock(&*vol)? {

@@ -25,6 +25,9 @@ impl Engine {
     /// Releases this host's locks on volumes it no longer uses; what fails
     /// stays for the next call (serve calls it at every check).
     pub async fn release_stale_locks(&self) {
+        if self.inner.health.down_anywhere().is_some() {
+            return; // kept for when the cluster answers
+        }
         let names = std::mem::take(&mut *self.inner.stale_locks.lock().unwrap());
         for name in names {
             let n = name.clone();

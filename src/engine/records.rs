@@ -28,6 +28,9 @@ pub const MOUNTED_KEY: &str = "rbdvol.mounted";
 /// Hosts fenced off the volume that have not yet let go of it, JSON (a
 /// list of [`Fenced`]): their clients stay blocklisted until they do.
 pub const FENCED_KEY: &str = "rbdvol.fenced";
+/// A pool metadata key nobody writes: the health probe reads it, to see
+/// that the pool's OSDs answer.
+pub const PROBE_KEY: &str = "rbdvol.probe";
 
 /// The directory key of volume `name`.
 pub fn directory_key(name: &str) -> String {
@@ -205,7 +208,11 @@ pub fn parse_formatted(raw: Option<&str>) -> Option<u64> {
 
 /// Now, as the records write times.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+    rfc3339(SystemTime::now())
+}
+
+pub fn rfc3339(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 #[cfg(test)]

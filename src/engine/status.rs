@@ -2,7 +2,8 @@
 //! volume. Only `ready` volumes exist for Docker.
 
 use super::directory::image_ref;
-use super::records::{EntryState, MountedBy, VolumeMeta};
+use super::health::Down;
+use super::records::{self, EntryState, MountedBy, VolumeMeta};
 use super::{EngineError, Inner, VolumeInfo};
 use crate::ceph::{self, CephError};
 
@@ -58,6 +59,7 @@ impl Inner {
         if let Some(b) = by {
             put("mounted_since", b.since.into());
         }
+        put("confirmed_at", records::now_rfc3339().into());
         let info = VolumeInfo { name: name.into(), mountpoint: None, created_at: vm.map(|v| v.created_at), status };
         self.cache.put_status(&info);
         let mut info = info;
@@ -97,5 +99,74 @@ impl Inner {
                 status: serde_json::Map::new(),
             })
             .collect())
+    }
+
+    /// The pool volume `name` lives in, as last known (the directory, or
+    /// this host's state).
+    pub(super) fn known_pool(&self, name: &str) -> Option<String> {
+        if let Some(v) = self.mounted.lock().unwrap().get(name) {
+            return Some(v.pool.clone());
+        }
+        self.cache.known_listing().and_then(|(_, map)| map.get(name).map(|e| e.pool.clone()))
+    }
+
+    /// Get's answer from memory while the cluster does not answer: the last
+    /// answer read from Ceph, else what the directory said, else what this
+    /// host knows of a volume mounted here — saying when it was confirmed
+    /// and that the cluster is unreachable.
+    pub(super) fn remembered_status(&self, name: &str, down: &Down) -> Result<VolumeInfo, EngineError> {
+        let listing = self.cache.known_listing();
+        let mounted = self.mounted.lock().unwrap().get(name).cloned();
+        let mut info = if let Some((when, info)) = self.cache.last_status(name) {
+            let mut info = info;
+            info.status.insert("confirmed_at".into(), records::rfc3339(when).into());
+            info
+        } else if let Some((when, entry)) = listing.as_ref().and_then(|(when, map)| map.get(name).filter(|e| e.state == EntryState::Ready).map(|e| (*when, e.clone()))) {
+            let mut status = serde_json::Map::new();
+            status.insert("pool".into(), entry.pool.clone().into());
+            status.insert("image".into(), image_ref(name, &entry).to_string().into());
+            status.insert("confirmed_at".into(), records::rfc3339(when).into());
+            VolumeInfo { name: name.into(), mountpoint: None, created_at: None, status }
+        } else if let Some(v) = mounted {
+            let mut status = serde_json::Map::new();
+            status.insert("pool".into(), v.pool.clone().into());
+            let image = crate::host::ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() };
+            status.insert("image".into(), image.to_string().into());
+            status.insert("fstype".into(), v.fstype.clone().into());
+            status.insert("mounted_by".into(), self.cfg.host_id.clone().into());
+            VolumeInfo { name: name.into(), mountpoint: None, created_at: None, status }
+        } else if let Some((when, _)) = listing {
+            return Err(EngineError::NotFoundAsOf { name: name.into(), when: records::rfc3339(when), detail: down.describe() });
+        } else {
+            return Err(EngineError::ClusterUnreachable { detail: down.describe() });
+        };
+        info.status.insert("cluster".into(), down.describe().into());
+        self.add_local_status(&mut info);
+        Ok(info)
+    }
+
+    /// List's answer from memory: the last directory read, and every volume
+    /// mounted here (known here even when the cluster has not answered
+    /// since start-up).
+    pub(super) fn remembered_list(&self) -> Vec<VolumeInfo> {
+        let mounted = self.mounted.lock().unwrap().clone();
+        let mut names: std::collections::BTreeSet<String> = self
+            .cache
+            .known_listing()
+            .map(|(_, map)| map.into_iter().filter(|(_, e)| e.state == EntryState::Ready).map(|(n, _)| n).collect())
+            .unwrap_or_default();
+        names.extend(mounted.keys().cloned());
+        names
+            .into_iter()
+            .map(|name| VolumeInfo { mountpoint: mounted.get(&name).map(|v| v.mountpoint.clone()), name, created_at: None, status: serde_json::Map::new() })
+            .collect()
+    }
+
+    /// Whether `name` exists, from memory (Path of a volume not mounted here).
+    pub(super) fn remembered_exists(&self, name: &str, down: &Down) -> Result<bool, EngineError> {
+        match self.cache.known_listing() {
+            Some((_, map)) => Ok(map.get(name).is_some_and(|e| e.state == EntryState::Ready)),
+            None => Err(EngineError::ClusterUnreachable { detail: down.describe() }),
+        }
     }
 }

@@ -63,7 +63,9 @@ pub fn point(point: &'static str, volume: &str) {
         eprintln!("crash point {point}: killing this process");
         if let Ok(log) = std::env::var(VARS[1]) {
             use std::io::Write;
-            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(log) {
+            use std::os::unix::fs::OpenOptionsExt;
+            let opened = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(log);
+            if let Ok(mut f) = opened {
                 let _ = writeln!(f, "{point}@{volume} {}", std::process::id());
             }
         }

@@ -340,9 +340,13 @@ fn an_abandoned_second_mount_of_an_id_never_unmounts_the_volume_under_its_contai
     let gone = rt.block_on(async { tokio::time::timeout(Duration::from_millis(100), bed.engine.mount("v", "c1")).await });
     assert!(gone.is_err());
     drop(guard);
-    // The abandoned Mount runs, adds a reference, and drops it again.
-    std::thread::sleep(Duration::from_millis(300));
-    let v = bed.engine.inner.mounted.lock().unwrap().get("v").cloned().unwrap();
+    // The abandoned Mount runs, adds a reference, and drops it again
+    // (waited for: a loaded machine runs it late).
+    let start = std::time::Instant::now();
+    while bed.engine.inner.mounted.lock().unwrap().get("v").is_some_and(|v| v.ref_count() != 1) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v = bed.engine.inner.mounted.lock().unwrap().get("v").cloned().expect("the volume is still mounted for its container");
     assert_eq!(v.ref_count(), 1, "the container's reference");
     eprintln!("after the abandoned mount: refs={:?} unanswered={:?}", v.refs, v.unanswered);
     // docker cp again: Mount c1 (answered), then its Unmount c1.

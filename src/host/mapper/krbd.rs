@@ -153,7 +153,16 @@ impl Krbd {
     /// Writes the device id (and `force`) to the bus's remove file, retrying
     /// while the kernel says busy (udev still probing a new device).
     fn remove(&self, mapping: &Mapping, force: bool) -> Result<(), HostError> {
-        let Some((id, _)) = discover(&self.sysfs).into_iter().find(|(_, i)| *i == mapping.image) else { return Ok(()) };
+        // The mapping's own device (`/dev/rbdN`) when it still maps this
+        // image — never another mapping of the same image (an admin's `rbd
+        // map`); else the image's mapping, however found.
+        let devices = discover(&self.sysfs);
+        let own = mapping.device.to_str().and_then(|d| d.strip_prefix("/dev/rbd")).and_then(|n| n.parse::<u32>().ok());
+        let found = match own {
+            Some(n) => devices.iter().find(|(id, i)| *id == n && *i == mapping.image),
+            None => devices.iter().find(|(_, i)| *i == mapping.image),
+        };
+        let Some(&(id, _)) = found else { return Ok(()) };
         let remove = self.control_file("remove_single_major", "remove");
         let request = if force { format!("{id} force") } else { id.to_string() };
         for attempt in 0..50 {
@@ -345,6 +354,27 @@ mod tests {
         let m = krbd.find(&ImageRef { pool: "ssd".into(), namespace: "team-a".into(), image: "web".into() }).unwrap().unwrap();
         krbd.unmap_fenced(&m).unwrap();
         assert_eq!(std::fs::read_to_string(root.path().join("bus/rbd/remove_single_major")).unwrap(), "3 force");
+    }
+
+    #[test]
+    fn the_device_removed_is_the_mappings_own_never_another_mapping_of_the_image() {
+        let root = fixture();
+        // An admin's `rbd map` of the same image, as device 7.
+        let d = root.path().join("bus/rbd/devices/7");
+        std::fs::create_dir_all(&d).unwrap();
+        for (f, v) in [("pool", "ssd"), ("pool_ns", "team-a"), ("name", "web"), ("current_snap", "-")] {
+            std::fs::write(d.join(f), format!("{v}\n")).unwrap();
+        }
+        let krbd = Krbd::new(root.path().into(), Tools::default());
+        let image = ImageRef { pool: "ssd".into(), namespace: "team-a".into(), image: "web".into() };
+        let ours = Mapping { image: image.clone(), device: "/dev/rbd7".into(), mapper: MapperKind::Krbd };
+        krbd.unmap_fenced(&ours).unwrap();
+        assert_eq!(std::fs::read_to_string(root.path().join("bus/rbd/remove_single_major")).unwrap(), "7 force");
+        // A device number that maps something else now: nothing removed.
+        std::fs::write(root.path().join("bus/rbd/remove_single_major"), "").unwrap();
+        let stale = Mapping { image, device: "/dev/rbd0".into(), mapper: MapperKind::Krbd };
+        krbd.unmap_fenced(&stale).unwrap();
+        assert_eq!(std::fs::read_to_string(root.path().join("bus/rbd/remove_single_major")).unwrap(), "");
     }
 
     #[test]

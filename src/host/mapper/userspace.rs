@@ -129,7 +129,8 @@ impl Spare {
         match self.lines.recv_timeout(START_TIMEOUT) {
             Ok(line) if line == want => Ok(()),
             Ok(line) => Err(line.strip_prefix("error: ").unwrap_or(&line).to_string()),
-            Err(_) => Err(format!("the server did not say '{want}' within {}s (log: {})", START_TIMEOUT.as_secs(), self.log.display())),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(format!("the server exited before it said '{want}' (log: {})", self.log.display())),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!("the server did not say '{want}' within {}s (log: {})", START_TIMEOUT.as_secs(), self.log.display())),
         }
     }
 }

@@ -1,0 +1,242 @@
+//! Whether the cluster answers, as one background prober sees it — not a
+//! timeout per Docker call. The prober asks the monitors (`mon stat`) and
+//! the OSDs of every pool a volume lives in (a read of the pool's rbd
+//! metadata; in the directory's pool that read *is* the directory, which
+//! refreshes the listing kept for reads), each probe bounded by
+//! `PROBE_BOUND`. While a part is unreachable, calls that need it fail at
+//! once saying since when and what was tried; reads answer from memory.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::records::{self, rfc3339};
+use super::{Engine, EngineError, Inner};
+use crate::ceph;
+
+/// A probe that has not answered after this long counts as a failure.
+pub const PROBE_BOUND: Duration = Duration::from_millis(1500);
+/// How long a mutating call waits for the first probe's verdict (a call
+/// right after start-up, when nothing is known yet).
+pub const FIRST_VERDICT: Duration = Duration::from_secs(2);
+
+/// Why (part of) the cluster counts as unreachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Down {
+    pub since: SystemTime,
+    /// What was tried and how it failed.
+    pub what: String,
+}
+
+impl Down {
+    pub fn describe(&self) -> String {
+        format!("unreachable since {} ({})", rfc3339(self.since), self.what)
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Verdict {
+    /// A probe has finished since start-up.
+    known: bool,
+    /// The monitors (or the connection) are down.
+    cluster: Option<Down>,
+    /// Pools whose OSDs do not answer.
+    pools: BTreeMap<String, Down>,
+}
+
+/// A probe that failed.
+enum Probed {
+    /// Something did not answer (in time): what was tried, how it failed.
+    Down(String),
+    /// The settings are wrong (a bad key): not a question of reachability.
+    Misconfigured,
+}
+
+pub(super) struct Health {
+    verdict: Mutex<Verdict>,
+    changed: tokio::sync::Notify,
+    /// A prober runs (serve); without one (the CLI, unit tests) nothing is
+    /// waited for.
+    watched: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health { verdict: Mutex::new(Verdict::default()), changed: tokio::sync::Notify::new(), watched: Default::default() }
+    }
+}
+
+impl Health {
+    /// Why a call touching `pools` cannot reach the cluster now, if so.
+    pub fn down_for<'a>(&self, pools: impl IntoIterator<Item = &'a str>) -> Option<Down> {
+        let v = self.verdict.lock().unwrap();
+        if let Some(d) = &v.cluster {
+            return Some(d.clone());
+        }
+        pools.into_iter().find_map(|p| v.pools.get(p).cloned())
+    }
+
+    /// Why the cluster (monitors, or any pool probed) cannot be reached now.
+    pub fn down_anywhere(&self) -> Option<Down> {
+        let v = self.verdict.lock().unwrap();
+        v.cluster.clone().or_else(|| v.pools.values().next().cloned())
+    }
+
+    fn known(&self) -> bool {
+        !self.watched.load(std::sync::atomic::Ordering::Relaxed) || self.verdict.lock().unwrap().known
+    }
+
+    /// Records a probe's result: the cluster failed (`Err`), or answered
+    /// except for the pools listed.
+    fn record(&self, result: Result<BTreeMap<String, String>, Probed>) {
+        let now = SystemTime::now();
+        let mut v = self.verdict.lock().unwrap();
+        let result = match result {
+            // Not a question of reachability: each call says what to fix.
+            Err(Probed::Misconfigured) => {
+                v.known = true;
+                v.cluster = None;
+                drop(v);
+                self.changed.notify_waiters();
+                return;
+            }
+            Err(Probed::Down(what)) => Err(what),
+            Ok(pools) => Ok(pools),
+        };
+        let was_down = v.cluster.is_some() || !v.pools.is_empty();
+        v.known = true;
+        match result {
+            Err(what) => {
+                if v.cluster.is_none() {
+                    tracing::error!("the cluster does not answer ({what}): calls that need it fail at once until it does; reads answer from memory");
+                    v.cluster = Some(Down { since: now, what });
+                } else if let Some(d) = v.cluster.as_mut() {
+                    d.what = what;
+                }
+            }
+            Ok(failed_pools) => {
+                v.cluster = None;
+                v.pools.retain(|p, _| failed_pools.contains_key(p));
+                for (pool, what) in failed_pools {
+                    match v.pools.get_mut(&pool) {
+                        Some(d) => d.what = what,
+                        None => {
+                            tracing::error!("pool '{pool}' does not answer ({what}): calls on its volumes fail at once until it does");
+                            v.pools.insert(pool, Down { since: now, what });
+                        }
+                    }
+                }
+                if v.pools.is_empty() && was_down {
+                    tracing::info!("the cluster answers again");
+                }
+            }
+        }
+        drop(v);
+        self.changed.notify_waiters();
+    }
+
+    /// Marks the cluster down at once when a call saw it time out (the
+    /// prober confirms or lifts it at its next round).
+    pub fn saw(&self, e: &EngineError) {
+        if is_unanswered(e) {
+            let mut v = self.verdict.lock().unwrap();
+            if v.cluster.is_none() {
+                v.cluster = Some(Down { since: SystemTime::now(), what: e.to_string() });
+            }
+        }
+    }
+}
+
+/// Whether `e` says the cluster did not answer (rather than refused).
+pub fn is_unanswered(e: &EngineError) -> bool {
+    matches!(e, EngineError::Ceph(ceph::CephError::TimedOut { .. }) | EngineError::Connect { source: ceph::CephError::TimedOut { .. }, .. })
+}
+
+impl Inner {
+    /// One probe: the connection, the monitors, and the OSDs of each pool
+    /// volumes live in. `Ok` lists the pools that failed.
+    fn probe(&self) -> Result<BTreeMap<String, String>, Probed> {
+        let cluster = match self.connection.cluster() {
+            Ok(c) => c,
+            Err(e @ EngineError::Connect { source: ceph::CephError::TimedOut { .. }, .. }) => return Err(Probed::Down(format!("connecting: {e}"))),
+            Err(_) => return Err(Probed::Misconfigured),
+        };
+        cluster
+            .mon_command(&serde_json::json!({"prefix": "mon stat", "format": "json"}), ceph::Target::Cluster { mon_host: cluster.mon_host().to_string() })
+            .map_err(|e| Probed::Down(format!("asking the monitors: {e}")))?;
+        let mut failed = BTreeMap::new();
+        let dir_pool = self.defaults.read().unwrap().pool.clone();
+        // The directory's pool: reading it is reading the directory.
+        match self.read_directory() {
+            Ok(map) => self.cache.put_listing(map),
+            Err(e) => {
+                failed.insert(dir_pool.clone(), format!("reading the volume directory in pool '{dir_pool}': {e}"));
+            }
+        }
+        for pool in self.volume_pools().into_iter().filter(|p| *p != dir_pool) {
+            let read = cluster.open_pool(&pool, "").and_then(|p| p.metadata_get(records::PROBE_KEY));
+            if let Err(e) = read {
+                failed.insert(pool.clone(), format!("reading pool '{pool}': {e}"));
+            }
+        }
+        Ok(failed)
+    }
+
+    /// The pools volumes live in (as last known), and those of the volumes
+    /// mounted here.
+    fn volume_pools(&self) -> std::collections::BTreeSet<String> {
+        let mut pools: std::collections::BTreeSet<String> = self.cache.known_listing().map(|(_, m)| m.values().map(|e| e.pool.clone()).collect()).unwrap_or_default();
+        pools.extend(self.mounted.lock().unwrap().values().map(|v| v.pool.clone()));
+        pools
+    }
+
+    /// Fails when the cluster (or one of `pools`) is known to be unreachable.
+    pub(super) fn require_reachable<S: AsRef<str>>(&self, pools: &[S]) -> Result<(), EngineError> {
+        match self.health.down_for(pools.iter().map(AsRef::as_ref)) {
+            Some(down) => Err(EngineError::ClusterUnreachable { detail: down.describe() }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Engine {
+    /// Probes the cluster now and then, for as long as the plugin runs:
+    /// every `every` while it answers, and again as soon as a stalled probe
+    /// returns while it does not.
+    pub async fn watch_health(&self, every: Duration) {
+        self.inner.health.watched.store(true, std::sync::atomic::Ordering::Relaxed);
+        loop {
+            let inner = Arc::clone(&self.inner);
+            let mut probe = tokio::spawn(ceph::offload(move || inner.probe()));
+            let started = Instant::now();
+            match tokio::time::timeout(PROBE_BOUND, &mut probe).await {
+                Ok(done) => self.inner.health.record(done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))),
+                Err(_) => {
+                    self.inner.health.record(Err(Probed::Down(format!("no answer within {} ms", PROBE_BOUND.as_millis()))));
+                    // The stalled probe ends by itself (the cluster's own
+                    // timeouts); its result is the next verdict.
+                    let done = probe.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                    if done.is_ok() {
+                        self.inner.health.record(done);
+                        continue;
+                    }
+                }
+            }
+            tokio::time::sleep(every.saturating_sub(started.elapsed())).await;
+        }
+    }
+
+    /// Fails fast when the cluster (or one of `pools`) cannot be reached;
+    /// right after start-up, waits briefly for the first verdict.
+    pub(super) async fn reachable<S: AsRef<str> + Sync>(&self, pools: &[S]) -> Result<(), EngineError> {
+        if !self.inner.health.known() {
+            let notified = self.inner.health.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.inner.health.known() {
+                let _ = tokio::time::timeout(FIRST_VERDICT, notified).await;
+            }
+        }
+        self.inner.require_reachable(pools)
+    }
+}
