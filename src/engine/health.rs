@@ -58,11 +58,13 @@ pub(super) struct Health {
     /// A prober runs (serve); without one (the CLI, unit tests) nothing is
     /// waited for.
     watched: std::sync::atomic::AtomicBool,
+    /// What the running probe is doing, for the verdict when it stalls.
+    stage: Mutex<String>,
 }
 
 impl Default for Health {
     fn default() -> Health {
-        Health { verdict: Mutex::new(Verdict::default()), changed: tokio::sync::Notify::new(), watched: Default::default() }
+        Health { verdict: Mutex::new(Verdict::default()), changed: tokio::sync::Notify::new(), watched: Default::default(), stage: Mutex::default() }
     }
 }
 
@@ -156,17 +158,22 @@ impl Inner {
     /// One probe: the connection, the monitors, and the OSDs of each pool
     /// volumes live in. `Ok` lists the pools that failed.
     fn probe(&self) -> Result<BTreeMap<String, String>, Probed> {
+        let stage = |what: String| *self.health.stage.lock().unwrap() = what;
+        let mon_host = self.connection.settings().map(|s| s.mon_host).unwrap_or_default();
+        stage(format!("connecting to the monitors at {mon_host} (RBD_CONF_GLOBAL_MON_HOST)"));
         let cluster = match self.connection.cluster() {
             Ok(c) => c,
             Err(e @ EngineError::Connect { source: ceph::CephError::TimedOut { .. }, .. }) => return Err(Probed::Down(format!("connecting: {e}"))),
             Err(_) => return Err(Probed::Misconfigured),
         };
+        stage(format!("asking the monitors at {mon_host}"));
         cluster
             .mon_command(&serde_json::json!({"prefix": "mon stat", "format": "json"}), ceph::Target::Cluster { mon_host: cluster.mon_host().to_string() })
             .map_err(|e| Probed::Down(format!("asking the monitors: {e}")))?;
         let mut failed = BTreeMap::new();
         let dir_pool = self.defaults.read().unwrap().pool.clone();
         // The directory's pool: reading it is reading the directory.
+        stage(format!("reading the volume directory in pool '{dir_pool}' (its OSDs)"));
         match self.read_directory() {
             Ok(map) => self.cache.put_listing(map),
             Err(e) => {
@@ -174,6 +181,7 @@ impl Inner {
             }
         }
         for pool in self.volume_pools().into_iter().filter(|p| *p != dir_pool) {
+            stage(format!("reading pool '{pool}' (its OSDs)"));
             let read = cluster.open_pool(&pool, "").and_then(|p| p.metadata_get(records::PROBE_KEY));
             if let Err(e) = read {
                 failed.insert(pool.clone(), format!("reading pool '{pool}': {e}"));
@@ -212,7 +220,8 @@ impl Engine {
             match tokio::time::timeout(PROBE_BOUND, &mut probe).await {
                 Ok(done) => self.inner.health.record(done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))),
                 Err(_) => {
-                    self.inner.health.record(Err(Probed::Down(format!("no answer within {} ms", PROBE_BOUND.as_millis()))));
+                    let stage = self.inner.health.stage.lock().unwrap().clone();
+                    self.inner.health.record(Err(Probed::Down(format!("no answer within {} ms while {stage}", PROBE_BOUND.as_millis()))));
                     // The stalled probe ends by itself (the cluster's own
                     // timeouts); its result is the next verdict.
                     let done = probe.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
