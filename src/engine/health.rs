@@ -137,6 +137,15 @@ impl Health {
         self.changed.notify_waiters();
     }
 
+    /// Sets the verdict (unit tests): down with `what`, or up.
+    #[cfg(test)]
+    pub fn set(&self, down: Option<&str>) {
+        let mut v = self.verdict.lock().unwrap();
+        v.known = true;
+        v.pools.clear();
+        v.cluster = down.map(|what| Down { since: SystemTime::now(), what: what.to_string() });
+    }
+
     /// Marks the cluster down at once when a call saw it time out (the
     /// prober confirms or lifts it at its next round).
     pub fn saw(&self, e: &EngineError) {

@@ -7,6 +7,7 @@
 //! `safety`: callers that go away, locks, fencing, hosts racing, and what
 //! the hostile review found. `properties`: random requests.
 
+mod outage;
 mod properties;
 mod safety;
 
