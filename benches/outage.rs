@@ -94,8 +94,8 @@ fn main() {
 
     let pids = tc.daemon_pids();
     signal(&pids, Signal::SIGSTOP);
-    // The prober's verdict: a probe is bounded to 1.5 s, every 2 s.
-    std::thread::sleep(Duration::from_secs(4));
+    // The prober's verdict: a probe is bounded to 3 s, every 2 s.
+    std::thread::sleep(Duration::from_secs(6));
     for (what, endpoint, body) in &reads {
         row(what, "cluster down", measure(&p, endpoint, calls, body.as_ref()));
     }

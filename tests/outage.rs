@@ -119,8 +119,8 @@ fn with_the_cluster_stopped_docker_gets_answers_in_milliseconds_and_writes_resum
 
     let paused = Paused::stop(cluster().daemon_pids());
     let paused_at = Instant::now();
-    // The prober notices (a probe bounded to 1.5 s, every 2 s).
-    std::thread::sleep(Duration::from_secs(4));
+    // The prober notices (a probe bounded to 3 s, every 2 s).
+    std::thread::sleep(Duration::from_secs(6));
 
     let mut figures = Vec::new();
     let mut read = |what: &str, endpoint: &str, body: String| -> Answer {
@@ -213,4 +213,102 @@ fn with_the_cluster_stopped_docker_gets_answers_in_milliseconds_and_writes_resum
         ok(&p.remove(v));
     }
     assert!(p.leftovers().is_empty(), "{:?}", p.leftovers());
+}
+
+fn daemon_pid(name: &str) -> u32 {
+    let file = cluster().dir.join("run").join(format!("{name}.pid"));
+    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())).trim().parse().unwrap()
+}
+
+/// Only the OSDs stopped, then only the monitor: each is named as what does
+/// not answer; reads answer from memory; mutating calls are refused at
+/// once; each time the cluster is back, a Create works within seconds.
+#[test]
+fn with_only_the_osds_or_only_the_monitors_stopped_calls_name_what_does_not_answer() {
+    let _one = OUTAGE.lock().unwrap_or_else(|e| e.into_inner());
+    let p = Plugin::start(cluster(), &unique("partial"));
+    let known = unique("part");
+    ok(&p.create(&known, &[("size", "64")]));
+    ok(&p.get(&known));
+    ok(&p.call("VolumeDriver.List", "{}"));
+    for (daemon, named) in [("osd.0", "its OSDs"), ("mon.a", "monitors")] {
+        let paused = Paused::stop(vec![daemon_pid(daemon)]);
+        std::thread::sleep(Duration::from_secs(6));
+        let (get, get_took) = timed(|| p.get(&known));
+        ok(&get);
+        assert!(get_took < Duration::from_secs(1), "{daemon} stopped: Get took {get_took:?}");
+        let cluster_says = get.json["Volume"]["Status"]["cluster"].as_str().unwrap_or("").to_string();
+        assert!(cluster_says.contains(named), "{daemon} stopped: {cluster_says:?}");
+        let fresh = unique("part");
+        let (created, t) = timed(|| p.create(&fresh, &[("size", "64")]));
+        assert!(t < Duration::from_secs(5), "{daemon} stopped: Create took {t:?}");
+        assert!(created.err().contains("unreachable since") && created.err().contains(named), "{daemon} stopped: {:?}", created.json);
+        drop(paused);
+        let back = Instant::now();
+        while !p.create(&fresh, &[("size", "64")]).err().is_empty() {
+            assert!(back.elapsed() < Duration::from_secs(30), "{daemon} back: Create still refused after {:?}", back.elapsed());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!("{daemon} stopped: Get {} ms from memory, Create refused in {} ms; first Create {} ms after it was back", get_took.as_millis(), t.as_millis(), back.elapsed().as_millis());
+        ok(&p.remove(&fresh));
+    }
+    ok(&p.remove(&known));
+}
+
+/// Every OSD op delayed (`osd_debug_inject_dispatch_delay_*`) until dropped.
+struct SlowOsd;
+
+impl SlowOsd {
+    fn delay(seconds: &str) -> SlowOsd {
+        let out = cluster().cli("ceph", &["tell", "osd.0", "injectargs", "--osd_debug_inject_dispatch_delay_probability=1", &format!("--osd_debug_inject_dispatch_delay_duration={seconds}")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        SlowOsd
+    }
+}
+
+impl Drop for SlowOsd {
+    fn drop(&mut self) {
+        let _ = cluster().cli("ceph", &["tell", "osd.0", "injectargs", "--osd_debug_inject_dispatch_delay_probability=0"]);
+    }
+}
+
+/// A slow cluster (every OSD op delayed): a Create that takes seconds
+/// holds up no other call — Get, List and Path of other volumes answer
+/// within a second meanwhile — and the Create itself succeeds.
+#[test]
+fn a_slow_cluster_queues_no_docker_call_behind_another() {
+    let _one = OUTAGE.lock().unwrap_or_else(|e| e.into_inner());
+    let p = Plugin::start(cluster(), &unique("slow"));
+    let known = unique("slow");
+    ok(&p.create(&known, &[("size", "64")]));
+    ok(&p.get(&known));
+    let slow = SlowOsd::delay("0.05");
+    let fresh = unique("slow");
+    let creating = std::thread::scope(|s| {
+        let creating = s.spawn(|| timed(|| p.create(&fresh, &[("size", "64")])));
+        std::thread::sleep(Duration::from_millis(300));
+        let mut worst = Duration::ZERO;
+        for _ in 0..5 {
+            for (endpoint, body) in [
+                ("VolumeDriver.Get", format!(r#"{{"Name":"{known}"}}"#)),
+                ("VolumeDriver.List", "{}".to_string()),
+                ("VolumeDriver.Path", format!(r#"{{"Name":"{known}"}}"#)),
+                ("VolumeDriver.Capabilities", "{}".to_string()),
+            ] {
+                let (a, t) = timed(|| p.call(endpoint, &body));
+                ok(&a);
+                assert!(t < Duration::from_secs(1), "{endpoint} took {t:?} while a Create ran on a slow cluster");
+                worst = worst.max(t);
+            }
+        }
+        println!("slowest read while the Create ran: {} ms", worst.as_millis());
+        creating.join().unwrap()
+    });
+    drop(slow);
+    let (created, took) = creating;
+    ok(&created);
+    println!("Create on the slow cluster took {} ms", took.as_millis());
+    assert!(took > Duration::from_secs(1), "the cluster was not slow ({took:?}): the test proves nothing");
+    ok(&p.remove(&fresh));
+    ok(&p.remove(&known));
 }

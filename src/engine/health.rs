@@ -15,7 +15,7 @@ use super::{Engine, EngineError, Inner};
 use crate::ceph;
 
 /// A probe that has not answered after this long counts as a failure.
-pub const PROBE_BOUND: Duration = Duration::from_millis(1500);
+pub const PROBE_BOUND: Duration = Duration::from_secs(3);
 /// How long a mutating call waits for the first probe's verdict (a call
 /// right after start-up, when nothing is known yet).
 pub const FIRST_VERDICT: Duration = Duration::from_secs(2);
@@ -256,5 +256,43 @@ impl Engine {
             }
         }
         self.inner.require_reachable(pools)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_pool_down_fails_only_the_calls_that_need_it() {
+        let h = Health::default();
+        h.record(Ok(BTreeMap::from([("ssd".to_string(), "reading pool 'ssd': timed out".to_string())])));
+        assert!(h.down_for(["rbd"]).is_none());
+        let down = h.down_for(["rbd", "ssd"]).expect("ssd is down");
+        assert!(down.describe().starts_with("unreachable since ") && down.describe().contains("reading pool 'ssd'"), "{}", down.describe());
+        // The pool answers again; then the monitors do not.
+        h.record(Ok(BTreeMap::new()));
+        assert!(h.down_anywhere().is_none());
+        h.record(Err(Probed::Down("asking the monitors: timed out".into())));
+        assert!(h.down_for(["rbd"]).is_some_and(|d| d.what.contains("monitors")));
+    }
+
+    #[test]
+    fn a_wrong_key_is_not_an_outage() {
+        let h = Health::default();
+        h.record(Err(Probed::Misconfigured));
+        assert!(h.known() && h.down_anywhere().is_none());
+    }
+
+    #[test]
+    fn the_first_outage_keeps_its_start_time_while_it_lasts() {
+        let h = Health::default();
+        h.record(Err(Probed::Down("no answer within 1500 ms".into())));
+        let since = h.down_anywhere().unwrap().since;
+        std::thread::sleep(Duration::from_millis(20));
+        h.record(Err(Probed::Down("asking the monitors: timed out".into())));
+        let d = h.down_anywhere().unwrap();
+        assert_eq!(d.since, since);
+        assert!(d.what.contains("asking the monitors"));
     }
 }
