@@ -107,6 +107,16 @@ fn with_the_cluster_stopped_docker_gets_answers_in_milliseconds_and_writes_resum
     let mounted = p.mount(&v1, &id(1));
     ok(&mounted);
     let mp1 = mounted.json["Mountpoint"].as_str().unwrap().to_string();
+    // A volume whose only container leaves during the outage.
+    let v4 = unique("out4");
+    ok(&p.create(&v4, &[("size", "64")]));
+    let mounted4 = p.mount(&v4, &id(4));
+    ok(&mounted4);
+    {
+        let mut f = std::fs::File::create(format!("{}/kept", mounted4.json["Mountpoint"].as_str().unwrap())).unwrap();
+        f.write_all(b"fsynced before the outage\n").unwrap();
+        f.sync_all().unwrap();
+    }
     // What Docker asked before the outage is what memory holds.
     ok(&p.get(&v1));
     ok(&p.get(&v2));
@@ -177,6 +187,12 @@ fn with_the_cluster_stopped_docker_gets_answers_in_milliseconds_and_writes_resum
     figures.push(format!("Unmount of a second container: {} ms", t.as_millis()));
     ok(&a);
     assert!(t < Duration::from_secs(1), "{t:?}");
+    // The last container of another volume leaves: answered at once (the
+    // unmount finishes once the cluster is back).
+    let (a, t) = timed(|| p.unmount(&v4, &id(4)));
+    figures.push(format!("Unmount of a last container: {} ms", t.as_millis()));
+    ok(&a);
+    assert!(t < Duration::from_secs(1), "{t:?}");
     // Nothing was made: Docker does not see the refused volume.
     assert!(!p.get(&v3).err().is_empty());
     println!("with the cluster stopped:\n  {}", figures.join("\n  "));
@@ -209,6 +225,12 @@ fn with_the_cluster_stopped_docker_gets_answers_in_milliseconds_and_writes_resum
     assert!(lines.len() as u64 >= synced, "{} lines in ceph, {synced} fsynced", lines.len());
     assert!(lines.iter().enumerate().all(|(i, l)| *l == format!("line {i}")), "lines lost or torn");
     cluster().assert_filesystem_clean(&v1, "ext4");
+    // v4's unmount and lock release finished once the cluster answered.
+    let start = Instant::now();
+    while !p.remove(&v4).err().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30), "{v4} still held after the outage: {:?}\n{}", p.remove(&v4).json, p.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
     for v in [&v1, &v2, &v3] {
         ok(&p.remove(v));
     }

@@ -39,6 +39,12 @@ pub async fn keep_volume_records(
 pub async fn sync_record(engine: &Engine, client: &Consul, host_id: &str, name: &str) -> Result<(), consul::ConsulError> {
     let key = format!("{RECORDS}{name}");
     let info = match engine.get(name).await {
+        // An answer from memory (the cluster did not answer): not a fact to
+        // write over another host's record.
+        Ok(info) if info.status.contains_key("cluster") => {
+            tracing::debug!("not updating the record of '{name}': the cluster does not answer");
+            return Ok(());
+        }
         Ok(info) => Some(info),
         Err(EngineError::NotFound(_) | EngineError::InvalidName { .. }) => None,
         Err(e) => {

@@ -201,6 +201,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
                 e.check_all_mounted().await;
             }
         });
+        engine.health_watched();
         let e = engine.clone();
         tokio::spawn(async move { e.watch_health(HEALTH_INTERVAL).await });
         let e = engine.clone();

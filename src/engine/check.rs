@@ -85,6 +85,11 @@ impl Inner {
         }
         if !lockers.lockers.iter().any(|l| self.is_own_lock(&l.cookie)) {
             let Some(_locked) = act() else { return Ok(Checked::Fine) };
+            // Looked again under the lock: an Unmount and a Mount meanwhile
+            // (same mountpoint, same device number) hold a new lock of ours.
+            if vol.host_lockers()?.lockers.iter().any(|l| self.is_own_lock(&l.cookie) || self.is_own_install(&l.cookie)) {
+                return Ok(Checked::Fine);
+            }
             // Fenced (recorded by the takeover before it blocklisted this
             // host's clients): its device is removed by force. A lock broken
             // without fencing (`rbdvol unlock --force`) leaves the clients

@@ -14,6 +14,8 @@ pub(super) struct Connection {
     cluster: Mutex<Option<Cluster>>,
     /// Held by the one caller connecting (never the slot's lock).
     connecting: Mutex<()>,
+    /// When the last connect failed, and how.
+    failed: Mutex<Option<(std::time::Instant, String)>>,
     /// The last connect failure logged (logged once, not once per call).
     last_error: Mutex<Option<String>>,
     /// A store to use instead of the cluster's (unit tests).
@@ -32,7 +34,7 @@ pub(crate) fn settings_to_fix(e: &CephError) -> &'static str {
 
 impl Connection {
     pub fn new(settings: Result<CephSettings, ConfigError>) -> Connection {
-        Connection { settings: RwLock::new(settings), cluster: Mutex::new(None), connecting: Mutex::new(()), last_error: Mutex::new(None), store: None }
+        Connection { settings: RwLock::new(settings), cluster: Mutex::new(None), connecting: Mutex::new(()), failed: Mutex::new(None), last_error: Mutex::new(None), store: None }
     }
 
     /// A connection whose host path goes to `store` (unit tests).
@@ -81,9 +83,18 @@ impl Connection {
         if let Some(c) = self.cluster.lock().unwrap().as_ref() {
             return Ok(c.clone());
         }
+        let waiting_since = std::time::Instant::now();
         let _one_connect = self.connecting.lock().unwrap();
         if let Some(c) = self.cluster.lock().unwrap().as_ref() {
             return Ok(c.clone());
+        }
+        // The connect this caller waited for failed: its answer, not a
+        // connect of its own (callers queued behind a dead cluster would
+        // each wait a whole connect timeout more).
+        if let Some((at, text)) = self.failed.lock().unwrap().as_ref() {
+            if *at >= waiting_since {
+                return Err(EngineError::ClusterUnreachable { detail: format!("not connected ({text})") });
+            }
         }
         let settings = self.settings()?;
         let c = Cluster::connect(&settings).map_err(|source| {
@@ -91,6 +102,7 @@ impl Connection {
             let e = EngineError::Connect { source, settings };
             // Once per distinct failure, not once per Docker call.
             let text = e.to_string();
+            *self.failed.lock().unwrap() = Some((std::time::Instant::now(), text.clone()));
             let mut last = self.last_error.lock().unwrap();
             if last.as_deref() != Some(text.as_str()) {
                 tracing::error!("{text}");
@@ -105,6 +117,11 @@ impl Connection {
             *self.cluster.lock().unwrap() = Some(c.clone());
         }
         Ok(c)
+    }
+
+    /// Whether a connection is made (a call needs no connect first).
+    pub fn is_connected(&self) -> bool {
+        self.cluster.lock().unwrap().is_some()
     }
 
     /// Forgets a connection that the cluster has fenced, so the next call

@@ -18,7 +18,7 @@ use crate::ceph;
 pub const PROBE_BOUND: Duration = Duration::from_secs(3);
 /// How long a mutating call waits for the first probe's verdict (a call
 /// right after start-up, when nothing is known yet).
-pub const FIRST_VERDICT: Duration = Duration::from_secs(2);
+pub const FIRST_VERDICT: Duration = Duration::from_millis(3500);
 
 /// Why (part of) the cluster counts as unreachable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,11 +60,13 @@ pub(super) struct Health {
     watched: std::sync::atomic::AtomicBool,
     /// What the running probe is doing, for the verdict when it stalls.
     stage: Mutex<String>,
+    /// The running probe is making the connection.
+    connecting: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Health {
     fn default() -> Health {
-        Health { verdict: Mutex::new(Verdict::default()), changed: tokio::sync::Notify::new(), watched: Default::default(), stage: Mutex::default() }
+        Health { verdict: Mutex::new(Verdict::default()), changed: tokio::sync::Notify::new(), watched: Default::default(), stage: Mutex::default(), connecting: Default::default() }
     }
 }
 
@@ -160,7 +162,10 @@ impl Health {
 
 /// Whether `e` says the cluster did not answer (rather than refused).
 pub fn is_unanswered(e: &EngineError) -> bool {
-    matches!(e, EngineError::Ceph(ceph::CephError::TimedOut { .. }) | EngineError::Connect { source: ceph::CephError::TimedOut { .. }, .. })
+    matches!(
+        e,
+        EngineError::Ceph(ceph::CephError::TimedOut { .. }) | EngineError::Connect { source: ceph::CephError::TimedOut { .. }, .. } | EngineError::ClusterUnreachable { .. }
+    )
 }
 
 impl Inner {
@@ -170,30 +175,46 @@ impl Inner {
         let stage = |what: String| *self.health.stage.lock().unwrap() = what;
         let mon_host = self.connection.settings().map(|s| s.mon_host).unwrap_or_default();
         stage(format!("connecting to the monitors at {mon_host} (RBD_CONF_GLOBAL_MON_HOST)"));
-        let cluster = match self.connection.cluster() {
+        let connecting = !self.connection.is_connected();
+        self.health.connecting.store(connecting, std::sync::atomic::Ordering::Relaxed);
+        let connected = self.connection.cluster();
+        self.health.connecting.store(false, std::sync::atomic::Ordering::Relaxed);
+        let cluster = match connected {
             Ok(c) => c,
             Err(e @ EngineError::Connect { source: ceph::CephError::TimedOut { .. }, .. }) => return Err(Probed::Down(format!("connecting: {e}"))),
             Err(_) => return Err(Probed::Misconfigured),
         };
         stage(format!("asking the monitors at {mon_host}"));
-        cluster
-            .mon_command(&serde_json::json!({"prefix": "mon stat", "format": "json"}), ceph::Target::Cluster { mon_host: cluster.mon_host().to_string() })
-            .map_err(|e| Probed::Down(format!("asking the monitors: {e}")))?;
+        // Only a cluster that does not answer is down. One that refuses
+        // (caps, a missing pool) is the call's to report; one that fenced
+        // this plugin's own client (a takeover) is answered by a new client.
+        let unanswered = |e: ceph::CephError| -> Option<String> {
+            let e = EngineError::Ceph(e);
+            self.connection.forget_if_fenced(&e);
+            is_unanswered(&e).then(|| e.to_string())
+        };
+        let mons = cluster.mon_command(&serde_json::json!({"prefix": "mon stat", "format": "json"}), ceph::Target::Cluster { mon_host: cluster.mon_host().to_string() });
+        if let Some(what) = mons.err().and_then(unanswered) {
+            return Err(Probed::Down(format!("asking the monitors: {what}")));
+        }
         let mut failed = BTreeMap::new();
         let dir_pool = self.defaults.read().unwrap().pool.clone();
         // The directory's pool: reading it is reading the directory.
         stage(format!("reading the volume directory in pool '{dir_pool}' (its OSDs)"));
         match self.read_directory() {
             Ok(map) => self.cache.put_listing(map),
-            Err(e) => {
-                failed.insert(dir_pool.clone(), format!("reading the volume directory in pool '{dir_pool}': {e}"));
+            Err(EngineError::Ceph(e)) => {
+                if let Some(what) = unanswered(e) {
+                    failed.insert(dir_pool.clone(), format!("reading the volume directory in pool '{dir_pool}': {what}"));
+                }
             }
+            Err(_) => {}
         }
         for pool in self.volume_pools().into_iter().filter(|p| *p != dir_pool) {
             stage(format!("reading pool '{pool}' (its OSDs)"));
             let read = cluster.open_pool(&pool, "").and_then(|p| p.metadata_get(records::PROBE_KEY));
-            if let Err(e) = read {
-                failed.insert(pool.clone(), format!("reading pool '{pool}': {e}"));
+            if let Some(what) = read.err().and_then(unanswered) {
+                failed.insert(pool.clone(), format!("reading pool '{pool}': {what}"));
             }
         }
         Ok(failed)
@@ -221,7 +242,7 @@ impl Engine {
     /// every `every` while it answers, and again as soon as a stalled probe
     /// returns while it does not.
     pub async fn watch_health(&self, every: Duration) {
-        self.inner.health.watched.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.health_watched();
         loop {
             let inner = Arc::clone(&self.inner);
             let mut probe = tokio::spawn(ceph::offload(move || inner.probe()));
@@ -229,19 +250,32 @@ impl Engine {
             match tokio::time::timeout(PROBE_BOUND, &mut probe).await {
                 Ok(done) => self.inner.health.record(done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))),
                 Err(_) => {
-                    let stage = self.inner.health.stage.lock().unwrap().clone();
-                    self.inner.health.record(Err(Probed::Down(format!("no answer within {} ms while {stage}", PROBE_BOUND.as_millis()))));
+                    // A connect has its own bound (RBDVOL_CONNECT_TIMEOUT) and
+                    // a slow host (a busy VM) takes seconds to make one: its
+                    // result is the verdict, not its duration. Calls that need
+                    // the cluster meanwhile wait for that same connect.
+                    if !self.inner.health.connecting.load(std::sync::atomic::Ordering::Relaxed) {
+                        let stage = self.inner.health.stage.lock().unwrap().clone();
+                        self.inner.health.record(Err(Probed::Down(format!("no answer within {} ms while {stage}", PROBE_BOUND.as_millis()))));
+                    }
                     // The stalled probe ends by itself (the cluster's own
-                    // timeouts); its result is the next verdict.
+                    // timeouts); its result is the next verdict, at once.
                     let done = probe.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-                    if done.is_ok() {
-                        self.inner.health.record(done);
+                    let answered = done.is_ok();
+                    self.inner.health.record(done);
+                    if answered {
                         continue;
                     }
                 }
             }
             tokio::time::sleep(every.saturating_sub(started.elapsed())).await;
         }
+    }
+
+    /// From now on mutating calls wait (briefly) for the prober's first
+    /// verdict: called before the prober is spawned, so no early call slips by.
+    pub fn health_watched(&self) {
+        self.inner.health.watched.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Fails fast when the cluster (or one of `pools`) cannot be reached;

@@ -488,8 +488,8 @@ impl Engine {
             let answered = mounted.is_ok();
             match tx.send(mounted) {
                 Ok(()) if answered && engine.inner.note_answered(&name, &id, attempt) => {
-                    let n = name.clone();
-                    if let Err(e) = engine.locked("mount answered", &name, move |inner| inner.save_mounted(&n)).await {
+                    let (n, i) = (name.clone(), id.clone());
+                    if let Err(e) = engine.locked("mount answered", &name, move |inner| inner.mount_answered(&n, &i, attempt)).await {
                         tracing::warn!("volume '{name}': cannot note that its mount for {id} was answered: {e}");
                     }
                 }
@@ -560,16 +560,28 @@ impl VolumeDriver for Engine {
 
     async fn unmount(&self, name: &str, id: &str) -> Result<Unmounted, EngineError> {
         options::validate_name(name)?;
+        // The last container leaving with the cluster down: the filesystem's
+        // last writes wait for the cluster (up to the mappers' I/O bound),
+        // and Docker need not. Answered now; the unmount finishes in the
+        // background, holding the volume (a new Mount waits for it).
+        let last = self.inner.mounted.lock().unwrap().get(name).is_some_and(|v| v.ref_count() <= 1);
+        let down = last && self.inner.health.down_for(self.pools_of(name).iter().map(String::as_str)).is_some();
         let (engine, name, id) = (self.clone(), name.to_string(), id.to_string());
-        self.to_the_end(async move {
+        let call = async move {
             let n = name.clone();
-            let unmounted = engine.locked("unmount", &name, move |inner| inner.unmount(&n, &id)).await?;
-            if unmounted == Unmounted::Released {
-                engine.changed(&name);
+            let unmounted = engine.locked("unmount", &name, move |inner| inner.unmount(&n, &id)).await;
+            match &unmounted {
+                Ok(Unmounted::Released) => engine.changed(&name),
+                Err(e) if down => tracing::error!("volume '{name}': unmount after its last container left, with the cluster down, failed: {e}"),
+                _ => {}
             }
-            Ok(unmounted)
-        })
-        .await
+            unmounted
+        };
+        if down {
+            tokio::spawn(call);
+            return Ok(Unmounted::Released);
+        }
+        self.to_the_end(call).await
     }
 
     async fn path(&self, name: &str) -> Result<Option<PathBuf>, EngineError> {

@@ -318,9 +318,12 @@ impl Inner {
         self.mounted.lock().unwrap().get_mut(name).is_some_and(|v| v.answered(id, attempt))
     }
 
-    /// Saves the state of `name` as it is in memory now.
-    pub(super) fn save_mounted(&self, name: &str) -> Result<(), EngineError> {
-        if let Some(v) = self.mounted.lock().unwrap().get(name) {
+    /// Notes the answer again under the volume's lock (an Unmount that
+    /// copied the entry before `note_answered` may have put the mark back)
+    /// and saves the state.
+    pub(super) fn mount_answered(&self, name: &str, id: &str, attempt: u64) -> Result<(), EngineError> {
+        if let Some(v) = self.mounted.lock().unwrap().get_mut(name) {
+            v.answered(id, attempt);
             self.state.save(v)?;
         }
         Ok(())

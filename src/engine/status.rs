@@ -16,6 +16,14 @@ impl Inner {
     }
 
     pub(super) fn get(&self, name: &str) -> Result<VolumeInfo, EngineError> {
+        let got = self.read_status(name);
+        if let Err(EngineError::NotFound(_)) = &got {
+            self.cache.invalidate(name); // memory must not answer for it
+        }
+        got
+    }
+
+    fn read_status(&self, name: &str) -> Result<VolumeInfo, EngineError> {
         let store = self.ceph_store()?;
         let entry = match self.directory()?.get(name) {
             Some(e) if e.state == EntryState::Ready => e.clone(),
@@ -117,7 +125,14 @@ impl Inner {
     pub(super) fn remembered_status(&self, name: &str, down: &Down) -> Result<VolumeInfo, EngineError> {
         let listing = self.cache.known_listing();
         let mounted = self.mounted.lock().unwrap().get(name).cloned();
-        let mut info = if let Some((when, info)) = self.cache.last_status(name) {
+        let last = self.cache.last_status(name);
+        // A directory read after that answer, without the volume: it went.
+        if let (Some((said, _)), Some((listed, map)), None) = (&last, &listing, &mounted) {
+            if listed > said && !map.get(name).is_some_and(|e| e.state == EntryState::Ready) {
+                return Err(EngineError::NotFoundAsOf { name: name.into(), when: records::rfc3339(*listed), detail: down.describe() });
+            }
+        }
+        let mut info = if let Some((when, info)) = last {
             let mut info = info;
             info.status.insert("confirmed_at".into(), records::rfc3339(when).into());
             info

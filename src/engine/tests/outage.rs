@@ -34,11 +34,20 @@ fn with_the_cluster_down_a_volume_mounted_here_takes_and_drops_containers_and_it
     bed.engine.inner.health.set(Some("no answer"));
     assert!(matches!(bed.mount("v", "c2").unwrap(), Mounted::Again(_)));
     assert_eq!(bed.unmount("v", "c2").unwrap(), Unmounted::StillUsed(1));
-    // The last container leaves: unmounted and unmapped here at once; the
-    // host lock stays until the cluster answers.
+    // The last container leaves: answered at once; unmounted and unmapped
+    // here in the background; the host lock stays until the cluster answers.
     bed.clear_journal();
-    assert_eq!(bed.unmount("v", "c1").unwrap(), Unmounted::Released);
-    assert!(bed.journal().iter().any(|j| j.starts_with("unmap ")), "{:?}", bed.journal());
+    let rt = super::safety::runtime();
+    assert_eq!(rt.block_on(bed.engine.unmount("v", "c1")).unwrap(), Unmounted::Released);
+    let start = std::time::Instant::now();
+    while !bed.journal().iter().any(|j| j.starts_with("unmap ")) {
+        assert!(start.elapsed() < Duration::from_secs(10), "never unmapped: {:?}", bed.journal());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    while bed.engine.inner.mounted.lock().unwrap().contains_key("v") {
+        assert!(start.elapsed() < Duration::from_secs(10), "never forgotten");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(bed.journal().iter().all(|j| !j.starts_with("host_unlock") && !j.starts_with("metadata_remove")), "the cluster was asked: {:?}", bed.journal());
     assert_eq!(bed.store.volume("v").unwrap().lockers.len(), 1, "released with the cluster down?");
     // Nothing is retried while it is down; once it answers, the lock goes.
@@ -91,4 +100,24 @@ fn a_volume_mounted_here_is_known_with_the_cluster_down_since_start_up() {
     // Nothing else can be told without the cluster.
     let e = block_on(bed.engine.get("w")).unwrap_err().to_string();
     assert!(e.contains("unreachable since"), "{e}");
+}
+
+/// Found by the hostile review: an older Get answer must not outlive a
+/// newer directory read that no longer lists the volume.
+#[test]
+fn a_volume_gone_from_a_newer_directory_read_is_gone_for_get_too() {
+    let bed = Bed::start(&["v", "w"]);
+    let mut status = serde_json::Map::new();
+    status.insert("pool".into(), "rbd".into());
+    status.insert("mounted_by".into(), "host-b".into());
+    bed.engine.inner.cache.put_status(&VolumeInfo { name: "w".into(), mountpoint: None, created_at: None, status });
+    std::thread::sleep(Duration::from_millis(1100));
+    // Another host removed w; the prober's next directory read sees it gone.
+    let mut map = bed.engine.inner.read_directory().unwrap();
+    map.remove("w");
+    bed.engine.inner.cache.put_listing(map);
+    bed.engine.inner.health.set(Some("no answer"));
+    assert!(matches!(block_on(bed.engine.path("w")), Err(EngineError::NotFound(_))));
+    let e = block_on(bed.engine.get("w")).unwrap_err().to_string();
+    assert!(e.contains("does not exist as of"), "{e}");
 }
