@@ -19,6 +19,10 @@ pub const PROBE_BOUND: Duration = Duration::from_secs(3);
 /// How long a mutating call waits for the first probe's verdict (a call
 /// right after start-up, when nothing is known yet).
 pub const FIRST_VERDICT: Duration = Duration::from_millis(3500);
+/// How long the probe waits for the read of a pool other than the
+/// directory's (each in a thread of its own): within `PROBE_BOUND`, so a
+/// stalled pool is that pool's verdict, not the cluster's.
+pub const POOL_BOUND: Duration = Duration::from_millis(1500);
 
 /// Why (part of) the cluster counts as unreachable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,11 +66,13 @@ pub(super) struct Health {
     stage: Mutex<String>,
     /// The running probe is making the connection.
     connecting: std::sync::atomic::AtomicBool,
+    /// Pools whose probe read has not returned yet (never two at once).
+    pool_reads: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Default for Health {
     fn default() -> Health {
-        Health { verdict: Mutex::new(Verdict::default()), changed: tokio::sync::Notify::new(), watched: Default::default(), stage: Mutex::default(), connecting: Default::default() }
+        Health { verdict: Mutex::new(Verdict::default()), changed: tokio::sync::Notify::new(), watched: Default::default(), stage: Mutex::default(), connecting: Default::default(), pool_reads: Default::default() }
     }
 }
 
@@ -210,12 +216,34 @@ impl Inner {
             }
             Err(_) => {}
         }
+        // Every other pool in a thread of its own, bounded on its own: a pool
+        // whose OSDs stall is that pool's verdict, not the cluster's.
+        stage("reading the other pools volumes live in (their OSDs)".into());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut waiting = std::collections::BTreeSet::new();
         for pool in self.volume_pools().into_iter().filter(|p| *p != dir_pool) {
-            stage(format!("reading pool '{pool}' (its OSDs)"));
-            let read = cluster.open_pool(&pool, "").and_then(|p| p.metadata_get(records::PROBE_KEY));
-            if let Some(what) = read.err().and_then(unanswered) {
+            if !self.health.pool_reads.lock().unwrap().insert(pool.clone()) {
+                failed.insert(pool.clone(), format!("reading pool '{pool}': no answer yet to a read started earlier"));
+                continue;
+            }
+            waiting.insert(pool.clone());
+            let (cluster, tx, in_flight) = (cluster.clone(), tx.clone(), Arc::clone(&self.health.pool_reads));
+            std::thread::spawn(move || {
+                let read = cluster.open_pool(&pool, "").and_then(|p| p.metadata_get(records::PROBE_KEY));
+                in_flight.lock().unwrap().remove(&pool);
+                let _ = tx.send((pool, read.err()));
+            });
+        }
+        let deadline = Instant::now() + POOL_BOUND;
+        while !waiting.is_empty() {
+            let Ok((pool, error)) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) else { break };
+            waiting.remove(&pool);
+            if let Some(what) = error.and_then(unanswered) {
                 failed.insert(pool.clone(), format!("reading pool '{pool}': {what}"));
             }
+        }
+        for pool in waiting {
+            failed.insert(pool.clone(), format!("reading pool '{pool}': no answer within {} ms", POOL_BOUND.as_millis()));
         }
         Ok(failed)
     }
