@@ -193,6 +193,13 @@ fn with_the_cluster_stopped_docker_gets_answers_in_milliseconds_and_writes_resum
     figures.push(format!("Unmount of a last container: {} ms", t.as_millis()));
     ok(&a);
     assert!(t < Duration::from_secs(1), "{t:?}");
+    // The admin CLI: a resize fails within the connect timeout, changing
+    // nothing.
+    let (out, t) = timed(|| cluster().rbdvol(&["resize", &v2, "128"], &[("RBDVOL_CONNECT_TIMEOUT", "3")]));
+    figures.push(format!("rbdvol resize: {} ms", t.as_millis()));
+    assert!(!out.status.success() && t < Duration::from_secs(15), "rbdvol resize with the cluster down: {t:?} {}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(said.starts_with("error: ") && (said.contains("unreachable") || said.contains("timed out")), "{said}");
     // Nothing was made: Docker does not see the refused volume.
     assert!(!p.get(&v3).err().is_empty());
     println!("with the cluster stopped:\n  {}", figures.join("\n  "));
@@ -213,6 +220,7 @@ fn with_the_cluster_stopped_docker_gets_answers_in_milliseconds_and_writes_resum
     let get1 = p.get(&v1);
     ok(&get1);
     assert!(get1.json["Volume"]["Status"].get("cluster").is_none(), "still says unreachable: {}", get1.json);
+    assert_eq!(cluster().rbd_info(&v2).unwrap()["size"], 64 << 20, "the refused resize changed the image");
 
     // The writer went on through the outage without an error.
     std::thread::sleep(Duration::from_secs(2));

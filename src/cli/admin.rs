@@ -19,6 +19,9 @@ fn vol_at_snap(target: &str) -> Result<(&str, &str)> {
 fn admin_cluster(args: &ClusterArgs) -> Result<(Cluster, String)> {
     let eff = cli_effective(args)?;
     let cluster = Cluster::connect(&eff.ceph?)?;
+    // A stalled cluster fails the command in seconds, before it changes
+    // anything, not after the cluster's 30 s timeouts.
+    rbdvol::engine::health::preflight(&cluster, &eff.defaults.pool, rbdvol::engine::health::PROBE_BOUND)?;
     Ok((cluster, eff.defaults.pool))
 }
 

@@ -102,7 +102,11 @@ impl Connection {
             let e = EngineError::Connect { source, settings };
             // Once per distinct failure, not once per Docker call.
             let text = e.to_string();
-            *self.failed.lock().unwrap() = Some((std::time::Instant::now(), text.clone()));
+            // Shared only when the cluster did not answer: a refusal (a bad
+            // key) is quick to get again, and each caller gets its own.
+            if let EngineError::Connect { source: CephError::TimedOut { .. }, .. } = &e {
+                *self.failed.lock().unwrap() = Some((std::time::Instant::now(), text.clone()));
+            }
             let mut last = self.last_error.lock().unwrap();
             if last.as_deref() != Some(text.as_str()) {
                 tracing::error!("{text}");

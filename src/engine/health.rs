@@ -19,6 +19,10 @@ pub const PROBE_BOUND: Duration = Duration::from_secs(3);
 /// How long a mutating call waits for the first probe's verdict (a call
 /// right after start-up, when nothing is known yet).
 pub const FIRST_VERDICT: Duration = Duration::from_millis(3500);
+/// How much longer a probe that stalled while connecting is given (a busy
+/// VM takes seconds to connect; the connect has its own timeout,
+/// `RBDVOL_CONNECT_TIMEOUT`, 10 s by default).
+pub const CONNECT_STAGE_BOUND: Duration = Duration::from_secs(15);
 /// How long the probe waits for the read of a pool other than the
 /// directory's (each in a thread of its own): within `PROBE_BOUND`, so a
 /// stalled pool is that pool's verdict, not the cluster's.
@@ -166,6 +170,38 @@ impl Health {
     }
 }
 
+/// For a one-shot caller (the admin CLI) with no prober: fails at once
+/// unless the monitors and the OSDs of `pool` answer within `bound`, so a
+/// command against a stalled cluster never waits the cluster's 30 s
+/// timeouts.
+pub fn preflight(cluster: &ceph::Cluster, pool: &str, bound: Duration) -> Result<(), EngineError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (c, p) = (cluster.clone(), pool.to_string());
+    let stage = Arc::new(Mutex::new(format!("asking the monitors at {}", cluster.mon_host())));
+    let at = Arc::clone(&stage);
+    std::thread::spawn(move || {
+        let mons = c.mon_command(&serde_json::json!({"prefix": "mon stat", "format": "json"}), ceph::Target::Cluster { mon_host: c.mon_host().to_string() });
+        *at.lock().unwrap() = format!("reading pool '{p}' (its OSDs)");
+        let read = mons.and_then(|_| c.open_pool(&p, "")).and_then(|pool| pool.metadata_get(records::PROBE_KEY));
+        let _ = tx.send(read);
+    });
+    match rx.recv_timeout(bound) {
+        Ok(Ok(_)) => Ok(()),
+        // Refused (caps, no such pool): the command itself says so.
+        Ok(Err(e)) => {
+            let e = EngineError::Ceph(e);
+            if is_unanswered(&e) {
+                Err(e)
+            } else {
+                Ok(())
+            }
+        }
+        Err(_) => Err(EngineError::ClusterUnreachable {
+            detail: format!("unreachable (no answer within {} ms while {})", bound.as_millis(), stage.lock().unwrap()),
+        }),
+    }
+}
+
 /// Whether `e` says the cluster did not answer (rather than refused).
 pub fn is_unanswered(e: &EngineError) -> bool {
     matches!(
@@ -188,6 +224,8 @@ impl Inner {
         let cluster = match connected {
             Ok(c) => c,
             Err(e @ EngineError::Connect { source: ceph::CephError::TimedOut { .. }, .. }) => return Err(Probed::Down(format!("connecting: {e}"))),
+            // The connect it waited for (another caller's) timed out.
+            Err(EngineError::ClusterUnreachable { detail }) => return Err(Probed::Down(detail)),
             Err(_) => return Err(Probed::Misconfigured),
         };
         stage(format!("asking the monitors at {mon_host}"));
@@ -282,10 +320,23 @@ impl Engine {
                     // a slow host (a busy VM) takes seconds to make one: its
                     // result is the verdict, not its duration. Calls that need
                     // the cluster meanwhile wait for that same connect.
-                    if !self.inner.health.connecting.load(std::sync::atomic::Ordering::Relaxed) {
-                        let stage = self.inner.health.stage.lock().unwrap().clone();
-                        self.inner.health.record(Err(Probed::Down(format!("no answer within {} ms while {stage}", PROBE_BOUND.as_millis()))));
+                    let mut waited = PROBE_BOUND;
+                    if self.inner.health.connecting.load(std::sync::atomic::Ordering::Relaxed) {
+                        // Judged by its result, within the connect timeout
+                        // and a probe's bound after it.
+                        if let Ok(done) = tokio::time::timeout(CONNECT_STAGE_BOUND, &mut probe).await {
+                            let done = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                            let answered = done.is_ok();
+                            self.inner.health.record(done);
+                            if answered {
+                                tokio::time::sleep(every).await;
+                            }
+                            continue;
+                        }
+                        waited += CONNECT_STAGE_BOUND;
                     }
+                    let stage = self.inner.health.stage.lock().unwrap().clone();
+                    self.inner.health.record(Err(Probed::Down(format!("no answer within {} ms while {stage}", waited.as_millis()))));
                     // The stalled probe ends by itself (the cluster's own
                     // timeouts); its result is the next verdict, at once.
                     let done = probe.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
@@ -309,6 +360,12 @@ impl Engine {
     /// Fails fast when the cluster (or one of `pools`) cannot be reached;
     /// right after start-up, waits briefly for the first verdict.
     pub(super) async fn reachable<S: AsRef<str> + Sync>(&self, pools: &[S]) -> Result<(), EngineError> {
+        self.first_verdict().await;
+        self.inner.require_reachable(pools)
+    }
+
+    /// Right after start-up, waits briefly for the prober's first verdict.
+    pub(super) async fn first_verdict(&self) {
         if !self.inner.health.known() {
             let notified = self.inner.health.changed.notified();
             tokio::pin!(notified);
@@ -317,7 +374,6 @@ impl Engine {
                 let _ = tokio::time::timeout(FIRST_VERDICT, notified).await;
             }
         }
-        self.inner.require_reachable(pools)
     }
 }
 

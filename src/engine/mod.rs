@@ -34,7 +34,7 @@ mod directory;
 pub mod doctor;
 mod fence;
 mod format;
-mod health;
+pub mod health;
 pub mod fs_options;
 mod host_lock;
 mod mount;
@@ -515,6 +515,9 @@ impl Engine {
 impl VolumeDriver for Engine {
     async fn create(&self, name: &str, opts: BTreeMap<String, String>) -> Result<Created, EngineError> {
         options::validate_name(name)?;
+        // Before the defaults are read: settings (Consul's) may arrive while
+        // it waits.
+        self.first_verdict().await;
         let tools = self.inner.tools.clone();
         let defaults = self.inner.defaults.read().unwrap().clone();
         let pool = opts.get("pool").cloned().unwrap_or_else(|| defaults.pool.clone());
@@ -567,6 +570,7 @@ impl VolumeDriver for Engine {
         let last = self.inner.mounted.lock().unwrap().get(name).is_some_and(|v| v.ref_count() <= 1);
         let down = last && self.inner.health.down_for(self.pools_of(name).iter().map(String::as_str)).is_some();
         let (engine, name, id) = (self.clone(), name.to_string(), id.to_string());
+        let (name_for_ref, id_for_ref) = (name.clone(), id.clone());
         let call = async move {
             let n = name.clone();
             let unmounted = engine.locked("unmount", &name, move |inner| inner.unmount(&n, &id)).await;
@@ -578,6 +582,8 @@ impl VolumeDriver for Engine {
             unmounted
         };
         if down {
+            let (n, i) = (name_for_ref.clone(), id_for_ref.clone());
+            self.locked("unmount", &name_for_ref, move |inner| inner.drop_ref(&n, &i)).await?;
             tokio::spawn(call);
             return Ok(Unmounted::Released);
         }

@@ -169,6 +169,12 @@ impl Inner {
             }
             return Ok(Mounted::Again(v.mountpoint.clone()));
         }
+        // Checked again under the lock: the volume may have left this host
+        // (a last Unmount answered early during an outage) since the call
+        // found it mounted here.
+        let dir_pool = self.defaults.read().unwrap().pool.clone();
+        let pool = self.known_pool(name);
+        self.require_reachable(&[Some(dir_pool), pool].into_iter().flatten().collect::<Vec<_>>())?;
         let r = self.mount_first(name, id, attempt);
         if let Err(e) = &r {
             self.connection.forget_if_fenced(e);
@@ -341,6 +347,18 @@ impl Inner {
         v.unanswered.remove(id);
         self.mounted.lock().unwrap().insert(name.to_string(), v);
         self.unmount(name, id).map(Some)
+    }
+
+    /// Drops `id`'s reference and saves the state, nothing else: the last
+    /// Unmount answered early (the cluster down) is recorded before its
+    /// answer, so a restart finishes its teardown instead of keeping a
+    /// reference Docker will never drop.
+    pub(super) fn drop_ref(&self, name: &str, id: &str) -> Result<(), EngineError> {
+        if let Some(v) = self.mounted.lock().unwrap().get_mut(name) {
+            v.drop_ref(id);
+            self.state.save(v)?;
+        }
+        Ok(())
     }
 
     pub(super) fn unmount(&self, name: &str, id: &str) -> Result<Unmounted, EngineError> {
