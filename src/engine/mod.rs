@@ -356,14 +356,19 @@ impl Engine {
     /// new settings (a new RADOS client: a rotated key, new monitors).
     /// Mounted volumes keep their mappings, which hold their own connections.
     pub fn update_settings(&self, settings: Result<CephSettings, ConfigError>, defaults: Defaults) {
+        // The defaults first: a Create that finds the new connection must
+        // find the new defaults too (never a volume of the old default size
+        // made with the settings that came with the new one).
+        {
+            let mut current = self.inner.defaults.write().unwrap();
+            if *current != defaults {
+                tracing::info!("new volume defaults in force: {defaults:?}");
+                *current = defaults;
+                self.inner.cache.forget_listing();
+            }
+        }
         if let Some(Ok(s)) = self.inner.connection.replace_settings(settings) {
             self.inner.mapper.warm_up(&s);
-        }
-        let mut current = self.inner.defaults.write().unwrap();
-        if *current != defaults {
-            tracing::info!("new volume defaults in force: {defaults:?}");
-            *current = defaults;
-            self.inner.cache.forget_listing();
         }
     }
 

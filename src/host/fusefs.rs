@@ -103,8 +103,9 @@ struct DiskFs {
 #[derive(Default)]
 struct BufferPool(std::sync::Mutex<Vec<Vec<u8>>>);
 
-/// Buffers kept for reuse: enough for the reads the kernel keeps in flight.
-const POOLED_BUFFERS: usize = 64;
+/// Buffers kept for reuse (up to 1 MiB each): a few, so that a server's
+/// memory does not keep the high-water mark of its reads in flight.
+const POOLED_BUFFERS: usize = 8;
 
 impl BufferPool {
     fn take(&self, len: usize) -> Vec<u8> {

@@ -90,6 +90,12 @@ fn spawn_spare(exe: &Path, spares: &Path, settings: &CephSettings) -> Result<Spa
         }
     }
     crate::host::crash::pass_on(&mut cmd);
+    // glibc's allocator, bounded: librados runs dozens of threads, and by
+    // default each may get an arena of its own that never shrinks; the
+    // 1 MiB buffers of the data path would raise the mmap threshold and
+    // then stay on those heaps. Two arenas and a fixed threshold keep a
+    // server's memory flat however much traffic it has seen.
+    cmd.env("MALLOC_ARENA_MAX", "2").env("MALLOC_MMAP_THRESHOLD_", "131072").env("MALLOC_TRIM_THRESHOLD_", "131072");
     cmd.arg("userspace-serve").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log);
     // SAFETY: setsid is async-signal-safe; it puts the server in its own
     // session so signals to the plugin's process group never reach it.
