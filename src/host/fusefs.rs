@@ -73,6 +73,15 @@ impl ServerSettings {
         let mut options = self.options.clone();
         // A punched hole must read back as zeros, also within an object.
         options.insert("rbd_skip_partial_discard".into(), "false".into());
+        // librbd's writeback cache, per mounted volume: 8 MiB unless the
+        // operator sets it (`RBD_CONF_CLIENT_RBD_CACHE_SIZE`, ...). The
+        // kernel's page cache sits above it; 32 MiB (Ceph's default) per
+        // volume was most of a server's memory once it had seen traffic.
+        if !options.contains_key("rbd_cache_size") {
+            for (key, value) in CACHE_DEFAULTS {
+                options.entry(key.to_string()).or_insert_with(|| value.to_string());
+            }
+        }
         CephSettings {
             mon_host: self.mon_host.clone(),
             user: self.user.clone(),
@@ -102,6 +111,10 @@ struct DiskFs {
 /// page faults with the kernel zeroing each page, and a munmap.
 #[derive(Default)]
 struct BufferPool(std::sync::Mutex<Vec<Vec<u8>>>);
+
+/// librbd's cache for a mounted volume unless the operator sizes it: 8 MiB,
+/// with its dirty limits scaled from Ceph's defaults (32/24/16 MiB).
+const CACHE_DEFAULTS: [(&str, &str); 3] = [("rbd_cache_size", "8388608"), ("rbd_cache_max_dirty", "6291456"), ("rbd_cache_target_dirty", "4194304")];
 
 /// Buffers kept for reuse (up to 1 MiB each): a few, so that a server's
 /// memory does not keep the high-water mark of its reads in flight.
