@@ -63,6 +63,15 @@ impl DirectoryCache {
         *self.listing.lock().unwrap() = Some((Instant::now(), SystemTime::now(), map));
     }
 
+    /// The directory as the health prober read it: kept for answers from
+    /// memory, but never fresh for List — a List reads the directory itself
+    /// while the cluster answers, so a volume another host created a moment
+    /// ago is listed at once, as before the prober.
+    pub fn put_listing_for_memory(&self, map: BTreeMap<String, DirEntry>) {
+        let now = Instant::now();
+        *self.listing.lock().unwrap() = Some((now.checked_sub(DIRECTORY_TTL).unwrap_or(now), SystemTime::now(), map));
+    }
+
     /// The last listing read, however old, with when it was read.
     pub fn known_listing(&self) -> Option<(SystemTime, BTreeMap<String, DirEntry>)> {
         self.listing.lock().unwrap().as_ref().map(|(_, when, map)| (*when, map.clone()))

@@ -246,7 +246,7 @@ impl Inner {
         // The directory's pool: reading it is reading the directory.
         stage(format!("reading the volume directory in pool '{dir_pool}' (its OSDs)"));
         match self.read_directory() {
-            Ok(map) => self.cache.put_listing(map),
+            Ok(map) => self.cache.put_listing_for_memory(map),
             Err(EngineError::Ceph(e)) => {
                 if let Some(what) = unanswered(e) {
                     failed.insert(dir_pool.clone(), format!("reading the volume directory in pool '{dir_pool}': {what}"));

@@ -226,9 +226,11 @@ pub struct EngineConfig {
 
 type VolumeLock = Arc<tokio::sync::Mutex<()>>;
 
-/// How long a read (Get, List, Path) waits for the cluster before it
-/// answers from memory.
-const READ_DEADLINE: Duration = Duration::from_millis(700);
+/// How long a read (Get, List, Path) waits for a cluster the prober has
+/// not (yet) found down before it answers from memory: long enough that a
+/// merely busy cluster or host gets fresh answers, short beside dockerd's
+/// 30 s.
+const READ_DEADLINE: Duration = Duration::from_secs(2);
 
 struct Inner {
     cfg: EngineConfig,
