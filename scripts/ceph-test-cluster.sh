@@ -126,6 +126,12 @@ memstore device bytes = 17179869184
 mon osd full ratio = 0.99
 mon osd backfillfull ratio = 0.98
 mon osd nearfull ratio = 0.97
+# A PG serves reads under a lease of this ratio x osd_heartbeat_grace (20 s).
+# A single OSD frozen (SIGSTOP, as the outage tests do) past its lease wakes
+# with "laggy" PGs that Ceph 16 may never release: every op then waits in
+# "waiting for readable" until the OSD restarts (ceph/ceph-container#1682).
+# 4 x 20 s outlasts any pause of the tests.
+osd pool default read lease ratio = 4
 [client]
 keyring = $dir/admin.keyring
 CONF
