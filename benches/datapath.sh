@@ -8,35 +8,9 @@
 # Jobs: 4 MiB sequential write and read (queue depth 16), 4 KiB random write
 # (queue depth 16). fio writes with O_DIRECT to a file on the volume's ext4;
 # rbd bench drives librbd directly with 16 threads.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-top=$(pwd)
-bin=$top/target/release/rbdvol
-[ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
-for t in fio rbd-fuse losetup mkfs.ext4 curl python3; do
-    command -v $t >/dev/null || { echo "missing $t: scripts/deps.sh installs it" >&2; exit 1; }
-done
 SEQ_TOTAL=${SEQ_TOTAL:-1024M}
 RAND_TOTAL=${RAND_TOTAL:-128M}
-work=$(mktemp -d /tmp/rbdvol-datapath.XXXXXX)
-cluster=$work/ceph
-serve_pid=""
-cleanup() {
-    set +e
-    umount "$work/peer-mnt" 2>/dev/null
-    [ -n "${peer_dev:-}" ] && losetup -d "$peer_dev" 2>/dev/null
-    fusermount3 -u "$work/peer-fuse" 2>/dev/null
-    if [ -n "$serve_pid" ]; then
-        curl -s --unix-socket "$work/rbd.sock" -X POST http://p/VolumeDriver.Unmount -d '{"Name":"bench","ID":"b"}' >/dev/null
-        kill "$serve_pid"
-    fi
-    "$top/scripts/ceph-test-cluster.sh" down "$cluster"
-    rm -rf "$work"
-}
-trap cleanup EXIT
-"$top/scripts/ceph-test-cluster.sh" up "$cluster" --owner-pid $$ --pools rbd >"$work/env"
-conf=$cluster/ceph.conf
-mon=$(sed -n 's/^CEPH_MON_HOST=//p' "$work/env")
+. "$(dirname "$0")/bed.sh"
 
 # --- rbd bench: librbd directly --------------------------------------------
 rbd -c "$conf" create --size 2G rbd/raw
@@ -47,39 +21,27 @@ rbd_bench() { # type pattern size total -> bytes/s and ops/s of the summary line
 }
 
 fio_job() { # dir rw bs size -> bytes/s and iops
-    fio --name=b --directory="$1" --filename=fio.dat --rw="$2" --bs="$3" --size="$4" --iodepth=16 \
+    fio --name=b --description="$job_tag" --directory="$1" --filename=fio.dat --rw="$2" --bs="$3" --size="$4" --iodepth=16 \
         --ioengine=libaio --direct=1 --end_fsync=1 --output-format=json 2>/dev/null \
-        | python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; d=j["write"] if j["write"]["io_bytes"] else j["read"]; print(int(d["bw_bytes"]), int(d["iops"]))'
+        | python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; d=j["write"] if j["write"]["io_bytes"] else j["read"]
+if j.get("error") or not d["io_bytes"]: sys.exit("fio job failed: error %s, %s bytes" % (j.get("error"), d["io_bytes"]))
+print(int(d["bw_bytes"]), int(d["iops"]))'
 }
 run_fio() { # dir -> seqwrite seqread randwrite(iops)
-    local sw sr rw
-    read -r sw _ < <(fio_job "$1" write 4M "$SEQ_TOTAL")
+    local sw sr rw figs
+    figs=$(fio_job "$1" write 4M "$SEQ_TOTAL"); read -r sw _ <<<"$figs"
     echo 3 > /proc/sys/vm/drop_caches
-    read -r sr _ < <(fio_job "$1" read 4M "$SEQ_TOTAL")
+    figs=$(fio_job "$1" read 4M "$SEQ_TOTAL"); read -r sr _ <<<"$figs"
     rm -f "$1/fio.dat"
-    read -r _ rw < <(fio_job "$1" randwrite 4K "$RAND_TOTAL")
+    figs=$(fio_job "$1" randwrite 4K "$RAND_TOTAL"); read -r _ rw <<<"$figs"
     rm -f "$1/fio.dat"
     echo "$sw $sr $rw"
 }
 
 # --- rbdvol: user-space mapper, ext4, through the plugin API ---------------
-RBD_CONF_GLOBAL_MON_HOST=$mon RBD_CONF_KEYRING_USER=admin \
-RBD_CONF_KEYRING_KEY=$(sed -n 's/^[[:space:]]*key = //p' "$cluster/admin.keyring") \
-    "$bin" serve --socket "$work/rbd.sock" --state-dir "$work/state" --mount-root "$work/mnt" --run-dir "$work/run" \
-    >"$work/serve.log" 2>&1 &
-serve_pid=$!
-for _ in $(seq 100); do [ -S "$work/rbd.sock" ] && break; sleep 0.05; done
-api() { curl -s --unix-socket "$work/rbd.sock" -X POST "http://p/VolumeDriver.$1" -d "$2"; }
-api Create '{"Name":"bench","Opts":{"size":"2G"}}' >/dev/null
-mp=$(api Mount '{"Name":"bench","ID":"b"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["Mountpoint"])')
-
-# --- Ceph's rbd-fuse + loop + ext4 -----------------------------------------
-rbd -c "$conf" create --size 2G rbd/peer
-mkdir -p "$work/peer-fuse" "$work/peer-mnt"
-rbd-fuse -c "$conf" -p rbd -r peer "$work/peer-fuse"
-peer_dev=$(losetup --direct-io=on --show -f "$work/peer-fuse/peer")
-mkfs.ext4 -q -F -m0 -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 "$peer_dev"
-mount "$peer_dev" "$work/peer-mnt"
+bed_serve
+bed_volume bench 2G; mp=$BED_MP
+bed_peer peer 2G; peer_mp=$BED_MP
 
 # --- rounds: the three paths take turns, so drift hits them alike -----------
 : >"$work/results"
@@ -87,8 +49,8 @@ for round in $(seq "${ROUNDS:-3}"); do
     read -r rbd_sw _ < <(rbd_bench write seq 4M "$SEQ_TOTAL")
     read -r rbd_sr _ < <(rbd_bench read seq 4M "$SEQ_TOTAL")
     read -r _ rbd_rw < <(rbd_bench write rand 4K "$RAND_TOTAL")
-    read -r ours_sw ours_sr ours_rw < <(run_fio "$mp")
-    read -r peer_sw peer_sr peer_rw < <(run_fio "$work/peer-mnt")
+    figs=$(run_fio "$mp"); read -r ours_sw ours_sr ours_rw <<<"$figs"
+    figs=$(run_fio "$peer_mp"); read -r peer_sw peer_sr peer_rw <<<"$figs"
     echo "$rbd_sw $rbd_sr $rbd_rw $ours_sw $ours_sr $ours_rw $peer_sw $peer_sr $peer_rw" >>"$work/results"
 done
 

@@ -15,25 +15,8 @@ mod common;
 use std::process::Command;
 
 use common::cluster::TestCluster;
+use common::measure::Memory;
 use common::plugin::Plugin;
-
-/// A field of `/proc/<pid>/<file>` in KiB, as MiB.
-fn proc_mib(pid: u32, file: &str, field: &str) -> f64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
-    let kib: f64 = text.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0.0);
-    kib / 1024.0
-}
-
-/// RSS; its private part (anonymous: heap, stacks, caches); and PSS (the
-/// shared library pages divided among the processes that map them).
-fn memory(pid: u32) -> String {
-    format!(
-        "{:.1} MiB RSS ({:.1} MiB anonymous, {:.1} MiB PSS)",
-        proc_mib(pid, "status", "VmRSS:"),
-        proc_mib(pid, "status", "RssAnon:"),
-        proc_mib(pid, "smaps_rollup", "Pss:")
-    )
-}
 
 /// Bytes in fio's size syntax (`64M`, `2G`).
 fn bytes(size: &str) -> u64 {
@@ -81,7 +64,7 @@ fn main() {
     let pid = *p.server_pids().first().expect("a user-space server");
     std::thread::sleep(std::time::Duration::from_secs(2));
     println!("memory of a mounted user-space volume (cargo bench --bench memory; IO={io} per round)");
-    println!("  idle after the mount: {}", memory(pid));
+    println!("  idle after the mount: {}", Memory::of(pid));
     let quarter = format!("{}M", bytes(&io) / 4 >> 20);
     let mut seen = 0u64;
     for round in 1..=rounds {
@@ -91,9 +74,9 @@ fn main() {
         fio(&mp, "rand", "randwrite", "4k", &quarter);
         fio(&mp, "rand", "randread", "4k", &quarter);
         seen += bytes(&io);
-        println!("  after round {round} ({} MiB of I/O): {}", seen >> 20, memory(pid));
+        println!("  after round {round} ({} MiB of I/O): {}", seen >> 20, Memory::of(pid));
     }
     std::thread::sleep(std::time::Duration::from_secs(2));
-    println!("  idle after the I/O: {}", memory(pid));
+    println!("  idle after the I/O: {}", Memory::of(pid));
     assert_eq!(p.unmount("mem", &format!("{:064x}", 1)).err(), "");
 }

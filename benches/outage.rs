@@ -16,17 +16,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
+use common::measure::percentile;
 use common::plugin::Plugin;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 const THREADS: usize = 8;
-
-fn percentile(samples: &[Duration], p: f64) -> Duration {
-    let mut s = samples.to_vec();
-    s.sort();
-    s[((s.len() - 1) as f64 * p).round() as usize]
-}
 
 /// `calls` calls of `body(i)` to `endpoint`, THREADS at a time: their
 /// latencies, and how many answered without an Err.

@@ -19,6 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{TestCluster, POOL};
+use common::measure::{ms, percentile, timed, Memory};
 use common::plugin::Plugin;
 use rbdvol::engine::records;
 
@@ -28,12 +29,6 @@ fn run(program: &str, args: &[&str]) -> String {
     let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("run {program}: {e}"));
     assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn timed(f: impl FnOnce()) -> Duration {
-    let t = Instant::now();
-    f();
-    t.elapsed()
 }
 
 /// What a peer plugin does, one process per step.
@@ -84,16 +79,6 @@ impl Peer<'_> {
     fn remove(&self, image: &str) {
         run("rbd", &["-c", self.conf(), "rm", "--no-progress", &format!("{POOL}/{image}")]);
     }
-}
-
-fn percentile(samples: &[Duration], p: f64) -> Duration {
-    let mut s = samples.to_vec();
-    s.sort();
-    s[((s.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn main() {
@@ -181,15 +166,15 @@ fn scale(tc: &TestCluster, plugin: &Plugin, n: usize) {
         cold.push(timed(|| list(n)));
     }
     let warm: Vec<Duration> = (0..10).map(|_| timed(|| list(n))).collect();
-    let rss_before = rss_kib(plugin.pid());
+    let rss_before = Memory::of(plugin.pid()).rss;
     let get_all = timed(|| {
         for i in 0..n {
             assert_eq!(plugin.get(&format!("many-{i:04}")).err(), "");
         }
     });
-    let rss = rss_kib(plugin.pid());
+    let rss = Memory::of(plugin.pid()).rss;
     println!("\n{n} volumes: List p50 {:.1} ms cold (directory read from ceph), {:.2} ms warm; Get of all {n}: {:.0} ms; rbdvol serve RSS {:.1} MiB after List, {:.1} MiB after Get of all",
-        ms(percentile(&cold, 0.5)), ms(percentile(&warm, 0.5)), ms(get_all), rss_before as f64 / 1024.0, rss as f64 / 1024.0);
+        ms(percentile(&cold, 0.5)), ms(percentile(&warm, 0.5)), ms(get_all), rss_before, rss);
 }
 
 /// Where rbdvol's time went: the median of each step the plugin logs at
@@ -231,12 +216,4 @@ fn print_steps(log: &str) {
             .collect();
         println!("  {op:<8} {}", steps.join(", "));
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap()))
-        .unwrap()
 }

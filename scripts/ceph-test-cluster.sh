@@ -126,11 +126,13 @@ memstore device bytes = 17179869184
 mon osd full ratio = 0.99
 mon osd backfillfull ratio = 0.98
 mon osd nearfull ratio = 0.97
-# A PG serves reads under a lease of this ratio x osd_heartbeat_grace (20 s).
-# A single OSD frozen (SIGSTOP, as the outage tests do) past its lease wakes
-# with "laggy" PGs that Ceph 16 may never release: every op then waits in
-# "waiting for readable" until the OSD restarts (ceph/ceph-container#1682).
-# 4 x 20 s outlasts any pause of the tests.
+# A PG serves reads under a lease of this ratio x osd_heartbeat_grace (20 s),
+# renewed every half lease. A single OSD frozen (SIGSTOP, as the outage tests
+# do) past the rest of its lease wakes with "laggy" PGs, and Ceph 16 never
+# rechecks a PG without replicas: every op on it waits "for readable" until
+# the OSD restarts (fixed upstream after 16.2: ceph/ceph#52021, tracker
+# 61650; seen as ceph/ceph-container#1682). By default a freeze over 8 s can
+# do it; with 4, freezes up to 40 s are safe, longer than any of the tests'.
 osd pool default read lease ratio = 4
 [client]
 keyring = $dir/admin.keyring
@@ -166,6 +168,9 @@ CONF
         $ceph osd pool create "$pool" 8 >/dev/null 2>&1
         $ceph osd pool application enable "$pool" rbd >/dev/null 2>&1
     done
+    # The outage tests rely on the long read lease (above): check the OSD runs with it.
+    ceph --admin-daemon "$dir/run/osd.0.asok" config get osd_pool_default_read_lease_ratio 2>/dev/null | grep -q '"4\.' \
+        || die "osd.0 does not run with osd_pool_default_read_lease_ratio = 4: see $conf"
     # Ready means writable: a write blocks until the OSD is up and the PGs peer.
     for pool in ${pools//,/ }; do
         timeout 60 rados -c "$conf" -p "$pool" put rbdvol-ready "$conf" \

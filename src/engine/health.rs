@@ -180,9 +180,9 @@ pub fn preflight(cluster: &ceph::Cluster, pool: &str, bound: Duration) -> Result
     let stage = Arc::new(Mutex::new(format!("asking the monitors at {}", cluster.mon_host())));
     let at = Arc::clone(&stage);
     std::thread::spawn(move || {
-        let mons = c.mon_command(&serde_json::json!({"prefix": "mon stat", "format": "json"}), ceph::Target::Cluster { mon_host: c.mon_host().to_string() });
+        let mons = ask_monitors(&c);
         *at.lock().unwrap() = format!("reading pool '{p}' (its OSDs)");
-        let read = mons.and_then(|_| c.open_pool(&p, "")).and_then(|pool| pool.metadata_get(records::PROBE_KEY));
+        let read = mons.and_then(|_| read_pool(&c, &p));
         let _ = tx.send(read);
     });
     match rx.recv_timeout(bound) {
@@ -200,6 +200,17 @@ pub fn preflight(cluster: &ceph::Cluster, pool: &str, bound: Duration) -> Result
             detail: format!("unreachable (no answer within {} ms while {})", bound.as_millis(), stage.lock().unwrap()),
         }),
     }
+}
+
+/// The monitors' part of a probe: a command they answer without the OSDs.
+fn ask_monitors(cluster: &ceph::Cluster) -> Result<(), ceph::CephError> {
+    cluster.mon_command(&serde_json::json!({"prefix": "mon stat", "format": "json"}), ceph::Target::Cluster { mon_host: cluster.mon_host().to_string() }).map(drop)
+}
+
+/// A pool's part of a probe: one read its OSDs answer (a missing key is an
+/// answer).
+fn read_pool(cluster: &ceph::Cluster, pool: &str) -> Result<(), ceph::CephError> {
+    cluster.open_pool(pool, "").and_then(|p| p.metadata_get(records::PROBE_KEY)).map(drop)
 }
 
 /// Whether `e` says the cluster did not answer (rather than refused).
@@ -237,7 +248,7 @@ impl Inner {
             self.connection.forget_if_fenced(&e);
             is_unanswered(&e).then(|| e.to_string())
         };
-        let mons = cluster.mon_command(&serde_json::json!({"prefix": "mon stat", "format": "json"}), ceph::Target::Cluster { mon_host: cluster.mon_host().to_string() });
+        let mons = ask_monitors(&cluster);
         if let Some(what) = mons.err().and_then(unanswered) {
             return Err(Probed::Down(format!("asking the monitors: {what}")));
         }
@@ -267,7 +278,7 @@ impl Inner {
             waiting.insert(pool.clone());
             let (cluster, tx, in_flight) = (cluster.clone(), tx.clone(), Arc::clone(&self.health.pool_reads));
             std::thread::spawn(move || {
-                let read = cluster.open_pool(&pool, "").and_then(|p| p.metadata_get(records::PROBE_KEY));
+                let read = read_pool(&cluster, &pool);
                 in_flight.lock().unwrap().remove(&pool);
                 let _ = tx.send((pool, read.err()));
             });

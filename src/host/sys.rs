@@ -103,6 +103,47 @@ pub fn forbid_core_dumps() -> Result<(), HostError> {
     Ok(())
 }
 
+/// Gives back the main thread's stack pages below the current frame, less
+/// a margin. Ceph's libraries build their option tables on the stack in
+/// static constructors, before `main`: ~1 MiB that would otherwise stay
+/// resident in every user-space server for its life. Pages touched again
+/// later come back zeroed, as fresh stack pages do. Off the main thread
+/// (whose stack is not `[stack]`) it does nothing.
+#[inline(never)]
+pub fn release_unused_stack() -> Result<(), HostError> {
+    const MARGIN: usize = 64 << 10;
+    let marker = 0u8;
+    let here = std::hint::black_box(&marker) as *const u8 as usize;
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(HostError::io("read", "/proc/self/maps"))?;
+    let Some((start, end)) = maps.lines().find(|l| l.ends_with("[stack]")).and_then(|l| {
+        let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+        Some((usize::from_str_radix(a, 16).ok()?, usize::from_str_radix(b, 16).ok()?))
+    }) else {
+        return Ok(());
+    };
+    if !(start..end).contains(&here) {
+        return Ok(());
+    }
+    let until = here.saturating_sub(MARGIN) & !4095;
+    if until <= start {
+        return Ok(());
+    }
+    // SAFETY: the stack grows down, and this function keeps a frame of its
+    // own (inline(never)) below every live frame of this thread; `marker`
+    // lies in it, so [start, until) — at least MARGIN below it — holds no
+    // live data: only what deeper calls that have returned (the static
+    // constructors) left there. madvise is one system call: no signal
+    // handler of this thread runs while it drops the pages, and one that
+    // runs before or after uses the range as fresh stack. The range is
+    // inside the mapping; MADV_DONTNEED drops its pages and keeps the
+    // mapping: a later touch faults in a zeroed page.
+    let ret = unsafe { libc::madvise(start as *mut libc::c_void, until - start, libc::MADV_DONTNEED) };
+    if ret != 0 {
+        return Err(HostError::Sys { op: "madvise(MADV_DONTNEED)", path: "[stack]".into(), errno: nix::errno::Errno::last() });
+    }
+    Ok(())
+}
+
 /// Unmounts `target`; not mounted is fine. Retries EBUSY briefly (udev or a
 /// just-exited container may still hold it).
 pub fn unmount(target: &Path) -> Result<(), HostError> {

@@ -6,5 +6,6 @@ pub mod consul;
 pub mod docker;
 pub mod guest;
 pub mod managed;
+pub mod measure;
 pub mod netns;
 pub mod plugin;
