@@ -7,7 +7,8 @@
 # rotating order, so drift hits them alike; medians and min-max of ROUNDS
 # rounds are printed. Needs a release build (cargo build --release).
 #
-#   benches/apppath.sh     # ROUNDS=5 RUNTIME=8 NFILES=10000 SEQ=1G RAND=256M; ~15 minutes
+#   benches/apppath.sh     # ROUNDS=5 RUNTIME=8 NFILES=10000 SEQ=1G RAND=256M; ~17 minutes
+#   JOBS="seqwrite coldread" benches/apppath.sh   # some of the jobs
 #
 # Jobs:
 #   seq write   1 GiB of buffered 4 MiB writes ending in one fsync (cp, tar,
@@ -25,6 +26,7 @@
 ROUNDS=${ROUNDS:-5}
 RUNTIME=${RUNTIME:-8}
 NFILES=${NFILES:-10000}
+JOBS=${JOBS:-seqwrite coldread commit randread smallfiles}
 SEQ=${SEQ:-1G}        # the sequential jobs' size
 RAND=${RAND:-256M}    # the random jobs' range: the start of the sequential file,
                       # written in full (a file fio lays out with fallocate is
@@ -138,15 +140,17 @@ PY
     rm -rf "$d/small"
 }
 
+wants() { [[ " $JOBS " == *" $1 "* ]]; }
 orders=("ours librbd peer" "librbd peer ours" "peer ours librbd")
 for round in $(seq "$ROUNDS"); do
     order=${orders[$(( (round - 1) % 3 ))]}
+    # The sequential write makes the file every other job uses.
     for p in $order; do seq_write "$p"; done
-    for p in $order; do cold_read "$p"; done
-    for p in $order; do commit "$p"; done
-    for p in $order; do rand_read "$p" 1; done
-    for p in $order; do rand_read "$p" 16; done
-    for p in $order; do small_files "$p"; done
+    wants coldread && for p in $order; do cold_read "$p"; done
+    wants commit && for p in $order; do commit "$p"; done
+    wants randread && for p in $order; do rand_read "$p" 1; done
+    wants randread && for p in $order; do rand_read "$p" 16; done
+    wants smallfiles && for p in $order; do small_files "$p"; done
     echo "round $round of $ROUNDS done" >&2
 done
 

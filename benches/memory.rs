@@ -74,7 +74,10 @@ fn main() {
         fio(&mp, "rand", "randwrite", "4k", &quarter);
         fio(&mp, "rand", "randread", "4k", &quarter);
         seen += bytes(&io);
-        println!("  after round {round} ({} MiB of I/O): {}", seen >> 20, Memory::of(pid));
+        let busy = Memory::of(pid);
+        // The server trims its buffers and allocator 2–4 s after I/O stops.
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        println!("  after round {round} ({} MiB of I/O): {} right after; {} 5 s later", seen >> 20, busy, Memory::of(pid));
     }
     std::thread::sleep(std::time::Duration::from_secs(2));
     println!("  idle after the I/O: {}", Memory::of(pid));

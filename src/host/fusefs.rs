@@ -107,10 +107,10 @@ struct DiskFs {
     buffers: Arc<BufferPool>,
 }
 
-/// Read buffers, reused: a fresh 1 MiB buffer per read costs an mmap, 256
-/// page faults with the kernel zeroing each page, and a munmap — that
-/// halved sequential reads. Up to one per read the kernel keeps in flight
-/// (FUSE's max_background); all given back once reads stop for a moment,
+/// Read buffers, reused: a fresh 1 MiB buffer per read costs page faults
+/// with the kernel zeroing each page. Up to one per read the kernel keeps
+/// in flight (FUSE's max_background). Once I/O stops for a moment the pool
+/// is emptied and the allocator gives back its free pages (`malloc_trim`),
 /// so that an idle server does not hold its high-water mark.
 #[derive(Default)]
 struct BufferPool(std::sync::Mutex<Pooled>);
@@ -118,7 +118,8 @@ struct BufferPool(std::sync::Mutex<Pooled>);
 #[derive(Default)]
 struct Pooled {
     free: Vec<Vec<u8>>,
-    last_take: Option<Instant>,
+    /// The last read or write; None once trimmed since.
+    last_io: Option<Instant>,
 }
 
 /// librbd's write-around cache (Ceph 16's default policy) for a mounted
@@ -137,7 +138,7 @@ const POOL_IDLE: Duration = Duration::from_secs(2);
 impl BufferPool {
     fn take(&self, len: usize) -> Vec<u8> {
         let mut pool = self.0.lock().unwrap();
-        pool.last_take = Some(Instant::now());
+        pool.last_io = Some(Instant::now());
         let mut buf = pool.free.pop().unwrap_or_default();
         drop(pool);
         buf.resize(len, 0);
@@ -151,11 +152,22 @@ impl BufferPool {
         }
     }
 
-    /// Frees every pooled buffer when none was taken for `idle`.
-    fn trim_if_idle(&self, idle: Duration) {
+    /// Notes a write (writes allocate too: their data is copied).
+    fn note_io(&self) {
+        self.0.lock().unwrap().last_io = Some(Instant::now());
+    }
+
+    /// Once no I/O came for `idle`: frees every pooled buffer and says so
+    /// (once per quiet spell), for the caller to trim the allocator.
+    fn trim_if_idle(&self, idle: Duration) -> bool {
         let mut pool = self.0.lock().unwrap();
-        if pool.last_take.is_none_or(|t| t.elapsed() >= idle) {
-            pool.free = Vec::new();
+        match pool.last_io {
+            Some(t) if t.elapsed() >= idle => {
+                pool.free = Vec::new();
+                pool.last_io = None;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -305,6 +317,7 @@ impl Filesystem for DiskFs {
         if offset + data.len() as u64 > end {
             return reply.error(libc::ENOSPC);
         }
+        self.buffers.note_io();
         let fence = Arc::clone(&self.fenced);
         let r = aio::write(&self.image, offset, data.to_vec(), move |result| match result {
             Ok(n) => reply.written(n as u32),
@@ -447,7 +460,9 @@ fn serve_inner() -> Result<(), HostError> {
     let trimmed = Arc::downgrade(&buffers);
     std::thread::spawn(move || {
         while let Some(pool) = trimmed.upgrade() {
-            pool.trim_if_idle(POOL_IDLE);
+            if pool.trim_if_idle(POOL_IDLE) {
+                super::sys::trim_allocator();
+            }
             drop(pool);
             std::thread::sleep(POOL_IDLE);
         }
@@ -513,7 +528,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_buffer_pool_keeps_a_buffer_per_read_in_flight_and_frees_them_when_reads_stop() {
+    fn the_buffer_pool_keeps_a_buffer_per_read_in_flight_and_frees_them_once_io_stops() {
         let pool = BufferPool::default();
         let taken: Vec<Vec<u8>> = (0..MAX_BACKGROUND as usize + 5).map(|_| pool.take(1 << 20)).collect();
         for buf in taken {
@@ -524,9 +539,12 @@ mod tests {
         let buf = pool.take(4096);
         assert_eq!(buf.len(), 4096);
         pool.give(buf);
-        pool.trim_if_idle(Duration::from_secs(60));
+        assert!(!pool.trim_if_idle(Duration::from_secs(60)));
         assert_eq!(pool.pooled(), MAX_BACKGROUND as usize, "freed while reads go on");
-        pool.trim_if_idle(Duration::ZERO);
+        assert!(pool.trim_if_idle(Duration::ZERO), "not trimmed after reads stopped");
         assert_eq!(pool.pooled(), 0, "kept after reads stopped");
+        assert!(!pool.trim_if_idle(Duration::ZERO), "trimmed again without I/O in between");
+        pool.note_io();
+        assert!(pool.trim_if_idle(Duration::ZERO), "a write does not count as I/O");
     }
 }

@@ -268,6 +268,24 @@ pub fn loop_attach(backing: &Path, block_size: u32, io: LoopIo, tag: &str) -> Re
     Err(HostError::Io { op: "attach loop device for", path: backing.into(), source: std::io::Error::from_raw_os_error(libc::EBUSY) })
 }
 
+/// Gives the allocator's free pages back to the kernel, in every arena
+/// (glibc's `malloc_trim(0)` also releases whole free pages inside a heap,
+/// not only at its top).
+pub fn trim_allocator() {
+    // SAFETY: malloc_trim takes a size and touches only the allocator's
+    // own state, under its locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Sets block device `dev`'s read-ahead to `kib` KiB.
+pub fn set_read_ahead(dev: &Path, kib: u32) -> Result<(), HostError> {
+    let name = dev.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let knob = PathBuf::from(format!("/sys/block/{name}/queue/read_ahead_kb"));
+    std::fs::write(&knob, format!("{kib}\n")).map_err(HostError::io("set read-ahead in", &knob))
+}
+
 /// The attached loop device named `tag` (see [`loop_attach`]), if any.
 /// Devices whose backing file's path (as sysfs shows it) `skip` rules out
 /// are not asked for their name: that ioctl stats the backing file, which

@@ -82,7 +82,8 @@ fn spawn_spare(exe: &Path, spares: &Path, settings: &CephSettings) -> Result<Spa
     let log_path = spares.join(format!("{}.log", nonce()));
     let log = std::fs::File::create(&log_path).map_err(HostError::io("create", &log_path))?;
     let mut cmd = Command::new(exe);
-    // The key arrives on stdin; the environment carries only logging.
+    // The key arrives on stdin; the environment carries only logging and
+    // the allocator's bounds.
     crate::host::tools::Tools::clean_env(&mut cmd);
     for var in ["RUST_LOG", "LOG_LEVEL"] {
         if let Ok(v) = std::env::var(var) {
@@ -91,11 +92,15 @@ fn spawn_spare(exe: &Path, spares: &Path, settings: &CephSettings) -> Result<Spa
     }
     crate::host::crash::pass_on(&mut cmd);
     // glibc's allocator, bounded: librados runs dozens of threads, and by
-    // default each may get an arena of its own that never shrinks; the
-    // 1 MiB buffers of the data path would raise the mmap threshold and
-    // then stay on those heaps. Two arenas and a fixed threshold keep a
-    // server's memory flat however much traffic it has seen.
-    cmd.env("MALLOC_ARENA_MAX", "2").env("MALLOC_MMAP_THRESHOLD_", "131072").env("MALLOC_TRIM_THRESHOLD_", "131072");
+    // default each may get an arena of its own that never shrinks. Two
+    // arenas; buffers up to 4 MiB (the data path's) come from them — an
+    // mmap threshold of 128 KiB made every 1 MiB buffer an mmap, 256
+    // zeroed page faults and a munmap, and halved sequential reads — and
+    // the server trims them once I/O stops (host::fusefs).
+    // The plugin's own environment may set them otherwise.
+    for (name, default) in [("MALLOC_ARENA_MAX", "2"), ("MALLOC_MMAP_THRESHOLD_", "4194304"), ("MALLOC_TRIM_THRESHOLD_", "131072")] {
+        cmd.env(name, std::env::var(name).unwrap_or_else(|_| default.to_string()));
+    }
     cmd.arg("userspace-serve").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(log);
     // SAFETY: setsid is async-signal-safe; it puts the server in its own
     // session so signals to the plugin's process group never reach it.
@@ -184,6 +189,11 @@ struct Server {
 
 /// Marks a server that was told to stop: never reused for a new mapping.
 const STOPPING: &str = "stopping";
+/// Read-ahead of the loop device, in KiB: one default RADOS object (the
+/// kernel's 128 KiB keeps a buffered sequential read to a few small
+/// requests in flight, a third of what librbd reads).
+const READ_AHEAD_KIB: u32 = 4096;
+
 /// The loop device attached to the server's file.
 const LOOP_FILE: &str = "loop";
 
@@ -411,6 +421,9 @@ impl Mapper for Userspace {
             None => match sys::loop_attach(&server.disk(), BLOCK_SIZE, sys::LoopIo::Direct, &server.loop_tag()) {
                 Ok(dev) => {
                     let _ = std::fs::write(server.dir.join(LOOP_FILE), dev.as_os_str().as_encoded_bytes());
+                    if let Err(e) = sys::set_read_ahead(&dev, READ_AHEAD_KIB) {
+                        tracing::warn!("{e}: sequential reads of {image} stay at the kernel's default read-ahead");
+                    }
                     dev
                 }
                 Err(e) => {
