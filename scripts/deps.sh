@@ -14,8 +14,8 @@ packages=(
     docker.io busybox-static docker-compose
     # docker/build.sh: strip and ldconfig
     binutils libc-bin
-    # benchmarks: the peers' way (rbd CLI is in ceph-common) and fio
-    rbd-fuse fio curl
+    # benchmarks: the peers' way (rbd CLI is in ceph-common), fio, fuser (their teardown)
+    rbd-fuse fio curl psmisc
     # the QEMU guest test bed (Debian's kernel, krbd and rbd-nbd): the
     # emulator, rbd-nbd for the guest, tap devices, the kernel package tools
     qemu-system-x86 rbd-nbd iproute2 dpkg
