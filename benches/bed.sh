@@ -19,6 +19,7 @@ cluster=$work/ceph
 job_tag="rbdvol-bench-job:$work"
 serve_pid=""
 mounted=()   # names of volumes mounted through the plugin
+peers=()     # "fuse-dir loop-device mountpoint" of each peer, as far as it got
 bed_cleanup() {
     set +e
     trap '' INT TERM   # a second Ctrl-C must not cut the teardown short
@@ -32,11 +33,21 @@ bed_cleanup() {
         done
         kill "$serve_pid"
     fi
-    # What the plugin could not unmount, and the peer: lazily, innermost
-    # first; then their loop devices and servers. rm never descends into a
-    # mounted filesystem (--one-file-system).
-    for mp in $(findmnt -rn -o TARGET | grep "^$work/" | sort -r); do umount -l "$mp"; done
+    # The peer, in order: its filesystem, its loop device (while the FUSE
+    # file behind it still has its path: a lazily unmounted one shows as
+    # "/peer" and is no longer found under $work), then rbd-fuse.
+    for p in "${peers[@]}"; do
+        read -r fuse dev mp <<<"$p"
+        umount "$mp" || umount -l "$mp"
+        losetup -d "$dev"
+        fusermount3 -u "$fuse" || umount -l "$fuse"
+    done
+    # What the plugin could not unmount: filesystems first, then the loop
+    # devices on files under $work, then the FUSE mounts and servers. rm
+    # never descends into a mounted filesystem (--one-file-system).
+    for mp in $(findmnt -rn -t nofuse,fuse.rbd-fuse,fuse.rbdvol -o TARGET | grep "^$work/" | sort -r); do umount -l "$mp"; done
     losetup -n -O NAME,BACK-FILE | awk -v w="$work/" 'index($2, w) == 1 {print $1}' | xargs -r -n1 losetup -d
+    for mp in $(findmnt -rn -o TARGET | grep "^$work/" | sort -r); do umount -l "$mp"; done
     for pid in $(cat "$work"/run/userspace/*/pid 2>/dev/null | awk '{print $1}'); do kill "$pid"; done
     pkill -f -- "rbd-fuse -c $cluster/ceph.conf"
     "$top/scripts/ceph-test-cluster.sh" down "$cluster"
@@ -87,6 +98,7 @@ bed_peer() {
     rbd-fuse -c "$conf" -p rbd -r "$1" "$work/$1-fuse"
     local dev
     dev=$(losetup --direct-io=on --show -f "$work/$1-fuse/$1")
+    peers+=("$work/$1-fuse $dev $work/$1-mnt")
     [ "$(cat "/sys/block/${dev#/dev/}/loop/dio")" = 1 ] || { echo "$dev does not do direct I/O" >&2; exit 1; }
     mkfs.ext4 -q -F -m0 -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 "$dev"
     mount "$dev" "$work/$1-mnt"
