@@ -5,7 +5,9 @@
 # the OSDs) and against Ceph's own user-space path (rbd-fuse + loop + ext4),
 # on the same throwaway cluster. The paths take turns in every round, in a
 # rotating order, so drift hits them alike; medians and min-max of ROUNDS
-# rounds are printed. Needs a release build (cargo build --release).
+# rounds are printed. The sequential jobs also run on ext4 on a RAM disk:
+# the kernel's own buffered path with a device that costs nothing, which
+# librbd's jobs (no page cache, no filesystem) never pay. Needs a release build (cargo build --release).
 #
 #   benches/apppath.sh     # ROUNDS=5 RUNTIME=8 NFILES=10000 SEQ=1G RAND=256M; ~17 minutes
 #   JOBS="seqwrite coldread" benches/apppath.sh   # some of the jobs
@@ -36,6 +38,9 @@ RAND=${RAND:-256M}    # the random jobs' range: the start of the sequential file
 bed_serve
 bed_volume app 2G; ours=$BED_MP
 bed_peer peer 2G; peer=$BED_MP
+# The sequential jobs also run on a RAM disk: how fast the kernel's buffered
+# path (page cache, ext4) is here with a device that costs nothing.
+bed_ramdisk ram "$(( $(numfmt --from=iec "$SEQ") * 3 / 2 + (64 << 20) ))"; ram=$BED_MP
 rbd -c "$conf" create --size 2G rbd/raw
 # librbd without its cache: a write returns once the OSDs have it. Its own
 # section, which wins over [client] wherever that sits.
@@ -70,7 +75,7 @@ run_fio() {
         fio --name=j --description="$job_tag" --directory="$path" "$@" --output-format=json 2>"$work/fio.err"
     fi || { echo "fio $* on $path failed: $(cat "$work/fio.err")" >&2; return 1; }
 }
-dir_of() { case $1 in ours) echo "$ours";; peer) echo "$peer";; librbd) echo librbd;; esac; }
+dir_of() { case $1 in ours) echo "$ours";; peer) echo "$peer";; ram) echo "$ram";; librbd) echo librbd;; esac; }
 record() { # job path "iops bw p50 p99"
     [[ $3 =~ ^[0-9.e+-]+\ [0-9.e+-]+\ [0-9.e+-]+\ [0-9.e+-]+$ ]] || { echo "apppath: $1 on $2 gave no figures ('$3')" >&2; exit 1; }
     echo "$1 $2 $3" >>"$results"
@@ -145,8 +150,8 @@ orders=("ours librbd peer" "librbd peer ours" "peer ours librbd")
 for round in $(seq "$ROUNDS"); do
     order=${orders[$(( (round - 1) % 3 ))]}
     # The sequential write makes the file every other job uses.
-    for p in $order; do seq_write "$p"; done
-    wants coldread && for p in $order; do cold_read "$p"; done
+    for p in $order ram; do seq_write "$p"; done
+    wants coldread && for p in $order ram; do cold_read "$p"; done
     wants commit && for p in $order; do commit "$p"; done
     wants randread && for p in $order; do rand_read "$p" 1; done
     wants randread && for p in $order; do rand_read "$p" 16; done
@@ -192,4 +197,10 @@ for job, label in [("commit", "commit latency, ms"), ("randread1", "4 KiB read l
     for i, q in [(2, "p50"), (3, "p99")]:
         o, l, p = fig(job, "ours", i), fig(job, "librbd", i), fig(job, "peer", i)
         print(f"| {label} {q} | {cell(o, '{:.2f}')} | {cell(l, '{:.2f}')} | {ratio(o, l)} | {cell(p, '{:.2f}')} | {ratio(o, p)} |")
+ceiling = [(label, fig(job, "ram", 1, mib), fig(job, "librbd", 1, mib)) for job, label in [("seqwrite", f"{seq} buffered write + fsync"), ("coldread", f"{seq} cold sequential read")]]
+print()
+print("the same jobs on ext4 on a RAM disk (the kernel's buffered path, a device that costs nothing):")
+for label, r, l in ceiling:
+    if r:
+        print(f"  {label}: {cell(r)} MiB/s, {ratio(r, l)} librbd's")
 EOF

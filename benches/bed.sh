@@ -20,6 +20,7 @@ job_tag="rbdvol-bench-job:$work"
 serve_pid=""
 mounted=()   # names of volumes mounted through the plugin
 peers=()     # "fuse-dir loop-device mountpoint" of each peer, as far as it got
+ramdisks=()  # "file loop-device mountpoint" of each RAM disk, as far as it got
 bed_cleanup() {
     set +e
     trap '' INT TERM   # a second Ctrl-C must not cut the teardown short
@@ -41,6 +42,12 @@ bed_cleanup() {
         umount "$mp" || umount -l "$mp"
         losetup -d "$dev"
         fusermount3 -u "$fuse" || umount -l "$fuse"
+    done
+    for r in "${ramdisks[@]}"; do
+        read -r file dev mp <<<"$r"
+        umount "$mp" || umount -l "$mp"
+        [ -n "$dev" ] && losetup -d "$dev"
+        rm -f "$file"
     done
     # What the plugin could not unmount: filesystems first, then the loop
     # devices on files under $work, then the FUSE mounts and servers. rm
@@ -100,6 +107,21 @@ bed_peer() {
     dev=$(losetup --direct-io=on --show -f "$work/$1-fuse/$1")
     peers+=("$work/$1-fuse $dev $work/$1-mnt")
     [ "$(cat "/sys/block/${dev#/dev/}/loop/dio")" = 1 ] || { echo "$dev does not do direct I/O" >&2; exit 1; }
+    mkfs.ext4 -q -F -m0 -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 "$dev"
+    mount "$dev" "$work/$1-mnt"
+    BED_MP=$work/$1-mnt
+}
+
+# bed_ramdisk NAME SIZE: ext4 on a loop device over a file in /dev/shm: the
+# kernel's own cost of a buffered job (page cache, ext4, block layer) with a
+# device that costs nothing; sets BED_MP to its mountpoint.
+bed_ramdisk() {
+    local file=/dev/shm/$(basename "$work")-$1.img dev
+    mkdir -p "$work/$1-mnt"
+    ramdisks+=("$file - $work/$1-mnt")
+    truncate -s "$2" "$file"
+    dev=$(losetup --show -f "$file")
+    ramdisks[-1]="$file $dev $work/$1-mnt"
     mkfs.ext4 -q -F -m0 -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 "$dev"
     mount "$dev" "$work/$1-mnt"
     BED_MP=$work/$1-mnt

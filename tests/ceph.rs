@@ -361,6 +361,46 @@ fn header_metadata_and_host_lock_without_opening_the_image() {
 }
 
 #[test]
+fn record_and_host_lock_go_together_only_from_the_client_that_holds_the_lock() {
+    let pool = pool();
+    let name = create(&pool, 16 * MIB);
+    let id = pool.image_id(&name).unwrap();
+    let header = pool.header(&name, &id).unwrap();
+    // Another client with the same cookie: a previous run of this host.
+    let other = TestCluster::shared().connect().open_pool(POOL, "").unwrap().header(&name, &id).unwrap();
+    let locked_by = |h: &ceph::Header| h.host_lockers().unwrap().lockers.into_iter().map(|l| l.cookie).collect::<Vec<_>>();
+
+    other.host_lock("host-a", "rbdvol on host-a").unwrap();
+    header.metadata_set("rbdvol.mounted", "{}").unwrap();
+    assert_eq!(header.remove_and_unlock("rbdvol.mounted", "host-a").unwrap(), Done::AlreadyDone, "another client's lock");
+    assert_eq!(locked_by(&header), ["host-a"], "another client's lock was released");
+    assert!(header.metadata_get("rbdvol.mounted").unwrap().is_some(), "the record went without the lock");
+    assert_eq!(other.host_unlock("host-a").unwrap(), Done::Changed);
+
+    header.host_lock("host-a", "rbdvol on host-a").unwrap();
+    assert_eq!(header.remove_and_unlock("rbdvol.mounted", "host-b").unwrap(), Done::AlreadyDone, "another cookie");
+    assert_eq!(locked_by(&header), ["host-a"], "released under another cookie");
+    assert!(header.metadata_get("rbdvol.mounted").unwrap().is_some(), "the record went under another cookie");
+
+    // A record already gone is no reason to keep the lock.
+    header.metadata_remove("rbdvol.mounted").unwrap();
+    assert_eq!(header.remove_and_unlock("rbdvol.mounted", "host-a").unwrap(), Done::Changed, "no record");
+    assert!(locked_by(&header).is_empty());
+
+    header.host_lock("host-a", "rbdvol on host-a").unwrap();
+    header.metadata_set("rbdvol.mounted", "{}").unwrap();
+    assert_eq!(header.remove_and_unlock("rbdvol.mounted", "host-a").unwrap(), Done::Changed);
+    assert!(locked_by(&header).is_empty());
+    // As an independent client sees it.
+    let out = TestCluster::shared().cli("rbd", &["image-meta", "list", "--format", "json", &format!("{POOL}/{name}")]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("rbdvol.mounted"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = TestCluster::shared().cli("rados", &["-p", POOL, "lock", "info", &format!("rbd_header.{id}"), "rbdvol"]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("rados lock info: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(info["lockers"], serde_json::json!([]), "{info}");
+    assert_eq!(header.remove_and_unlock("rbdvol.mounted", "host-a").unwrap(), Done::AlreadyDone, "done twice");
+}
+
+#[test]
 fn advisory_shared_locks() {
     let name = create(&pool(), 16 * MIB);
     let a = TestCluster::shared().connect().open_pool(POOL, "").unwrap().open_image(&name).unwrap();

@@ -111,15 +111,16 @@ pub fn read_into(
     submit(image, Request::Read { offset }, "read", buf, Box::new(done))
 }
 
-/// Writes `data` at `offset`; `done` gets the number of bytes written.
+/// Writes `data` at `offset`; `done` gets the number of bytes written and
+/// the buffer back, for the caller to reuse.
 pub fn write(
     image: &Arc<Image>,
     offset: u64,
     data: Vec<u8>,
-    done: impl FnOnce(Result<usize, CephError>) + Send + 'static,
+    done: impl FnOnce(Result<(usize, Vec<u8>), CephError>) + Send + 'static,
 ) -> Result<(), CephError> {
     let len = data.len();
-    submit(image, Request::Write { offset }, "write", data, Box::new(move |r| done(r.map(|_| len))))
+    submit(image, Request::Write { offset }, "write", data, Box::new(move |r| done(r.map(|(_, buf)| (len, buf)))))
 }
 
 /// Discards (deallocates) a range: reads of it then return zeros.

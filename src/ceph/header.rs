@@ -223,6 +223,39 @@ impl Header {
         Ok(Done::Changed)
     }
 
+    /// Removes metadata `key` and releases this client's host lock in one
+    /// atomic operation on the header, which first asserts that this very
+    /// client holds the lock under `cookie`: one round trip where checking
+    /// the lock, removing the key and unlocking take three, and nothing can
+    /// come between them. A `key` not set is no error (as with
+    /// `metadata_remove`). `AlreadyDone` when the lock is not this
+    /// client's: then nothing changed.
+    pub fn remove_and_unlock(&self, key: &str, cookie: &str) -> Result<Done, CephError> {
+        assert_off_executor("release host lock");
+        let op = WriteOp::new(|| self.target())?;
+        let assert = assert_locked_input(cookie);
+        let mut remove = Vec::new();
+        encode_bytes(&mut remove, key.as_bytes());
+        let unlock = unlock_input(cookie);
+        // SAFETY: op is a live write op; the class and method names are
+        // static C strings; each input lives until the operation has run
+        // below (librados copies them when the op is sent); a null prval
+        // asks for no per-step result.
+        let ret = unsafe {
+            sys::rados_write_op_exec(op.0, c"lock".as_ptr(), c"assert_locked".as_ptr(), assert.as_ptr().cast(), assert.len(), ptr::null_mut());
+            sys::rados_write_op_exec(op.0, c"rbd".as_ptr(), c"metadata_remove".as_ptr(), remove.as_ptr().cast(), remove.len(), ptr::null_mut());
+            sys::rados_write_op_exec(op.0, c"lock".as_ptr(), c"unlock".as_ptr(), unlock.as_ptr().cast(), unlock.len(), ptr::null_mut());
+            sys::rados_write_op_operate(op.0, self.io(), self.oid.as_ptr(), ptr::null_mut(), 0)
+        };
+        // Not locked by this client: EBUSY (ENOENT from the unlock, had the
+        // lock gone between the steps, which one operation rules out).
+        if ret == -libc::EBUSY || ret == -libc::ENOENT {
+            return Ok(Done::AlreadyDone);
+        }
+        check(ret, "release host lock on", || self.target())?;
+        Ok(Done::Changed)
+    }
+
     /// Who holds the host lock.
     pub fn host_lockers(&self) -> Result<Lockers, CephError> {
         assert_off_executor("list host lockers");
@@ -250,9 +283,68 @@ impl Header {
     }
 }
 
+/// A RADOS write operation (several steps applied atomically), released
+/// when dropped.
+struct WriteOp(sys::rados_write_op_t);
+
+impl WriteOp {
+    fn new(target: impl FnOnce() -> Target) -> Result<WriteOp, CephError> {
+        // SAFETY: no arguments; a null return means no memory.
+        let op = unsafe { sys::rados_create_write_op() };
+        if op.is_null() {
+            return Err(CephError::from_errno("prepare an operation on", target(), libc::ENOMEM));
+        }
+        Ok(WriteOp(op))
+    }
+}
+
+impl Drop for WriteOp {
+    fn drop(&mut self) {
+        // SAFETY: created by rados_create_write_op and released once, here.
+        unsafe { sys::rados_release_write_op(self.0) }
+    }
+}
+
+/// Ceph's versioned-struct framing (ENCODE_START(1, 1) ... ENCODE_FINISH)
+/// around `body`.
+fn versioned(body: &[u8]) -> Vec<u8> {
+    let mut out = vec![1u8, 1u8];
+    encode_bytes(&mut out, body);
+    out
+}
+
+/// `cls_lock_assert_op`: rbdvol's exclusive lock, held under `cookie` with
+/// an empty tag (as `rados_lock_exclusive` takes it).
+fn assert_locked_input(cookie: &str) -> Vec<u8> {
+    const LOCK_EXCLUSIVE: u8 = 1;
+    let mut body = Vec::new();
+    encode_bytes(&mut body, HOST_LOCK.to_bytes());
+    body.push(LOCK_EXCLUSIVE);
+    encode_bytes(&mut body, cookie.as_bytes());
+    encode_bytes(&mut body, b"");
+    versioned(&body)
+}
+
+/// `cls_lock_unlock_op`: rbdvol's lock held under `cookie`.
+fn unlock_input(cookie: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    encode_bytes(&mut body, HOST_LOCK.to_bytes());
+    encode_bytes(&mut body, cookie.as_bytes());
+    versioned(&body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_class_inputs_are_ceph_versioned_structs() {
+        // struct_v 1, compat 1, u32 length, then the fields.
+        let unlock = unlock_input("h1");
+        assert_eq!(unlock, [&[1u8, 1, 16, 0, 0, 0][..], &[6, 0, 0, 0], b"rbdvol", &[2, 0, 0, 0], b"h1"].concat());
+        let assert = assert_locked_input("h1");
+        assert_eq!(assert, [&[1u8, 1, 21, 0, 0, 0][..], &[6, 0, 0, 0], b"rbdvol", &[1], &[2, 0, 0, 0], b"h1", &[0, 0, 0, 0]].concat());
+    }
 
     #[test]
     fn strings_round_trip_through_ceph_encoding() {

@@ -27,12 +27,17 @@ pub(super) enum Renew {
 }
 
 impl Inner {
+    /// The hosts other than this one fenced off `vol`. An entry naming this
+    /// host, which holds the volume, is left by a takeover that never
+    /// finished: never fence oneself.
+    pub(super) fn fenced_others(&self, vol: &dyn Volume) -> Result<Vec<Fenced>, EngineError> {
+        Ok(Fenced::parse_list(vol.metadata_get(FENCED_KEY)?.as_deref()).into_iter().filter(|f| f.host != self.cfg.host_id).collect())
+    }
+
     /// Renews the blocklist entries of the hosts fenced off `vol`, a volume
     /// this host holds.
     pub(super) fn keep_fenced(&self, store: &dyn Store, vol: &dyn Volume, name: &str, renew: Renew) -> Result<(), EngineError> {
-        // An entry naming this host, which holds the volume, is left by a
-        // takeover that never finished: never fence oneself.
-        let fenced: Vec<Fenced> = Fenced::parse_list(vol.metadata_get(FENCED_KEY)?.as_deref()).into_iter().filter(|f| f.host != self.cfg.host_id).collect();
+        let fenced = self.fenced_others(vol)?;
         let mut renewed = self.fence_renewed.lock().unwrap();
         if fenced.is_empty() {
             renewed.remove(name);

@@ -6,8 +6,10 @@
 use std::time::{Duration, Instant};
 
 use super::records::{self, LockCookie, MountedBy, MOUNTED_KEY};
-use super::store::Volume;
+use super::fence::Renew;
+use super::store::{Store, Volume};
 use super::{takeover, EngineError, Inner};
+use crate::host::crash;
 use crate::ceph::{CephError, Done};
 
 /// How long a Mount waits for a dead holder's watches to time out before
@@ -88,6 +90,29 @@ impl Inner {
             }
         }
         self.lock_notes.clear(vol.name())?;
+        Ok(())
+    }
+
+    /// Lets go of `vol` in Ceph at the end of its last Unmount (or later,
+    /// in the background): hosts fenced off it stay fenced while nobody
+    /// holds it, its mounted-by record goes, then the lock. Taken over
+    /// meanwhile, the record and the lock are the new holder's.
+    pub(super) fn release_mounted(&self, store: &dyn Store, vol: &dyn Volume, name: &str) -> Result<(), EngineError> {
+        // Usually no other host is fenced off it and this very client holds
+        // the lock: then the record and the lock go in one operation that
+        // asserts so (two round trips to the header instead of four).
+        if self.fenced_others(vol)?.is_empty() && vol.remove_and_unlock(MOUNTED_KEY, self.cookie())? == Done::Changed {
+            self.fence_renewed.lock().unwrap().remove(name);
+            crash::point("unmount.released", name);
+            return Ok(self.lock_notes.clear(name)?);
+        }
+        if !self.holds_host_lock(vol)? {
+            return Ok(self.lock_notes.clear(name)?);
+        }
+        self.keep_fenced(store, vol, name, Renew::Unmounting)?;
+        vol.metadata_remove(MOUNTED_KEY)?;
+        self.release_host_lock(vol)?;
+        crash::point("unmount.released", name);
         Ok(())
     }
 

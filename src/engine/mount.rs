@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::directory::image_ref;
-use super::fence::Renew;
 use super::format::Blank;
 use super::records::{self, DirEntry, EntryState, MountedBy, VolumeMeta, FORMATTED_KEY, MOUNTED_KEY};
 use super::store::{Store, Volume};
@@ -394,18 +393,7 @@ impl Inner {
             }
             let store = self.store()?;
             let vol = self.header_of_mounted(&*store, &v)?;
-            if !self.holds_host_lock(&*vol)? {
-                // Taken over meanwhile: the record and the lock are the new
-                // holder's.
-                self.lock_notes.clear(name)?;
-                return Ok(());
-            }
-            // Hosts fenced off it that have not let go stay fenced while
-            // nobody holds it.
-            self.keep_fenced(&*store, &*vol, name, Renew::Unmounting)?;
-            vol.metadata_remove(MOUNTED_KEY)?;
-            crash::point("unmount.unrecorded", name);
-            self.release_host_lock(&*vol)
+            self.release_mounted(&*store, &*vol, name)
         })();
         if let Err(e) = released {
             tracing::warn!("volume '{name}' is unmounted; its host lock is released in the background: {e}");

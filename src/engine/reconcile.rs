@@ -7,9 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::fence::Renew;
 use super::mount::Teardown;
-use super::records::MOUNTED_KEY;
 use super::{Engine, EngineError, Inner};
 use crate::ceph::CephError;
 use crate::host::ImageRef;
@@ -119,12 +117,7 @@ impl Inner {
         }
         // Fenced off it by another host: say this host has let go.
         self.acknowledge_fence(&*store, &*vol)?;
-        if !self.holds_host_lock(&*vol)? {
-            return Ok(self.lock_notes.clear(name)?);
-        }
-        self.keep_fenced(&*store, &*vol, name, Renew::Unmounting)?;
-        vol.metadata_remove(MOUNTED_KEY)?;
-        self.release_host_lock(&*vol)?;
+        self.release_mounted(&*store, &*vol, name)?;
         self.cache.invalidate(name);
         tracing::info!("released this host's lock on volume '{name}', which it no longer has mounted");
         Ok(())

@@ -48,6 +48,10 @@ pub(crate) trait Volume: Send + Sync {
     fn metadata_remove(&self, key: &str) -> Result<(), CephError>;
     fn host_lock(&self, cookie: &str, description: &str) -> Result<Done, CephError>;
     fn host_unlock(&self, cookie: &str) -> Result<Done, CephError>;
+    /// Removes metadata `key` and releases this client's host lock held
+    /// under `cookie`, atomically, only if this client holds it: else `AlreadyDone`,
+    /// nothing changed (see `Header::remove_and_unlock`).
+    fn remove_and_unlock(&self, key: &str, cookie: &str) -> Result<Done, CephError>;
     fn host_lockers(&self) -> Result<Lockers, CephError>;
     fn host_break_lock(&self, client: &str, cookie: &str) -> Result<Done, CephError>;
     /// The real image and header, for fencing and formatting new images;
@@ -184,6 +188,9 @@ impl Volume for CephVolume {
     }
     fn host_unlock(&self, cookie: &str) -> Result<Done, CephError> {
         self.header.host_unlock(cookie)
+    }
+    fn remove_and_unlock(&self, key: &str, cookie: &str) -> Result<Done, CephError> {
+        self.header.remove_and_unlock(key, cookie)
     }
     fn host_lockers(&self) -> Result<Lockers, CephError> {
         self.header.host_lockers()

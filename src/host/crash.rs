@@ -24,7 +24,7 @@ pub const POINTS: &[&str] = &[
     "unmount.unmounted",
     "unmount.unmapped",
     "unmount.forgotten",
-    "unmount.unrecorded",
+    "unmount.released",
     "remove.locked",
     "remove.hidden",
     "purge.deleted",

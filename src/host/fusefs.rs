@@ -107,9 +107,10 @@ struct DiskFs {
     buffers: Arc<BufferPool>,
 }
 
-/// Read buffers, reused: a fresh 1 MiB buffer per read costs page faults
-/// with the kernel zeroing each page. Up to one per read the kernel keeps
-/// in flight (FUSE's max_background). Once I/O stops for a moment the pool
+/// I/O buffers, reused: a fresh 1 MiB buffer per request costs page faults
+/// with the kernel zeroing each page (the allocator gives a freed buffer at
+/// the top of its heap back at once). Up to one per request the kernel
+/// keeps in flight (FUSE's max_background). Once I/O stops for a moment the pool
 /// is emptied and the allocator gives back its free pages (`malloc_trim`),
 /// so that an idle server does not hold its high-water mark.
 #[derive(Default)]
@@ -129,6 +130,10 @@ struct Pooled {
 /// 6 and 24 MiB; the size applies to the write-back policy, if chosen.
 const CACHE_DEFAULTS: [(&str, &str); 3] = [("rbd_cache_size", "8388608"), ("rbd_cache_max_dirty", "6291456"), ("rbd_cache_target_dirty", "4194304")];
 
+/// The largest write the kernel sends in one request (the most FUSE
+/// allows: 256 pages).
+pub const MAX_WRITE: u32 = 1 << 20;
+
 /// Reads the kernel may have in flight at once: as many buffers are kept.
 const MAX_BACKGROUND: u16 = 64;
 
@@ -145,16 +150,23 @@ impl BufferPool {
         buf
     }
 
+    /// A buffer holding a copy of `data` (a write's: the kernel's request
+    /// buffer is reused once the write call returns).
+    fn take_copy(&self, data: &[u8]) -> Vec<u8> {
+        let mut pool = self.0.lock().unwrap();
+        pool.last_io = Some(Instant::now());
+        let mut buf = pool.free.pop().unwrap_or_default();
+        drop(pool);
+        buf.clear();
+        buf.extend_from_slice(data);
+        buf
+    }
+
     fn give(&self, buf: Vec<u8>) {
         let mut pool = self.0.lock().unwrap();
         if pool.free.len() < MAX_BACKGROUND as usize {
             pool.free.push(buf);
         }
-    }
-
-    /// Notes a write (writes allocate too: their data is copied).
-    fn note_io(&self) {
-        self.0.lock().unwrap().last_io = Some(Instant::now());
     }
 
     /// Once no I/O came for `idle`: frees every pooled buffer and says so
@@ -223,7 +235,7 @@ impl DiskFs {
 
 impl Filesystem for DiskFs {
     fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
-        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(MAX_BACKGROUND);
         // Let the kernel keep many direct-I/O requests of the loop device in
@@ -317,10 +329,13 @@ impl Filesystem for DiskFs {
         if offset + data.len() as u64 > end {
             return reply.error(libc::ENOSPC);
         }
-        self.buffers.note_io();
         let fence = Arc::clone(&self.fenced);
-        let r = aio::write(&self.image, offset, data.to_vec(), move |result| match result {
-            Ok(n) => reply.written(n as u32),
+        let buffers = Arc::clone(&self.buffers);
+        let r = aio::write(&self.image, offset, self.buffers.take_copy(data), move |result| match result {
+            Ok((n, buf)) => {
+                reply.written(n as u32);
+                buffers.give(buf);
+            }
             Err(e) => reply.error(fence.errno_of(&e)),
         });
         if let Err(e) = r {
@@ -544,7 +559,10 @@ mod tests {
         assert!(pool.trim_if_idle(Duration::ZERO), "not trimmed after reads stopped");
         assert_eq!(pool.pooled(), 0, "kept after reads stopped");
         assert!(!pool.trim_if_idle(Duration::ZERO), "trimmed again without I/O in between");
-        pool.note_io();
+        let copy = pool.take_copy(b"written");
+        assert_eq!(copy, b"written");
+        pool.give(copy);
+        assert_eq!(pool.pooled(), 1, "a write's buffer is not reused");
         assert!(pool.trim_if_idle(Duration::ZERO), "a write does not count as I/O");
     }
 }

@@ -281,9 +281,18 @@ pub fn trim_allocator() {
 
 /// Sets block device `dev`'s read-ahead to `kib` KiB.
 pub fn set_read_ahead(dev: &Path, kib: u32) -> Result<(), HostError> {
+    set_queue_knob(dev, "read_ahead_kb", kib, "set read-ahead in")
+}
+
+/// Caps the size of the requests the block layer sends `dev`, in KiB.
+pub fn set_max_request(dev: &Path, kib: u32) -> Result<(), HostError> {
+    set_queue_knob(dev, "max_sectors_kb", kib, "set the request size in")
+}
+
+fn set_queue_knob(dev: &Path, knob: &str, kib: u32, what: &'static str) -> Result<(), HostError> {
     let name = dev.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let knob = PathBuf::from(format!("/sys/block/{name}/queue/read_ahead_kb"));
-    std::fs::write(&knob, format!("{kib}\n")).map_err(HostError::io("set read-ahead in", &knob))
+    let knob = PathBuf::from(format!("/sys/block/{name}/queue/{knob}"));
+    std::fs::write(&knob, format!("{kib}\n")).map_err(HostError::io(what, &knob))
 }
 
 /// The attached loop device named `tag` (see [`loop_attach`]), if any.

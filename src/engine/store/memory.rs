@@ -260,6 +260,23 @@ impl Volume for Handle {
             Ok(Done::Changed)
         })
     }
+    fn remove_and_unlock(&self, key: &str, cookie: &str) -> Result<Done, CephError> {
+        // The two steps it does, in one: a failure of either fails both.
+        self.store.check(&format!("metadata_remove {key}"), &self.name)?;
+        self.store.check("host_unlock", &self.name)?;
+        let client = self.store.client.clone();
+        self.store.with(&self.name, |v, log| {
+            if !v.lockers.iter().any(|(c, k)| *c == client && k == cookie) {
+                return Ok(Done::AlreadyDone);
+            }
+            if v.metadata.remove(key).is_some() {
+                log.push(format!("metadata_remove {key}"));
+            }
+            v.lockers.retain(|(c, k)| !(*c == client && k == cookie));
+            log.push(format!("host_unlock {}", lock_host(cookie)));
+            Ok(Done::Changed)
+        })
+    }
     fn host_lockers(&self) -> Result<Lockers, CephError> {
         self.store.check("host_lockers", &self.name)?;
         self.store.with(&self.name, |v, _| {

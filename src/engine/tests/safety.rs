@@ -291,6 +291,18 @@ fn the_holder_keeps_a_fenced_host_blocklisted_until_it_lets_go() {
 }
 
 #[test]
+fn an_unmount_releases_a_lock_that_an_earlier_run_of_this_host_took() {
+    let bed = Bed::start(&["v"]);
+    bed.mount("v", "c1").unwrap();
+    // The lock is this host's, under another client (a restart of the
+    // plugin): the one-step release does not apply; the lock is broken.
+    let (_, cookie) = bed.store.volume("v").unwrap().lockers[0].clone();
+    bed.store.set_lockers("v", vec![("client.earlier".into(), cookie)]);
+    assert_eq!(bed.unmount("v", "c1").unwrap(), Unmounted::Released);
+    bed.assert_nothing_left("v");
+}
+
+#[test]
 fn a_fenced_host_lets_go_and_says_so() {
     let bed = Bed::start(&["v"]);
     bed.mount("v", "c1").unwrap();

@@ -193,6 +193,9 @@ const STOPPING: &str = "stopping";
 /// kernel's 128 KiB keeps a buffered sequential read to a few small
 /// requests in flight, a third of what librbd reads).
 const READ_AHEAD_KIB: u32 = 4096;
+/// The largest request the loop device passes on, in KiB: one FUSE request. The loop device's default, 1280 KiB, became a
+/// 1 MiB and a 256 KiB request each, and the small ones a RADOS op each.
+const MAX_REQUEST_KIB: u32 = crate::host::fusefs::MAX_WRITE / 1024;
 
 /// The loop device attached to the server's file.
 const LOOP_FILE: &str = "loop";
@@ -423,6 +426,9 @@ impl Mapper for Userspace {
                     let _ = std::fs::write(server.dir.join(LOOP_FILE), dev.as_os_str().as_encoded_bytes());
                     if let Err(e) = sys::set_read_ahead(&dev, READ_AHEAD_KIB) {
                         tracing::warn!("{e}: sequential reads of {image} stay at the kernel's default read-ahead");
+                    }
+                    if let Err(e) = sys::set_max_request(&dev, MAX_REQUEST_KIB) {
+                        tracing::warn!("{e}: writes to {image} keep the loop device's default request size");
                     }
                     dev
                 }
