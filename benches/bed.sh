@@ -20,7 +20,7 @@ job_tag="rbdvol-bench-job:$work"
 serve_pid=""
 mounted=()   # names of volumes mounted through the plugin
 peers=()     # "fuse-dir loop-device mountpoint" of each peer, as far as it got
-ramdisks=()  # "file loop-device mountpoint" of each RAM disk, as far as it got
+ramdisks=()  # "file mountpoint" of each RAM disk, as far as it got
 bed_cleanup() {
     set +e
     trap '' INT TERM   # a second Ctrl-C must not cut the teardown short
@@ -44,9 +44,10 @@ bed_cleanup() {
         fusermount3 -u "$fuse" || umount -l "$fuse"
     done
     for r in "${ramdisks[@]}"; do
-        read -r file dev mp <<<"$r"
+        read -r file mp <<<"$r"
         umount "$mp" || umount -l "$mp"
-        [ -n "$dev" ] && losetup -d "$dev"
+        # Found by its file: an interrupt may come before its name is known.
+        losetup -n -O NAME -j "$file" | xargs -r -n1 losetup -d
         rm -f "$file"
     done
     # What the plugin could not unmount: filesystems first, then the loop
@@ -116,12 +117,17 @@ bed_peer() {
 # kernel's own cost of a buffered job (page cache, ext4, block layer) with a
 # device that costs nothing; sets BED_MP to its mountpoint.
 bed_ramdisk() {
-    local file=/dev/shm/$(basename "$work")-$1.img dev
+    local file=/dev/shm/$(basename "$work")-$1.img dev f
+    # What a run killed outright (no teardown) left: its work dir is gone.
+    for f in /dev/shm/rbdvol-bench.*-*.img; do
+        [ -e "$f" ] && [ ! -d "/tmp/$(basename "${f%-*}")" ] || continue
+        losetup -n -O NAME -j "$f" | xargs -r -n1 losetup -d || true
+        rm -f "$f"
+    done
     mkdir -p "$work/$1-mnt"
-    ramdisks+=("$file - $work/$1-mnt")
+    ramdisks+=("$file $work/$1-mnt")
     truncate -s "$2" "$file"
     dev=$(losetup --show -f "$file")
-    ramdisks[-1]="$file $dev $work/$1-mnt"
     mkfs.ext4 -q -F -m0 -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 "$dev"
     mount "$dev" "$work/$1-mnt"
     BED_MP=$work/$1-mnt

@@ -146,6 +146,8 @@ impl BufferPool {
         pool.last_io = Some(Instant::now());
         let mut buf = pool.free.pop().unwrap_or_default();
         drop(pool);
+        buf.truncate(len);
+        buf.reserve_exact(len - buf.len());
         buf.resize(len, 0);
         buf
     }
@@ -158,13 +160,19 @@ impl BufferPool {
         let mut buf = pool.free.pop().unwrap_or_default();
         drop(pool);
         buf.clear();
+        // Exactly: grown by doubling, a pooled buffer could hold twice the
+        // largest request.
+        buf.reserve_exact(data.len());
         buf.extend_from_slice(data);
         buf
     }
 
+    /// Keeps `buf` for the next request while I/O goes on; a request that
+    /// completes after the pool was trimmed (I/O had stopped: a write that
+    /// waited out a stalled cluster) frees its buffer instead.
     fn give(&self, buf: Vec<u8>) {
         let mut pool = self.0.lock().unwrap();
-        if pool.free.len() < MAX_BACKGROUND as usize {
+        if pool.last_io.is_some() && pool.free.len() < MAX_BACKGROUND as usize {
             pool.free.push(buf);
         }
     }
@@ -564,5 +572,16 @@ mod tests {
         pool.give(copy);
         assert_eq!(pool.pooled(), 1, "a write's buffer is not reused");
         assert!(pool.trim_if_idle(Duration::ZERO), "a write does not count as I/O");
+        // A request still in flight when the pool was trimmed (a write
+        // that waited out a stalled cluster) does not refill it.
+        let late = pool.take_copy(&[7u8; 4096]);
+        assert!(pool.trim_if_idle(Duration::ZERO));
+        pool.give(late);
+        assert_eq!(pool.pooled(), 0, "a buffer given back after the trim stays pooled while idle");
+        // Buffers are never larger than the largest request they served.
+        let small = pool.take(4096);
+        pool.give(small);
+        let big = pool.take_copy(&vec![1u8; 1 << 20]);
+        assert_eq!(big.capacity(), 1 << 20);
     }
 }

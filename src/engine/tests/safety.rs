@@ -303,6 +303,28 @@ fn an_unmount_releases_a_lock_that_an_earlier_run_of_this_host_took() {
 }
 
 #[test]
+fn with_a_fenced_host_a_failed_release_keeps_the_fence_and_finishes_in_the_background() {
+    let bed = Bed::start(&[]);
+    let mut v = ready_volume("v");
+    v.metadata.insert(crate::engine::records::FENCED_KEY.into(), fenced_entry("host-b", "10.0.0.2:0/5"));
+    bed.store.add_volume("v", v);
+    bed.mount("v", "c1").unwrap();
+    bed.clear_journal();
+    // The four-step way (a host to keep fenced), failing at its last step.
+    bed.store.fail("host_unlock");
+    assert_eq!(bed.unmount("v", "c1").unwrap(), Unmounted::Released);
+    assert!(bed.journal().contains(&"blocklist 10.0.0.2:0/5 2592000".to_string()), "{:?}", bed.journal());
+    assert_eq!(bed.store.volume("v").unwrap().lockers.len(), 1, "the cluster did not answer");
+    bed.store.heal();
+    bed.clear_journal();
+    block_on(bed.engine.check_all_mounted());
+    bed.assert_nothing_left("v");
+    // Fenced again for 30 days as it is let go, and never unblocklisted.
+    assert!(bed.journal().contains(&"blocklist 10.0.0.2:0/5 2592000".to_string()), "{:?}", bed.journal());
+    assert!(bed.journal().iter().all(|j| !j.starts_with("unblocklist")), "{:?}", bed.journal());
+}
+
+#[test]
 fn a_fenced_host_lets_go_and_says_so() {
     let bed = Bed::start(&["v"]);
     bed.mount("v", "c1").unwrap();
