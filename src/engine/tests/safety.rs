@@ -266,14 +266,20 @@ fn fenced_entry(host: &str, client: &str) -> String {
     crate::engine::records::Fenced::list_json(&[crate::engine::records::Fenced { host: host.into(), clients: vec![client.into()], since: "t".into() }])
 }
 
-#[test]
-fn the_holder_keeps_a_fenced_host_blocklisted_until_it_lets_go() {
+/// Volume "v" mounted by this host, which fenced host-b off it.
+fn mounted_with_host_b_fenced() -> Bed {
     let bed = Bed::start(&[]);
     let mut v = ready_volume("v");
     v.metadata.insert(crate::engine::records::FENCED_KEY.into(), fenced_entry("host-b", "10.0.0.2:0/5"));
     bed.store.add_volume("v", v);
     bed.mount("v", "c1").unwrap();
     bed.clear_journal();
+    bed
+}
+
+#[test]
+fn the_holder_keeps_a_fenced_host_blocklisted_until_it_lets_go() {
+    let bed = mounted_with_host_b_fenced();
     block_on(bed.engine.check_all_mounted());
     assert_eq!(bed.journal(), vec!["blocklist 10.0.0.2:0/5 3600".to_string()], "renewed at the first check");
     block_on(bed.engine.check_all_mounted());
@@ -304,12 +310,7 @@ fn an_unmount_releases_a_lock_that_an_earlier_run_of_this_host_took() {
 
 #[test]
 fn with_a_fenced_host_a_failed_release_keeps_the_fence_and_finishes_in_the_background() {
-    let bed = Bed::start(&[]);
-    let mut v = ready_volume("v");
-    v.metadata.insert(crate::engine::records::FENCED_KEY.into(), fenced_entry("host-b", "10.0.0.2:0/5"));
-    bed.store.add_volume("v", v);
-    bed.mount("v", "c1").unwrap();
-    bed.clear_journal();
+    let bed = mounted_with_host_b_fenced();
     // The four-step way (a host to keep fenced), failing at its last step.
     bed.store.fail("host_unlock");
     assert_eq!(bed.unmount("v", "c1").unwrap(), Unmounted::Released);
