@@ -141,11 +141,15 @@ const MAX_BACKGROUND: u16 = 64;
 const POOL_IDLE: Duration = Duration::from_secs(2);
 
 impl BufferPool {
-    fn take(&self, len: usize) -> Vec<u8> {
+    /// A pooled (or new) buffer, its contents whatever they were; notes I/O.
+    fn pop(&self) -> Vec<u8> {
         let mut pool = self.0.lock().unwrap();
         pool.last_io = Some(Instant::now());
-        let mut buf = pool.free.pop().unwrap_or_default();
-        drop(pool);
+        pool.free.pop().unwrap_or_default()
+    }
+
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut buf = self.pop();
         buf.truncate(len);
         buf.reserve_exact(len - buf.len());
         buf.resize(len, 0);
@@ -155,10 +159,7 @@ impl BufferPool {
     /// A buffer holding a copy of `data` (a write's: the kernel's request
     /// buffer is reused once the write call returns).
     fn take_copy(&self, data: &[u8]) -> Vec<u8> {
-        let mut pool = self.0.lock().unwrap();
-        pool.last_io = Some(Instant::now());
-        let mut buf = pool.free.pop().unwrap_or_default();
-        drop(pool);
+        let mut buf = self.pop();
         buf.clear();
         // Exactly: grown by doubling, a pooled buffer could hold twice the
         // largest request.
