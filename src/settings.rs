@@ -1,13 +1,15 @@
 //! Where settings come from, in order of precedence: built-in defaults <
-//! Consul KV < environment < command-line flags. Each source's value is
+//! ceph.conf and keyring files (cluster settings only) < Consul KV <
+//! environment < command-line flags. Each source's value is
 //! checked on its own: a malformed one is reported (naming where it came
 //! from) and the next source down is used, so one bad key never stops the
 //! rest from applying.
 
 use std::collections::BTreeMap;
 
+use crate::config::ceph_files::{self, Locations};
 use crate::config::consul::DEFAULT_KEYS;
-use crate::config::{CephSettings, ConfigError};
+use crate::config::{ceph_option_from_env, CephSettings, ConfigError};
 use crate::engine::options::{parse_size, Defaults, PoolDefaults};
 use crate::host::fs::Fstype;
 
@@ -23,6 +25,10 @@ pub struct Sources {
     pub consul: BTreeMap<String, (String, String)>,
     /// Consul's per-pool overrides: pool → name → (value, KV key).
     pub pools: BTreeMap<String, BTreeMap<String, (String, String)>>,
+    /// Cluster settings given as flags (`--id`): name → (value, flag).
+    pub cluster_flags: BTreeMap<String, (String, String)>,
+    /// Where the ceph.conf and keyring files are, if they are a source.
+    pub files: Option<Locations>,
 }
 
 /// One setting as `rbdvol config show` prints it.
@@ -37,6 +43,8 @@ pub struct Effective {
     pub ceph: Result<CephSettings, ConfigError>,
     pub defaults: Defaults,
     pub shown: Vec<Shown>,
+    /// The ceph.conf and keyring paths looked at, with what was there.
+    pub looked: Vec<String>,
 }
 
 fn check_default(name: &str, value: &str) -> Result<(), String> {
@@ -115,11 +123,24 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
         defaults.pools.insert(pool.clone(), p);
     }
 
-    // Cluster settings: Consul's, then the environment's over them.
+    // Cluster settings: Consul's, then the environment's and the flags'
+    // over them, then what the files add below them all.
     let mut vars: BTreeMap<String, (String, String)> = sources.consul.iter().map(|(n, (v, k))| (n.clone(), (v.clone(), format!("consul {k}")))).collect();
     for (n, v) in &sources.env {
         if n.starts_with("RBD_CONF_") || n.starts_with("RBDVOL_") && n.ends_with("_TIMEOUT") {
             vars.insert(n.clone(), (v.clone(), "environment".into()));
+        }
+    }
+    vars.extend(sources.cluster_flags.clone());
+    let mut looked = Vec::new();
+    let mut file_error = None;
+    if let Some(loc) = &sources.files {
+        match ceph_files::read(loc, &user_of(&vars)) {
+            Ok(files) => {
+                looked = files.looked;
+                add_files(&mut vars, files.values, files.key);
+            }
+            Err(e) => file_error = Some(e),
         }
     }
     for (n, (v, source)) in &vars {
@@ -128,8 +149,47 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
             shown.push(Shown { name: n.clone(), value, source: source.clone() });
         }
     }
+    if !vars.contains_key("RBD_CONF_KEYRING_USER") {
+        shown.push(Shown { name: "RBD_CONF_KEYRING_USER".into(), value: "admin".into(), source: "default".into() });
+    }
     let ceph = CephSettings::from_vars(vars.into_iter().map(|(n, (v, _))| (n, v)));
-    Effective { ceph, defaults, shown }
+    let ceph = match (ceph, file_error) {
+        // A file that was named, or that was needed, and is unreadable or
+        // malformed is the error; one not needed is reported.
+        (Ok(s), Some(e)) if sources.files.as_ref().is_some_and(|l| l.conf.is_none() && l.keyring.is_none()) => {
+            report(format!("{e} (ignored: the other sources give every cluster setting)"));
+            Ok(s)
+        }
+        (_, Some(e)) => Err(e),
+        (Err(ConfigError::Missing { name, hint }), None) if sources.files.is_some() => {
+            Err(ConfigError::NotFound { name, hint, looked: looked.join(", ") })
+        }
+        (ceph, None) => ceph,
+    };
+    Effective { ceph, defaults, shown, looked }
+}
+
+/// The cephx user the higher sources name (the files are read for it).
+fn user_of(vars: &BTreeMap<String, (String, String)>) -> String {
+    let user = vars.get("RBD_CONF_KEYRING_USER").map(|(v, _)| v.trim()).filter(|v| !v.is_empty()).unwrap_or("admin");
+    user.strip_prefix("client.").unwrap_or(user).to_string()
+}
+
+/// The files' settings where no higher source has set them (also not
+/// under another section's spelling of the same ceph option).
+fn add_files(vars: &mut BTreeMap<String, (String, String)>, values: Vec<ceph_files::FileValue>, key: Option<(crate::config::Secret, String)>) {
+    for v in values {
+        let option = ceph_option_from_env(&v.var);
+        let set_above = vars.contains_key(&v.var) || (option.is_some() && vars.keys().any(|k| ceph_option_from_env(k) == option));
+        if !set_above {
+            vars.insert(v.var, (v.value, v.origin));
+        }
+    }
+    if let Some((key, origin)) = key {
+        if !vars.contains_key("RBD_CONF_KEYRING_KEY") && !vars.contains_key("RBD_CONF_KEYRING_KEY_FILE") {
+            vars.insert("RBD_CONF_KEYRING_KEY".into(), (key.expose().to_string(), origin));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -203,5 +263,72 @@ mod tests {
         assert_eq!(reports.len(), 1, "{reports:?}");
         assert!(reports[0].contains("consul defaults/size") && reports[0].contains("lots"), "{reports:?}");
         assert!(matches!(e.ceph, Err(ConfigError::Missing { name: "RBD_CONF_GLOBAL_MON_HOST", .. })));
+    }
+
+    fn etc_with(files: &[(&str, &str)]) -> (tempfile::TempDir, Locations) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let loc = Locations { etc: dir.path().to_path_buf(), ..Locations::default() };
+        (dir, loc)
+    }
+
+    #[test]
+    fn ceph_conf_and_keyring_alone_suffice_and_config_show_names_their_lines() {
+        let keyring = format!("[client.docker]\nkey = {KEY_A}\n");
+        let (dir, loc) = etc_with(&[("ceph.conf", "[global]\nmon host = 10.0.0.9\n[client]\nrbd cache = false\n"), ("ceph.client.docker.keyring", &keyring)]);
+        let mut cluster_flags = BTreeMap::new();
+        cluster_flags.insert("RBD_CONF_KEYRING_USER".to_string(), ("docker".to_string(), "flag --id".to_string()));
+        let e = resolve(&Sources { files: Some(loc), cluster_flags, ..Default::default() }, |r| panic!("{r}"));
+        let ceph = e.ceph.unwrap();
+        assert_eq!((ceph.mon_host.as_str(), ceph.user.as_str(), ceph.key.expose()), ("10.0.0.9", "docker", KEY_A));
+        assert_eq!(ceph.options.get("rbd_cache").map(String::as_str), Some("false"));
+        let source = |n: &str| e.shown.iter().find(|s| s.name == n).map(|s| s.source.clone()).unwrap();
+        let d = dir.path().display();
+        assert_eq!(source("RBD_CONF_GLOBAL_MON_HOST"), format!("{d}/ceph.conf:2"));
+        assert_eq!(source("RBD_CONF_KEYRING_KEY"), format!("{d}/ceph.client.docker.keyring:2"));
+        assert_eq!(source("RBD_CONF_KEYRING_USER"), "flag --id");
+        assert!(!format!("{:?}", e.shown).contains(KEY_A));
+    }
+
+    #[test]
+    fn consul_and_the_environment_rank_above_the_files() {
+        let keyring = format!("[client.admin]\nkey = {KEY_A}\n");
+        let (_dir, loc) = etc_with(&[("ceph.conf", "[global]\nmon host = from-file\nrbd cache = true\nfsid = f\n"), ("ceph.keyring", &keyring)]);
+        let sources = Sources {
+            env: map(&[("RBD_CONF_KEYRING_KEY", KEY_B), ("RBD_CONF_CLIENT_RBD_CACHE", "false")]),
+            consul: consul(&[("RBD_CONF_GLOBAL_MON_HOST", "from-consul", "conf/global/mon_host")]),
+            files: Some(loc),
+            ..Default::default()
+        };
+        let ceph = resolve(&sources, |r| panic!("{r}")).ceph.unwrap();
+        assert_eq!((ceph.mon_host.as_str(), ceph.key.expose()), ("from-consul", KEY_B));
+        assert_eq!(ceph.options.get("rbd_cache").map(String::as_str), Some("false"), "[client] in the environment beats [global] in the file");
+        assert_eq!(ceph.options.get("fsid").map(String::as_str), Some("f"), "what only the file sets still applies");
+    }
+
+    #[test]
+    fn with_nothing_anywhere_the_error_says_where_it_looked() {
+        let (dir, loc) = etc_with(&[]);
+        let e = resolve(&Sources { files: Some(loc), ..Default::default() }, |r| panic!("{r}")).ceph.unwrap_err().to_string();
+        let d = dir.path().display();
+        assert!(e.starts_with("setting RBD_CONF_GLOBAL_MON_HOST is missing"), "{e}");
+        assert!(e.contains(&format!("{d}/ceph.conf (not there)")) && e.contains(&format!("{d}/ceph.client.admin.keyring (not there)")), "{e}");
+    }
+
+    #[test]
+    fn a_broken_default_file_is_reported_when_not_needed_and_an_error_when_named() {
+        let (dir, loc) = etc_with(&[("ceph.conf", "[global]\nmon host\n")]);
+        let env = map(&[("RBD_CONF_GLOBAL_MON_HOST", "10.0.0.1"), ("RBD_CONF_KEYRING_KEY", KEY_A)]);
+        let mut reports = Vec::new();
+        let e = resolve(&Sources { env: env.clone(), files: Some(loc.clone()), ..Default::default() }, |r| reports.push(r));
+        assert!(e.ceph.is_ok());
+        assert!(reports.len() == 1 && reports[0].contains("ceph.conf line 2"), "{reports:?}");
+        let named = Locations { conf: Some((dir.path().join("ceph.conf"), "--conf".into())), ..loc.clone() };
+        let e = resolve(&Sources { env, files: Some(named), ..Default::default() }, |r| panic!("{r}")).ceph.unwrap_err();
+        assert!(e.to_string().contains("ceph.conf line 2: expected"), "{e}");
+        let e = resolve(&Sources { files: Some(loc), ..Default::default() }, |_| {}).ceph.unwrap_err();
+        assert!(e.to_string().contains("ceph.conf line 2"), "needed, so the error: {e}");
     }
 }

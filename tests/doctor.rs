@@ -94,7 +94,7 @@ fn a_healthy_host_passes_and_a_stale_lock_is_named() {
     for name in ["mapper", "capabilities", "settings", "monitors", "auth", "consul", "volumes", "features"] {
         assert_eq!(check(&report, name).0, "ok", "{name}: {report:#}");
     }
-    assert_eq!(check(&report, "consul").1, "not configured (env only)");
+    assert_eq!(check(&report, "consul").1, "not configured (CONSUL_HTTP_ADDR is unset)");
     let (status, detail) = check(&report, "stale-locks");
     assert_eq!(status, "warn", "{report:#}");
     assert!(detail.contains(&format!("run rbdvol unlock {vol}")), "{detail}");

@@ -8,10 +8,60 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+/// The cluster and the user as the Ceph tools (`rbd`, `ceph`, `rados`)
+/// take them, before or after the command: a host where `rbd ls` works
+/// needs nothing else. The files rank below Consul and the environment.
+#[derive(clap::Args, Clone, Default)]
+pub struct CephArgs {
+    /// The cluster name in the default paths: /etc/ceph/NAME.conf and
+    /// /etc/ceph/NAME.client.USER.keyring (default ceph).
+    #[arg(long, global = true, env = "RBD_CONF_CLUSTER", value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// The cephx user, without `client.` (default admin; ranks above
+    /// RBD_CONF_KEYRING_USER).
+    #[arg(long = "id", global = true, value_name = "USER", conflicts_with = "name")]
+    pub id: Option<String>,
+    /// The cephx user as `client.USER`.
+    #[arg(long, short = 'n', global = true, value_name = "client.USER")]
+    pub name: Option<String>,
+    /// A ceph.conf (default /etc/ceph/NAME.conf when it is there): its
+    /// [global], [client] and [client.USER] options a client uses.
+    #[arg(long, short = 'c', global = true, env = "RBDVOL_CEPH_CONF", value_name = "PATH")]
+    pub conf: Option<PathBuf>,
+    /// A keyring with the user's key (default: the ceph.conf's `keyring`,
+    /// else Ceph's search list in /etc/ceph).
+    #[arg(long, short = 'k', global = true, env = "RBDVOL_KEYRING", value_name = "PATH")]
+    pub keyring: Option<PathBuf>,
+}
+
+impl CephArgs {
+    /// The sources these flags make, for a host called `host`.
+    pub fn sources(&self, host: &str) -> rbdvol::daemon::CephSources {
+        let named = |p: &Option<PathBuf>, by: &str| p.clone().filter(|p| !p.as_os_str().is_empty()).map(|p| (p, by.to_string()));
+        let files = rbdvol::config::ceph_files::Locations {
+            cluster: non_empty(&self.cluster).unwrap_or_else(|| "ceph".into()),
+            conf: named(&self.conf, "--conf or RBDVOL_CEPH_CONF"),
+            keyring: named(&self.keyring, "--keyring or RBDVOL_KEYRING"),
+            host: host.to_string(),
+            ..Default::default()
+        };
+        let mut flags = BTreeMap::new();
+        if let Some(id) = non_empty(&self.id) {
+            flags.insert("RBD_CONF_KEYRING_USER".to_string(), (id, "flag --id".to_string()));
+        } else if let Some(name) = non_empty(&self.name) {
+            flags.insert("RBD_CONF_KEYRING_USER".to_string(), (name, "flag --name".to_string()));
+        }
+        rbdvol::daemon::CephSources { flags, files }
+    }
+}
+
 /// This host and the volume defaults: what every command that talks to
 /// the cluster needs (and `config show` reports).
 #[derive(clap::Args)]
 pub struct ClusterArgs {
+    /// The Ceph-style flags, given to the whole command line.
+    #[arg(skip)]
+    pub ceph: CephArgs,
     /// Names this host in locks and image metadata.
     #[arg(long, env = "RBDVOL_HOST_ID")]
     pub host_id: Option<String>,
@@ -100,6 +150,11 @@ impl ClusterArgs {
         non_empty(&self.host_id).unwrap_or_else(rbdvol::host::sys::hostname)
     }
 
+    /// The cluster's sources other than the environment and Consul.
+    pub fn ceph_sources(&self) -> rbdvol::daemon::CephSources {
+        self.ceph.sources(&rbdvol::host::sys::hostname())
+    }
+
     /// The flag-or-environment values clap found for the volume defaults.
     pub fn flag_sources(&self) -> BTreeMap<String, String> {
         [
@@ -129,6 +184,7 @@ impl ServeArgs {
         rbdvol::daemon::ServeConfig {
             host_id: self.cluster.host_id(),
             flags: self.cluster.flag_sources(),
+            ceph: self.cluster.ceph_sources(),
             socket: self.socket,
             state_dir: self.cluster.state_dir,
             mount_root: self.mount_root,

@@ -1,14 +1,16 @@
-//! `rbdvol check`: connect with the settings from the environment and
-//! report what rbdvol sees.
+//! `rbdvol check`: connect with the settings from the environment and the
+//! ceph.conf and keyring files, and report what rbdvol sees.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use rbdvol::ceph::{self, Cluster, CreateOptions};
-use rbdvol::config::CephSettings;
 
-pub fn check(pool_name: &str, namespace: &str, write: bool) -> Result<()> {
-    let settings = CephSettings::from_env()?;
+use super::args::CephArgs;
+
+pub fn check(pool_name: &str, namespace: &str, write: bool, ceph_args: &CephArgs) -> Result<()> {
+    let sources = rbdvol::daemon::base_sources(Default::default(), ceph_args.sources(&rbdvol::host::sys::hostname()));
+    let settings = rbdvol::settings::resolve(&sources, |r| eprintln!("{r}")).ceph?;
     let (major, minor, extra) = ceph::librbd_version();
     println!("librbd {major}.{minor}.{extra}");
     let start = Instant::now();

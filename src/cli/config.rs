@@ -9,12 +9,12 @@ use rbdvol::config::consul::{self, Consul, ConsulSettings};
 use rbdvol::daemon::{add_consul, base_sources, read_consul_cache, Reported, CONSUL_CACHE};
 use rbdvol::settings::resolve;
 
-use super::args::ClusterArgs;
+use super::args::{CephArgs, ClusterArgs};
 
 /// The settings a CLI command runs with: the same sources as `serve`
 /// (Consul read once, or its cache when it does not answer).
 pub fn cli_effective(args: &ClusterArgs) -> Result<rbdvol::settings::Effective> {
-    let mut sources = base_sources(args.flag_sources());
+    let mut sources = base_sources(args.flag_sources(), args.ceph_sources());
     let mut reported = Reported::default();
     if let Some(c) = ConsulSettings::from_vars(std::env::vars()) {
         let prefix = c.prefix.clone();
@@ -40,18 +40,25 @@ pub fn config_show(args: &ClusterArgs) -> Result<()> {
     for s in &eff.shown {
         println!("{:<40} {:<40} {}", s.name, s.value, s.source);
     }
+    if !eff.looked.is_empty() {
+        println!("ceph files: {}", eff.looked.join(", "));
+    }
     if let Err(e) = &eff.ceph {
         println!("cluster settings: {e}");
     }
     Ok(())
 }
 
-pub fn consul_seed(conf: Option<PathBuf>, keyring: Option<PathBuf>, user: Option<String>) -> Result<()> {
+pub fn consul_seed(ceph: &CephArgs, user: Option<String>) -> Result<()> {
     let settings = ConsulSettings::from_vars(std::env::vars()).context("CONSUL_HTTP_ADDR is not set: where is consul?")?;
-    let entries: Vec<(String, String)> = match (&conf, &keyring) {
+    let user = user.or_else(|| ceph.id.clone()).or_else(|| ceph.name.clone()).filter(|u| !u.trim().is_empty());
+    let named = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+    let entries: Vec<(String, String)> = match (named(&ceph.conf), named(&ceph.keyring)) {
+        (Some(_), None) => anyhow::bail!("give the keyring too (--keyring PATH): seed takes the key from it"),
         (Some(conf), Some(keyring)) => {
             let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
-            let (entries, skipped) = consul::seed_from_ceph_conf(&read(conf)?, &read(keyring)?, user.as_deref());
+            let (conf_text, keyring_text) = (read(&conf)?, zeroize::Zeroizing::new(read(&keyring)?));
+            let (entries, skipped) = consul::seed_from_ceph_conf((&conf, &conf_text), (&keyring, &keyring_text), user.as_deref())?;
             for s in skipped {
                 println!("left out {s} (a daemon's or this host's own setting)");
             }

@@ -12,17 +12,25 @@ use super::config::cli_effective;
 use super::output::say;
 
 pub fn doctor(args: &ClusterArgs, mapper: &MapperArgs, json: bool) -> Result<()> {
-    use rbdvol::engine::doctor::{self, DoctorInput};
+    use rbdvol::engine::doctor::{self, DoctorInput, SettingOrigins};
     // The settings serve would run with; a Consul that cannot even be set
     // up is reported by the consul check, the rest still runs.
     let eff = cli_effective(args).unwrap_or_else(|e| {
-        let mut eff = resolve(&base_sources(args.flag_sources()), |_| {});
+        let mut eff = resolve(&base_sources(args.flag_sources(), args.ceph_sources()), |_| {});
         if eff.ceph.is_err() {
             eff.ceph = Err(ConfigError::Consul(e.to_string()));
         }
         eff
     });
+    let origin = |name: &str| eff.shown.iter().find(|s| s.name == name).map(|s| s.source.clone()).unwrap_or_default();
+    let origins = SettingOrigins {
+        mon_host: origin("RBD_CONF_GLOBAL_MON_HOST"),
+        user: origin("RBD_CONF_KEYRING_USER"),
+        key: if eff.shown.iter().any(|s| s.name == "RBD_CONF_KEYRING_KEY_FILE") { origin("RBD_CONF_KEYRING_KEY_FILE") } else { origin("RBD_CONF_KEYRING_KEY") },
+        looked: eff.looked.clone(),
+    };
     let input = DoctorInput {
+        origins,
         mapper: mapper.mapper.clone(),
         mapper_config: MapperConfig {
             run_dir: mapper.run_dir.clone(),

@@ -8,16 +8,16 @@ mod config;
 mod doctor;
 mod output;
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use args::{ClusterArgs, FenceArgs, MapperArgs, ServeArgs};
+use args::{CephArgs, ClusterArgs, FenceArgs, MapperArgs, ServeArgs};
 
 #[derive(Parser)]
 #[command(name = "rbdvol", version, about = "Docker volume plugin for Ceph RBD")]
 pub struct Cli {
+    #[command(flatten)]
+    ceph: CephArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,16 +25,13 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum ConsulCommand {
     /// Write rbdvol's settings to Consul (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN,
-    /// RBDVOL_CONSUL_PREFIX): from a ceph.conf and a keyring, or, without
-    /// --conf, from this environment's RBD_CONF_* and volume defaults.
+    /// RBDVOL_CONSUL_PREFIX): from a ceph.conf (--conf: its [global] and
+    /// [client] options a client uses) and a keyring (--keyring), or,
+    /// without --conf, from this environment's RBD_CONF_* and volume
+    /// defaults.
     Seed {
-        /// A ceph.conf: its [global] and [client] options a client uses.
-        #[arg(long, requires = "keyring")]
-        conf: Option<PathBuf>,
-        /// A keyring holding the user's key.
-        #[arg(long)]
-        keyring: Option<PathBuf>,
-        /// The user whose key to take from the keyring (default: its first).
+        /// The user whose key to take from the keyring (default: --id, else
+        /// the keyring's first).
         #[arg(long)]
         user: Option<String>,
     },
@@ -192,23 +189,31 @@ pub enum Command {
 
 /// Runs one command line.
 pub fn run(cli: Cli) -> Result<()> {
+    let ceph = cli.ceph;
+    let with = |mut cluster: ClusterArgs| {
+        cluster.ceph = ceph.clone();
+        cluster
+    };
     match cli.command {
-        Command::Check { pool, namespace, write } => check::check(&pool, &namespace, write),
-        Command::Serve(args) => Ok(rbdvol::daemon::serve(args.config())?),
+        Command::Check { pool, namespace, write } => check::check(&pool, &namespace, write, &ceph),
+        Command::Serve(mut args) => {
+            args.cluster.ceph = ceph.clone();
+            Ok(rbdvol::daemon::serve(args.config())?)
+        }
         Command::UserspaceServe => Ok(rbdvol::host::fusefs::serve()?),
-        Command::Config { what: ConfigCommand::Show(args) } => config::config_show(&args),
-        Command::Ls { json, cluster } => admin::ls(&cluster, json),
-        Command::Doctor { json, cluster, mapper } => doctor::doctor(&cluster, &mapper, json),
-        Command::Resize { volume, size, json, cluster } => admin::resize(&volume, &size, json, &cluster),
+        Command::Config { what: ConfigCommand::Show(args) } => config::config_show(&with(args)),
+        Command::Ls { json, cluster } => admin::ls(&with(cluster), json),
+        Command::Doctor { json, cluster, mapper } => doctor::doctor(&with(cluster), &mapper, json),
+        Command::Resize { volume, size, json, cluster } => admin::resize(&volume, &size, json, &with(cluster)),
         Command::Snapshot { what } => match what {
-            SnapshotCommand::Create { target, json, cluster } => admin::snapshot_create(&target, json, &cluster),
-            SnapshotCommand::Ls { volume, json, cluster } => admin::snapshot_ls(&volume, json, &cluster),
-            SnapshotCommand::Rm { target, json, cluster } => admin::snapshot_rm(&target, json, &cluster),
+            SnapshotCommand::Create { target, json, cluster } => admin::snapshot_create(&target, json, &with(cluster)),
+            SnapshotCommand::Ls { volume, json, cluster } => admin::snapshot_ls(&volume, json, &with(cluster)),
+            SnapshotCommand::Rm { target, json, cluster } => admin::snapshot_rm(&target, json, &with(cluster)),
         },
-        Command::Inspect { volume, cluster } => admin::inspect(&volume, &cluster),
-        Command::Takeover { volume, json, cluster, fence } => admin::takeover(&volume, json, &cluster, &fence),
-        Command::Unlock { volume, force, json, cluster } => admin::unlock(&volume, force, json, &cluster),
-        Command::Consul { what: ConsulCommand::Seed { conf, keyring, user } } => config::consul_seed(conf, keyring, user),
+        Command::Inspect { volume, cluster } => admin::inspect(&volume, &with(cluster)),
+        Command::Takeover { volume, json, cluster, fence } => admin::takeover(&volume, json, &with(cluster), &fence),
+        Command::Unlock { volume, force, json, cluster } => admin::unlock(&volume, force, json, &with(cluster)),
+        Command::Consul { what: ConsulCommand::Seed { user } } => config::consul_seed(&ceph, user),
         Command::Plugin { args } => {
             let exe = std::env::current_exe().context("locating the rbdvol binary")?;
             let serve: Vec<std::ffi::OsString> = std::iter::once("serve".into()).chain(args).collect();

@@ -114,67 +114,36 @@ pub fn pool_overrides(kv: &BTreeMap<String, String>, mut report: impl FnMut(&str
     out
 }
 
-/// Options of a ceph.conf that only daemons or this host's files use: not
-/// for a shared store (`keyring` points at a file of one host; rbdvol holds
-/// the key in memory).
-fn host_or_daemon_only(option: &str) -> bool {
-    const EXACT: [&str; 7] = ["keyring", "admin_socket", "log_file", "pid_file", "run_dir", "public_addr", "cluster_addr"];
-    const PREFIXES: [&str; 5] = ["osd_", "mgr_", "mds_", "memstore_", "bluestore_"];
-    EXACT.contains(&option)
-        || option.ends_with("_data")
-        || PREFIXES.iter().any(|p| option.starts_with(p))
-        || (option.starts_with("mon_") && !matches!(option, "mon_host" | "mon_initial_members"))
-}
-
 /// The KV entries (relative to the prefix) that `rbdvol consul seed` writes
 /// for a ceph.conf and a keyring: the `[global]` and `[client]` options a
 /// client uses, and the keyring's first `key` (or that of `user`). Returns
 /// the entries and the options left out.
-pub fn seed_from_ceph_conf(conf: &str, keyring: &str, user: Option<&str>) -> (Vec<(String, String)>, Vec<String>) {
+pub fn seed_from_ceph_conf(
+    conf: (&std::path::Path, &str),
+    keyring: (&std::path::Path, &str),
+    user: Option<&str>,
+) -> Result<(Vec<(String, String)>, Vec<String>), super::ceph_conf::ParseError> {
+    use super::ceph_conf::parse;
     let mut entries = Vec::new();
     let mut skipped = Vec::new();
-    for (section, option, value) in ini(conf) {
-        let section = match section.as_str() {
+    for e in parse(conf.0, conf.1)? {
+        let section = match e.section.as_str() {
             "global" => "global",
             "client" => "client",
             _ => continue,
         };
-        if host_or_daemon_only(&option) {
-            skipped.push(format!("[{section}] {option}"));
+        if super::ceph_files::host_or_daemon_only(&e.option) {
+            skipped.push(format!("[{section}] {}", e.option));
             continue;
         }
-        entries.push((format!("conf/{section}/{option}"), value));
+        entries.push((format!("conf/{section}/{}", e.option), e.value));
     }
     let wanted = user.map(|u| if u.starts_with("client.") { u.to_string() } else { format!("client.{u}") });
-    if let Some((section, _, key)) =
-        ini(keyring).into_iter().find(|(s, o, _)| o == "key" && wanted.as_deref().is_none_or(|w| w == s))
-    {
-        entries.push(("conf/keyring/user".into(), section));
-        entries.push(("conf/keyring/key".into(), key));
+    if let Some(e) = parse(keyring.0, keyring.1)?.into_iter().find(|e| e.option == "key" && wanted.as_deref().is_none_or(|w| w == e.section)) {
+        entries.push(("conf/keyring/user".into(), e.section));
+        entries.push(("conf/keyring/key".into(), e.value));
     }
-    (entries, skipped)
-}
-
-/// (section, option with `_` for spaces, value) of an ini-style file.
-fn ini(text: &str) -> Vec<(String, String, String)> {
-    let mut section = String::new();
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = name.trim().to_string();
-            continue;
-        }
-        if let Some((k, v)) = line.split_once('=') {
-            let option = k.trim().split_whitespace().collect::<Vec<_>>().join("_").to_ascii_lowercase();
-            let value = v.trim().trim_matches('"').to_string();
-            out.push((section.clone(), option, value));
-        }
-    }
-    out
+    Ok((entries, skipped))
 }
 
 /// Errors of the Consul source, worded for operators.
@@ -541,6 +510,8 @@ impl Consul {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -590,7 +561,7 @@ mod tests {
         let conf = "[global]\nfsid = 6e2b\nmon host = [v2:10.0.0.1:3300]\nauth client required = cephx\nrun dir = /run/ceph\n\
                     osd pool default size = 1\nmon allow pool delete = true\n[client]\nkeyring = /etc/ceph/k\nrbd cache = false\n[osd]\nosd data = /x\n";
         let keyring = "[client.docker]\n\tkey = AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg==\n\tcaps mon = \"profile rbd\"\n";
-        let (entries, skipped) = seed_from_ceph_conf(conf, keyring, None);
+        let (entries, skipped) = seed_from_ceph_conf((Path::new("c"), conf), (Path::new("k"), keyring), None).unwrap();
         let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             keys,
@@ -602,7 +573,7 @@ mod tests {
         for (k, _) in &entries {
             assert!(env_name_of(k).is_some(), "{k} maps to no setting");
         }
-        let (entries, _) = seed_from_ceph_conf("", keyring, Some("admin"));
+        let (entries, _) = seed_from_ceph_conf((Path::new("c"), ""), (Path::new("k"), keyring), Some("admin")).unwrap();
         assert!(entries.is_empty(), "another user's key was taken");
     }
 

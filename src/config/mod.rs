@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+pub mod ceph_conf;
+pub mod ceph_files;
 pub mod consul;
 
 use zeroize::Zeroizing;
@@ -87,9 +89,16 @@ pub enum ConfigError {
     Missing { name: &'static str, hint: &'static str },
     #[error("setting {name} is invalid: {reason}")]
     Invalid { name: String, reason: String },
+    /// A setting found in no source, with the files looked at.
+    #[error("setting {name} is missing: {hint}; or give a ceph.conf and keyring (--conf and --keyring, RBDVOL_CEPH_CONF and RBDVOL_KEYRING); looked at {looked}")]
+    NotFound { name: &'static str, hint: &'static str, looked: String },
     /// Settings that should come from Consul, which has not answered yet.
     #[error("{0}")]
     Consul(String),
+    /// A ceph.conf or keyring that cannot be read or is malformed, named
+    /// with the line.
+    #[error("{0}")]
+    File(String),
 }
 
 /// Environment variables that are rbdvol's own, not ceph options.
@@ -199,7 +208,7 @@ fn read_key_file(path: &str) -> Result<Secret, ConfigError> {
 
 /// `RBD_CONF_<SECTION>_<OPTION>` → `option` for the sections a client reads
 /// (`global`, `client`); the option keeps ceph's underscore spelling.
-fn ceph_option_from_env(name: &str) -> Option<String> {
+pub(crate) fn ceph_option_from_env(name: &str) -> Option<String> {
     let rest = name.strip_prefix("RBD_CONF_")?;
     let option = rest.strip_prefix("GLOBAL_").or_else(|| rest.strip_prefix("CLIENT_"))?;
     (!option.is_empty()).then(|| option.to_ascii_lowercase())

@@ -39,6 +39,8 @@ pub struct ServeConfig {
     /// The volume defaults given as flags (or their variables), by variable
     /// name (`RBD_CONF_POOL`, `VOLUME_SIZE`, ...).
     pub flags: BTreeMap<String, String>,
+    /// The cephx user given as a flag, and where the ceph.conf and keyring are.
+    pub ceph: super::CephSources,
     /// RBDVOL_AUTO_TAKEOVER.
     pub auto_takeover: Option<String>,
     /// RBDVOL_SESSION_TTL.
@@ -114,7 +116,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
     // which setting to fix.
     let consul_settings = ConsulSettings::from_vars(std::env::vars());
     let cache_path = cfg.state_dir.join(CONSUL_CACHE);
-    let base = base_sources(cfg.flags.clone());
+    let base = base_sources(cfg.flags.clone(), cfg.ceph.clone());
     let mut sources = base.clone();
     let mut reported = Reported::default();
     let cached = consul_settings.as_ref().and_then(|c| read_consul_cache(&cache_path, &c.prefix));

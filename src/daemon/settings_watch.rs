@@ -21,13 +21,24 @@ pub const CONSUL_CACHE: &str = "consul-cache.json";
 /// The sources without Consul: the flag-or-environment values clap found
 /// for the volume defaults (`flags`, by variable name) and the process
 /// environment (non-empty values).
-pub fn base_sources(flags: BTreeMap<String, String>) -> Sources {
+pub fn base_sources(flags: BTreeMap<String, String>, ceph: CephSources) -> Sources {
     Sources {
         flags,
         env: std::env::vars().filter(|(_, v)| !v.trim().is_empty()).collect(),
         consul: BTreeMap::new(),
         pools: BTreeMap::new(),
+        cluster_flags: ceph.flags,
+        files: Some(ceph.files),
     }
+}
+
+/// The cluster's own sources besides the environment and Consul: the
+/// Ceph-style flags (`--id`) and where the ceph.conf and keyring are.
+#[derive(Debug, Clone, Default)]
+pub struct CephSources {
+    /// name → (value, the flag that gave it).
+    pub flags: BTreeMap<String, (String, String)>,
+    pub files: crate::config::ceph_files::Locations,
 }
 
 /// The last settings read from Consul, kept on the host (0600) so the

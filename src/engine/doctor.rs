@@ -77,10 +77,22 @@ pub struct DoctorInput {
     /// The cookie of this host's host locks.
     pub host_id: String,
     pub settings: Result<CephSettings, ConfigError>,
+    /// Where the monitors, the user and the key came from (a variable, a
+    /// flag, a Consul key, a file and line), as `config show` says.
+    pub origins: SettingOrigins,
     /// The default pool, which holds the volume directory.
     pub dir_pool: String,
     /// `None` without CONSUL_HTTP_ADDR.
     pub consul: Option<ConsulSettings>,
+}
+
+/// Where each cluster setting came from, and the files looked at.
+#[derive(Debug, Clone, Default)]
+pub struct SettingOrigins {
+    pub mon_host: String,
+    pub user: String,
+    pub key: String,
+    pub looked: Vec<String>,
 }
 
 /// Runs every check. Never fails: a check that cannot run says so.
@@ -220,9 +232,18 @@ fn stale_loops_check(dead: &[(PathBuf, PathBuf)]) -> Check {
 
 /// settings, monitors and auth; the connection, or why there is none.
 fn cluster_checks(input: &DoctorInput, checks: &mut Vec<Check>) -> Result<Cluster, String> {
+    if !input.origins.looked.is_empty() {
+        checks.push(Check::new("ceph files", Status::Ok, input.origins.looked.join(", ")));
+    }
     let settings = match &input.settings {
         Ok(s) => {
-            checks.push(Check::new("settings", Status::Ok, format!("monitors {}, user client.{}, key set", s.mon_host, s.user)));
+            let o = &input.origins;
+            let from = |what: &str| if what.is_empty() { String::new() } else { format!(" (from {what})") };
+            checks.push(Check::new(
+                "settings",
+                Status::Ok,
+                format!("monitors {}{}, user client.{}{}, key set{}", s.mon_host, from(&o.mon_host), s.user, from(&o.user), from(&o.key)),
+            ));
             s
         }
         Err(e) => {
@@ -365,7 +386,7 @@ fn stale_locks_check(volumes: &[Volume], state: &[MountedVolume], host_id: &str)
 const CONSUL_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn consul_check(settings: Option<&ConsulSettings>) -> Check {
-    let Some(settings) = settings else { return Check::new("consul", Status::Ok, "not configured (env only)") };
+    let Some(settings) = settings else { return Check::new("consul", Status::Ok, "not configured (CONSUL_HTTP_ADDR is unset)") };
     let (addr, prefix) = (settings.addr.clone(), settings.prefix.clone());
     let client = match Consul::new(settings.clone()) {
         Ok(c) => c,
@@ -486,7 +507,7 @@ mod tests {
     #[test]
     fn consul_unset_is_ok() {
         let c = consul_check(None);
-        assert_eq!((c.status, c.detail.as_str()), (Status::Ok, "not configured (env only)"));
+        assert_eq!((c.status, c.detail.as_str()), (Status::Ok, "not configured (CONSUL_HTTP_ADDR is unset)"));
     }
 
     #[test]

@@ -1,0 +1,336 @@
+//! ceph.conf and keyring files as a settings source, found where Ceph's own
+//! tools find them: the settings of a host where `rbd ls` works. The lowest
+//! source: Consul, the environment and flags override what the files say.
+
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use super::ceph_conf::{self, Entry};
+use super::{ConfigError, Secret};
+
+/// Where to look, as the Ceph tools' `--cluster`, `--conf`, `--keyring`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locations {
+    /// The cluster name in default paths (`/etc/ceph/<cluster>.conf`).
+    pub cluster: String,
+    /// A ceph.conf named by a flag or variable, and which one named it:
+    /// it must be there.
+    pub conf: Option<(PathBuf, String)>,
+    /// A keyring named by a flag or variable, and which one named it.
+    pub keyring: Option<(PathBuf, String)>,
+    /// Ceph's directory (`/etc/ceph`; a fixture tree in tests).
+    pub etc: PathBuf,
+    /// This host's name, for `$host` in paths.
+    pub host: String,
+}
+
+impl Default for Locations {
+    fn default() -> Self {
+        Locations { cluster: "ceph".into(), conf: None, keyring: None, etc: PathBuf::from("/etc/ceph"), host: String::new() }
+    }
+}
+
+/// A value and the line it came from (`/etc/ceph/ceph.conf:3`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileValue {
+    /// The setting as its variable names it (`RBD_CONF_GLOBAL_MON_HOST`).
+    pub var: String,
+    pub value: String,
+    pub origin: String,
+}
+
+/// What the files say for one user, and where they were looked for.
+#[derive(Debug, Default)]
+pub struct FileSettings {
+    pub values: Vec<FileValue>,
+    /// The user's key and where it came from.
+    pub key: Option<(Secret, String)>,
+    /// Each place looked at, with what was found there, for `doctor` and
+    /// for the error when a setting is found nowhere.
+    pub looked: Vec<String>,
+}
+
+/// Options of a ceph.conf that only daemons or this host's own files use:
+/// never passed to librados (rbdvol holds the key in memory and logs
+/// through its own log).
+pub fn host_or_daemon_only(option: &str) -> bool {
+    const EXACT: [&str; 12] = [
+        "keyring",
+        "key",
+        "keyfile",
+        "admin_socket",
+        "log_file",
+        "log_to_file",
+        "pid_file",
+        "run_dir",
+        "public_addr",
+        "cluster_addr",
+        "public_network",
+        "cluster_network",
+    ];
+    const PREFIXES: [&str; 6] = ["osd_", "mgr_", "mds_", "memstore_", "bluestore_", "filestore_"];
+    EXACT.contains(&option)
+        || option.ends_with("_data")
+        || PREFIXES.iter().any(|p| option.starts_with(p))
+        || (option.starts_with("mon_") && !matches!(option, "mon_host" | "mon_initial_members" | "mon_dns_srv_name"))
+}
+
+/// Ceph's default keyring search list.
+const DEFAULT_KEYRINGS: &str = "$cluster.$name.keyring,$cluster.keyring,keyring,keyring.bin";
+
+/// Reads the files for the client `client.<user>`. A file that was named
+/// and is missing, or any file found that is malformed, is an error naming
+/// it (and the line); files not there are noted in `looked`.
+pub fn read(loc: &Locations, user: &str) -> Result<FileSettings, ConfigError> {
+    let mut out = FileSettings::default();
+    let expand = |p: &str| ceph_conf::expand(p, &loc.cluster, user, &loc.host);
+    let conf_path = match &loc.conf {
+        Some((path, _)) => Some(path.clone()),
+        None => {
+            let default = loc.etc.join(format!("{}.conf", loc.cluster));
+            if default.exists() {
+                Some(default)
+            } else {
+                out.looked.push(format!("{} (not there)", default.display()));
+                None
+            }
+        }
+    };
+    let mut effective: Vec<Entry> = Vec::new();
+    let mut conf_display = String::new();
+    if let Some(path) = &conf_path {
+        let named = loc.conf.as_ref().map(|(_, by)| format!(" (named by {by})")).unwrap_or_default();
+        let text = read_text(path).map_err(|e| ConfigError::File(format!("cannot read ceph.conf {}{named}: {e}", path.display())))?;
+        let entries = ceph_conf::parse(path, &text).map_err(|e| ConfigError::File(e.to_string()))?;
+        effective = for_client(&entries, user);
+        conf_display = path.display().to_string();
+        out.looked.push(format!("{conf_display} (read)"));
+        if !effective.iter().any(|e| e.option == "mon_host") {
+            // Old-style files name each monitor in its own [mon.X] section.
+            let mons: Vec<&Entry> = entries.iter().filter(|e| e.section.starts_with("mon.") && e.option == "mon_addr").collect();
+            if let Some(first) = mons.first() {
+                let value = mons.iter().map(|e| e.value.as_str()).collect::<Vec<_>>().join(",");
+                effective.push(Entry { section: "global".into(), option: "mon_host".into(), value, line: first.line });
+            }
+        }
+    }
+    let origin = |e: &Entry| format!("{conf_display}:{}", e.line);
+    for e in &effective {
+        if host_or_daemon_only(&e.option) {
+            continue;
+        }
+        let section = if e.option == "mon_host" || e.section == "global" { "GLOBAL" } else { "CLIENT" };
+        out.values.push(FileValue { var: format!("RBD_CONF_{section}_{}", e.option.to_ascii_uppercase()), value: e.value.clone(), origin: origin(e) });
+    }
+
+    // The key, in Ceph's order: `key`, then `keyfile`, then `keyring`.
+    let option = |name: &str| effective.iter().find(|e| e.option == name);
+    if let Some((path, by)) = &loc.keyring {
+        out.key = Some(key_from_keyring(path, user, &format!(" (named by {by})"))?);
+        out.looked.push(format!("{} (read)", path.display()));
+        return Ok(out);
+    }
+    if let Some(e) = option("key").filter(|e| !e.value.is_empty()) {
+        out.key = Some((Secret::new(e.value.clone()), origin(e)));
+        return Ok(out);
+    }
+    if let Some(e) = option("keyfile").filter(|e| !e.value.is_empty()) {
+        let path = PathBuf::from(expand(&e.value));
+        let text = read_text(&path).map_err(|err| ConfigError::File(format!("cannot read the keyfile {} ({}): {err}", path.display(), origin(e))))?;
+        let key = text.trim();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(ConfigError::File(format!("the keyfile {} ({}) holds no key: it holds the base64 key alone", path.display(), origin(e))));
+        }
+        out.key = Some((Secret::new(key), path.display().to_string()));
+        return Ok(out);
+    }
+    let (list, whence) = match option("keyring") {
+        Some(e) => (e.value.clone(), format!(" (named at {})", origin(e))),
+        None => (DEFAULT_KEYRINGS.split(',').map(|f| loc.etc.join(f).display().to_string()).collect::<Vec<_>>().join(","), String::new()),
+    };
+    for candidate in list.split([',', ';', ' ', '\t']).filter(|c| !c.is_empty()) {
+        let path = PathBuf::from(expand(candidate));
+        if path.exists() {
+            out.key = Some(key_from_keyring(&path, user, &whence)?);
+            out.looked.push(format!("{} (read)", path.display()));
+            return Ok(out);
+        }
+        out.looked.push(format!("{} (not there)", path.display()));
+    }
+    Ok(out)
+}
+
+/// The effective options of `client.<user>`: each option from its most
+/// specific section (`[client.<user>]`, then `[client]`, then `[global]`),
+/// the last line of that section winning, as Ceph reads them.
+fn for_client(entries: &[Entry], user: &str) -> Vec<Entry> {
+    let name = format!("client.{user}");
+    let mut out: Vec<Entry> = Vec::new();
+    for section in [name.as_str(), "client", "global"] {
+        for e in entries.iter().rev().filter(|e| e.section == section) {
+            if !out.iter().any(|o| o.option == e.option) {
+                out.push(e.clone());
+            }
+        }
+    }
+    out.sort_by_key(|e| e.line);
+    out
+}
+
+/// The key of `client.<user>` in the keyring at `path`, and its line. The
+/// key never appears in an error.
+fn key_from_keyring(path: &Path, user: &str, whence: &str) -> Result<(Secret, String), ConfigError> {
+    let text = read_text(path).map_err(|e| ConfigError::File(format!("cannot read the keyring {}{whence}: {e}", path.display())))?;
+    let entries = ceph_conf::parse(path, &text).map_err(|e| ConfigError::File(e.to_string()))?;
+    let name = format!("client.{user}");
+    match entries.iter().rev().find(|e| e.section == name && e.option == "key") {
+        Some(e) if !e.value.is_empty() => Ok((Secret::new(e.value.clone()), format!("{}:{}", path.display(), e.line))),
+        _ => {
+            let mut holds: Vec<&str> = entries.iter().filter(|e| e.option == "key").map(|e| e.section.as_str()).collect();
+            holds.dedup();
+            let holds = if holds.is_empty() { "no key at all".to_string() } else { format!("keys of {}", holds.join(", ")) };
+            Err(ConfigError::File(format!(
+                "the keyring {}{whence} has no key for {name} (it holds {holds}): give the user with --id or RBD_CONF_KEYRING_USER, or the keyring with --keyring or RBDVOL_KEYRING",
+                path.display()
+            )))
+        }
+    }
+}
+
+/// A text file, its bytes wiped from memory when dropped (it may hold a key).
+fn read_text(path: &Path) -> Result<Zeroizing<String>, String> {
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| e.to_string())?);
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => Ok(Zeroizing::new(text.to_string())),
+        Err(_) => Err("not a text file (a binary keyring? export it as text with `ceph auth get client.<user> -o FILE`)".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg==";
+    const KEY2: &str = "AQCZhS1kAAAAABAAnLkQ1V3fsgRZ8ZmVPnt9ow==";
+
+    struct Etc(tempfile::TempDir);
+
+    impl Etc {
+        fn new() -> Etc {
+            Etc(tempfile::tempdir().unwrap())
+        }
+        fn file(&self, name: &str, text: &str) -> PathBuf {
+            let p = self.0.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        }
+        fn loc(&self) -> Locations {
+            Locations { etc: self.0.path().to_path_buf(), host: "node1".into(), ..Locations::default() }
+        }
+    }
+
+    fn value<'a>(s: &'a FileSettings, var: &str) -> Option<(&'a str, &'a str)> {
+        s.values.iter().find(|v| v.var == var).map(|v| (v.value.as_str(), v.origin.as_str()))
+    }
+
+    #[test]
+    fn the_default_files_give_monitors_options_and_the_users_key_with_their_lines() {
+        let etc = Etc::new();
+        let conf = etc.file(
+            "ceph.conf",
+            "[global]\nfsid = abc\nmon host = 10.0.0.1\nlog file = /var/log/x\nosd pool default size = 1\n[client]\nrbd cache = false\n[client.docker]\nrbd cache = true\n[osd]\nx = 1\n",
+        );
+        let keyring = etc.file("ceph.client.docker.keyring", &format!("[client.docker]\n\tkey = {KEY}\n"));
+        let s = read(&etc.loc(), "docker").unwrap();
+        let c = conf.display();
+        assert_eq!(value(&s, "RBD_CONF_GLOBAL_MON_HOST"), Some(("10.0.0.1", format!("{c}:3").as_str())));
+        assert_eq!(value(&s, "RBD_CONF_GLOBAL_FSID"), Some(("abc", format!("{c}:2").as_str())));
+        assert_eq!(value(&s, "RBD_CONF_CLIENT_RBD_CACHE"), Some(("true", format!("{c}:9").as_str())), "[client.docker] beats [client]");
+        assert_eq!(s.values.len(), 3, "daemon and host options stay out: {:?}", s.values);
+        let (key, origin) = s.key.unwrap();
+        assert_eq!((key.expose(), origin), (KEY, format!("{}:2", keyring.display())));
+    }
+
+    #[test]
+    fn keyrings_are_searched_in_cephs_order_and_a_conf_keyring_with_metavariables_wins() {
+        let etc = Etc::new();
+        etc.file("ceph.conf", "[global]\nmon_host = m\n");
+        etc.file("keyring", &format!("[client.admin]\nkey = {KEY2}\n"));
+        etc.file("ceph.keyring", &format!("[client.admin]\nkey = {KEY}\n"));
+        let s = read(&etc.loc(), "admin").unwrap();
+        assert_eq!(s.key.unwrap().0.expose(), KEY, "ceph.keyring comes before keyring");
+        assert!(s.looked.iter().any(|l| l.ends_with("ceph.client.admin.keyring (not there)")), "{:?}", s.looked);
+
+        let priv_dir = etc.0.path().join("priv");
+        std::fs::create_dir(&priv_dir).unwrap();
+        std::fs::write(priv_dir.join("ceph.client.admin.keyring"), format!("[client.admin]\nkey = {KEY2}\n")).unwrap();
+        etc.file("ceph.conf", &format!("[global]\nmon_host = m\n[client]\nkeyring = {}/$cluster.$name.keyring\n", priv_dir.display()));
+        let s = read(&etc.loc(), "admin").unwrap();
+        assert_eq!(s.key.unwrap().0.expose(), KEY2);
+    }
+
+    #[test]
+    fn a_named_cluster_reads_its_own_files() {
+        let etc = Etc::new();
+        etc.file("backup.conf", "[global]\nmon host = b\n");
+        etc.file("backup.client.admin.keyring", &format!("[client.admin]\nkey = {KEY}\n"));
+        etc.file("ceph.conf", "[global]\nmon host = a\n");
+        let s = read(&Locations { cluster: "backup".into(), ..etc.loc() }, "admin").unwrap();
+        assert_eq!(value(&s, "RBD_CONF_GLOBAL_MON_HOST").unwrap().0, "b");
+        assert_eq!(s.key.unwrap().0.expose(), KEY);
+    }
+
+    #[test]
+    fn key_and_keyfile_options_come_before_keyrings() {
+        let etc = Etc::new();
+        let keyfile = etc.file("secret", &format!("{KEY2}\n"));
+        etc.file("ceph.keyring", &format!("[client.admin]\nkey = {KEY}\n"));
+        etc.file("ceph.conf", &format!("[global]\nmon_host = m\n[client]\nkeyfile = {}\n", keyfile.display()));
+        assert_eq!(read(&etc.loc(), "admin").unwrap().key.unwrap().0.expose(), KEY2);
+        etc.file("ceph.conf", &format!("[global]\nmon_host = m\n[client.admin]\nkey = {KEY2}\n"));
+        let s = read(&etc.loc(), "admin").unwrap();
+        assert_eq!(s.key.as_ref().unwrap().0.expose(), KEY2);
+        assert!(s.values.iter().all(|v| !v.value.contains(KEY2)), "the key is not an option: {:?}", s.values);
+    }
+
+    #[test]
+    fn old_style_monitor_sections_give_the_monitors() {
+        let etc = Etc::new();
+        etc.file("ceph.conf", "[global]\nfsid = f\n[mon.a]\nmon addr = 10.0.0.1:6789\n[mon.b]\nmon addr = 10.0.0.2:6789\n");
+        let s = read(&etc.loc(), "admin").unwrap();
+        assert_eq!(value(&s, "RBD_CONF_GLOBAL_MON_HOST").unwrap().0, "10.0.0.1:6789,10.0.0.2:6789");
+    }
+
+    #[test]
+    fn nothing_there_is_no_error_and_says_where_it_looked() {
+        let etc = Etc::new();
+        let s = read(&etc.loc(), "admin").unwrap();
+        assert!(s.values.is_empty() && s.key.is_none());
+        assert_eq!(s.looked.len(), 5, "{:?}", s.looked);
+        assert!(s.looked[0].ends_with("ceph.conf (not there)"), "{:?}", s.looked);
+    }
+
+    #[test]
+    fn named_files_that_are_missing_or_wrong_are_errors_naming_them() {
+        let etc = Etc::new();
+        let missing = etc.0.path().join("nope.conf");
+        let loc = Locations { conf: Some((missing.clone(), "--conf".into())), ..etc.loc() };
+        let e = read(&loc, "admin").unwrap_err().to_string();
+        assert!(e.contains(&missing.display().to_string()) && e.contains("named by --conf"), "{e}");
+
+        let bad = etc.file("bad.conf", "[global]\nmon host = a\nthis is not ini\n");
+        let e = read(&Locations { conf: Some((bad.clone(), "--conf".into())), ..etc.loc() }, "admin").unwrap_err().to_string();
+        assert_eq!(e, format!("{} line 3: expected 'option = value' or a [section] header", bad.display()));
+
+        let keyring = etc.file("k", &format!("[client.admin]\nkey = {KEY}\n"));
+        let e = read(&Locations { keyring: Some((keyring.clone(), "RBDVOL_KEYRING".into())), ..etc.loc() }, "docker").unwrap_err().to_string();
+        assert!(e.contains("has no key for client.docker (it holds keys of client.admin)") && e.contains("named by RBDVOL_KEYRING"), "{e}");
+        assert!(!e.contains(KEY), "{e}");
+
+        let binary = etc.0.path().join("keyring.bin");
+        std::fs::write(&binary, [0x01u8, 0xff, 0xfe, 0x00]).unwrap();
+        let e = read(&etc.loc(), "admin").unwrap_err().to_string();
+        assert!(e.contains("keyring.bin") && e.contains("not a text file"), "{e}");
+    }
+}
