@@ -76,7 +76,7 @@ pub fn host_or_daemon_only(option: &str) -> bool {
         || (option.starts_with("mon_") && !matches!(option, "mon_host" | "mon_initial_members" | "mon_dns_srv_name"))
 }
 
-/// Ceph's default keyring search list.
+/// Ceph's default keyring search list (in /etc/ceph).
 const DEFAULT_KEYRINGS: &str = "$cluster.$name.keyring,$cluster.keyring,keyring,keyring.bin";
 
 /// Reads the files for the client `client.<user>`. A file that was named
@@ -147,7 +147,14 @@ pub fn read(loc: &Locations, user: &str) -> Result<FileSettings, ConfigError> {
     }
     let (list, whence) = match option("keyring") {
         Some(e) => (e.value.clone(), format!(" (named at {})", origin(e))),
-        None => (DEFAULT_KEYRINGS.split(',').map(|f| loc.etc.join(f).display().to_string()).collect::<Vec<_>>().join(","), String::new()),
+        None => {
+            // Ceph's list in /etc/ceph; for a ceph.conf kept elsewhere
+            // (microceph's snap directory, say) first beside it.
+            let beside = conf_path.as_ref().and_then(|c| c.parent()).filter(|d| *d != loc.etc && !d.as_os_str().is_empty());
+            let dirs: Vec<&Path> = beside.into_iter().chain([loc.etc.as_path()]).collect();
+            let list: Vec<String> = dirs.iter().flat_map(|d| DEFAULT_KEYRINGS.split(',').map(move |f| d.join(f).display().to_string())).collect();
+            (list.join(","), String::new())
+        }
     };
     for candidate in list.split([',', ';', ' ', '\t']).filter(|c| !c.is_empty()) {
         let path = PathBuf::from(expand(candidate));
@@ -292,6 +299,18 @@ mod tests {
         let s = read(&etc.loc(), "admin").unwrap();
         assert_eq!(s.key.as_ref().unwrap().0.expose(), KEY2);
         assert!(s.values.iter().all(|v| !v.value.contains(KEY2)), "the key is not an option: {:?}", s.values);
+    }
+
+    #[test]
+    fn a_keyring_beside_a_conf_kept_elsewhere_is_found_first() {
+        let etc = Etc::new();
+        etc.file("ceph.client.admin.keyring", &format!("[client.admin]\nkey = {KEY}\n"));
+        let snap = tempfile::tempdir().unwrap();
+        let conf = snap.path().join("ceph.conf");
+        std::fs::write(&conf, "[global]\nmon host = m\n").unwrap();
+        std::fs::write(snap.path().join("ceph.client.admin.keyring"), format!("[client.admin]\nkey = {KEY2}\n")).unwrap();
+        let s = read(&Locations { conf: Some((conf, "RBDVOL_CEPH_CONF".into())), ..etc.loc() }, "admin").unwrap();
+        assert_eq!(s.key.unwrap().0.expose(), KEY2);
     }
 
     #[test]
