@@ -7,7 +7,8 @@
 #                                  keeps its data in memory)
 #
 # Everything lives under /var/lib/rbdvol-quickstart; a second start reuses
-# what still runs.
+# what still runs. QUICKSTART_PROFILE=dev builds and runs the debug binary
+# (the test suite does, to skip a second, release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -40,7 +41,13 @@ fi
 
 scripts/deps.sh
 export PATH="${HOME:-/root}/.cargo/bin:$PATH"
-cargo build --locked --release
+profile=${QUICKSTART_PROFILE:-release}
+case $profile in
+    release) bin=$top/target/release/rbdvol ;;
+    dev) bin=$top/target/debug/rbdvol ;;
+    *) echo "QUICKSTART_PROFILE is release or dev, not '$profile'" >&2; exit 2 ;;
+esac
+cargo build --locked --profile "$profile"
 mkdir -p "$base"
 chmod 700 "$base"
 
@@ -59,11 +66,9 @@ if running "$base/rbdvol.pid"; then
     kill "$(cat "$base/rbdvol.pid")"
     for _ in $(seq 100); do running "$base/rbdvol.pid" || break; sleep 0.1; done
 fi
-# The key reaches rbdvol through its environment, never its command line.
-RBD_CONF_KEYRING_KEY=$(sed -n 's/^[[:space:]]*key = //p' "$CEPH_KEYRING") \
-RBD_CONF_KEYRING_USER=client.admin \
-RBD_CONF_GLOBAL_MON_HOST=$CEPH_MON_HOST \
-    setsid "$top/target/release/rbdvol" serve --socket "$socket" </dev/null >>"$base/rbdvol.log" 2>&1 &
+# rbdvol reads the cluster's ceph.conf and the keyring it names, as the
+# Ceph tools do: no key on a command line or in an environment.
+RBDVOL_CEPH_CONF=$CEPH_CONF setsid "$bin" serve --socket "$socket" </dev/null >>"$base/rbdvol.log" 2>&1 &
 echo $! >"$base/rbdvol.pid"
 for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.05; done
 [ -S "$socket" ] || { echo "rbdvol serve did not start; its log:" >&2; tail "$base/rbdvol.log" >&2; exit 1; }
@@ -91,4 +96,7 @@ throwaway Ceph cluster (ceph -c $CEPH_CONF -s). Try:
   docker volume rm demo
 
 Stop it all with: scripts/quickstart.sh stop
+The admin CLI reads the same ceph.conf and keyring, as rbd does:
+
+  $bin -c $CEPH_CONF ls
 EOF

@@ -186,6 +186,40 @@ fn bad_settings_never_stop_the_plugin_and_every_call_names_them() {
     assert!(!docker(&["volume", "inspect", &v]).status.success());
 }
 
+#[test]
+fn the_managed_plugin_takes_its_settings_from_the_hosts_ceph_directory() {
+    let cluster = TestCluster::shared();
+    let p = ManagedPlugin::create("rbdvol-e2e-etc");
+    // Enabled with its defaults, the mount shows no ceph.conf and the
+    // plugin says which setting is missing and where it looked.
+    p.enable();
+    let v = unique("mpetc");
+    let out = p.create_volume(&v, &["size=32"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && err.contains("RBD_CONF_GLOBAL_MON_HOST") && err.contains("/etc/ceph/ceph.conf (not there)"), "{err}");
+    assert!(p.disable(false).status.success());
+
+    // A host's /etc/ceph: a ceph.conf and the admin keyring, and no
+    // setting in the plugin's environment at all.
+    let etc = tempfile::tempdir().unwrap();
+    let key = cluster.admin_settings().key.expose().to_string();
+    std::fs::write(etc.path().join("ceph.conf"), format!("[global]\nmon host = {}\n", cluster.mon_host)).unwrap();
+    std::fs::write(etc.path().join("ceph.client.admin.keyring"), format!("[client.admin]\n\tkey = {key}\n")).unwrap();
+    p.set(&[("ceph.source", etc.path().to_str().unwrap())]);
+    p.enable();
+    let out = p.create_volume(&v, &["size=32"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mount = format!("{v}:/data");
+    docker_ok(&["run", "--rm", "--label", &p.label(), "-v", &mount, IMAGE, "sh", "-c", "echo from-etc-ceph > /data/f && sync"]);
+    assert_eq!(cluster.read_files_from_image(&v, &["/f"]), ["from-etc-ceph\n"]);
+    let plugin_inspect = docker_ok(&["plugin", "inspect", &p.name]);
+    assert!(!plugin_inspect.contains(&key), "the key is in docker plugin inspect");
+    // Read-only: the plugin cannot change the host's files.
+    assert!(plugin_inspect.contains("\"ro\""), "{plugin_inspect}");
+    let out = docker(&["volume", "rm", &v]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Leaves the swarm this test made, whatever happens.
 struct Swarm;
 
