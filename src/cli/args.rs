@@ -26,18 +26,20 @@ pub struct CephArgs {
     pub name: Option<String>,
     /// A ceph.conf (default /etc/ceph/NAME.conf when it is there): its
     /// [global], [client] and [client.USER] options a client uses.
+    // Strings, not paths: a managed plugin passes an unset variable as "",
+    // which clap's path parser refuses.
     #[arg(long, short = 'c', global = true, env = "RBDVOL_CEPH_CONF", value_name = "PATH")]
-    pub conf: Option<PathBuf>,
+    pub conf: Option<String>,
     /// A keyring with the user's key (default: the ceph.conf's `keyring`,
     /// else Ceph's search list in /etc/ceph).
     #[arg(long, short = 'k', global = true, env = "RBDVOL_KEYRING", value_name = "PATH")]
-    pub keyring: Option<PathBuf>,
+    pub keyring: Option<String>,
 }
 
 impl CephArgs {
     /// The sources these flags make, for a host called `host`.
     pub fn sources(&self, host: &str) -> rbdvol::daemon::CephSources {
-        let named = |p: &Option<PathBuf>, by: &str| p.clone().filter(|p| !p.as_os_str().is_empty()).map(|p| (p, by.to_string()));
+        let named = |p: &Option<String>, by: &str| non_empty(p).map(|p| (PathBuf::from(p), by.to_string()));
         let files = rbdvol::config::ceph_files::Locations {
             cluster: non_empty(&self.cluster).unwrap_or_else(|| "ceph".into()),
             conf: named(&self.conf, "--conf or RBDVOL_CEPH_CONF"),

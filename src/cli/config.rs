@@ -52,7 +52,7 @@ pub fn config_show(args: &ClusterArgs) -> Result<()> {
 pub fn consul_seed(ceph: &CephArgs, user: Option<String>) -> Result<()> {
     let settings = ConsulSettings::from_vars(std::env::vars()).context("CONSUL_HTTP_ADDR is not set: where is consul?")?;
     let user = user.or_else(|| ceph.id.clone()).or_else(|| ceph.name.clone()).filter(|u| !u.trim().is_empty());
-    let named = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+    let named = |p: &Option<String>| p.clone().filter(|p| !p.trim().is_empty()).map(PathBuf::from);
     let entries: Vec<(String, String)> = match (named(&ceph.conf), named(&ceph.keyring)) {
         (Some(_), None) => anyhow::bail!("give the keyring too (--keyring PATH): seed takes the key from it"),
         (Some(conf), Some(keyring)) => {
