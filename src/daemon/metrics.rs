@@ -16,6 +16,7 @@ use axum::Router;
 
 use super::DaemonError;
 use crate::engine::{Engine, Observed};
+use crate::host::io_stats::IoStats;
 use crate::metrics::{Exposition, Kind, MetricsAddr};
 
 /// A bound metrics listener, not yet served.
@@ -68,6 +69,9 @@ async fn scrape(State(engine): State<Engine>) -> Response {
     }
 }
 
+/// A per-volume series' value from its server's counters.
+type PerVolume = fn(&IoStats) -> Option<u64>;
+
 fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
@@ -92,12 +96,12 @@ pub fn render(o: &Observed, now: SystemTime) -> String {
         e.family("rbdvol_cluster_seconds_since_last_success", Kind::Gauge, "seconds since a health probe last found the cluster answering");
         e.sample("rbdvol_cluster_seconds_since_last_success", &[], now.duration_since(t).map(|d| d.as_secs_f64()).unwrap_or(0.0));
     }
-    let per_volume: [(&str, Kind, &str, fn(&crate::host::io_stats::IoStats) -> Option<u64>); 6] = [
+    let per_volume: [(&str, Kind, &str, PerVolume); 6] = [
         ("rbdvol_userspace_read_bytes_total", Kind::Counter, "bytes read from the volume's image by its user-space server", |s| Some(s.read_bytes)),
         ("rbdvol_userspace_written_bytes_total", Kind::Counter, "bytes written to the volume's image by its user-space server", |s| Some(s.written_bytes)),
         ("rbdvol_userspace_reads_total", Kind::Counter, "reads the volume's user-space server completed (failed ones included)", |s| Some(s.reads)),
         ("rbdvol_userspace_writes_total", Kind::Counter, "writes the volume's user-space server completed (failed ones included)", |s| Some(s.writes)),
-        ("rbdvol_userspace_flushes_total", Kind::Counter, "flushes (fsync) the volume's user-space server completed", |s| Some(s.flushes)),
+        ("rbdvol_userspace_flushes_total", Kind::Counter, "flushes the volume's user-space server completed (an fsync, or a close, of its device's file)", |s| Some(s.flushes)),
         ("rbdvol_userspace_server_resident_bytes", Kind::Gauge, "resident memory of the volume's user-space server process (VmRSS)", |s| s.resident_bytes),
     ];
     for (name, kind, help, value) in per_volume {
@@ -120,7 +124,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::host::io_stats::IoStats;
     use crate::metrics::HistogramSnapshot;
 
     #[test]

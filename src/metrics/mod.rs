@@ -62,16 +62,7 @@ pub struct Metrics {
     consul_up: AtomicI8,
 }
 
-static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
-    docker: ENDPOINTS
-        .iter()
-        .map(|_| DockerCalls { ok: AtomicU64::new(0), error: AtomicU64::new(0), duration: Histogram::new(histogram::DOCKER_CALL_BOUNDS) })
-        .collect(),
-    takeovers: AtomicU64::new(0),
-    fencings: AtomicU64::new(0),
-    settings_generation: AtomicU64::new(0),
-    consul_up: AtomicI8::new(-1),
-});
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The process's metrics: one set per process, as Prometheus scrapes one
 /// process.
@@ -80,6 +71,19 @@ pub fn global() -> &'static Metrics {
 }
 
 impl Metrics {
+    fn new() -> Metrics {
+        Metrics {
+            docker: ENDPOINTS
+                .iter()
+                .map(|_| DockerCalls { ok: AtomicU64::new(0), error: AtomicU64::new(0), duration: Histogram::new(histogram::DOCKER_CALL_BOUNDS) })
+                .collect(),
+            takeovers: AtomicU64::new(0),
+            fencings: AtomicU64::new(0),
+            settings_generation: AtomicU64::new(0),
+            consul_up: AtomicI8::new(-1),
+        }
+    }
+
     /// A Docker call to `path` answered, with an `Err` or not, after `took`.
     pub fn docker_call(&self, path: &str, ok: bool, took: Duration) {
         let calls = &self.docker[endpoint_index(path)];
@@ -146,13 +150,7 @@ mod tests {
 
     #[test]
     fn calls_are_counted_by_endpoint_and_outcome() {
-        let m = Metrics {
-            docker: ENDPOINTS.iter().map(|_| DockerCalls { ok: AtomicU64::new(0), error: AtomicU64::new(0), duration: Histogram::new(&[0.1]) }).collect(),
-            takeovers: AtomicU64::new(0),
-            fencings: AtomicU64::new(0),
-            settings_generation: AtomicU64::new(0),
-            consul_up: AtomicI8::new(-1),
-        };
+        let m = Metrics::new();
         m.docker_call("/VolumeDriver.Mount", true, Duration::from_millis(20));
         m.docker_call("/VolumeDriver.Mount", false, Duration::from_millis(200));
         m.fenced(2);
@@ -163,7 +161,9 @@ mod tests {
         for line in [
             "rbdvol_docker_requests_total{endpoint=\"/VolumeDriver.Mount\",outcome=\"ok\"} 1",
             "rbdvol_docker_requests_total{endpoint=\"/VolumeDriver.Mount\",outcome=\"error\"} 1",
+            "rbdvol_docker_request_duration_seconds_bucket{endpoint=\"/VolumeDriver.Mount\",le=\"0.025\"} 1",
             "rbdvol_docker_request_duration_seconds_bucket{endpoint=\"/VolumeDriver.Mount\",le=\"0.1\"} 1",
+            "rbdvol_docker_request_duration_seconds_bucket{endpoint=\"/VolumeDriver.Mount\",le=\"0.25\"} 2",
             "rbdvol_docker_request_duration_seconds_bucket{endpoint=\"/VolumeDriver.Mount\",le=\"+Inf\"} 2",
             "rbdvol_docker_request_duration_seconds_count{endpoint=\"/VolumeDriver.Mount\"} 2",
             "rbdvol_fencings_total 2",
