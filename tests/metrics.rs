@@ -77,7 +77,7 @@ fn promtool_check(text: &str) {
     assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics ({}):\n{said}\non:\n{text}", out.status);
 }
 
-/// The value of the one sample `line_start` begins (name and labels).
+/// The value of the sample `series` (its name and labels, as written).
 fn sample(text: &str, series: &str) -> f64 {
     let line = text.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' ')).unwrap_or_else(|| panic!("no {series} in:\n{text}"));
     line[series.len()..].trim().parse().unwrap_or_else(|e| panic!("{line}: {e}"))
@@ -132,12 +132,11 @@ impl Prometheus {
     /// Waits until `promql` returns one series whose value satisfies `want`.
     fn wait_for(&mut self, promql: &str, want: impl Fn(f64) -> bool, limit: Duration) -> f64 {
         let start = Instant::now();
-        let mut last = vec![];
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("prometheus exited ({status}):\n{}", self.log());
             }
-            last = self.query(promql);
+            let last = self.query(promql);
             if let [one] = last.as_slice() {
                 let value: f64 = one["value"][1].as_str().unwrap().parse().unwrap();
                 if want(value) {
@@ -253,11 +252,11 @@ fn a_bad_metrics_address_stops_serve_with_an_error_naming_the_variable() {
         .arg(dir.path().join("run"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RBDVOL_METRICS_ADDR", "localhost:9283")
+        .env("RBDVOL_METRICS_ADDR", "localhost:9650")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "serve started with a bad metrics address:\n{stderr}");
-    assert!(stderr.contains("invalid RBDVOL_METRICS_ADDR 'localhost:9283'"), "{stderr}");
+    assert!(stderr.contains("invalid RBDVOL_METRICS_ADDR 'localhost:9650'"), "{stderr}");
     assert!(!dir.path().join("rbd.sock").exists(), "it listened before refusing");
 }

@@ -20,7 +20,7 @@ impl std::fmt::Display for MetricsAddr {
     }
 }
 
-const EXPECTED: &str = "use IP:PORT (127.0.0.1:9283, [::1]:9283, or :9283 for every address), or unix:/PATH or an absolute path for a unix socket";
+const EXPECTED: &str = "use IP:PORT (127.0.0.1:9650, [::1]:9650, or :9650 for every address), or unix:/PATH or an absolute path for a unix socket";
 
 impl MetricsAddr {
     /// `None` when empty (the endpoint is off, the default). An IP address
@@ -59,9 +59,9 @@ mod tests {
 
     #[test]
     fn tcp_addresses_take_an_ip_and_a_port() {
-        assert_eq!(MetricsAddr::parse("127.0.0.1:9283").unwrap(), Some(MetricsAddr::Tcp("127.0.0.1:9283".parse().unwrap())));
-        assert_eq!(MetricsAddr::parse("[::1]:9283").unwrap(), Some(MetricsAddr::Tcp("[::1]:9283".parse().unwrap())));
-        assert_eq!(MetricsAddr::parse(":9283").unwrap(), Some(MetricsAddr::Tcp("0.0.0.0:9283".parse().unwrap())));
+        assert_eq!(MetricsAddr::parse("127.0.0.1:9650").unwrap(), Some(MetricsAddr::Tcp("127.0.0.1:9650".parse().unwrap())));
+        assert_eq!(MetricsAddr::parse("[::1]:9650").unwrap(), Some(MetricsAddr::Tcp("[::1]:9650".parse().unwrap())));
+        assert_eq!(MetricsAddr::parse(":9650").unwrap(), Some(MetricsAddr::Tcp("0.0.0.0:9650".parse().unwrap())));
     }
 
     #[test]
@@ -73,13 +73,13 @@ mod tests {
 
     #[test]
     fn bad_addresses_say_what_is_expected() {
-        for v in ["localhost:9283", "127.0.0.1", "9283", "127.0.0.1:http", "1.2.3.4:70000", "unix:", "unix:relative.sock"] {
+        for v in ["localhost:9650", "127.0.0.1", "9650", "127.0.0.1:http", "1.2.3.4:70000", "unix:", "unix:relative.sock"] {
             let e = MetricsAddr::parse(v).unwrap_err().to_string();
             assert!(e.starts_with(&format!("invalid RBDVOL_METRICS_ADDR '{v}': ")), "{e}");
         }
         assert_eq!(
-            MetricsAddr::parse("localhost:9283").unwrap_err().to_string(),
-            format!("invalid RBDVOL_METRICS_ADDR 'localhost:9283': {EXPECTED}")
+            MetricsAddr::parse("localhost:9650").unwrap_err().to_string(),
+            format!("invalid RBDVOL_METRICS_ADDR 'localhost:9650': {EXPECTED}")
         );
     }
 }
