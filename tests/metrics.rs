@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::{unique, TestCluster};
+use common::consul::ConsulAgent;
 use common::plugin::Plugin;
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -234,6 +235,44 @@ fn the_metrics_endpoint_listens_on_the_unix_socket_rbdvol_metrics_addr_names() {
     assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o660);
     // Only /metrics is served.
     assert!(curl(&["--unix-socket", &sock, "http://localhost/other"]).is_none());
+    drop(p);
+}
+
+/// Scrapes `url` until `check` holds for the text; the text.
+fn scrape_until(url: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+    fetch(what, Duration::from_secs(30), || curl(&[url]).filter(|t| check(t)))
+}
+
+#[test]
+fn with_consul_the_metrics_say_whether_it_answers_and_count_each_settings_change() {
+    let mut agent = ConsulAgent::start();
+    let prefix = format!("{}/", unique("metrics"));
+    agent.put(&format!("{prefix}conf/global/mon_host"), &cluster().admin_settings().mon_host);
+    agent.put(&format!("{prefix}conf/keyring/user"), "client.admin");
+    agent.put(&format!("{prefix}conf/keyring/key"), cluster().admin_settings().key.expose());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let env = vec![
+        ("CONSUL_HTTP_ADDR".to_string(), agent.addr()),
+        ("CONSUL_HTTP_TOKEN".to_string(), agent.token.clone()),
+        ("RBDVOL_CONSUL_PREFIX".to_string(), prefix.clone()),
+        ("RBDVOL_MAPPER".to_string(), "userspace".to_string()),
+        ("RBDVOL_METRICS_ADDR".to_string(), addr.clone()),
+    ];
+    let p = Plugin::start_env(&unique("host"), env, None, &[]);
+    let url = format!("http://{addr}/metrics");
+    // Generation 1: none (nothing in the environment); then Consul's.
+    let text = scrape_until(&url, "the cluster up with consul's settings", |t| {
+        t.lines().any(|l| l == "rbdvol_consul_up 1") && t.lines().any(|l| l == "rbdvol_cluster_up 1")
+    });
+    promtool_check(&text);
+    let generation = sample(&text, "rbdvol_settings_generation");
+    assert!(generation >= 2.0, "consul's settings put in force without a new generation:\n{text}");
+    agent.put(&format!("{prefix}defaults/size"), "48");
+    let next = format!("rbdvol_settings_generation {}", generation + 1.0);
+    scrape_until(&url, "one more generation of settings", |t| t.lines().any(|l| l == next));
+    agent.stop();
+    let text = scrape_until(&url, "consul down", |t| t.lines().any(|l| l == "rbdvol_consul_up 0"));
+    assert_eq!(sample(&text, "rbdvol_settings_generation"), generation + 1.0, "settings changed with consul gone:\n{text}");
     drop(p);
 }
 
