@@ -309,16 +309,22 @@ impl Filesystem for DiskFs {
         let buffers = Arc::clone(&self.buffers);
         let fence = Arc::clone(&self.fenced);
         let (stats, start) = (self.stats, Instant::now());
-        let r = aio::read_into(&self.image, offset, self.buffers.take(len), move |result| match result {
-            Ok((n, buf)) => {
-                let n = n.min(buf.len());
-                reply.data(&buf[..n]);
-                buffers.give(buf);
-                stats.inspect(|s| s.read(n as u64, start.elapsed()));
-            }
-            Err(e) => {
-                reply.error(fence.errno_of(&e));
-                stats.inspect(|s| s.read(0, start.elapsed()));
+        let r = aio::read_into(&self.image, offset, self.buffers.take(len), move |result| {
+            let took = start.elapsed();
+            let n = match result {
+                Ok((n, buf)) => {
+                    let n = n.min(buf.len());
+                    reply.data(&buf[..n]);
+                    buffers.give(buf);
+                    n
+                }
+                Err(e) => {
+                    reply.error(fence.errno_of(&e));
+                    0
+                }
+            };
+            if let Some(s) = stats {
+                s.read(n as u64, took);
             }
         });
         if let Err(e) = r {
@@ -352,15 +358,21 @@ impl Filesystem for DiskFs {
         let fence = Arc::clone(&self.fenced);
         let buffers = Arc::clone(&self.buffers);
         let (stats, start) = (self.stats, Instant::now());
-        let r = aio::write(&self.image, offset, self.buffers.take_copy(data), move |result| match result {
-            Ok((n, buf)) => {
-                reply.written(n as u32);
-                buffers.give(buf);
-                stats.inspect(|s| s.written(n as u64, start.elapsed()));
-            }
-            Err(e) => {
-                reply.error(fence.errno_of(&e));
-                stats.inspect(|s| s.written(0, start.elapsed()));
+        let r = aio::write(&self.image, offset, self.buffers.take_copy(data), move |result| {
+            let took = start.elapsed();
+            let n = match result {
+                Ok((n, buf)) => {
+                    reply.written(n as u32);
+                    buffers.give(buf);
+                    n
+                }
+                Err(e) => {
+                    reply.error(fence.errno_of(&e));
+                    0
+                }
+            };
+            if let Some(s) = stats {
+                s.written(n as u64, took);
             }
         });
         if let Err(e) = r {
@@ -434,6 +446,7 @@ fn flush_then(image: &Arc<Image>, fence: &Arc<Fence>, stats: Option<&'static IoC
     // For the crash point: flushed in Ceph, the kernel not yet told.
     let name = if cfg!(debug_assertions) { image.name().to_string() } else { String::new() };
     let r = aio::flush(image, move |result| {
+        let took = start.elapsed();
         match result {
             Ok(()) => {
                 crash::point("server.flushed", &name);
@@ -441,7 +454,9 @@ fn flush_then(image: &Arc<Image>, fence: &Arc<Fence>, stats: Option<&'static IoC
             }
             Err(e) => reply.error(fence.errno_of(&e)),
         }
-        stats.inspect(|s| s.flushed(start.elapsed()));
+        if let Some(s) = stats {
+            s.flushed(took);
+        }
     });
     if let Err(e) = r {
         tracing::error!("{e}");
