@@ -443,4 +443,23 @@ mod tests {
         assert_eq!(d.since, since);
         assert!(d.what.contains("asking the monitors"));
     }
+
+    #[test]
+    fn up_for_the_metrics_means_the_last_probe_found_everything_answering() {
+        let h = Health::default();
+        assert_eq!(h.up(), (false, None), "no probe yet");
+        h.record(Ok(BTreeMap::new()));
+        let (up, last) = h.up();
+        assert!(up && last.is_some());
+        h.record(Ok(BTreeMap::from([("rbd".to_string(), "no answer".to_string())])));
+        assert_eq!(h.up(), (false, last), "a pool that does not answer is not up; the last success stays");
+        h.record(Err(Probed::Down("no answer".into())));
+        assert_eq!(h.up(), (false, last));
+        h.record(Err(Probed::Misconfigured));
+        assert_eq!(h.up(), (false, last), "a wrong key is not up either");
+        h.record(Ok(BTreeMap::new()));
+        assert!(h.up().0);
+        h.saw(&EngineError::ClusterUnreachable { detail: "timed out".into() });
+        assert!(!h.up().0, "a call saw a timeout since");
+    }
 }
