@@ -19,6 +19,8 @@ packages=(
     # the QEMU guest test bed (Debian's kernel, krbd and rbd-nbd): the
     # emulator, rbd-nbd for the guest, tap devices, the kernel package tools
     qemu-system-x86 rbd-nbd iproute2 dpkg
+    # the metrics endpoint's test: a real Prometheus scraping it, and promtool
+    prometheus
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -4,14 +4,18 @@
 //!
 //! dockerd sends no Content-Type and sometimes an empty body, so bodies are
 //! read as bytes; unknown fields are ignored; every answer is a JSON object.
+//!
+//! Every call is counted for the metrics, by endpoint and outcome, with how
+//! long it took (`count`, the one place calls are observed).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::middleware::Next;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
@@ -59,6 +63,30 @@ pub fn router(driver: Driver) -> Router {
         .route("/VolumeDriver.List", post(list))
         .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({ "Err": "unknown endpoint: rbdvol speaks docker.volumedriver/1.0" }))) })
         .with_state(driver)
+        .layer(axum::middleware::from_fn(count))
+}
+
+/// Marks an answer that carries an `Err` (answered 200, as the protocol
+/// wants), for the metrics.
+#[derive(Clone, Copy)]
+struct Failed;
+
+/// An answer carrying `message` as its `Err`.
+fn err_answer(message: String) -> Response {
+    let mut r = Json(json!({ "Err": message })).into_response();
+    r.extensions_mut().insert(Failed);
+    r
+}
+
+/// Counts each call once answered: by its path, whether it failed, and
+/// how long it took.
+async fn count(req: Request, next: Next) -> Response {
+    let start = std::time::Instant::now();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let ok = resp.status().is_success() && resp.extensions().get::<Failed>().is_none();
+    crate::metrics::global().docker_call(&path, ok, start.elapsed());
+    resp
 }
 
 /// Parses a request body; empty means all defaults.
@@ -66,15 +94,13 @@ fn parse<T: DeserializeOwned + Default>(endpoint: &str, body: &Bytes) -> Result<
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        Json(json!({ "Err": format!("invalid request body for {endpoint}: {e}") })).into_response()
-    })
+    serde_json::from_slice(body).map_err(|e| err_answer(format!("invalid request body for {endpoint}: {e}")))
 }
 
 /// The one conversion from an engine error to the protocol's `Err`.
 fn reply_err(endpoint: &str, name: &str, e: EngineError) -> Response {
     tracing::warn!("{endpoint} '{name}': {e}");
-    Json(json!({ "Err": e.to_string() })).into_response()
+    err_answer(e.to_string())
 }
 
 fn volume_json(v: &VolumeInfo) -> Value {
@@ -170,7 +196,7 @@ async fn get(State(d): State<Driver>, body: Bytes) -> Result<Response, Response>
     let req: NameRequest = parse("VolumeDriver.Get", &body)?;
     Ok(match d.get(&req.name).await {
         Ok(v) => Json(json!({ "Volume": volume_json(&v), "Err": "" })).into_response(),
-        Err(EngineError::NotFound(n)) => Json(json!({ "Err": format!("volume '{n}' does not exist") })).into_response(),
+        Err(EngineError::NotFound(n)) => err_answer(format!("volume '{n}' does not exist")),
         Err(e) => reply_err("VolumeDriver.Get", &req.name, e),
     })
 }
@@ -278,5 +304,19 @@ mod tests {
         let (s, v) = post(fake, "/VolumeDriver.Teleport", "{}").await;
         assert_eq!(s, StatusCode::NOT_FOUND);
         assert!(v["Err"].is_string());
+    }
+
+    #[tokio::test]
+    async fn answers_carrying_an_err_are_marked_failed_for_the_metrics() {
+        let fake = Arc::new(Fake::default());
+        let call = |path: &'static str, body: &'static str| {
+            let req = Request::post(path).body(Body::from(body)).unwrap();
+            router(fake.clone()).oneshot(req)
+        };
+        let failed = |r: &Response| r.extensions().get::<Failed>().is_some();
+        assert!(!failed(&call("/VolumeDriver.Create", r#"{"Name":"a"}"#).await.unwrap()));
+        assert!(failed(&call("/VolumeDriver.Create", r#"{"Name":"bad"}"#).await.unwrap()));
+        assert!(failed(&call("/VolumeDriver.Get", r#"{"Name":"nope"}"#).await.unwrap()));
+        assert!(failed(&call("/VolumeDriver.Mount", "not json").await.unwrap()));
     }
 }

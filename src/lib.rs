@@ -1,8 +1,8 @@
 //! rbdvol: a Docker volume plugin for Ceph RBD.
 //!
 //! Layers, each using only those below it:
-//! `main → cli/api/daemon → engine → host → ceph → rbd-sys`, with `config`
-//! and `state` at the bottom. `main` and `cli` are the binary's (the only
+//! `main → cli/api/daemon → engine → host → ceph → rbd-sys`, with `config`,
+//! `state` and `metrics` at the bottom. `main` and `cli` are the binary's (the only
 //! place `anyhow` is used); `daemon` is `rbdvol serve` once its arguments
 //! are parsed, serving `api` on the plugin socket.
 
@@ -12,5 +12,6 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod host;
+pub mod metrics;
 pub mod settings;
 pub mod state;

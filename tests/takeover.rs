@@ -212,7 +212,9 @@ fn a_dead_hosts_volume_is_taken_over_once_its_consul_session_lapses() {
         env
     };
     let mut a = Plugin::start_env("host-a", env("10"), None, &[]);
-    let b = Plugin::start_env("host-b", env("10"), None, &[]);
+    // Host B's metrics count the takeover.
+    let metrics = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let b = Plugin::start_env("host-b", env("10"), None, &["--metrics-addr", &metrics]);
     let registered = |host: &str| {
         let start = Instant::now();
         while agent.get(&format!("{prefix}hosts/{host}")).is_none() {
@@ -248,6 +250,11 @@ fn a_dead_hosts_volume_is_taken_over_once_its_consul_session_lapses() {
     };
     println!("host B took the volume over {:?} after host A died", died.elapsed());
     assert!(b.log().contains("took it over from host 'host-a'"), "{}", b.log());
+    let scraped = std::process::Command::new("curl").args(["-sS", "--fail", &format!("http://{metrics}/metrics")]).output().unwrap();
+    let scraped = String::from_utf8_lossy(&scraped.stdout);
+    assert!(scraped.lines().any(|l| l == "rbdvol_takeovers_total 1"), "{scraped}");
+    let fenced = scraped.lines().find_map(|l| l.strip_prefix("rbdvol_fencings_total ")).and_then(|n| n.parse::<u64>().ok());
+    assert!(fenced.is_some_and(|n| n >= 1), "{scraped}");
     let at_b = mounted.json["Mountpoint"].as_str().unwrap().to_string();
     assert_eq!(std::fs::read_to_string(format!("{at_b}/data.txt")).unwrap(), data);
     let inspect: serde_json::Value = serde_json::from_slice(&rbdvol(&["inspect", &v]).stdout).unwrap();

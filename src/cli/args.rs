@@ -144,6 +144,11 @@ pub struct ServeArgs {
     /// host (release), grown (grow the filesystem). Default 5.
     #[arg(long, env = "RBDVOL_CHECK_INTERVAL")]
     pub check_interval: Option<String>,
+    /// Serve Prometheus metrics at /metrics on this address: IP:PORT
+    /// (:PORT for every address), or unix:PATH (or an absolute path) for a
+    /// unix socket. Empty: off (the default).
+    #[arg(long, env = "RBDVOL_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 impl ClusterArgs {
@@ -197,6 +202,7 @@ impl ServeArgs {
             session_ttl: self.session_ttl,
             blocklist_expiry: self.fence.blocklist_expiry,
             check_interval: self.check_interval,
+            metrics_addr: self.metrics_addr,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use crate::engine::EngineError;
 use crate::host::HostError;
+use crate::metrics::MetricsError;
 use crate::state::StateError;
 
 /// Errors of `rbdvol serve`, each naming the setting, path or step.
@@ -31,6 +32,12 @@ pub enum DaemonError {
 
     #[error("listening on {path}")]
     Listen { path: PathBuf, source: std::io::Error },
+
+    #[error("listening for metrics on {addr} (RBDVOL_METRICS_ADDR)")]
+    MetricsListen { addr: String, source: std::io::Error },
+
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 
     /// Setting the plugin socket's mode (0660).
     #[error(transparent)]

@@ -4,6 +4,7 @@
 
 mod error;
 mod liveness;
+mod metrics;
 mod records;
 mod serve;
 mod session;
@@ -11,6 +12,7 @@ mod settings_watch;
 
 pub use error::DaemonError;
 pub use liveness::{liveness_of, ConsulLiveness};
+pub use metrics::{bind_metrics, render as render_metrics, serve_metrics, MetricsListener};
 pub use records::{changed_records, keep_volume_records, sync_record, volume_record, RECORDS};
 pub use serve::{auto_takeover, blocklist_expiry, check_interval, seconds, serve, session_ttl, ServeConfig};
 pub use session::{keep_session, HOSTS};

@@ -49,6 +49,8 @@ pub struct ServeConfig {
     pub blocklist_expiry: Option<String>,
     /// RBDVOL_CHECK_INTERVAL.
     pub check_interval: Option<String>,
+    /// RBDVOL_METRICS_ADDR: where the metrics endpoint listens (empty: off).
+    pub metrics_addr: Option<String>,
 }
 
 /// A managed plugin passes unset variables as empty strings.
@@ -155,6 +157,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
         blocklist_expiry: blocklist_expiry(&cfg.blocklist_expiry)?,
     };
     let (session_ttl, check_interval) = (session_ttl(&cfg.session_ttl)?, check_interval(&cfg.check_interval)?);
+    let metrics_addr = crate::metrics::MetricsAddr::parse(cfg.metrics_addr.as_deref().unwrap_or(""))?;
     let host_id = config.host_id.clone();
     let mapper = mapper::build(kind, &mapper_config, &tools);
     let engine = Engine::start(config, settings, tools, mapper)?;
@@ -182,6 +185,11 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
         std::fs::set_permissions(&making, std::fs::Permissions::from_mode(0o660)).map_err(DaemonError::SocketMode)?;
         std::fs::rename(&making, &socket).map_err(|source| DaemonError::Listen { path: socket.clone(), source })?;
         tracing::info!("listening on {} ({} ms after start)", socket.display(), started.elapsed().as_millis());
+        if let Some(addr) = &metrics_addr {
+            let listener = super::bind_metrics(addr).await?;
+            super::serve_metrics(listener, engine.clone());
+            tracing::info!("metrics on {addr}/metrics");
+        }
         if let Some(c) = consul_settings {
             let (records_tx, records_rx) = tokio::sync::mpsc::unbounded_channel();
             // Changes made here and changes seen in Consul, to one queue.
@@ -220,6 +228,9 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
             .await
             .map_err(DaemonError::Serve)?;
         let _ = std::fs::remove_file(&socket);
+        if let Some(crate::metrics::MetricsAddr::Unix(path)) = &metrics_addr {
+            let _ = std::fs::remove_file(path);
+        }
         Ok(())
     });
     // Background work still running (a deletion waiting for watchers to

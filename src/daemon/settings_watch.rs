@@ -106,6 +106,8 @@ pub async fn watch_consul(
 ) {
     let prefix = consul_settings.prefix.clone();
     let addr = consul_settings.addr.clone();
+    // Not up until it answers.
+    crate::metrics::global().consul_answered(false);
     let client = match Consul::new(consul_settings) {
         Ok(c) => c,
         Err(e) => {
@@ -125,6 +127,7 @@ pub async fn watch_consul(
     loop {
         match client.read(index, Duration::from_secs(300)).await {
             Ok(snap) => {
+                crate::metrics::global().consul_answered(true);
                 if failing {
                     tracing::info!("consul at {addr} answers again");
                     failing = false;
@@ -160,6 +163,7 @@ pub async fn watch_consul(
                 last = Some(snap.kv);
             }
             Err(e) => {
+                crate::metrics::global().consul_answered(false);
                 if !failing {
                     let keeping = if have_settings { "keeping the last good settings and " } else { "" };
                     tracing::warn!("{e}: {keeping}retrying with backoff");

@@ -72,6 +72,11 @@ impl DirectoryCache {
         *self.listing.lock().unwrap() = Some((now.checked_sub(DIRECTORY_TTL).unwrap_or(now), SystemTime::now(), map));
     }
 
+    /// How many volumes the last listing read had, however old.
+    pub fn known_count(&self) -> Option<usize> {
+        self.listing.lock().unwrap().as_ref().map(|(_, _, map)| map.len())
+    }
+
     /// The last listing read, however old, with when it was read.
     pub fn known_listing(&self) -> Option<(SystemTime, BTreeMap<String, DirEntry>)> {
         self.listing.lock().unwrap().as_ref().map(|(_, when, map)| (*when, map.clone()))

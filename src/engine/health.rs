@@ -72,11 +72,16 @@ pub(super) struct Health {
     connecting: std::sync::atomic::AtomicBool,
     /// Pools whose probe read has not returned yet (never two at once).
     pool_reads: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    /// When a probe last found the monitors and every pool answering (for
+    /// the metrics).
+    last_success: Mutex<Option<SystemTime>>,
+    /// The last probe found the settings wrong: not up, though not down.
+    misconfigured: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Health {
     fn default() -> Health {
-        Health { verdict: Mutex::new(Verdict::default()), changed: tokio::sync::Notify::new(), watched: Default::default(), stage: Mutex::default(), connecting: Default::default(), pool_reads: Default::default() }
+        Health { verdict: Mutex::new(Verdict::default()), changed: tokio::sync::Notify::new(), watched: Default::default(), stage: Mutex::default(), connecting: Default::default(), pool_reads: Default::default(), last_success: Mutex::default(), misconfigured: Default::default() }
     }
 }
 
@@ -96,6 +101,15 @@ impl Health {
         v.cluster.clone().or_else(|| v.pools.values().next().cloned())
     }
 
+    /// Whether the last probe found the monitors and every pool answering
+    /// (and no call saw a timeout since), and when one last did.
+    pub fn up(&self) -> (bool, Option<SystemTime>) {
+        let last = *self.last_success.lock().unwrap();
+        let v = self.verdict.lock().unwrap();
+        let up = last.is_some() && v.known && v.cluster.is_none() && v.pools.is_empty() && !self.misconfigured.load(std::sync::atomic::Ordering::Relaxed);
+        (up, last)
+    }
+
     fn known(&self) -> bool {
         !self.watched.load(std::sync::atomic::Ordering::Relaxed) || self.verdict.lock().unwrap().known
     }
@@ -108,6 +122,7 @@ impl Health {
         let result = match result {
             // Not a question of reachability: each call says what to fix.
             Err(Probed::Misconfigured) => {
+                self.misconfigured.store(true, std::sync::atomic::Ordering::Relaxed);
                 v.known = true;
                 v.cluster = None;
                 drop(v);
@@ -117,6 +132,7 @@ impl Health {
             Err(Probed::Down(what)) => Err(what),
             Ok(pools) => Ok(pools),
         };
+        self.misconfigured.store(false, std::sync::atomic::Ordering::Relaxed);
         let was_down = v.cluster.is_some() || !v.pools.is_empty();
         v.known = true;
         match result {
@@ -129,6 +145,9 @@ impl Health {
                 }
             }
             Ok(failed_pools) => {
+                if failed_pools.is_empty() {
+                    *self.last_success.lock().unwrap() = Some(now);
+                }
                 v.cluster = None;
                 v.pools.retain(|p, _| failed_pools.contains_key(p));
                 for (pool, what) in failed_pools {
@@ -423,5 +442,24 @@ mod tests {
         let d = h.down_anywhere().unwrap();
         assert_eq!(d.since, since);
         assert!(d.what.contains("asking the monitors"));
+    }
+
+    #[test]
+    fn up_for_the_metrics_means_the_last_probe_found_everything_answering() {
+        let h = Health::default();
+        assert_eq!(h.up(), (false, None), "no probe yet");
+        h.record(Ok(BTreeMap::new()));
+        let (up, last) = h.up();
+        assert!(up && last.is_some());
+        h.record(Ok(BTreeMap::from([("rbd".to_string(), "no answer".to_string())])));
+        assert_eq!(h.up(), (false, last), "a pool that does not answer is not up; the last success stays");
+        h.record(Err(Probed::Down("no answer".into())));
+        assert_eq!(h.up(), (false, last));
+        h.record(Err(Probed::Misconfigured));
+        assert_eq!(h.up(), (false, last), "a wrong key is not up either");
+        h.record(Ok(BTreeMap::new()));
+        assert!(h.up().0);
+        h.saw(&EngineError::ClusterUnreachable { detail: "timed out".into() });
+        assert!(!h.up().0, "a call saw a timeout since");
     }
 }

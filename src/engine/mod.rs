@@ -22,6 +22,7 @@
 //! - `remove`: Remove and the background deletion (purge);
 //! - `status`: Get and List;
 //! - `reconcile`: what a previous run left, at start-up and after;
+//! - `observe`: what the metrics report, read from memory at scrape time;
 //! - `admin`, `takeover`, `doctor`: the admin CLI's operations;
 //! - `options`: names, sizes and volume options; `fs_options`: the mkfs and
 //!   mount options allowed.
@@ -38,6 +39,7 @@ pub mod health;
 pub mod fs_options;
 mod host_lock;
 mod mount;
+mod observe;
 pub mod options;
 mod reconcile;
 pub mod records;
@@ -65,6 +67,8 @@ use crate::state::{LockNotes, MountedVolume, StateError, StateStore};
 use connection::Connection;
 use directory::DirectoryCache;
 use options::Defaults;
+
+pub use observe::Observed;
 
 pub(crate) use connection::settings_to_fix;
 
@@ -342,6 +346,8 @@ impl Engine {
                 ),
             }),
         };
+        // The first settings in force: generation 1.
+        crate::metrics::global().settings_applied();
         engine.inner.reconcile()?;
         if let Ok(settings) = engine.inner.connection.settings() {
             engine.inner.mapper.warm_up(&settings);
@@ -361,15 +367,21 @@ impl Engine {
         // The defaults first: a Create that finds the new connection must
         // find the new defaults too (never a volume of the old default size
         // made with the settings that came with the new one).
-        {
+        let defaults_changed = {
             let mut current = self.inner.defaults.write().unwrap();
-            if *current != defaults {
+            let changed = *current != defaults;
+            if changed {
                 tracing::info!("new volume defaults in force: {defaults:?}");
                 *current = defaults;
                 self.inner.cache.forget_listing();
             }
+            changed
+        };
+        let replaced = self.inner.connection.replace_settings(settings);
+        if defaults_changed || replaced.is_some() {
+            crate::metrics::global().settings_applied();
         }
-        if let Some(Ok(s)) = self.inner.connection.replace_settings(settings) {
+        if let Some(Ok(s)) = replaced {
             self.inner.mapper.warm_up(&s);
         }
     }

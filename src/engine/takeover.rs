@@ -128,6 +128,7 @@ pub fn fence_holder(
     for addr in &addrs {
         cluster.blocklist_add(addr, expiry)?;
     }
+    crate::metrics::global().fenced(addrs.len());
     tracing::warn!(
         "volume '{}': fenced host '{}' (blocklisted {} for {} s)",
         image.name(),
@@ -158,6 +159,7 @@ pub fn fence_holder(
         std::thread::sleep(Duration::from_millis(250));
     }
     header.metadata_remove(MOUNTED_KEY)?;
+    crate::metrics::global().took_over();
     Ok(Some(TakenOver { from: holder_host, fenced: addrs.into_iter().collect(), expiry_secs: expiry.as_secs() }))
 }
 

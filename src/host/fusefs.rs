@@ -17,6 +17,7 @@ use fuser::{
 };
 use nix::sys::signal::{SigSet, Signal};
 
+use super::io_stats::{IoCounters, STATS_FILE};
 use super::{crash, HostError, ImageRef};
 use crate::ceph::{aio, Cluster, Image};
 use crate::config::CephSettings;
@@ -105,6 +106,10 @@ struct DiskFs {
     uid: u32,
     gid: u32,
     buffers: Arc<BufferPool>,
+    /// The counters the plugin reads for its metrics (`host::io_stats`),
+    /// kept for the life of the process; none if their file could not be
+    /// made (the volume is served all the same).
+    stats: Option<&'static IoCounters>,
 }
 
 /// I/O buffers, reused: a fresh 1 MiB buffer per request costs page faults
@@ -303,12 +308,24 @@ impl Filesystem for DiskFs {
         let len = (size as u64).min(end - offset) as usize;
         let buffers = Arc::clone(&self.buffers);
         let fence = Arc::clone(&self.fenced);
-        let r = aio::read_into(&self.image, offset, self.buffers.take(len), move |result| match result {
-            Ok((n, buf)) => {
-                reply.data(&buf[..n.min(buf.len())]);
-                buffers.give(buf);
+        let (stats, start) = (self.stats, Instant::now());
+        let r = aio::read_into(&self.image, offset, self.buffers.take(len), move |result| {
+            let took = start.elapsed();
+            let n = match result {
+                Ok((n, buf)) => {
+                    let n = n.min(buf.len());
+                    reply.data(&buf[..n]);
+                    buffers.give(buf);
+                    n
+                }
+                Err(e) => {
+                    reply.error(fence.errno_of(&e));
+                    0
+                }
+            };
+            if let Some(s) = stats {
+                s.read(n as u64, took);
             }
-            Err(e) => reply.error(fence.errno_of(&e)),
         });
         if let Err(e) = r {
             tracing::error!("{e}");
@@ -340,12 +357,23 @@ impl Filesystem for DiskFs {
         }
         let fence = Arc::clone(&self.fenced);
         let buffers = Arc::clone(&self.buffers);
-        let r = aio::write(&self.image, offset, self.buffers.take_copy(data), move |result| match result {
-            Ok((n, buf)) => {
-                reply.written(n as u32);
-                buffers.give(buf);
+        let (stats, start) = (self.stats, Instant::now());
+        let r = aio::write(&self.image, offset, self.buffers.take_copy(data), move |result| {
+            let took = start.elapsed();
+            let n = match result {
+                Ok((n, buf)) => {
+                    reply.written(n as u32);
+                    buffers.give(buf);
+                    n
+                }
+                Err(e) => {
+                    reply.error(fence.errno_of(&e));
+                    0
+                }
+            };
+            if let Some(s) = stats {
+                s.written(n as u64, took);
             }
-            Err(e) => reply.error(fence.errno_of(&e)),
         });
         if let Err(e) = r {
             tracing::error!("{e}");
@@ -353,11 +381,11 @@ impl Filesystem for DiskFs {
     }
 
     fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lock: u64, reply: ReplyEmpty) {
-        flush_then(&self.image, &self.fenced, reply);
+        flush_then(&self.image, &self.fenced, self.stats, reply);
     }
 
     fn fsync(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
-        flush_then(&self.image, &self.fenced, reply);
+        flush_then(&self.image, &self.fenced, self.stats, reply);
     }
 
     fn release(
@@ -370,7 +398,7 @@ impl Filesystem for DiskFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        flush_then(&self.image, &self.fenced, reply);
+        flush_then(&self.image, &self.fenced, self.stats, reply);
     }
 
     fn fallocate(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, length: i64, mode: i32, reply: ReplyEmpty) {
@@ -409,19 +437,26 @@ impl Filesystem for DiskFs {
     }
 }
 
-fn flush_then(image: &Arc<Image>, fence: &Arc<Fence>, reply: ReplyEmpty) {
+fn flush_then(image: &Arc<Image>, fence: &Arc<Fence>, stats: Option<&'static IoCounters>, reply: ReplyEmpty) {
     if fence.is_set() {
         return reply.error(libc::EIO);
     }
     let fence = Arc::clone(fence);
+    let start = Instant::now();
     // For the crash point: flushed in Ceph, the kernel not yet told.
     let name = if cfg!(debug_assertions) { image.name().to_string() } else { String::new() };
-    let r = aio::flush(image, move |result| match result {
-        Ok(()) => {
-            crash::point("server.flushed", &name);
-            reply.ok()
+    let r = aio::flush(image, move |result| {
+        let took = start.elapsed();
+        match result {
+            Ok(()) => {
+                crash::point("server.flushed", &name);
+                reply.ok()
+            }
+            Err(e) => reply.error(fence.errno_of(&e)),
         }
-        Err(e) => reply.error(fence.errno_of(&e)),
+        if let Some(s) = stats {
+            s.flushed(took);
+        }
     });
     if let Err(e) = r {
         tracing::error!("{e}");
@@ -497,6 +532,13 @@ fn serve_inner() -> Result<(), HostError> {
         uid: nix::unistd::getuid().as_raw(),
         gid: nix::unistd::getgid().as_raw(),
         buffers,
+        stats: match IoCounters::create(&dir.join(STATS_FILE)) {
+            Ok(c) => Some(Box::leak(Box::new(c))),
+            Err(e) => {
+                tracing::warn!("{e}: this volume's I/O is not counted for the metrics");
+                None
+            }
+        },
     };
     let options = [
         MountOption::FSName(format!("rbdvol:{image_ref}")),

@@ -5,6 +5,7 @@
 pub mod crash;
 pub mod fs;
 pub mod fusefs;
+pub mod io_stats;
 pub mod mapper;
 pub mod mounts;
 pub mod probe;

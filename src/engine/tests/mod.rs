@@ -368,3 +368,17 @@ fn path_list_and_other_volumes_answer_while_a_mount_is_held_in_map() {
     bed.mapper.release_map();
     assert!(runtime.block_on(slow).unwrap().is_ok());
 }
+
+#[test]
+fn observing_for_the_metrics_takes_no_volume_lock_and_counts_mounts_by_mapper() {
+    let bed = Bed::start(&["v", "w"]);
+    bed.mount("v", "c1").unwrap();
+    // A Mount of v holding its lock (a slow map, a dead holder's watches)
+    // does not hold up a scrape.
+    let _held = bed.engine.volume_lock("v").try_lock_owned().expect("the lock is free");
+    let o = bed.engine.observe();
+    assert_eq!(o.mounted.get("userspace"), Some(&1));
+    assert_eq!((o.mounted.get("krbd"), o.mounted.get("nbd")), (Some(&0), Some(&0)));
+    assert!(o.userspace.is_empty(), "the fake mapper has no server to read");
+    assert!(!o.cluster_up, "no probe ran: not known to be up");
+}

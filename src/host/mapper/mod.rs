@@ -90,6 +90,13 @@ pub trait Mapper: Send + Sync {
         wait_for_size(&mapping.device, size)
     }
 
+    /// The I/O counters and memory of the process serving `image`, for the
+    /// metrics: only the user-space mapper has such a process of its own.
+    /// Reads files only; never the cluster.
+    fn io_stats(&self, _image: &ImageRef) -> Option<super::io_stats::IoStats> {
+        None
+    }
+
     /// Removes what mappings whose process died left behind (at start-up);
     /// by default nothing.
     fn clean_up_dead(&self) -> Result<(), HostError> {

@@ -470,6 +470,13 @@ impl Mapper for Userspace {
         super::wait_for_size(&mapping.device, size)
     }
 
+    fn io_stats(&self, image: &ImageRef) -> Option<crate::host::io_stats::IoStats> {
+        let server = self.server(image).filter(|s| s.alive() && !s.stopping())?;
+        let mut stats = crate::host::io_stats::read(&server.dir.join(crate::host::io_stats::STATS_FILE))?;
+        stats.resident_bytes = server.process.and_then(|p| sys::process_resident_bytes(p.pid));
+        Some(stats)
+    }
+
     /// Servers that died with their plugin (a forced `docker plugin
     /// disable` kills every process in it): their loop devices are
     /// detached (when still mounted somewhere, as soon as that goes), their
