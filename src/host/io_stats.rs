@@ -86,12 +86,18 @@ pub struct IoCounters {
 }
 
 impl IoCounters {
-    /// Creates (or empties) the counters file at `path`, mode 0600.
+    /// Creates a fresh counters file at `path`, mode 0600. It is made
+    /// whole beside it and renamed into place: a file the plugin may have
+    /// mapped is never truncated under it (reading a mapping past the end
+    /// of its file is SIGBUS, which would end the plugin).
     pub fn create(path: &Path) -> Result<IoCounters, HostError> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).mode(0o600).open(path).map_err(HostError::io("create", path))?;
-        file.set_len(LEN as u64).map_err(HostError::io("size", path))?;
-        let map = Mapped::map(&file, true).map_err(HostError::io("map", path))?;
+        let fresh = path.with_extension("new");
+        let _ = std::fs::remove_file(&fresh);
+        let file = OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&fresh).map_err(HostError::io("create", &fresh))?;
+        file.set_len(LEN as u64).map_err(HostError::io("size", &fresh))?;
+        let map = Mapped::map(&file, true).map_err(HostError::io("map", &fresh))?;
         map.slots()[0].store(MAGIC, Ordering::Release);
+        std::fs::rename(&fresh, path).map_err(HostError::io("rename into place", path))?;
         Ok(IoCounters { map })
     }
 
@@ -169,6 +175,22 @@ mod tests {
         assert_eq!(s.io.counts.iter().sum::<u64>(), 3, "the 60 s write is beyond the last bound");
         assert_eq!(s.io.counts[0], 1, "50 µs is within the first bound");
         assert!((s.io.sum_seconds - 60.00605).abs() < 1e-9, "{}", s.io.sum_seconds);
+    }
+
+    #[test]
+    fn a_server_started_again_never_shrinks_the_file_a_reader_has_mapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATS_FILE);
+        let first = IoCounters::create(&path).unwrap();
+        first.written(4096, Duration::from_millis(1));
+        let file = std::fs::File::open(&path).unwrap();
+        let mapped = Mapped::map(&file, false).unwrap();
+        let second = IoCounters::create(&path).unwrap();
+        assert_eq!(file.metadata().unwrap().len(), LEN as u64, "the mapped file kept its length");
+        assert_eq!(mapped.slots()[WRITTEN_BYTES].load(Ordering::Relaxed), 4096, "the old mapping still reads");
+        assert_eq!(read(&path).unwrap().written_bytes, 0, "the path is the new server's");
+        second.read(1, Duration::from_millis(1));
+        assert!(!dir.path().join("stats.new").exists());
     }
 
     #[test]
