@@ -205,10 +205,18 @@ fn the_managed_plugin_takes_its_settings_from_the_hosts_ceph_directory() {
     let key = cluster.admin_settings().key.expose().to_string();
     std::fs::write(etc.path().join("ceph.conf"), format!("[global]\nmon host = {}\n", cluster.mon_host)).unwrap();
     std::fs::write(etc.path().join("ceph.client.admin.keyring"), format!("[client.admin]\n\tkey = {key}\n")).unwrap();
-    p.set(&[("ceph.source", etc.path().to_str().unwrap())]);
+    // And its metrics on the host's loopback (the plugin shares the
+    // host's network).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    p.set(&[("ceph.source", etc.path().to_str().unwrap()), ("RBDVOL_METRICS_ADDR", &addr)]);
     p.enable();
     let out = p.create_volume(&v, &["size=32"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let scraped = std::process::Command::new("curl").args(["-sf", &format!("http://{addr}/metrics")]).output().unwrap();
+    let metrics = String::from_utf8_lossy(&scraped.stdout);
+    assert!(scraped.status.success(), "the managed plugin's metrics at {addr}: {}", String::from_utf8_lossy(&scraped.stderr));
+    assert!(metrics.contains("rbdvol_docker_requests_total{endpoint=\"/VolumeDriver.Create\",outcome=\"ok\"}"), "{metrics}");
     let mount = format!("{v}:/data");
     docker_ok(&["run", "--rm", "--label", &p.label(), "-v", &mount, IMAGE, "sh", "-c", "echo from-etc-ceph > /data/f && sync"]);
     assert_eq!(cluster.read_files_from_image(&v, &["/f"]), ["from-etc-ceph\n"]);
