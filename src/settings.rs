@@ -331,4 +331,19 @@ mod tests {
         let e = resolve(&Sources { files: Some(loc), ..Default::default() }, |_| {}).ceph.unwrap_err();
         assert!(e.to_string().contains("ceph.conf line 2"), "needed, so the error: {e}");
     }
+
+    // --- attack ---
+
+    #[test]
+    fn attack_a_key_from_the_environment_makes_a_keyring_without_the_user_irrelevant() {
+        // A named ceph.conf whose keyring holds only client.admin; the
+        // environment gives user docker and its key: nothing is missing.
+        let keyring = format!("[client.admin]\nkey = {KEY_A}\n");
+        let (dir, loc) = etc_with(&[("ceph.conf", "[global]\nmon host = m\n"), ("ceph.client.docker.keyring.unused", ""), ("ceph.keyring", &keyring)]);
+        let named = Locations { conf: Some((dir.path().join("ceph.conf"), "--conf".into())), ..loc };
+        let env = map(&[("RBD_CONF_KEYRING_USER", "docker"), ("RBD_CONF_KEYRING_KEY", KEY_B)]);
+        let e = resolve(&Sources { env, files: Some(named), ..Default::default() }, |_| {});
+        let ceph = e.ceph.expect("the environment gives user and key");
+        assert_eq!((ceph.mon_host.as_str(), ceph.user.as_str(), ceph.key.expose()), ("m", "docker", KEY_B));
+    }
 }

@@ -221,4 +221,25 @@ mod tests {
             assert_eq!(canonical(s), "mon_host", "{s}");
         }
     }
+
+    // --- attack: behaviour that differs from ceph-conf 16.2.15 ---
+
+    #[test]
+    fn attack_a_comment_ending_in_a_backslash_does_not_swallow_the_next_line() {
+        // ceph-conf -c F --lookup mon_host prints "a"; rbdvol loses the line.
+        assert_eq!(parse_ok("[global]\n# C:\\\nmon host = a\n"), vec![e("global", "mon_host", "a", 3)]);
+        assert_eq!(parse_ok("[global]\nfsid = x # c \\\nmon host = a\n"), vec![e("global", "fsid", "x", 2), e("global", "mon_host", "a", 3)]);
+    }
+
+    #[test]
+    fn attack_a_backslash_escapes_a_comment_character_outside_quotes() {
+        // ceph-conf: "a#b"; rbdvol: "a\\"
+        assert_eq!(parse_ok("[global]\nmon host = a\\#b\n"), vec![e("global", "mon_host", "a#b", 2)]);
+    }
+
+    #[test]
+    fn attack_single_quoted_values_are_unquoted() {
+        // ceph-conf: abc; rbdvol passes 'abc' with its quotes to librados.
+        assert_eq!(parse_ok("[global]\nmon host = 'abc'\n"), vec![e("global", "mon_host", "abc", 2)]);
+    }
 }

@@ -352,4 +352,30 @@ mod tests {
         let e = read(&etc.loc(), "admin").unwrap_err().to_string();
         assert!(e.contains("keyring.bin") && e.contains("not a text file"), "{e}");
     }
+
+    // --- attack ---
+
+    #[test]
+    fn attack_a_key_written_where_a_path_belongs_never_reaches_an_error_or_looked() {
+        let etc = Etc::new();
+        etc.file("ceph.conf", &format!("[global]\nmon host = m\n[client]\nkeyfile = {KEY}\n"));
+        let e = read(&etc.loc(), "admin").unwrap_err().to_string();
+        assert!(!e.contains(KEY), "the key is in the error: {e}");
+        etc.file("ceph.conf", &format!("[global]\nmon host = m\n[client]\nkeyring = {KEY}\n"));
+        let s = read(&etc.loc(), "admin").unwrap();
+        assert!(!s.looked.iter().any(|l| l.contains(KEY)), "the key is in looked (config show, doctor, errors): {:?}", s.looked);
+    }
+
+    #[test]
+    fn attack_a_fifo_as_conf_does_not_hang() {
+        let etc = Etc::new();
+        let fifo = etc.0.path().join("fifo.conf");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let loc = Locations { conf: Some((fifo, "--conf".into())), ..etc.loc() };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(read(&loc, "admin").is_err());
+        });
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(3)), Ok(true), "reading a FIFO named as --conf hangs");
+    }
 }
