@@ -378,4 +378,15 @@ mod tests {
         });
         assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(3)), Ok(true), "reading a FIFO named as --conf hangs");
     }
+
+    #[test]
+    fn attack_a_keyrings_caps_in_a_conf_are_not_passed_to_librados() {
+        // A ceph.conf with the keyring appended (or a keyring given as
+        // --conf): `rbd -c` works, rbdvol fails with "ceph option 'caps_mds'
+        // is unknown or its value is invalid (errno 2)".
+        let etc = Etc::new();
+        etc.file("ceph.conf", &format!("[global]\nmon host = m\n[client.admin]\nkey = {KEY}\ncaps mon = \"allow *\"\ncaps osd = \"allow *\"\n"));
+        let s = read(&etc.loc(), "admin").unwrap();
+        assert!(s.values.iter().all(|v| !v.var.contains("CAPS")), "caps reach librados: {:?}", s.values.iter().map(|v| &v.var).collect::<Vec<_>>());
+    }
 }
