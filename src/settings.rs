@@ -134,11 +134,14 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
     vars.extend(sources.cluster_flags.clone());
     let mut looked = Vec::new();
     let mut file_error = None;
-    if let Some(loc) = &sources.files {
-        match ceph_files::read(loc, &user_of(&vars)) {
+    let mut from_files = Vec::new();
+    // Files are read for a valid user only: a bad one is the error below.
+    if let (Some(loc), Some(user)) = (&sources.files, user_of(&vars)) {
+        let want_key = !vars.contains_key("RBD_CONF_KEYRING_KEY") && !vars.contains_key("RBD_CONF_KEYRING_KEY_FILE");
+        match ceph_files::read(loc, &user, want_key) {
             Ok(files) => {
                 looked = files.looked;
-                add_files(&mut vars, files.values, files.key);
+                from_files = add_files(&mut vars, files.values, files.key);
             }
             Err(e) => file_error = Some(e),
         }
@@ -152,7 +155,10 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
     if !vars.contains_key("RBD_CONF_KEYRING_USER") {
         shown.push(Shown { name: "RBD_CONF_KEYRING_USER".into(), value: "admin".into(), source: "default".into() });
     }
-    let ceph = CephSettings::from_vars(vars.into_iter().map(|(n, (v, _))| (n, v)));
+    let ceph = CephSettings::from_vars(vars.into_iter().map(|(n, (v, _))| (n, v))).map(|mut s| {
+        s.lenient = from_files.into_iter().filter(|o| s.options.contains_key(o)).collect();
+        s
+    });
     let ceph = match (ceph, file_error) {
         // A file that was named, or that was needed, and is unreadable or
         // malformed is the error; one not needed is reported.
@@ -169,27 +175,32 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
     Effective { ceph, defaults, shown, looked }
 }
 
-/// The cephx user the higher sources name (the files are read for it).
-fn user_of(vars: &BTreeMap<String, (String, String)>) -> String {
+/// The cephx user the higher sources name (the files are read for it), if
+/// it is one: no `/`, space or control character reaches a path.
+fn user_of(vars: &BTreeMap<String, (String, String)>) -> Option<String> {
     let user = vars.get("RBD_CONF_KEYRING_USER").map(|(v, _)| v.trim()).filter(|v| !v.is_empty()).unwrap_or("admin");
-    user.strip_prefix("client.").unwrap_or(user).to_string()
+    let user = user.strip_prefix("client.").unwrap_or(user);
+    let valid = !user.is_empty() && user.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    valid.then(|| user.to_string())
 }
 
-/// The files' settings where no higher source has set them (also not
-/// under another section's spelling of the same ceph option).
-fn add_files(vars: &mut BTreeMap<String, (String, String)>, values: Vec<ceph_files::FileValue>, key: Option<(crate::config::Secret, String)>) {
+/// Adds the files' settings where no higher source has set them (also not
+/// under another section's spelling of the same ceph option); returns the
+/// ceph options added.
+fn add_files(vars: &mut BTreeMap<String, (String, String)>, values: Vec<ceph_files::FileValue>, key: Option<(crate::config::Secret, String)>) -> Vec<String> {
+    let mut added = Vec::new();
     for v in values {
         let option = ceph_option_from_env(&v.var);
         let set_above = vars.contains_key(&v.var) || (option.is_some() && vars.keys().any(|k| ceph_option_from_env(k) == option));
         if !set_above {
+            added.extend(option);
             vars.insert(v.var, (v.value, v.origin));
         }
     }
     if let Some((key, origin)) = key {
-        if !vars.contains_key("RBD_CONF_KEYRING_KEY") && !vars.contains_key("RBD_CONF_KEYRING_KEY_FILE") {
-            vars.insert("RBD_CONF_KEYRING_KEY".into(), (key.expose().to_string(), origin));
-        }
+        vars.insert("RBD_CONF_KEYRING_KEY".into(), (key.expose().to_string(), origin));
     }
+    added
 }
 
 #[cfg(test)]
@@ -332,10 +343,10 @@ mod tests {
         assert!(e.to_string().contains("ceph.conf line 2"), "needed, so the error: {e}");
     }
 
-    // --- attack ---
+    // Found by the attack pass.
 
     #[test]
-    fn attack_a_key_from_the_environment_makes_a_keyring_without_the_user_irrelevant() {
+    fn a_key_from_the_environment_makes_a_keyring_without_the_user_irrelevant() {
         // A named ceph.conf whose keyring holds only client.admin; the
         // environment gives user docker and its key: nothing is missing.
         let keyring = format!("[client.admin]\nkey = {KEY_A}\n");

@@ -46,7 +46,7 @@ impl CephDir {
     fn new(cluster_name: &str) -> CephDir {
         let dir = tempfile::tempdir().unwrap();
         let conf = format!(
-            "# written by hand\n[global]\n\tfsid = {fsid}\n\tmon-host = {mons}   ; the monitors\n\tauth client required = cephx\n\tlog file = /var/log/ceph/$cluster-$name.log\n\n[client]\n\trbd cache = true\n",
+            "# written by hand\n[global]\n\tfsid = {fsid}\n\tmon host = {mons}   ; the monitors\n\tauth client required = cephx\n\tlog file = /var/log/ceph/$cluster-$name.log\n\n[client]\n\trbd cache = true\n",
             fsid = String::from_utf8_lossy(&cluster().cli("ceph", &["fsid"]).stdout).trim(),
             mons = cluster().mon_host,
         );
@@ -100,7 +100,8 @@ fn serve_and_the_admin_cli_work_from_a_ceph_conf_and_keyring_alone() {
     // The admin CLI, with the Ceph tools' flags before or after the command.
     let state = p.state_dir();
     let state = state.to_str().unwrap();
-    for args in [vec!["-c", conf.to_str().unwrap(), "ls", "--state-dir", state], vec!["ls", "--conf", conf.to_str().unwrap(), "--id", "admin", "--state-dir", state]] {
+    let k = keyring.to_str().unwrap();
+    for args in [vec!["-c", conf.to_str().unwrap(), "-k", k, "ls", "--state-dir", state], vec!["ls", "--conf", conf.to_str().unwrap(), "--keyring", k, "--id", "admin", "--state-dir", state]] {
         let out = rbdvol(&args, &[]);
         assert!(out.status.success(), "rbdvol {args:?}: {}", text(&out));
         assert!(String::from_utf8_lossy(&out.stdout).contains(&v), "rbdvol {args:?} does not list {v}: {}", text(&out));
@@ -114,7 +115,7 @@ fn serve_and_the_admin_cli_work_from_a_ceph_conf_and_keyring_alone() {
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&v), "--cluster {name}: {}", text(&out));
 
     // config show: each setting's file and line; never the key.
-    let out = rbdvol(&["config", "show", "--state-dir", state], &[("RBDVOL_CEPH_CONF", conf.to_str().unwrap()), ("RBD_CONF_CLIENT_RBD_CACHE", "false")]);
+    let out = rbdvol(&["config", "show", "--state-dir", state], &[("RBDVOL_CEPH_CONF", conf.to_str().unwrap()), ("RBDVOL_KEYRING", keyring.to_str().unwrap()), ("RBD_CONF_CLIENT_RBD_CACHE", "false")]);
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
     let line = |name: &str| shown.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name} in {shown}")).to_string();
@@ -125,7 +126,7 @@ fn serve_and_the_admin_cli_work_from_a_ceph_conf_and_keyring_alone() {
     assert!(!shown.contains(&admin_key()), "config show printed the key");
 
     // doctor: where each setting came from.
-    let out = rbdvol(&["doctor", "--json", "--mapper", "userspace", "--state-dir", state, "--run-dir", p.run_dir().to_str().unwrap()], &[("RBDVOL_CEPH_CONF", conf.to_str().unwrap())]);
+    let out = rbdvol(&["doctor", "--json", "--mapper", "userspace", "--state-dir", state, "--run-dir", p.run_dir().to_str().unwrap()], &[("RBDVOL_CEPH_CONF", conf.to_str().unwrap()), ("RBDVOL_KEYRING", keyring.to_str().unwrap())]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
     let detail = |name: &str| report["checks"].as_array().unwrap().iter().find(|c| c["name"] == name).map(|c| (c["status"].as_str().unwrap().to_string(), c["detail"].as_str().unwrap().to_string())).unwrap();
     let (status, settings) = detail("settings");
@@ -134,6 +135,48 @@ fn serve_and_the_admin_cli_work_from_a_ceph_conf_and_keyring_alone() {
     assert_eq!(detail("auth").0, "ok");
     assert!(!text(&out).contains(&admin_key()), "doctor printed the key");
 
+    assert!(p.remove(&v).err().is_empty());
+}
+
+#[test]
+fn an_option_this_librados_does_not_know_is_skipped_as_rbd_skips_it() {
+    let files = CephDir::new("ceph");
+    let conf = files.conf("ceph");
+    let mut written = std::fs::read_to_string(&conf).unwrap();
+    written.push_str("\trbd some future option = 1\n");
+    std::fs::write(&conf, written).unwrap();
+    let keyring = files.dir.path().join("ceph.client.admin.keyring");
+    let rbd = cluster().cli("rbd", &["-c", conf.to_str().unwrap(), "--keyring", keyring.to_str().unwrap(), "ls"]);
+    assert!(rbd.status.success(), "rbd itself: {}", text(&rbd));
+    let out = rbdvol(&["-c", conf.to_str().unwrap(), "-k", keyring.to_str().unwrap(), "ls", "--state-dir", "/nonexistent"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The same option from a variable is the operator's explicit word: wrong
+    // is an error naming it.
+    let out = rbdvol(&["-c", conf.to_str().unwrap(), "-k", keyring.to_str().unwrap(), "ls", "--state-dir", "/nonexistent"], &[("RBD_CONF_CLIENT_RBD_SOME_FUTURE_OPTION", "1")]);
+    assert!(!out.status.success() && text(&out).contains("rbd_some_future_option"), "{}", text(&out));
+}
+
+#[test]
+fn serve_follows_a_ceph_conf_that_appears_after_it_started() {
+    let files = CephDir::new("ceph");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("late.conf");
+    let env = vec![("RBDVOL_CEPH_CONF".to_string(), conf.display().to_string()), ("RBDVOL_KEYRING".to_string(), files.dir.path().join("ceph.client.admin.keyring").display().to_string())];
+    let p = Plugin::start_env(&unique("latehost"), env, None, &[]);
+    let v = unique("late");
+    let early = p.create(&v, &[("size", "32")]);
+    assert!(early.err().contains(&conf.display().to_string()), "the error names the missing file: {}", early.err());
+    std::fs::copy(files.conf("ceph"), &conf).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let a = p.create(&v, &[("size", "32")]);
+        if a.err().is_empty() {
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "the new ceph.conf was not taken up within 30 s: {}", a.err());
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(cluster().rbd_info(&v).is_some());
     assert!(p.remove(&v).err().is_empty());
 }
 

@@ -126,7 +126,14 @@ impl Cluster {
         for (option, value) in bounded.iter().map(|(k, v)| (*k, v.as_str())).chain(
             settings.options.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         ) {
-            set_option(&handle, option, value)?;
+            match set_option(&handle, option, value) {
+                // From a ceph.conf: the Ceph tools skip an option they do
+                // not know (a newer release's, a typo), and so do we.
+                Err(CephError::BadOption { errno: libc::ENOENT, .. }) if settings.lenient.contains(option) => {
+                    tracing::warn!("ceph option '{option}' from the ceph.conf is not one this librados knows: skipped");
+                }
+                other => other?,
+            }
         }
         set_option(&handle, "mon_host", &settings.mon_host)?;
         // No keyring file: the key is handed over in memory.

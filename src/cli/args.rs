@@ -15,14 +15,14 @@ use anyhow::Result;
 pub struct CephArgs {
     /// The cluster name in the default paths: /etc/ceph/NAME.conf and
     /// /etc/ceph/NAME.client.USER.keyring (default ceph).
-    #[arg(long, global = true, env = "RBD_CONF_CLUSTER", value_name = "NAME")]
+    #[arg(long, global = true, env = "RBD_CONF_CLUSTER", value_name = "NAME", value_parser = cluster_name)]
     pub cluster: Option<String>,
     /// The cephx user, without `client.` (default admin; ranks above
     /// RBD_CONF_KEYRING_USER).
-    #[arg(long = "id", global = true, value_name = "USER", conflicts_with = "name")]
+    #[arg(long = "id", global = true, value_name = "USER", conflicts_with = "name", value_parser = cephx_id)]
     pub id: Option<String>,
     /// The cephx user as `client.USER`.
-    #[arg(long, short = 'n', global = true, value_name = "client.USER")]
+    #[arg(long, short = 'n', global = true, value_name = "client.USER", value_parser = client_name)]
     pub name: Option<String>,
     /// A ceph.conf (default /etc/ceph/NAME.conf when it is there): its
     /// [global], [client] and [client.USER] options a client uses.
@@ -36,7 +36,49 @@ pub struct CephArgs {
     pub keyring: Option<String>,
 }
 
+/// A cephx user id: letters, digits, `.`, `_`, `-` (a usage error
+/// otherwise, before anything is read).
+fn cephx_id(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if valid {
+        Ok(value.to_string())
+    } else {
+        Err("a cephx user id is letters, digits, '.', '_' or '-' (e.g. docker)".into())
+    }
+}
+
+/// A cluster name, which becomes part of a file name: letters, digits,
+/// `_`, `-` (empty: unset, as a managed plugin passes it).
+fn cluster_name(value: &str) -> Result<String, String> {
+    if value.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)) {
+        Ok(value.to_string())
+    } else {
+        Err("a cluster name is letters, digits, '_' or '-' (e.g. ceph)".into())
+    }
+}
+
+/// `client.USER`: rbdvol connects as a client, never as a daemon.
+fn client_name(value: &str) -> Result<String, String> {
+    match value.strip_prefix("client.") {
+        Some(id) => cephx_id(id).map(|_| value.to_string()),
+        None => Err("rbdvol connects as a client: give client.USER (e.g. client.docker)".into()),
+    }
+}
+
 impl CephArgs {
+    /// The flags again, for a child `serve` (the managed plugin's
+    /// supervisor): what was given here reaches it.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = Vec::new();
+        for (flag, value) in [("--cluster", &self.cluster), ("--id", &self.id), ("--name", &self.name), ("--conf", &self.conf), ("--keyring", &self.keyring)] {
+            if let Some(v) = non_empty(value) {
+                args.push(flag.into());
+                args.push(v.into());
+            }
+        }
+        args
+    }
+
     /// The sources these flags make, for a host called `host`.
     pub fn sources(&self, host: &str) -> rbdvol::daemon::CephSources {
         let named = |p: &Option<String>, by: &str| non_empty(p).map(|p| (PathBuf::from(p), by.to_string()));

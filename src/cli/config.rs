@@ -1,10 +1,10 @@
 //! `rbdvol config show` and `rbdvol consul seed`, and the settings every
 //! command but `serve` runs with.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use rbdvol::config::ceph_files;
 use rbdvol::config::consul::{self, Consul, ConsulSettings};
 use rbdvol::daemon::{add_consul, base_sources, read_consul_cache, Reported, CONSUL_CACHE};
 use rbdvol::settings::resolve;
@@ -51,24 +51,32 @@ pub fn config_show(args: &ClusterArgs) -> Result<()> {
 
 pub fn consul_seed(ceph: &CephArgs, user: Option<String>) -> Result<()> {
     let settings = ConsulSettings::from_vars(std::env::vars()).context("CONSUL_HTTP_ADDR is not set: where is consul?")?;
-    let user = user.or_else(|| ceph.id.clone()).or_else(|| ceph.name.clone()).filter(|u| !u.trim().is_empty());
-    let named = |p: &Option<String>| p.clone().filter(|p| !p.trim().is_empty()).map(PathBuf::from);
-    let entries: Vec<(String, String)> = match (named(&ceph.conf), named(&ceph.keyring)) {
-        (Some(_), None) => anyhow::bail!("give the keyring too (--keyring PATH): seed takes the key from it"),
-        (Some(conf), Some(keyring)) => {
-            let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
-            let (conf_text, keyring_text) = (read(&conf)?, zeroize::Zeroizing::new(read(&keyring)?));
-            let (entries, skipped) = consul::seed_from_ceph_conf((&conf, &conf_text), (&keyring, &keyring_text), user.as_deref())?;
-            for s in skipped {
-                println!("left out {s} (a daemon's or this host's own setting)");
-            }
-            anyhow::ensure!(entries.iter().any(|(k, _)| k == "conf/keyring/key"), "no key for {} in {}", user.as_deref().unwrap_or("any user"), keyring.display());
-            entries
+    let files = ceph.sources(&rbdvol::host::sys::hostname()).files;
+    let entries: Vec<(String, String)> = if files.conf.is_some() || files.keyring.is_some() {
+        // What rbdvol itself reads from these files (and only that).
+        let user = match user.or_else(|| ceph.id.clone()).or_else(|| ceph.name.clone()).filter(|u| !u.trim().is_empty()) {
+            Some(u) => u.strip_prefix("client.").unwrap_or(&u).to_string(),
+            None => match &files.keyring {
+                Some((keyring, _)) => ceph_files::first_user(keyring)?.unwrap_or_else(|| "admin".into()),
+                None => "admin".into(),
+            },
+        };
+        let read = ceph_files::read(&files, &user, true)?;
+        for s in &read.skipped {
+            println!("left out {s} (a daemon's or this host's own setting)");
         }
-        _ => std::env::vars()
+        let Some((key, _)) = read.key else {
+            anyhow::bail!("no key for client.{user} in a keyring (looked at {}): give it with --keyring", read.looked.join(", "));
+        };
+        let mut entries: Vec<(String, String)> = read.values.into_iter().filter_map(|v| Some((consul::kv_key_of(&v.var)?, v.value))).collect();
+        entries.push(("conf/keyring/user".into(), format!("client.{user}")));
+        entries.push(("conf/keyring/key".into(), key.expose().to_string()));
+        entries
+    } else {
+        std::env::vars()
             .filter(|(n, v)| !v.trim().is_empty() && (n.starts_with("RBD_CONF_") || consul::DEFAULT_KEYS.iter().any(|(_, e)| e == n)))
             .filter_map(|(n, v)| Some((consul::kv_key_of(&n).filter(|k| consul::env_name_of(k).is_some())?, v)))
-            .collect(),
+            .collect()
     };
     anyhow::ensure!(!entries.is_empty(), "nothing to seed: give --conf and --keyring, or set RBD_CONF_* variables");
     for (key, value) in &entries {

@@ -216,7 +216,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Consul { what: ConsulCommand::Seed { user } } => config::consul_seed(&ceph, user),
         Command::Plugin { args } => {
             let exe = std::env::current_exe().context("locating the rbdvol binary")?;
-            let serve: Vec<std::ffi::OsString> = std::iter::once("serve".into()).chain(args).collect();
+            // The Ceph-style flags given before `plugin` go to serve too.
+            let serve: Vec<std::ffi::OsString> = std::iter::once("serve".into()).chain(ceph.to_args()).chain(args).collect();
             let code = rbdvol::host::supervise::run(&exe, &serve)?;
             std::process::exit(code)
         }
@@ -324,6 +325,26 @@ mod tests {
         ok(&["consul", "seed", "--conf", "/c", "--keyring", "/k"]);
         ok(&["check", "--pool", "p", "--write"]);
         ok(&["plugin", "--socket", "/s", "--check-interval", "1"]);
+        ok(&["-c", "/etc/ceph/ceph.conf", "--id", "docker", "ls"]);
+        ok(&["ls", "--cluster", "backup", "-k", "/k", "-n", "client.docker"]);
+    }
+
+    #[test]
+    fn a_user_that_is_no_cephx_client_id_is_a_usage_error() {
+        for args in [&["--id", "ad min", "ls"][..], &["--id", "a\nb", "ls"], &["-n", "docker", "ls"], &["-n", "osd.0", "ls"], &["--id", "a", "-n", "client.b", "ls"], &["--cluster", "../../etc/x", "ls"]] {
+            let argv = std::iter::once("rbdvol").chain(args.iter().copied());
+            let e = Cli::try_parse_from(argv).err().unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_ceph_flags_given_to_plugin_reach_its_serve() {
+        let cli = Cli::try_parse_from(["rbdvol", "--id", "docker", "-c", "/c", "plugin", "--socket", "/s"]).unwrap();
+        let forwarded: Vec<String> = cli.ceph.to_args().iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(forwarded, ["--id", "docker", "--conf", "/c"]);
+        let serve: Vec<String> = ["rbdvol", "serve"].iter().map(|s| s.to_string()).chain(forwarded).chain(["--socket".into(), "/s".into()]).collect();
+        assert!(Cli::try_parse_from(serve).is_ok());
     }
 
     #[test]

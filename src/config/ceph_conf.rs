@@ -30,14 +30,11 @@ pub struct ParseError {
     pub reason: String,
 }
 
-/// `option` in Ceph's canonical spelling.
+/// `option` in Ceph's canonical spelling: `_` for runs of spaces, dashes
+/// and underscores. The case is kept, as Ceph keeps it: `Mon_Host` is no
+/// option Ceph knows.
 pub fn canonical(option: &str) -> String {
-    option
-        .split(|c: char| c.is_whitespace() || c == '-' || c == '_')
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join("_")
-        .to_ascii_lowercase()
+    option.split(|c: char| c.is_whitespace() || c == '-' || c == '_').filter(|w| !w.is_empty()).collect::<Vec<_>>().join("_")
 }
 
 /// Parses `text`, the contents of `path`. Values are never quoted in an
@@ -46,27 +43,35 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, ParseError> {
     let error = |line: usize, reason: &str| ParseError { path: path.to_path_buf(), line, reason: reason.to_string() };
     let mut entries = Vec::new();
     let mut section: Option<String> = None;
-    let mut lines = text.lines().enumerate().peekable();
+    // A byte order mark (an editor's) is not part of the first line.
+    let mut lines = text.strip_prefix('\u{feff}').unwrap_or(text).lines().enumerate();
     while let Some((index, first)) = lines.next() {
         let number = index + 1;
-        // A trailing backslash joins the next line (Ceph allows it anywhere).
-        let mut line = first.to_string();
-        while line.ends_with('\\') {
-            line.pop();
-            match lines.next() {
-                Some((_, next)) => line.push_str(next),
-                None => break,
+        // A trailing backslash joins the next line — unless it ends a
+        // comment, which ends the line.
+        let mut line = String::new();
+        let mut physical = first;
+        loop {
+            let (content, commented) = strip_comment(physical).map_err(|r| error(number, r))?;
+            match content.strip_suffix('\\') {
+                Some(joined) if !commented => {
+                    line.push_str(joined);
+                    physical = lines.next().map(|(_, next)| next).ok_or_else(|| error(number, "a line continued ('\\' at its end) past the end of the file"))?;
+                }
+                _ => {
+                    line.push_str(content);
+                    break;
+                }
             }
         }
-        let content = strip_comment(&line).map_err(|r| error(number, r))?;
-        let content = content.trim();
+        let content = line.trim();
         if content.is_empty() {
             continue;
         }
         if let Some(rest) = content.strip_prefix('[') {
-            let name = rest.strip_suffix(']').ok_or_else(|| error(number, "a section header has no closing ']'"))?.trim();
+            let name = rest.strip_suffix(']').ok_or_else(|| error(number, "a section header has no closing ']'"))?;
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-                return Err(error(number, "a section name is letters, digits, '.', '_' or '-' (e.g. [global], [client.admin])"));
+                return Err(error(number, "a section name is letters, digits, '.', '_' or '-', with no spaces (e.g. [global], [client.admin])"));
             }
             section = Some(name.to_string());
             continue;
@@ -87,41 +92,51 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, ParseError> {
     Ok(entries)
 }
 
-/// `line` up to its first `#` or `;` outside double quotes.
-fn strip_comment(line: &str) -> Result<&str, &'static str> {
-    let mut quoted = false;
+/// `line` up to its first `#` or `;` outside quotes (single or double)
+/// and not escaped with `\`, and whether a comment followed.
+fn strip_comment(line: &str) -> Result<(&str, bool), &'static str> {
+    let mut quote = None;
     let mut escaped = false;
     for (i, c) in line.char_indices() {
         match c {
             _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            '#' | ';' if !quoted => return Ok(&line[..i]),
+            '\\' => escaped = true,
+            '"' | '\'' if quote == Some(c) => quote = None,
+            '"' | '\'' if quote.is_none() => quote = Some(c),
+            '#' | ';' if quote.is_none() => return Ok((&line[..i], true)),
             _ => {}
         }
     }
-    if quoted {
-        return Err("a quoted value has no closing '\"'");
+    if quote.is_some() {
+        return Err("a quoted value has no closing quote");
     }
-    Ok(line)
+    Ok((line, false))
 }
 
-/// A value as written, or the text inside its quotes with `\"` and `\\`
-/// unescaped.
+/// A value as written with its `\` escapes undone, or the text inside its
+/// single or double quotes.
 fn unquote(value: &str) -> Result<String, &'static str> {
-    let Some(inner) = value.strip_prefix('"') else { return Ok(value.to_string()) };
+    let quote = value.chars().next().filter(|c| *c == '"' || *c == '\'');
+    let inner = if quote.is_some() { &value[1..] } else { value };
     let mut out = String::new();
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => out.push(chars.next().ok_or("a quoted value has no closing '\"'")?),
-            '"' => {
+            '\\' => match chars.next() {
+                Some(next) => out.push(next),
+                None if quote.is_none() => out.push('\\'),
+                None => return Err("a quoted value has no closing quote"),
+            },
+            c if Some(c) == quote => {
                 return if chars.as_str().trim().is_empty() { Ok(out) } else { Err("text after a quoted value") };
             }
             c => out.push(c),
         }
     }
-    Err("a quoted value has no closing '\"'")
+    match quote {
+        Some(_) => Err("a quoted value has no closing quote"),
+        None => Ok(out),
+    }
 }
 
 /// Ceph's metavariables in a path: `$cluster`, `$type`, `$id`, `$name`,
@@ -160,7 +175,7 @@ mod tests {
     #[test]
     fn option_spellings_comments_quotes_and_continuations_read_as_ceph_reads_them() {
         let text = "# a comment\n; another\n[global]\n  mon host = 10.0.0.1:6789, 10.0.0.2:6789  # inline\n\
-                    mon-initial-members=a\nAUTH_Client  Required = cephx ; inline too\n\n[client.admin]\n\
+                    mon-initial-members=a\nauth_client  required = cephx ; inline too\n\n[client.admin]\n\
                     keyring = \"/etc/ceph/a b;#.keyring\"\nrbd cache = \\\n  false\nlog file =\nquoted = \"say \\\"hi\\\"\"\n";
         assert_eq!(
             parse_ok(text),
@@ -190,7 +205,9 @@ mod tests {
             ("[global\nmon host = x\n", 1, "no closing ']'"),
             ("[global]\nmon host\n", 2, "expected 'option = value'"),
             ("mon host = x\n", 1, "before any [section]"),
-            ("[global]\n\n\nfsid = \"abc\n", 4, "no closing '\"'"),
+            ("[global]\n\n\nfsid = \"abc\n", 4, "no closing quote"),
+            ("[ global ]\n", 1, "no spaces"),
+            ("[global]\nfsid = a \\", 2, "past the end of the file"),
             ("[global]\nfsid = \"abc\" trailing\n", 2, "text after a quoted value"),
             ("[global]\n = x\n", 2, "an option name"),
             ("[glo/bal]\n", 1, "a section name"),
@@ -217,28 +234,34 @@ mod tests {
 
     #[test]
     fn canonical_spelling_folds_spaces_dashes_and_case() {
-        for s in ["mon host", "mon-host", "mon_host", " Mon  Host ", "mon__host"] {
+        for s in ["mon host", "mon-host", "mon_host", " mon  host ", "mon__host", "mon -_host"] {
             assert_eq!(canonical(s), "mon_host", "{s}");
         }
+        assert_eq!(canonical("Mon Host"), "Mon_Host", "Ceph keeps the case");
     }
 
-    // --- attack: behaviour that differs from ceph-conf 16.2.15 ---
+    // What ceph-conf 16.2.15 reads (found by the attack pass).
 
     #[test]
-    fn attack_a_comment_ending_in_a_backslash_does_not_swallow_the_next_line() {
+    fn a_byte_order_mark_is_not_part_of_the_first_line() {
+        assert_eq!(parse_ok("\u{feff}[global]\nfsid = f\n"), vec![e("global", "fsid", "f", 2)]);
+    }
+
+    #[test]
+    fn a_comment_ending_in_a_backslash_does_not_swallow_the_next_line() {
         // ceph-conf -c F --lookup mon_host prints "a"; rbdvol loses the line.
         assert_eq!(parse_ok("[global]\n# C:\\\nmon host = a\n"), vec![e("global", "mon_host", "a", 3)]);
         assert_eq!(parse_ok("[global]\nfsid = x # c \\\nmon host = a\n"), vec![e("global", "fsid", "x", 2), e("global", "mon_host", "a", 3)]);
     }
 
     #[test]
-    fn attack_a_backslash_escapes_a_comment_character_outside_quotes() {
+    fn a_backslash_escapes_a_comment_character_outside_quotes() {
         // ceph-conf: "a#b"; rbdvol: "a\\"
         assert_eq!(parse_ok("[global]\nmon host = a\\#b\n"), vec![e("global", "mon_host", "a#b", 2)]);
     }
 
     #[test]
-    fn attack_single_quoted_values_are_unquoted() {
+    fn single_quoted_values_are_unquoted() {
         // ceph-conf: abc; rbdvol passes 'abc' with its quotes to librados.
         assert_eq!(parse_ok("[global]\nmon host = 'abc'\n"), vec![e("global", "mon_host", "abc", 2)]);
     }

@@ -114,38 +114,6 @@ pub fn pool_overrides(kv: &BTreeMap<String, String>, mut report: impl FnMut(&str
     out
 }
 
-/// The KV entries (relative to the prefix) that `rbdvol consul seed` writes
-/// for a ceph.conf and a keyring: the `[global]` and `[client]` options a
-/// client uses, and the keyring's first `key` (or that of `user`). Returns
-/// the entries and the options left out.
-pub fn seed_from_ceph_conf(
-    conf: (&std::path::Path, &str),
-    keyring: (&std::path::Path, &str),
-    user: Option<&str>,
-) -> Result<(Vec<(String, String)>, Vec<String>), super::ceph_conf::ParseError> {
-    use super::ceph_conf::parse;
-    let mut entries = Vec::new();
-    let mut skipped = Vec::new();
-    for e in parse(conf.0, conf.1)? {
-        let section = match e.section.as_str() {
-            "global" => "global",
-            "client" => "client",
-            _ => continue,
-        };
-        if super::ceph_files::host_or_daemon_only(&e.option) {
-            skipped.push(format!("[{section}] {}", e.option));
-            continue;
-        }
-        entries.push((format!("conf/{section}/{}", e.option), e.value));
-    }
-    let wanted = user.map(|u| if u.starts_with("client.") { u.to_string() } else { format!("client.{u}") });
-    if let Some(e) = parse(keyring.0, keyring.1)?.into_iter().find(|e| e.option == "key" && wanted.as_deref().is_none_or(|w| w == e.section)) {
-        entries.push(("conf/keyring/user".into(), e.section));
-        entries.push(("conf/keyring/key".into(), e.value));
-    }
-    Ok((entries, skipped))
-}
-
 /// Errors of the Consul source, worded for operators.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ConsulError {
@@ -510,8 +478,6 @@ impl Consul {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
     #[test]
@@ -554,27 +520,6 @@ mod tests {
         assert!(reported[1].starts_with("defaults/colour"), "{reported:?}");
         assert!(check_value("RBD_CONF_GLOBAL_MON_HOST", " ").is_err());
         assert!(check_value("RBD_CONF_KEYRING_KEY", "AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg==").is_ok());
-    }
-
-    #[test]
-    fn seeding_from_a_ceph_conf_keeps_what_clients_use() {
-        let conf = "[global]\nfsid = 6e2b\nmon host = [v2:10.0.0.1:3300]\nauth client required = cephx\nrun dir = /run/ceph\n\
-                    osd pool default size = 1\nmon allow pool delete = true\n[client]\nkeyring = /etc/ceph/k\nrbd cache = false\n[osd]\nosd data = /x\n";
-        let keyring = "[client.docker]\n\tkey = AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg==\n\tcaps mon = \"profile rbd\"\n";
-        let (entries, skipped) = seed_from_ceph_conf((Path::new("c"), conf), (Path::new("k"), keyring), None).unwrap();
-        let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(
-            keys,
-            ["conf/global/fsid", "conf/global/mon_host", "conf/global/auth_client_required", "conf/client/rbd_cache", "conf/keyring/user", "conf/keyring/key"]
-        );
-        assert_eq!(entries[1].1, "[v2:10.0.0.1:3300]");
-        assert_eq!(entries[4].1, "client.docker");
-        assert!(skipped.contains(&"[client] keyring".to_string()) && skipped.contains(&"[global] run_dir".to_string()), "{skipped:?}");
-        for (k, _) in &entries {
-            assert!(env_name_of(k).is_some(), "{k} maps to no setting");
-        }
-        let (entries, _) = seed_from_ceph_conf((Path::new("c"), ""), (Path::new("k"), keyring), Some("admin")).unwrap();
-        assert!(entries.is_empty(), "another user's key was taken");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! read them from wetopi-compatible `RBD_CONF_*` environment variables; the
 //! full settings module (Consul KV, flags, precedence) builds on this.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -79,6 +79,10 @@ pub struct CephSettings {
     /// Any other ceph option, set through `rados_conf_set` (e.g. `fsid`,
     /// `rbd_default_features`, `ms_mode`).
     pub options: BTreeMap<String, String>,
+    /// Those of `options` that came from a ceph.conf: one librados does not
+    /// know is skipped with a warning, as the Ceph tools skip it (a name
+    /// from a variable or Consul must be right).
+    pub lenient: BTreeSet<String>,
     pub timeouts: Timeouts,
 }
 
@@ -167,10 +171,10 @@ impl CephSettings {
         })?;
         let user = user.unwrap_or_else(|| "admin".to_string());
         let user = user.strip_prefix("client.").unwrap_or(&user).to_string();
-        if user.is_empty() || user.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        if user.is_empty() || !user.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
             return Err(ConfigError::Invalid {
                 name: "RBD_CONF_KEYRING_USER".into(),
-                reason: format!("'{user}' is not a cephx user id (e.g. client.docker)"),
+                reason: format!("{:?} is not a cephx user id (letters, digits, '.', '_' or '-', e.g. client.docker)", user),
             });
         }
         let key = match (key, key_file) {
@@ -187,7 +191,7 @@ impl CephSettings {
             name: "RBD_CONF_KEYRING_KEY",
             hint: "set it to the cephx key of RBD_CONF_KEYRING_USER (ceph auth get-key client.<user>)",
         })?;
-        Ok(CephSettings { mon_host, user, key, options, timeouts })
+        Ok(CephSettings { mon_host, user, key, options, lenient: BTreeSet::new(), timeouts })
     }
 }
 

@@ -201,6 +201,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
                 Err(e) => tracing::error!("{e}"),
             }
             tokio::spawn(watch_consul(engine.clone(), c, base, cache_path, cached.is_some(), records_tx));
+        } else {
+            tokio::spawn(super::watch_files(engine.clone(), base, super::FILES_INTERVAL));
         }
         let e = engine.clone();
         tokio::spawn(async move {

@@ -157,6 +157,15 @@ pub async fn watch_consul(
                 let mut sources = base.clone();
                 add_consul(&mut sources, &snap.kv, &prefix, &mut reported);
                 let eff = resolve(&sources, |r| reported.error(r));
+                if have_settings && matches!(eff.ceph, Err(ConfigError::File(_))) {
+                    // A ceph.conf or keyring being rewritten (or broken)
+                    // must not take working settings away either.
+                    if let Err(e) = &eff.ceph {
+                        reported.error(format!("{e}: keeping the last good settings"));
+                    }
+                    last = Some(snap.kv);
+                    continue;
+                }
                 engine.update_settings(eff.ceph, eff.defaults);
                 write_consul_cache(&cache, &prefix, &snap.kv);
                 have_settings = true;
@@ -180,6 +189,42 @@ pub async fn watch_consul(
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
+    }
+}
+
+/// How often `watch_files` reads the ceph.conf and keyring again.
+pub const FILES_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Without Consul, follows the ceph.conf and keyring: a key rotated in the
+/// keyring or a monitor added to the ceph.conf takes effect within
+/// `every`, as a change in Consul would. A file that turns unreadable or
+/// malformed keeps the last good settings (and says so, once).
+pub async fn watch_files(engine: Engine, base: Sources, every: Duration) {
+    let mut reported = Reported::default();
+    let mut last = resolve(&base, |_| {}).ceph;
+    loop {
+        tokio::time::sleep(every).await;
+        let sources = base.clone();
+        let Ok((eff, lines)) = tokio::task::spawn_blocking(move || {
+            let mut lines = Vec::new();
+            let eff = resolve(&sources, |r| lines.push(r));
+            (eff, lines)
+        })
+        .await
+        else {
+            continue;
+        };
+        lines.into_iter().for_each(|l| reported.error(l));
+        if eff.ceph == last {
+            continue;
+        }
+        if let (Ok(_), Err(e)) = (&last, &eff.ceph) {
+            reported.error(format!("{e}: keeping the last good settings"));
+            continue;
+        }
+        tracing::info!("the ceph.conf or keyring changed: new cluster settings in force");
+        engine.update_settings(eff.ceph.clone(), eff.defaults);
+        last = eff.ceph;
     }
 }
 

@@ -45,6 +45,7 @@ impl Connection {
             user: "test".into(),
             key: crate::config::Secret::new("unit-test-key"),
             options: Default::default(),
+            lenient: Default::default(),
             timeouts: Default::default(),
         };
         Connection { store: Some(store), ..Connection::new(Ok(settings)) }

@@ -36,6 +36,9 @@ pub struct ServerSettings {
     pub user: String,
     pub key: String,
     pub options: std::collections::BTreeMap<String, String>,
+    /// `CephSettings::lenient`.
+    #[serde(default)]
+    pub lenient: std::collections::BTreeSet<String>,
     pub timeouts_secs: [u64; 3],
 }
 
@@ -60,6 +63,7 @@ impl ServerSettings {
             user: settings.user.clone(),
             key: settings.key.expose().to_string(),
             options: settings.options.clone(),
+            lenient: settings.lenient.clone(),
             timeouts_secs: [
                 settings.timeouts.connect.as_secs(),
                 settings.timeouts.mon_op.as_secs(),
@@ -88,6 +92,7 @@ impl ServerSettings {
             user: self.user.clone(),
             key: crate::config::Secret::new(self.key.clone()),
             options,
+            lenient: self.lenient.clone(),
             timeouts: crate::config::Timeouts {
                 connect: Duration::from_secs(self.timeouts_secs[0]),
                 mon_op: Duration::from_secs(self.timeouts_secs[1]),

@@ -98,6 +98,7 @@ impl TestCluster {
             user: "admin".into(),
             key: Secret::new(self.admin_key.clone()),
             options: BTreeMap::new(),
+            lenient: Default::default(),
             timeouts: Timeouts {
                 connect: Duration::from_secs(10),
                 mon_op: Duration::from_secs(20),

@@ -272,6 +272,7 @@ mod tests {
             user: "docker".into(),
             key: Secret::new("AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg=="),
             options: Default::default(),
+            lenient: Default::default(),
             timeouts: Timeouts::default(),
         }
     }
