@@ -7,14 +7,15 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::ceph_files::{self, Locations};
+use crate::config::ceph_files::{self, Locations, WantKey};
 use crate::config::consul::DEFAULT_KEYS;
 use crate::config::{ceph_option_from_env, CephSettings, ConfigError};
 use crate::engine::options::{parse_size, Defaults, PoolDefaults};
 use crate::host::fs::Fstype;
 
 /// The sources, each as environment-style names (`RBD_CONF_POOL`, ...).
-#[derive(Debug, Default, Clone)]
+/// No `Debug`: the environment and Consul's entries hold the key.
+#[derive(Default, Clone)]
 pub struct Sources {
     /// Command-line flags (clap also fills these from the environment,
     /// which ranks just below flags: both rank above Consul).
@@ -137,10 +138,20 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
     let mut from_files = Vec::new();
     // Files are read for a valid user only: a bad one is the error below.
     if let (Some(loc), Some(user)) = (&sources.files, user_of(&vars)) {
-        let want_key = !vars.contains_key("RBD_CONF_KEYRING_KEY") && !vars.contains_key("RBD_CONF_KEYRING_KEY_FILE");
+        // The key must be the user's: one from a lower source than the
+        // user's (Consul's, say, under `--id`) may be another user's, so
+        // the user's own from the files wins if they have it.
+        let rank_of = |var: &str| vars.get(var).map(|(_, source)| rank(source));
+        let key_rank = rank_of("RBD_CONF_KEYRING_KEY").or(rank_of("RBD_CONF_KEYRING_KEY_FILE"));
+        let want_key = match key_rank {
+            None => WantKey::Yes,
+            Some(k) if k >= rank_of("RBD_CONF_KEYRING_USER").unwrap_or(0) => WantKey::No,
+            Some(_) => WantKey::IfThere,
+        };
         match ceph_files::read(loc, &user, want_key) {
             Ok(files) => {
                 looked = files.looked;
+                files.ignored.into_iter().for_each(&mut report);
                 from_files = add_files(&mut vars, files.values, files.key);
             }
             Err(e) => file_error = Some(e),
@@ -175,6 +186,18 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
     Effective { ceph, defaults, shown, looked }
 }
 
+/// How a source ranks: flags above the environment above Consul above the
+/// files above the defaults (its label as `config show` prints it).
+fn rank(source: &str) -> u8 {
+    match source {
+        s if s.starts_with("flag") => 4,
+        "environment" => 3,
+        s if s.starts_with("consul") => 2,
+        "default" => 0,
+        _ => 1,
+    }
+}
+
 /// The cephx user the higher sources name (the files are read for it), if
 /// it is one: no `/`, space or control character reaches a path.
 fn user_of(vars: &BTreeMap<String, (String, String)>) -> Option<String> {
@@ -198,6 +221,8 @@ fn add_files(vars: &mut BTreeMap<String, (String, String)>, values: Vec<ceph_fil
         }
     }
     if let Some((key, origin)) = key {
+        // Only asked for when no source above gives the user's key.
+        vars.remove("RBD_CONF_KEYRING_KEY_FILE");
         vars.insert("RBD_CONF_KEYRING_KEY".into(), (key.expose().to_string(), origin));
     }
     added
@@ -326,6 +351,32 @@ mod tests {
         let d = dir.path().display();
         assert!(e.starts_with("setting RBD_CONF_GLOBAL_MON_HOST is missing"), "{e}");
         assert!(e.contains(&format!("{d}/ceph.conf (not there)")) && e.contains(&format!("{d}/ceph.client.admin.keyring (not there)")), "{e}");
+    }
+
+    #[test]
+    fn a_key_from_a_source_below_the_users_gives_way_to_the_users_own_in_the_files() {
+        let keyring = format!("[client.docker]\nkey = {KEY_B}\n");
+        let (_dir, loc) = etc_with(&[("ceph.conf", "[global]\nmon host = m\n"), ("ceph.client.docker.keyring", &keyring)]);
+        let mut cluster_flags = BTreeMap::new();
+        cluster_flags.insert("RBD_CONF_KEYRING_USER".to_string(), ("docker".to_string(), "flag --id".to_string()));
+        let consul = consul(&[("RBD_CONF_KEYRING_USER", "client.admin", "conf/keyring/user"), ("RBD_CONF_KEYRING_KEY", KEY_A, "conf/keyring/key")]);
+        let e = resolve(&Sources { consul: consul.clone(), cluster_flags: cluster_flags.clone(), files: Some(loc.clone()), ..Default::default() }, |r| panic!("{r}"));
+        let ceph = e.ceph.unwrap();
+        assert_eq!((ceph.user.as_str(), ceph.key.expose()), ("docker", KEY_B), "docker's key, not admin's from consul");
+        // With no key of docker's in the files, the lower key stays (and
+        // fails at the cluster, naming the user), with no file error.
+        let (_dir2, bare) = etc_with(&[("ceph.conf", "[global]\nmon host = m\n")]);
+        let e = resolve(&Sources { consul, cluster_flags, files: Some(bare), ..Default::default() }, |r| panic!("{r}"));
+        assert_eq!(e.ceph.unwrap().key.expose(), KEY_A);
+    }
+
+    #[test]
+    fn lines_ceph_ignores_are_reported_by_file_and_line() {
+        let keyring = format!("[client.admin]\nkey = {KEY_A}\n");
+        let (_dir, loc) = etc_with(&[("ceph.conf", &format!("[global]\nmon host = m\n{KEY_B}\n")), ("ceph.keyring", &keyring)]);
+        let mut reports = Vec::new();
+        assert!(resolve(&Sources { files: Some(loc), ..Default::default() }, |r| reports.push(r)).ceph.is_ok());
+        assert!(reports.len() == 1 && reports[0].contains("ceph.conf line 3") && !reports[0].contains(KEY_B), "{reports:?}");
     }
 
     #[test]

@@ -296,9 +296,36 @@ fn a_resize_killed_after_growing_the_image_is_finished_by_running_it_again() {
     }
 }
 
+/// `rbdvol trash restore` killed at each step: its retry finishes it, and
+/// the volume comes back with its data.
+#[test]
+fn a_restore_killed_at_each_step_is_finished_by_its_retry() {
+    let p = Plugin::start_with(cluster(), &unique("crashrs"), None, &["--trash-delay", "3600"]);
+    for point in points("restore.") {
+        let name = unique("crs");
+        ok(&p.create(&name, &[("size", "64")]));
+        let m = p.mount(&name, &id(1));
+        write_synced(m.json["Mountpoint"].as_str().unwrap(), "kept", "kept in the trash\n");
+        ok(&p.unmount(&name, &id(1)));
+        ok(&p.remove(&name));
+        let state = p.state_dir();
+        let args = ["trash", "restore", name.as_str(), "--state-dir", state.to_str().unwrap()];
+        let out = rbdvol(&args, &[("RBDVOL_CRASH_AT", &format!("{point}@{name}"))]);
+        assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains(&format!("crash point {point}")), "{point}: {out:?}");
+        let out = rbdvol(&args, &[]);
+        assert!(out.status.success(), "{point}: the retry: {}", String::from_utf8_lossy(&out.stderr));
+        ok(&p.get(&name));
+        let m = p.mount(&name, &id(2));
+        assert_eq!(std::fs::read_to_string(format!("{}/kept", m.json["Mountpoint"].as_str().unwrap())).unwrap(), "kept in the trash\n", "{point}");
+        ok(&p.unmount(&name, &id(2)));
+        assert_released(&p, &name, point);
+        ok(&p.remove(&name));
+    }
+}
+
 #[test]
 fn every_crash_point_is_covered() {
-    let covered: Vec<&str> = ["create.", "mount.", "unmount.", "remove.", "purge.", "clone.", "grow.", "takeover.", "server.", "resize."].iter().flat_map(|p| points(p)).collect();
+    let covered: Vec<&str> = ["create.", "mount.", "unmount.", "remove.", "purge.", "clone.", "grow.", "takeover.", "server.", "resize.", "restore."].iter().flat_map(|p| points(p)).collect();
     let uncovered: Vec<&&str> = POINTS.iter().filter(|p| !covered.contains(p)).collect();
     assert!(uncovered.is_empty(), "crash points no test reaches: {uncovered:?}");
 }

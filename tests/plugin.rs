@@ -496,6 +496,79 @@ fn a_removed_volume_is_deleted_in_the_background_and_its_name_is_free_at_once() 
 }
 
 #[test]
+fn remove_takes_the_image_out_of_rbd_ls_before_it_answers_and_purges_it_from_the_trash() {
+    let p = plugin();
+    let name = unique("trash");
+    ok(&p.create(&name, &[("size", "64")]));
+    ok(&p.mount(&name, &id(1)));
+    ok(&p.unmount(&name, &id(1)));
+    ok(&p.remove(&name));
+    assert!(!rbd_ls().contains(&name), "rbd ls still lists {name} after Remove answered");
+    assert!(cluster().image_deleted(&name), "the trashed image was not purged");
+    let pool = cluster().connect().open_pool(POOL, "").unwrap();
+    let start = Instant::now();
+    while records::parse_trash(pool.metadata_list(records::TRASH_PREFIX).unwrap()).iter().any(|r| r.name == name) {
+        assert!(start.elapsed() < Duration::from_secs(15), "the trash record of {name} stays");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = cluster().rbdvol(&["trash", "restore", &name], &[]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no such volume in the trash"), "{out:?}");
+}
+
+#[test]
+fn within_the_trash_delay_a_removed_volume_comes_back_with_its_data_and_its_name_is_free_meanwhile() {
+    let p = Plugin::start_with(cluster(), &unique("host"), None, &["--trash-delay", "3600"]);
+    let name = unique("restore");
+    ok(&p.create(&name, &[("size", "64")]));
+    let m = p.mount(&name, &id(1));
+    ok(&m);
+    std::fs::write(p.mount_root().join(&name).join("data.txt"), "kept in the trash\n").unwrap();
+    ok(&p.unmount(&name, &id(1)));
+    ok(&p.remove(&name));
+    assert!(!rbd_ls().contains(&name), "rbd ls still lists {name}");
+    assert_eq!(cluster().trash_ids(&name).len(), 1, "not in rbd trash ls");
+    let listed = cluster().rbdvol(&["trash", "ls", "--json"], &[]);
+    let records: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap_or_else(|e| panic!("{e}: {listed:?}"));
+    let mine = records.as_array().unwrap().iter().find(|r| r["name"] == name.as_str()).unwrap_or_else(|| panic!("trash ls: {records}"));
+    assert_eq!(mine["purge_after_ms"].as_u64().unwrap() - mine["removed_ms"].as_u64().unwrap(), 3_600_000);
+
+    // The name is free at once: a new, empty volume.
+    ok(&p.create(&name, &[("size", "32")]));
+    ok(&p.mount(&name, &id(2)));
+    assert!(!p.mount_root().join(&name).join("data.txt").exists(), "the trashed image came back");
+    ok(&p.unmount(&name, &id(2)));
+    let out = cluster().rbdvol(&["trash", "restore", &name], &[]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("exists: remove it first"), "{out:?}");
+    ok(&p.remove(&name));
+    assert_eq!(cluster().trash_ids(&name).len(), 2);
+    let out = cluster().rbdvol(&["trash", "restore", "no-such-volume"], &[]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no such volume in the trash"), "{out:?}");
+
+    // Restore brings back the latest removal: the empty volume.
+    let restore = || {
+        let out = cluster().rbdvol(&["trash", "restore", &name], &[]);
+        assert!(out.status.success(), "{out:?}");
+        ok(&p.get(&name));
+        assert!(rbd_ls().contains(&name));
+        let m = p.mount(&name, &id(3));
+        ok(&m);
+        let data = std::fs::read_to_string(p.mount_root().join(&name).join("data.txt")).ok();
+        ok(&p.unmount(&name, &id(3)));
+        data
+    };
+    assert_eq!(restore(), None);
+    ok(&p.remove(&name));
+    // That one purged for good (as if due), the one before it comes back
+    // with its data.
+    let pool = cluster().connect().open_pool(POOL, "").unwrap();
+    let newest = records::parse_trash(pool.metadata_list(records::TRASH_PREFIX).unwrap()).into_iter().filter(|r| r.name == name).max_by_key(|r| r.removed_ms).unwrap();
+    pool.trash_remove(&newest.id, true).unwrap();
+    pool.metadata_remove(&records::trash_key(&newest.id)).unwrap();
+    assert_eq!(restore().as_deref(), Some("kept in the trash\n"));
+    ok(&p.remove(&name));
+}
+
+#[test]
 fn a_create_resuming_a_crashed_one_never_writes_to_or_deletes_a_foreign_image() {
     let p = plugin();
     let name = unique("foreignhalf");

@@ -129,8 +129,9 @@ impl Cluster {
             match set_option(&handle, option, value) {
                 // From a ceph.conf: the Ceph tools skip an option they do
                 // not know (a newer release's, a typo), and so do we.
-                Err(CephError::BadOption { errno: libc::ENOENT, .. }) if settings.lenient.contains(option) => {
-                    tracing::warn!("ceph option '{option}' from the ceph.conf is not one this librados knows: skipped");
+                Err(CephError::BadOption { errno, .. }) if settings.lenient.contains(option) && (errno == libc::ENOENT || errno == libc::EINVAL) => {
+                    let why = if errno == libc::ENOENT { "is not one this librados knows" } else { "has a value this librados refuses" };
+                    tracing::warn!("ceph option '{option}' from the ceph.conf {why}: skipped, as the ceph tools skip it");
                 }
                 other => other?,
             }

@@ -322,6 +322,19 @@ impl Pool {
         Ok(())
     }
 
+    /// Brings image `id` back from the trash as `name`. `AlreadyExists`
+    /// when an image of that name exists; `NotFound` when `id` is not in
+    /// the trash (purged, or restored already).
+    pub fn trash_restore(&self, id: &str, name: &str) -> Result<(), CephError> {
+        assert_off_executor("restore image from trash");
+        let c_id = cstring("image id", id)?;
+        let c_name = cstring("image name", name)?;
+        // SAFETY: the io context is open; both strings outlive the call.
+        let ret = unsafe { sys::rbd_trash_restore(self.handle.raw, c_id.as_ptr(), c_name.as_ptr()) };
+        check(ret, "restore from trash", || self.image_target(name))?;
+        Ok(())
+    }
+
     /// Ids of the images in this pool's trash.
     pub fn trash_list(&self) -> Result<Vec<ImageSpec>, CephError> {
         assert_off_executor("list trash");

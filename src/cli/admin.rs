@@ -150,3 +150,24 @@ pub fn snapshot_rm(target: &str, json: bool, args: &ClusterArgs) -> Result<()> {
     };
     say(json, &serde_json::json!({ "snapshot": target, "removed": done == ceph::Done::Changed }), &text)
 }
+
+pub fn trash_ls(json: bool, args: &ClusterArgs) -> Result<()> {
+    let (cluster, pool) = admin_cluster(args)?;
+    let records = rbdvol::engine::trash::records(&cluster.open_pool(&pool, "")?)?;
+    let now = rbdvol::engine::trash::now_ms() / 1000;
+    let mut text = if records.is_empty() { String::new() } else { format!("{:<32} {:<16} {:<14} {:>12} {:>12}", "name", "pool", "id", "removed", "purged in") };
+    for r in &records {
+        let pool = if r.namespace.is_empty() { r.pool.clone() } else { format!("{}/{}", r.pool, r.namespace) };
+        let ago = format!("{} s ago", now.saturating_sub(r.removed_ms / 1000));
+        let due = if r.purge_after_ms / 1000 > now { format!("{} s", r.purge_after_ms / 1000 - now) } else { "due".into() };
+        text.push_str(&format!("\n{:<32} {:<16} {:<14} {:>12} {:>12}", r.name, pool, r.id, ago, due));
+    }
+    say(json, &records, text.trim_start_matches('\n'))
+}
+
+pub fn trash_restore(volume: &str, json: bool, args: &ClusterArgs) -> Result<()> {
+    let (cluster, pool) = admin_cluster(args)?;
+    let record = rbdvol::engine::trash::restore(&cluster, &pool, volume)?;
+    let text = format!("restored volume '{volume}' (pool {}, image id {}): Docker sees it again", record.pool, record.id);
+    say(json, &serde_json::json!({ "volume": volume, "pool": record.pool, "namespace": record.namespace, "id": record.id, "restored": true }), &text)
+}

@@ -15,7 +15,9 @@ use anyhow::Result;
 pub struct CephArgs {
     /// The cluster name in the default paths: /etc/ceph/NAME.conf and
     /// /etc/ceph/NAME.client.USER.keyring (default ceph).
-    #[arg(long, global = true, env = "RBD_CONF_CLUSTER", value_name = "NAME", value_parser = cluster_name)]
+    // Checked where the settings resolve, not here: a bad value from a
+    // managed plugin's settings must not stop the plugin from starting.
+    #[arg(long, global = true, env = "RBD_CONF_CLUSTER", value_name = "NAME")]
     pub cluster: Option<String>,
     /// The cephx user, without `client.` (default admin; ranks above
     /// RBD_CONF_KEYRING_USER).
@@ -38,22 +40,12 @@ pub struct CephArgs {
 
 /// A cephx user id: letters, digits, `.`, `_`, `-` (a usage error
 /// otherwise, before anything is read).
-fn cephx_id(value: &str) -> Result<String, String> {
+pub fn cephx_id(value: &str) -> Result<String, String> {
     let valid = !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     if valid {
         Ok(value.to_string())
     } else {
         Err("a cephx user id is letters, digits, '.', '_' or '-' (e.g. docker)".into())
-    }
-}
-
-/// A cluster name, which becomes part of a file name: letters, digits,
-/// `_`, `-` (empty: unset, as a managed plugin passes it).
-fn cluster_name(value: &str) -> Result<String, String> {
-    if value.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c)) {
-        Ok(value.to_string())
-    } else {
-        Err("a cluster name is letters, digits, '_' or '-' (e.g. ceph)".into())
     }
 }
 
@@ -83,7 +75,7 @@ impl CephArgs {
     pub fn sources(&self, host: &str) -> rbdvol::daemon::CephSources {
         let named = |p: &Option<String>, by: &str| non_empty(p).map(|p| (PathBuf::from(p), by.to_string()));
         let files = rbdvol::config::ceph_files::Locations {
-            cluster: non_empty(&self.cluster).unwrap_or_else(|| "ceph".into()),
+            cluster: non_empty(&self.cluster).map(|c| c.trim().to_string()).unwrap_or_else(|| "ceph".into()),
             conf: named(&self.conf, "--conf or RBDVOL_CEPH_CONF"),
             keyring: named(&self.keyring, "--keyring or RBDVOL_KEYRING"),
             host: host.to_string(),
@@ -186,6 +178,11 @@ pub struct ServeArgs {
     /// host (release), grown (grow the filesystem). Default 5.
     #[arg(long, env = "RBDVOL_CHECK_INTERVAL")]
     pub check_interval: Option<String>,
+    /// Seconds a removed volume's image stays in the RBD trash, restorable
+    /// with `rbdvol trash restore` (default 0: purged at once, in the
+    /// background).
+    #[arg(long, env = "RBDVOL_TRASH_DELAY")]
+    pub trash_delay: Option<String>,
     /// Serve Prometheus metrics at /metrics on this address: IP:PORT
     /// (:PORT for every address), or unix:PATH (or an absolute path) for a
     /// unix socket. Empty: off (the default).
@@ -244,6 +241,7 @@ impl ServeArgs {
             session_ttl: self.session_ttl,
             blocklist_expiry: self.fence.blocklist_expiry,
             check_interval: self.check_interval,
+            trash_delay: self.trash_delay,
             metrics_addr: self.metrics_addr,
         }
     }

@@ -61,9 +61,12 @@ pub fn consul_seed(ceph: &CephArgs, user: Option<String>) -> Result<()> {
                 None => "admin".into(),
             },
         };
-        let read = ceph_files::read(&files, &user, true)?;
+        let read = ceph_files::read(&files, &user, ceph_files::WantKey::Yes)?;
         for s in &read.skipped {
             println!("left out {s} (a daemon's or this host's own setting)");
+        }
+        for l in &read.ignored {
+            println!("left out {l}");
         }
         let Some((key, _)) = read.key else {
             anyhow::bail!("no key for client.{user} in a keyring (looked at {}): give it with --keyring", read.looked.join(", "));

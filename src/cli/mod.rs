@@ -32,7 +32,7 @@ pub enum ConsulCommand {
     Seed {
         /// The user whose key to take from the keyring (default: --id, else
         /// the keyring's first).
-        #[arg(long)]
+        #[arg(long, value_parser = args::cephx_id)]
         user: Option<String>,
     },
 }
@@ -59,6 +59,29 @@ pub enum SnapshotCommand {
     Rm {
         /// VOL@SNAP
         target: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TrashCommand {
+    /// The removed volumes whose images are still in the trash
+    /// (RBDVOL_TRASH_DELAY), with when each is purged.
+    Ls {
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Brings a removed volume back from the trash, with its data and
+    /// metadata, for Docker on every host.
+    Restore {
+        volume: String,
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -155,6 +178,11 @@ pub enum Command {
         #[command(subcommand)]
         what: SnapshotCommand,
     },
+    /// Removed volumes in the RBD trash: ls, restore VOL.
+    Trash {
+        #[command(subcommand)]
+        what: TrashCommand,
+    },
     /// Consul: seed rbdvol's settings.
     Consul {
         #[command(subcommand)]
@@ -210,6 +238,10 @@ pub fn run(cli: Cli) -> Result<()> {
             SnapshotCommand::Ls { volume, json, cluster } => admin::snapshot_ls(&volume, json, &with(cluster)),
             SnapshotCommand::Rm { target, json, cluster } => admin::snapshot_rm(&target, json, &with(cluster)),
         },
+        Command::Trash { what } => match what {
+            TrashCommand::Ls { json, cluster } => admin::trash_ls(json, &with(cluster)),
+            TrashCommand::Restore { volume, json, cluster } => admin::trash_restore(&volume, json, &with(cluster)),
+        },
         Command::Inspect { volume, cluster } => admin::inspect(&volume, &with(cluster)),
         Command::Takeover { volume, json, cluster, fence } => admin::takeover(&volume, json, &with(cluster), &fence),
         Command::Unlock { volume, force, json, cluster } => admin::unlock(&volume, force, json, &with(cluster)),
@@ -248,11 +280,22 @@ mod tests {
 
     #[test]
     fn admin_commands_take_no_serve_only_flag() {
-        let admin: [&[&str]; 9] =
-            [&["ls"], &["inspect"], &["unlock"], &["resize"], &["takeover"], &["snapshot", "ls"], &["snapshot", "create"], &["snapshot", "rm"], &["config", "show"]];
+        let admin: [&[&str]; 11] = [
+            &["ls"],
+            &["inspect"],
+            &["unlock"],
+            &["resize"],
+            &["takeover"],
+            &["snapshot", "ls"],
+            &["snapshot", "create"],
+            &["snapshot", "rm"],
+            &["config", "show"],
+            &["trash", "ls"],
+            &["trash", "restore"],
+        ];
         for path in admin {
             let flags = flags(path);
-            for serve_only in SERVE_ONLY.iter().chain(&["sysfs", "auto-takeover", "session-ttl", "check-interval"]) {
+            for serve_only in SERVE_ONLY.iter().chain(&["sysfs", "auto-takeover", "session-ttl", "check-interval", "trash-delay"]) {
                 assert!(!flags.iter().any(|f| f == serve_only || f.replace('_', "-") == *serve_only), "{path:?} takes --{serve_only}: {flags:?}");
             }
             for needed in ["host-id", "state-dir", "pool", "namespace", "default-size", "default-fstype"] {
@@ -285,6 +328,7 @@ mod tests {
             "session-ttl",
             "blocklist-expiry",
             "check-interval",
+            "trash-delay",
         ];
         for flag in all {
             assert!(flags.iter().any(|f| f == flag), "serve lacks --{flag}: {flags:?}");
@@ -324,6 +368,9 @@ mod tests {
         ok(&["config", "show", "--pool", "p", "--default-size", "1G"]);
         ok(&["consul", "seed", "--conf", "/c", "--keyring", "/k"]);
         ok(&["check", "--pool", "p", "--write"]);
+        ok(&["trash", "ls", "--json", "--state-dir", "/st"]);
+        ok(&["trash", "restore", "v", "--json"]);
+        ok(&["serve", "--trash-delay", "3600"]);
         ok(&["plugin", "--socket", "/s", "--check-interval", "1"]);
         ok(&["-c", "/etc/ceph/ceph.conf", "--id", "docker", "ls"]);
         ok(&["ls", "--cluster", "backup", "-k", "/k", "-n", "client.docker"]);
@@ -331,7 +378,7 @@ mod tests {
 
     #[test]
     fn a_user_that_is_no_cephx_client_id_is_a_usage_error() {
-        for args in [&["--id", "ad min", "ls"][..], &["--id", "a\nb", "ls"], &["-n", "docker", "ls"], &["-n", "osd.0", "ls"], &["--id", "a", "-n", "client.b", "ls"], &["--cluster", "../../etc/x", "ls"]] {
+        for args in [&["--id", "ad min", "ls"][..], &["--id", "a\nb", "ls"], &["-n", "docker", "ls"], &["-n", "osd.0", "ls"], &["--id", "a", "-n", "client.b", "ls"]] {
             let argv = std::iter::once("rbdvol").chain(args.iter().copied());
             let e = Cli::try_parse_from(argv).err().unwrap_or_else(|| panic!("{args:?} accepted"));
             assert_eq!(e.exit_code(), 2, "{args:?}: {e}");

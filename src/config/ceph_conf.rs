@@ -37,31 +37,43 @@ pub fn canonical(option: &str) -> String {
     option.split(|c: char| c.is_whitespace() || c == '-' || c == '_').filter(|w| !w.is_empty()).collect::<Vec<_>>().join("_")
 }
 
+/// A file's entries, and the lines Ceph would ignore, for the log.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Parsed {
+    pub entries: Vec<Entry>,
+    /// `line N: why`, never quoting a name or value of the line (a key
+    /// pasted on a line of its own is one).
+    pub ignored: Vec<String>,
+}
+
+/// Whether `option` could name one of Ceph's options (lower case, digits,
+/// `_`); Ceph reads other names too, and ignores them.
+pub fn is_option_name(option: &str) -> bool {
+    !option.is_empty() && option.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
 /// Parses `text`, the contents of `path`. Values are never quoted in an
 /// error (a keyring's line holds a key).
-pub fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, ParseError> {
+pub fn parse(path: &Path, text: &str) -> Result<Parsed, ParseError> {
     let error = |line: usize, reason: &str| ParseError { path: path.to_path_buf(), line, reason: reason.to_string() };
-    let mut entries = Vec::new();
+    let mut parsed = Parsed::default();
     let mut section: Option<String> = None;
     // A byte order mark (an editor's) is not part of the first line.
     let mut lines = text.strip_prefix('\u{feff}').unwrap_or(text).lines().enumerate();
     while let Some((index, first)) = lines.next() {
         let number = index + 1;
-        // A trailing backslash joins the next line — unless it ends a
-        // comment, which ends the line.
+        // A trailing unescaped backslash joins the next line — unless it
+        // ends a comment, which ends the line.
         let mut line = String::new();
         let mut physical = first;
         loop {
-            let (content, commented) = strip_comment(physical).map_err(|r| error(number, r))?;
-            match content.strip_suffix('\\') {
-                Some(joined) if !commented => {
-                    line.push_str(joined);
-                    physical = lines.next().map(|(_, next)| next).ok_or_else(|| error(number, "a line continued ('\\' at its end) past the end of the file"))?;
-                }
-                _ => {
-                    line.push_str(content);
-                    break;
-                }
+            let cut = strip_comment(physical).map_err(|r| error(number, r))?;
+            if cut.continued {
+                line.push_str(&cut.content[..cut.content.len() - 1]);
+                physical = lines.next().map(|(_, next)| next).ok_or_else(|| error(number, "a line continued ('\\' at its end) past the end of the file"))?;
+            } else {
+                line.push_str(cut.content);
+                break;
             }
         }
         let content = line.trim();
@@ -71,7 +83,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, ParseError> {
         if let Some(rest) = content.strip_prefix('[') {
             let name = rest.strip_suffix(']').ok_or_else(|| error(number, "a section header has no closing ']'"))?;
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-                return Err(error(number, "a section name is letters, digits, '.', '_' or '-', with no spaces (e.g. [global], [client.admin])"));
+                // Ceph reads `[ global ]` as a section of that name, which
+                // no client reads: so do we, and say so.
+                parsed.ignored.push(format!("line {number}: a section no client reads ([{name}]: spaces or other characters in its name)"));
             }
             section = Some(name.to_string());
             continue;
@@ -80,37 +94,61 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, ParseError> {
             return Err(error(number, "expected 'option = value' or a [section] header"));
         };
         let option = canonical(key);
-        if option.is_empty() || !option.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(error(number, "an option name is letters, digits, spaces, '-' or '_'"));
+        if option.is_empty() {
+            return Err(error(number, "an option with no name"));
         }
         let Some(section) = &section else {
             return Err(error(number, "an option before any [section] header (put it under [global])"));
         };
+        if !is_option_name(&option) {
+            parsed.ignored.push(format!("line {number}: no option of Ceph's is named so (capitals or other characters in the name)"));
+            continue;
+        }
         let value = unquote(value.trim()).map_err(|r| error(number, r))?;
-        entries.push(Entry { section: section.clone(), option, value, line: number });
+        parsed.entries.push(Entry { section: section.clone(), option, value, line: number });
     }
-    Ok(entries)
+    Ok(parsed)
 }
 
-/// `line` up to its first `#` or `;` outside quotes (single or double)
-/// and not escaped with `\`, and whether a comment followed.
-fn strip_comment(line: &str) -> Result<(&str, bool), &'static str> {
+/// A physical line cut at its comment.
+struct Cut<'a> {
+    /// Up to the first `#` or `;` outside a quoted value and not escaped.
+    content: &'a str,
+    /// Ends with an unescaped `\` (and no comment followed): the next line
+    /// continues it.
+    continued: bool,
+}
+
+/// Cuts `line` at its comment. A value is quoted only when its first
+/// character after the `=` is a quote: `it's` and `5" disk` are plain text,
+/// as Ceph reads them.
+fn strip_comment(line: &str) -> Result<Cut<'_>, &'static str> {
     let mut quote = None;
     let mut escaped = false;
+    let mut after_eq = false;
+    let mut value_started = false;
     for (i, c) in line.char_indices() {
         match c {
-            _ if escaped => escaped = false,
+            _ if escaped => {
+                escaped = false;
+                value_started |= after_eq;
+            }
             '\\' => escaped = true,
-            '"' | '\'' if quote == Some(c) => quote = None,
-            '"' | '\'' if quote.is_none() => quote = Some(c),
-            '#' | ';' if quote.is_none() => return Ok((&line[..i], true)),
+            q @ ('"' | '\'') if quote == Some(q) => quote = None,
+            q @ ('"' | '\'') if quote.is_none() && after_eq && !value_started => {
+                quote = Some(q);
+                value_started = true;
+            }
+            '#' | ';' if quote.is_none() => return Ok(Cut { content: &line[..i], continued: false }),
+            '=' if !after_eq && quote.is_none() => after_eq = true,
+            c if !c.is_whitespace() => value_started |= after_eq,
             _ => {}
         }
     }
     if quote.is_some() {
         return Err("a quoted value has no closing quote");
     }
-    Ok((line, false))
+    Ok(Cut { content: line, continued: escaped })
 }
 
 /// A value as written with its `\` escapes undone, or the text inside its
@@ -161,7 +199,7 @@ mod tests {
     use super::*;
 
     fn parse_ok(text: &str) -> Vec<(String, String, String, usize)> {
-        parse(Path::new("/etc/ceph/ceph.conf"), text).unwrap().into_iter().map(|e| (e.section, e.option, e.value, e.line)).collect()
+        parse(Path::new("/etc/ceph/ceph.conf"), text).unwrap().entries.into_iter().map(|e| (e.section, e.option, e.value, e.line)).collect()
     }
 
     fn parse_err(text: &str) -> String {
@@ -206,12 +244,9 @@ mod tests {
             ("[global]\nmon host\n", 2, "expected 'option = value'"),
             ("mon host = x\n", 1, "before any [section]"),
             ("[global]\n\n\nfsid = \"abc\n", 4, "no closing quote"),
-            ("[ global ]\n", 1, "no spaces"),
             ("[global]\nfsid = a \\", 2, "past the end of the file"),
             ("[global]\nfsid = \"abc\" trailing\n", 2, "text after a quoted value"),
-            ("[global]\n = x\n", 2, "an option name"),
-            ("[glo/bal]\n", 1, "a section name"),
-            ("[global]\nmon.host = x\n", 2, "an option name"),
+            ("[global]\n = x\n", 2, "an option with no name"),
         ];
         for (text, line, why) in cases {
             let msg = parse_err(text);
@@ -241,6 +276,23 @@ mod tests {
     }
 
     // What ceph-conf 16.2.15 reads (found by the attack pass).
+
+    #[test]
+    fn quotes_inside_a_plain_value_and_an_escaped_final_backslash_are_text() {
+        assert_eq!(parse_ok("[global]\nb = it's # c\nc = 5\" disk\n"), vec![e("global", "b", "it's", 2), e("global", "c", "5\" disk", 3)]);
+        assert_eq!(parse_ok("[global]\na = x\\\\\nb = 1\n"), vec![e("global", "a", "x\\", 2), e("global", "b", "1", 3)]);
+    }
+
+    #[test]
+    fn names_ceph_would_ignore_are_skipped_and_noted_by_line_only() {
+        let key = "AQB+x/yhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg==";
+        let text = format!("[ global ]\nfsid = a\n[glo/bal]\n[global]\n{key}\nmon.host = x\nMon_Host = y\nmon host = z\n");
+        let parsed = parse(Path::new("/c"), &text).unwrap();
+        let got: Vec<_> = parsed.entries.iter().map(|e| (e.section.as_str(), e.option.as_str(), e.line)).collect();
+        assert_eq!(got, vec![(" global ", "fsid", 2), ("global", "mon_host", 8)]);
+        assert_eq!(parsed.ignored.len(), 5, "{:?}", parsed.ignored);
+        assert!(!format!("{:?}", parsed.ignored).contains("AQB"), "{:?}", parsed.ignored);
+    }
 
     #[test]
     fn a_byte_order_mark_is_not_part_of_the_first_line() {

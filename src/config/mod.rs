@@ -196,16 +196,18 @@ impl CephSettings {
 }
 
 /// The key in `path`: the key alone, or a keyring (`key = ...` in it). The
-/// file's contents never appear in an error.
+/// file's contents never appear in an error, nor its path unless absolute
+/// (a key set here by mistake would be one).
 fn read_key_file(path: &str) -> Result<Secret, ConfigError> {
+    let shown = if path.starts_with('/') { path } else { "(not an absolute path)" };
     let invalid = |reason: String| ConfigError::Invalid { name: "RBD_CONF_KEYRING_KEY_FILE".into(), reason };
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read {path}: {e}")))?);
+    let text = ceph_files::read_text(std::path::Path::new(path)).map_err(|e| invalid(format!("cannot read {shown}: {e}")))?;
     let key = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("key").map(str::trim_start).and_then(|r| r.strip_prefix('=')).map(str::trim))
         .unwrap_or_else(|| text.trim());
     if key.is_empty() || key.contains(char::is_whitespace) {
-        return Err(invalid(format!("{path} holds no cephx key (the key alone, or a keyring with a 'key = ' line)")));
+        return Err(invalid(format!("{shown} holds no cephx key (the key alone, or a keyring with a 'key = ' line)")));
     }
     Ok(Secret::new(key))
 }

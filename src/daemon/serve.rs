@@ -49,6 +49,8 @@ pub struct ServeConfig {
     pub blocklist_expiry: Option<String>,
     /// RBDVOL_CHECK_INTERVAL.
     pub check_interval: Option<String>,
+    /// RBDVOL_TRASH_DELAY.
+    pub trash_delay: Option<String>,
     /// RBDVOL_METRICS_ADDR: where the metrics endpoint listens (empty: off).
     pub metrics_addr: Option<String>,
 }
@@ -155,11 +157,13 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
         state_dir: cfg.state_dir.clone(),
         auto_takeover: auto_takeover(&cfg.auto_takeover)?,
         blocklist_expiry: blocklist_expiry(&cfg.blocklist_expiry)?,
+        trash_delay: seconds(&cfg.trash_delay, "RBDVOL_TRASH_DELAY", 0, 0)?,
     };
     let (session_ttl, check_interval) = (session_ttl(&cfg.session_ttl)?, check_interval(&cfg.check_interval)?);
     let metrics_addr = crate::metrics::MetricsAddr::parse(cfg.metrics_addr.as_deref().unwrap_or(""))?;
     let host_id = config.host_id.clone();
     let mapper = mapper::build(kind, &mapper_config, &tools);
+    let started_with = settings.clone();
     let engine = Engine::start(config, settings, tools, mapper)?;
     tracing::info!("host '{host_id}', mapper {}", engine.mapper_kind().as_str());
 
@@ -200,9 +204,10 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
                 Ok(client) => engine.set_liveness(Arc::new(ConsulLiveness::new(client, tokio::runtime::Handle::current()))),
                 Err(e) => tracing::error!("{e}"),
             }
-            tokio::spawn(watch_consul(engine.clone(), c, base, cache_path, cached.is_some(), records_tx));
+            // "Has settings": working ones, from the cache or the files.
+            tokio::spawn(watch_consul(engine.clone(), c, base, cache_path, started_with.is_ok(), records_tx));
         } else {
-            tokio::spawn(super::watch_files(engine.clone(), base, super::FILES_INTERVAL));
+            tokio::spawn(super::watch_files(engine.clone(), base, started_with, super::FILES_INTERVAL));
         }
         let e = engine.clone();
         tokio::spawn(async move {

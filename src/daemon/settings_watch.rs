@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::consul::{self, Consul, ConsulSettings};
-use crate::config::ConfigError;
+use crate::config::{CephSettings, ConfigError};
 use crate::engine::Engine;
 use crate::settings::{resolve, Sources};
 
@@ -123,9 +123,18 @@ pub async fn watch_consul(
     };
     let mut reported = Reported::default();
     let (mut index, mut last, mut failing) = (None::<u64>, None::<BTreeMap<String, String>>, false);
+    let mut file_broken = false;
     let mut backoff = Duration::from_secs(1);
     loop {
-        match client.read(index, Duration::from_secs(300)).await {
+        // While a ceph.conf or keyring is broken, resolve again every few
+        // seconds rather than only at Consul's next change.
+        let asked_at = if file_broken {
+            tokio::time::sleep(FILES_INTERVAL).await;
+            None
+        } else {
+            index
+        };
+        match client.read(asked_at, Duration::from_secs(300)).await {
             Ok(snap) => {
                 crate::metrics::global().consul_answered(true);
                 if failing {
@@ -138,7 +147,7 @@ pub async fn watch_consul(
                     continue;
                 }
                 index = Some(snap.index);
-                if last.as_ref() == Some(&snap.kv) {
+                if last.as_ref() == Some(&snap.kv) && !file_broken {
                     continue;
                 }
                 // Volume records someone else changed or removed: checked
@@ -159,13 +168,16 @@ pub async fn watch_consul(
                 let eff = resolve(&sources, |r| reported.error(r));
                 if have_settings && matches!(eff.ceph, Err(ConfigError::File(_))) {
                     // A ceph.conf or keyring being rewritten (or broken)
-                    // must not take working settings away either.
+                    // must not take working settings away either; a mended
+                    // file is taken up within FILES_INTERVAL (see above).
                     if let Err(e) = &eff.ceph {
                         reported.error(format!("{e}: keeping the last good settings"));
                     }
+                    file_broken = true;
                     last = Some(snap.kv);
                     continue;
                 }
+                file_broken = false;
                 engine.update_settings(eff.ceph, eff.defaults);
                 write_consul_cache(&cache, &prefix, &snap.kv);
                 have_settings = true;
@@ -199,9 +211,9 @@ pub const FILES_INTERVAL: Duration = Duration::from_secs(10);
 /// keyring or a monitor added to the ceph.conf takes effect within
 /// `every`, as a change in Consul would. A file that turns unreadable or
 /// malformed keeps the last good settings (and says so, once).
-pub async fn watch_files(engine: Engine, base: Sources, every: Duration) {
+pub async fn watch_files(engine: Engine, base: Sources, started_with: Result<CephSettings, ConfigError>, every: Duration) {
     let mut reported = Reported::default();
-    let mut last = resolve(&base, |_| {}).ceph;
+    let mut last = started_with;
     loop {
         tokio::time::sleep(every).await;
         let sources = base.clone();

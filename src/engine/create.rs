@@ -39,20 +39,16 @@ impl Inner {
         let cluster = store.cluster();
         let resuming = match self.dir_get(&store, name)? {
             Some(DirEntry { state: EntryState::Ready, .. }) => return Ok(Created::AlreadyExisted),
-            Some(e @ DirEntry { state: EntryState::Removing, .. }) => {
-                // Removed, but the image is not deleted yet: finish that
-                // before creating anew.
-                let pool = cluster.open_pool(&e.pool, &e.namespace)?;
-                match self.remove_image_settling(&pool, name, e.id.as_deref()) {
-                    Ok(()) | Err(CephError::NotFound { .. }) => {}
-                    Err(err) => return Err(err.into()),
-                }
+            Some(DirEntry { state: EntryState::Removing, .. }) => {
+                // Removed, but its image not yet in the trash: move it
+                // there (it frees the name) before creating anew.
+                self.trash_removed(name)?;
                 false
             }
             Some(DirEntry { state: EntryState::Creating, .. }) => true,
             None => false,
         };
-        let entry = DirEntry { pool: opts.pool.clone(), namespace: opts.namespace.clone(), state: EntryState::Creating, id: None };
+        let entry = DirEntry { pool: opts.pool.clone(), namespace: opts.namespace.clone(), state: EntryState::Creating, id: None, trash_delay_s: None };
         // The intent goes first: a crash from here on leaves a `creating`
         // entry, which the next Create or Mount completes.
         self.dir_put(&store, name, &entry)?;

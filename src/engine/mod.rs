@@ -48,6 +48,7 @@ mod status;
 mod store;
 pub mod takeover;
 mod timing;
+pub mod trash;
 
 #[cfg(test)]
 mod tests;
@@ -98,6 +99,9 @@ pub enum EngineError {
 
     #[error("volume '{name}' has snapshots ({snapshots}): remove them first (rbdvol snapshot rm {name}@<snapshot>)")]
     HasSnapshots { name: String, snapshots: String },
+
+    #[error("cannot restore volume '{name}' from the trash: {reason}")]
+    TrashRestore { name: String, reason: String },
 
     #[error("volume '{name}' is held by host '{host}', whose consul session lapsed, but its clients still watch the image ({watchers}): retry in a few seconds (a dead client's watch times out within ~30 s); if that host still works with ceph, rbdvol takeover {name} fences it")]
     HolderDying { name: String, host: String, watchers: String },
@@ -226,6 +230,9 @@ pub struct EngineConfig {
     pub auto_takeover: bool,
     /// How long a fenced client stays blocklisted.
     pub blocklist_expiry: Duration,
+    /// How long a removed volume's image stays in the RBD trash, restorable
+    /// (`RBDVOL_TRASH_DELAY`; zero: purged at once, in the background).
+    pub trash_delay: Duration,
 }
 
 type VolumeLock = Arc<tokio::sync::Mutex<()>>;

@@ -8,6 +8,9 @@
 //!   volume's settings, a [`VolumeMeta`]), [`FORMATTED_KEY`] (the
 //!   filesystem's size in bytes, present once formatted), [`MOUNTED_KEY`]
 //!   (who has it mounted, a [`MountedBy`], removed at the last Unmount);
+//! - the trash: pool metadata `rbdvol.trash.<image id>` in the default
+//!   pool, a [`TrashRecord`] for each removed volume's image in the RBD
+//!   trash, until it is purged (or restored);
 //! - the host lock: a RADOS exclusive lock `rbdvol` on the image header
 //!   (`ceph::Header::host_lock`) whose cookie is a [`LockCookie`]: the host
 //!   id and this installation's id.
@@ -31,6 +34,49 @@ pub const FENCED_KEY: &str = "rbdvol.fenced";
 /// A pool metadata key nobody writes: the health probe reads it, to see
 /// that the pool's OSDs answer.
 pub const PROBE_KEY: &str = "rbdvol.probe";
+
+/// Prefix of the trash records' keys in the default pool's metadata.
+pub const TRASH_PREFIX: &str = "rbdvol.trash.";
+
+/// The trash record key of image `id`.
+pub fn trash_key(id: &str) -> String {
+    format!("{TRASH_PREFIX}{id}")
+}
+
+/// A removed volume's image in the RBD trash: what `rbdvol trash ls`
+/// shows, what the purge deletes when due and what `rbdvol trash restore`
+/// brings back. Written before the image moves, deleted after it is
+/// purged or restored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TrashRecord {
+    /// The volume's name (and its image's).
+    pub name: String,
+    pub pool: String,
+    #[serde(default)]
+    pub namespace: String,
+    /// The image id: its key in the RBD trash.
+    pub id: String,
+    /// When it was removed, Unix milliseconds (the latest of a name's
+    /// removals is the one a restore brings back).
+    pub removed_ms: u64,
+    /// When it is to be purged, Unix milliseconds.
+    pub purge_after_ms: u64,
+}
+
+impl TrashRecord {
+    pub fn parse(raw: &str) -> Option<TrashRecord> {
+        serde_json::from_str(raw).ok()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a trash record serializes")
+    }
+}
+
+/// Every readable trash record of a pool metadata listing.
+pub fn parse_trash(listing: Vec<(String, String)>) -> Vec<TrashRecord> {
+    listing.into_iter().filter(|(k, _)| k.starts_with(TRASH_PREFIX)).filter_map(|(_, v)| TrashRecord::parse(&v)).collect()
+}
 
 /// The directory key of volume `name`.
 pub fn directory_key(name: &str) -> String {
@@ -59,6 +105,10 @@ pub struct DirEntry {
     /// without a lookup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Set by Remove (state `removing`): the remover's `RBDVOL_TRASH_DELAY`,
+    /// seconds, which whichever host moves the image to the trash uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trash_delay_s: Option<u64>,
 }
 
 impl DirEntry {
@@ -231,7 +281,7 @@ mod tests {
     #[test]
     fn directory_entries_written_by_earlier_versions_are_read() {
         let e = DirEntry::parse(ENTRY_V0).unwrap();
-        assert_eq!(e, DirEntry { pool: "rbd".into(), namespace: "".into(), state: EntryState::Ready, id: Some("10a2b3c4d5e6".into()) });
+        assert_eq!(e, DirEntry { pool: "rbd".into(), namespace: "".into(), state: EntryState::Ready, id: Some("10a2b3c4d5e6".into()), trash_delay_s: None });
         let e = DirEntry::parse(ENTRY_V0_NO_ID).unwrap();
         assert_eq!((e.state, e.id, e.namespace.as_str()), (EntryState::Creating, None, ""));
         assert_eq!(DirEntry::parse(r#"{"pool":"rbd","state":"removing"}"#).unwrap().state, EntryState::Removing);
@@ -239,11 +289,26 @@ mod tests {
 
     #[test]
     fn directory_entries_round_trip_and_keep_their_field_names() {
-        let e = DirEntry { pool: "ssd".into(), namespace: "ns".into(), state: EntryState::Removing, id: Some("abc".into()) };
+        let e = DirEntry { pool: "ssd".into(), namespace: "ns".into(), state: EntryState::Removing, id: Some("abc".into()), trash_delay_s: None };
         assert_eq!(DirEntry::parse(&e.to_json()), Some(e.clone()));
         assert_eq!(e.to_json(), r#"{"pool":"ssd","namespace":"ns","state":"removing","id":"abc"}"#);
-        let no_id = DirEntry { id: None, ..e };
+        let no_id = DirEntry { id: None, ..e.clone() };
         assert!(!no_id.to_json().contains("\"id\""), "an absent id is not written");
+        let removing = DirEntry { trash_delay_s: Some(3600), ..e };
+        assert_eq!(removing.to_json(), r#"{"pool":"ssd","namespace":"ns","state":"removing","id":"abc","trash_delay_s":3600}"#);
+        assert_eq!(DirEntry::parse(&removing.to_json()), Some(removing));
+    }
+
+    const TRASH_V0: &str = r#"{"name":"db","pool":"rbd","namespace":"","id":"10a2b3c4d5e6","removed_ms":1796200000123,"purge_after_ms":1796203600123}"#;
+
+    #[test]
+    fn trash_records_keep_their_format_and_are_told_apart_from_the_directory() {
+        let r = TrashRecord::parse(TRASH_V0).unwrap();
+        assert_eq!(r, TrashRecord { name: "db".into(), pool: "rbd".into(), namespace: "".into(), id: "10a2b3c4d5e6".into(), removed_ms: 1796200000123, purge_after_ms: 1796203600123 });
+        assert_eq!(r.to_json(), TRASH_V0);
+        let listing = vec![(trash_key("10a2b3c4d5e6"), TRASH_V0.into()), (directory_key("db"), ENTRY_V0.into()), (trash_key("x"), "not json".into())];
+        assert_eq!(parse_trash(listing.clone()), vec![r]);
+        assert_eq!(parse_directory(listing).keys().collect::<Vec<_>>(), vec!["db"]);
     }
 
     #[test]

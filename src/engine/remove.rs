@@ -1,24 +1,26 @@
-//! Remove hides a volume at once (directory state `removing`: gone for
-//! Docker on every host); its image is deleted in the background (`purge`),
-//! retried while its watchers go, and at the next start.
+//! Remove hides a volume (directory state `removing`: gone for Docker on
+//! every host), then moves its image to the RBD trash (`trash`), which
+//! frees the name; the image is purged when due, in the background. What
+//! fails to move (watchers that stay) is retried in the background while
+//! its watchers go, and at the next start.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::records::{DirEntry, EntryState};
+use super::records::{DirEntry, EntryState, TrashRecord};
 use super::store::Store;
-use super::{timing, Engine, EngineError, Inner, Removed};
-use crate::ceph::{self, CephError, Pool};
+use super::{timing, trash, Engine, EngineError, Inner, Removed};
+use crate::ceph::{self, CephError};
 use crate::host::crash;
 
-/// How many times the background deletion of a removed volume's image
-/// tries while its watchers go (10 s each, then 5, 10, 20, 40 s apart).
+/// How many times the background move of a removed volume's image tries
+/// while its watchers go (10 s each, then 5, 10, 20, 40 s apart).
 const PURGE_ATTEMPTS: u32 = 5;
-/// How long Remove waits for watchers that are closing.
-const WATCHERS_SETTLE: Duration = Duration::from_secs(10);
 
 impl Engine {
-    /// Deletes, in the background, the image of a volume just removed. It
-    /// holds the volume's lock, so a Create of the same name waits for it.
+    /// Finishes, in the background, the removal of volume `name`: moves its
+    /// image to the trash if Remove could not, then purges its trashed
+    /// images when due. Holds the volume's lock while it works, so a Create
+    /// of the same name waits for the move.
     pub(super) fn schedule_purge(&self, name: &str) {
         let engine = self.clone();
         let name = name.to_string();
@@ -29,27 +31,48 @@ impl Engine {
             let mut delay = Duration::from_secs(5);
             for attempt in 1..=PURGE_ATTEMPTS {
                 let n = name.clone();
-                match engine.locked("purge", &name, move |inner| inner.purge(&n)).await {
-                    Ok(()) => return,
+                match engine.locked("purge", &name, move |inner| inner.trash_removed(&n)).await {
+                    Ok(()) => break,
                     Err(e @ EngineError::Ceph(CephError::InUse { .. })) if attempt < PURGE_ATTEMPTS => {
-                        tracing::debug!("deleting the image of removed volume '{name}': {e}; trying again in {delay:?}");
+                        tracing::debug!("moving the image of removed volume '{name}' to the trash: {e}; trying again in {delay:?}");
                         tokio::time::sleep(delay).await;
                         delay *= 2;
                     }
                     Err(e) => {
-                        tracing::error!("deleting the image of removed volume '{name}' failed (retried at the next start): {e}");
+                        tracing::error!("moving the image of removed volume '{name}' to the trash failed (retried at the next start): {e}");
                         return;
                     }
                 }
             }
+            let inner = std::sync::Arc::clone(&engine.inner);
+            match ceph::offload(move || inner.trash_records()).await {
+                Ok(records) => records.into_iter().filter(|r| r.name == name).for_each(|r| engine.purge_when_due(r)),
+                Err(e) => tracing::warn!("cannot read the trash records to purge '{name}' (purged at the next start): {e}"),
+            }
         });
     }
 
-    /// Deletions any host left unfinished (a crash, a restart).
+    /// Purges a trashed image once its record says it is due.
+    pub(super) fn purge_when_due(&self, record: TrashRecord) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(record.purge_after_ms.saturating_sub(trash::now_ms()))).await;
+            let (name, r) = (record.name.clone(), record.clone());
+            if let Err(e) = engine.locked("purge", &name, move |inner| inner.purge_trashed(&r)).await {
+                tracing::error!("purging the image of removed volume '{name}' (id {}) from the trash failed (retried at the next start): {e}", record.id);
+            }
+        });
+    }
+
+    /// Removals any host left unfinished (a crash, a restart): images still
+    /// to move to the trash, trashed images to purge when due.
     pub(super) async fn resume_purges(&self) {
         let inner = std::sync::Arc::clone(&self.inner);
-        match ceph::offload(move || inner.pending_purges()).await {
-            Ok(names) => names.iter().for_each(|n| self.schedule_purge(n)),
+        match ceph::offload(move || Ok::<_, EngineError>((inner.pending_purges()?, inner.trash_records()?))).await {
+            Ok((names, records)) => {
+                names.iter().for_each(|n| self.schedule_purge(n));
+                records.into_iter().filter(|r| !names.contains(&r.name)).for_each(|r| self.purge_when_due(r));
+            }
             Err(e) => tracing::warn!("cannot look for removed volumes left to delete: {e}"),
         }
     }
@@ -57,8 +80,8 @@ impl Engine {
 
 impl Inner {
     /// Hides the volume (directory state `removing`): from here on it is
-    /// gone for Docker on every host. The image itself is deleted by
-    /// `purge`, which the caller schedules right after.
+    /// gone for Docker on every host; then moves its image to the trash.
+    /// The caller schedules the rest (`schedule_purge`) right after.
     pub(super) fn remove(&self, name: &str) -> Result<Removed, EngineError> {
         if let Some(v) = self.mounted.lock().unwrap().get(name) {
             return Err(EngineError::InUseHere { name: name.into(), containers: v.ref_count() });
@@ -97,65 +120,88 @@ impl Inner {
                 return Err(EngineError::HasSnapshots { name: name.into(), snapshots });
             }
             timing::step("snapshots");
-            self.dir_put(&store, name, &DirEntry { state: EntryState::Removing, id, ..entry })?;
+            let removing = DirEntry { state: EntryState::Removing, id, trash_delay_s: Some(self.cfg.trash_delay.as_secs()), ..entry.clone() };
+            self.dir_put(&store, name, &removing)?;
             crash::point("remove.hidden", name);
             timing::step("directory: removing");
             Ok(Removed::Removed)
         })();
         self.release_host_lock_or_retry(&*vol);
+        if hidden.is_ok() {
+            // Out of `rbd ls` before Remove answers, if its watchers go in
+            // time; else the background work moves it.
+            if let Err(e) = self.trash_removed(name) {
+                tracing::info!("the image of removed volume '{name}' goes to the trash in the background: {e}");
+            }
+            timing::step("trash");
+        }
         hidden
     }
 
-    /// Deletes the image of a removed (`removing`) volume, then its
-    /// directory entry. Idempotent; what fails stays `removing` and is
-    /// retried at the next start or by a Create of the same name.
-    pub(super) fn purge(&self, name: &str) -> Result<(), EngineError> {
+    /// Moves the image of a removed (`removing`) volume to the trash, then
+    /// drops its directory entry: the name is free. Idempotent; what fails
+    /// stays `removing` and is retried (in the background, at the next
+    /// start, or by a Create of the same name).
+    pub(super) fn trash_removed(&self, name: &str) -> Result<(), EngineError> {
         let store = self.ceph_store()?;
         let Some(entry) = self.dir_get(&store, name)?.filter(|e| e.state == EntryState::Removing) else { return Ok(()) };
         let pool = store.cluster().open_pool(&entry.pool, &entry.namespace)?;
-        match self.remove_image_settling(&pool, name, entry.id.as_deref()) {
-            Ok(()) | Err(CephError::NotFound { .. }) => {
-                crash::point("purge.deleted", name);
-                timing::step("remove image");
-                // Only the entry of the image deleted: a Create (any host)
-                // may have made the name anew meanwhile.
-                if self.dir_get(&store, name)? == Some(entry) {
-                    self.dir_remove(&store, name)?;
-                }
-                timing::step("directory: remove");
-                Ok(())
+        let id = match &entry.id {
+            Some(id) => id.clone(),
+            // An entry of an earlier version: the image's id by its name.
+            None => match pool.image_id(name) {
+                Ok(id) => id,
+                Err(CephError::NotFound { .. }) => String::new(),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        if !id.is_empty() {
+            // The remover's delay, whichever host finishes the removal.
+            let delay = entry.trash_delay_s.map(Duration::from_secs).unwrap_or(self.cfg.trash_delay);
+            match trash::move_to_trash(store.dir()?, &pool, name, &id, delay) {
+                Ok(_) | Err(CephError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => Err(e.into()),
         }
+        // Only the entry of the image moved: a Create (any host) may have
+        // made the name anew meanwhile.
+        if self.dir_get(&store, name)? == Some(entry) {
+            self.dir_remove(&store, name)?;
+        }
+        timing::step("directory: remove");
+        Ok(())
+    }
+
+    /// Purges a trashed image and its record; finishes a restore that was
+    /// cut short (the image back in its pool, its directory entry missing).
+    pub(super) fn purge_trashed(&self, record: &TrashRecord) -> Result<(), EngineError> {
+        let store = self.ceph_store()?;
+        match trash::purge(store.cluster(), store.dir()?, record)? {
+            trash::Purged::Purged => {}
+            trash::Purged::RestoreUnfinished(entry) => match self.dir_get(&store, &record.name)? {
+                // A restore cut short: finish it.
+                None => {
+                    self.dir_put(&store, &record.name, &entry)?;
+                    trash::forget(store.dir()?, &record.id)?;
+                }
+                Some(e) if e.state == EntryState::Ready && e.id == entry.id => trash::forget(store.dir()?, &record.id)?,
+                // A removal still moving it (waiting for its watchers): the
+                // record stays for the purge that follows the move.
+                Some(_) => {}
+            },
+        }
+        timing::step("purge");
+        Ok(())
+    }
+
+    /// The trash records in the default pool.
+    pub(super) fn trash_records(&self) -> Result<Vec<TrashRecord>, EngineError> {
+        let store = self.ceph_store()?;
+        Ok(trash::records(store.dir()?)?)
     }
 
     /// Volumes whose image is still to be deleted.
     fn pending_purges(&self) -> Result<Vec<String>, EngineError> {
         Ok(self.read_directory()?.into_iter().filter(|(_, e)| e.state == EntryState::Removing).map(|(n, _)| n).collect())
-    }
-
-    /// Removes image `name` — only while it is still the one with id `id`,
-    /// when known: another host may have made the name anew — waiting a
-    /// little for watchers that are on their way out: a mapper process
-    /// closing after the last Unmount, or udev probing a device just
-    /// unmapped. A watcher that stays is `InUse`; an image of that name
-    /// with another id is `NotFound` (this one is gone).
-    pub(super) fn remove_image_settling(&self, pool: &Pool, name: &str, id: Option<&str>) -> Result<(), CephError> {
-        let start = Instant::now();
-        loop {
-            if let Some(id) = id {
-                if pool.image_id(name)? != id {
-                    return Err(CephError::NotFound { op: "remove", target: crate::ceph::Target::Image { pool: pool.name().into(), namespace: pool.namespace().into(), image: name.into() }, errno: libc::ENOENT });
-                }
-            }
-            match pool.remove_image(name) {
-                Err(CephError::InUse { .. }) if start.elapsed() < WATCHERS_SETTLE => std::thread::sleep(Duration::from_millis(50)),
-                // Another host removed it in the same moment: gone.
-                Err(e) if e.errno() == Some(libc::ESTALE) => {
-                    return Err(CephError::NotFound { op: "remove", target: crate::ceph::Target::Image { pool: pool.name().into(), namespace: pool.namespace().into(), image: name.into() }, errno: libc::ENOENT })
-                }
-                other => return other,
-            }
-        }
     }
 }

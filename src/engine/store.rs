@@ -74,7 +74,8 @@ impl CephStore {
         CephStore { cluster, dir_pool: dir_pool.to_string(), dir: std::sync::OnceLock::new() }
     }
 
-    fn dir(&self) -> Result<&Pool, CephError> {
+    /// The default pool, which holds the directory and the trash records.
+    pub fn dir(&self) -> Result<&Pool, CephError> {
         if let Some(p) = self.dir.get() {
             return Ok(p);
         }

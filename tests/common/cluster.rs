@@ -151,19 +151,30 @@ impl TestCluster {
         out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("rbd info json"))
     }
 
-    /// Whether image `name` is gone within a minute: rbdvol's Remove hides
-    /// a volume at once and deletes its image in the background, retrying
-    /// while a closing mapper still watches it.
+    /// Whether image `name` is gone within a minute, from the pool and from
+    /// its trash: rbdvol's Remove moves the image to the trash and purges
+    /// it in the background (retrying the move while a closing mapper still
+    /// watches it).
     #[allow(dead_code)]
     pub fn image_deleted(&self, name: &str) -> bool {
         let start = std::time::Instant::now();
         while start.elapsed() < std::time::Duration::from_secs(60) {
-            if self.rbd_info(name).is_none() {
+            if self.rbd_info(name).is_none() && self.trash_ids(name).is_empty() {
                 return true;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         false
+    }
+
+    /// The ids of the images named `name` in the test pool's trash, as
+    /// `rbd trash ls` (an independent client) lists them.
+    #[allow(dead_code)]
+    pub fn trash_ids(&self, name: &str) -> Vec<String> {
+        let out = self.cli("rbd", &["trash", "ls", "--format", "json", POOL]);
+        assert!(out.status.success(), "rbd trash ls: {}", String::from_utf8_lossy(&out.stderr));
+        let entries: serde_json::Value = serde_json::from_slice(&out.stdout).expect("rbd trash ls json");
+        entries.as_array().into_iter().flatten().filter(|e| e["name"] == name).filter_map(|e| e["id"].as_str().map(str::to_string)).collect()
     }
 
     /// Reads files out of an ext4 volume through `rbd export` and

@@ -86,6 +86,7 @@ impl Bed {
             state_dir: dir.path().join("state"),
             auto_takeover: false,
             blocklist_expiry: Duration::from_secs(3600),
+            trash_delay: Duration::ZERO,
         };
         let engine = Engine::start_with(cfg, Connection::with_store(Arc::new(store.clone())), Tools::default(), Box::new(mapper.clone()), Box::new(mounts.clone()))
             .expect("the engine starts on the fakes");
@@ -241,7 +242,7 @@ fn a_mount_refused_by_the_host_lock_changes_nothing() {
 #[test]
 fn mount_and_path_of_a_volume_that_is_not_ready_say_it_does_not_exist_unmount_is_idempotent() {
     let bed = Bed::start(&["v"]);
-    let removing = DirEntry { pool: "rbd".into(), namespace: String::new(), state: EntryState::Removing, id: None };
+    let removing = DirEntry { pool: "rbd".into(), namespace: String::new(), state: EntryState::Removing, id: None, trash_delay_s: None };
     bed.store.put_entry_raw("v", removing);
     assert!(matches!(bed.mount("v", "c1"), Err(EngineError::NotFound(_))));
     assert!(matches!(bed.mount("nope", "c1"), Err(EngineError::NotFound(_))));
