@@ -29,6 +29,10 @@ stop() {
     "$top/scripts/ceph-test-cluster.sh" down "$cluster" && echo "stopped the ceph cluster"
     if running "$base/dockerd.pid"; then
         kill "$(cat "$base/dockerd.pid")" && echo "stopped the dockerd this quick start started"
+    else
+        # dockerd keeps a legacy driver it has used until it restarts, and
+        # waits ~15 s for its socket at every `docker volume ls`.
+        echo "dockerd remembers the driver 'rbd' until it restarts (docker volume ls waits for it meanwhile)"
     fi
     rm -f "$base"/*.pid
 }

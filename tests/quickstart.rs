@@ -4,6 +4,11 @@
 //! the docker lines, `rbd ls`, and the closing `rbdvol ... ls`, which must
 //! list the volume. The debug build stands in for the release one
 //! (QUICKSTART_PROFILE=dev): the script's path is otherwise the same.
+//!
+//! dockerd remembers a legacy driver it used (here `rbd`) until it restarts,
+//! and then waits ~15 s for its socket at every `docker volume ls`: this
+//! binary runs after every other one that uses dockerd (cargo runs them in
+//! name order), and CI's dockerd is its own.
 
 mod common;
 
