@@ -568,6 +568,61 @@ fn within_the_trash_delay_a_removed_volume_comes_back_with_its_data_and_its_name
     ok(&p.remove(&name));
 }
 
+/// The write IOPS fio measures on a file of volume `name`, mounted as
+/// `id`: 4 KiB direct random writes at queue depth 1 for 4 s.
+fn fio_write_iops(p: &Plugin, name: &str, id: &str) -> f64 {
+    let m = p.mount(name, id);
+    ok(&m);
+    let file = format!("{}/fio.dat", m.json["Mountpoint"].as_str().unwrap());
+    let out = Command::new("fio")
+        .args(["--name=qos", &format!("--filename={file}"), "--rw=randwrite", "--bs=4k", "--direct=1", "--size=16M", "--runtime=4", "--time_based", "--ioengine=psync", "--output-format=json"])
+        .output()
+        .expect("run fio");
+    ok(&p.unmount(name, id));
+    assert!(out.status.success(), "fio: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fio json");
+    report["jobs"][0]["write"]["iops"].as_f64().expect("write iops")
+}
+
+#[test]
+fn a_qos_limit_caps_a_volumes_io_through_librbd_and_can_be_changed_later() {
+    let p = plugin();
+    let limited = unique("qos");
+    ok(&p.create(&limited, &[("size", "64"), ("qos_iops", "50")]));
+    assert_eq!(p.get(&limited).json["Volume"]["Status"]["qos"], "qos_iops=50");
+    let meta = |key: &str| {
+        let out = cluster().cli("rbd", &["image-meta", "get", &format!("{POOL}/{limited}"), key]);
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    assert_eq!(meta("conf_rbd_qos_iops_limit").as_deref(), Some("50"), "the limit is librbd's own image override");
+    let free = unique("noqos");
+    ok(&p.create(&free, &[("size", "64")]));
+    let (capped, uncapped) = (fio_write_iops(&p, &limited, &id(1)), fio_write_iops(&p, &free, &id(2)));
+    println!("4 KiB direct random writes, qd 1: {capped:.0} IOPS with qos_iops=50, {uncapped:.0} without");
+    assert!(capped < 75.0, "qos_iops=50 let {capped:.0} IOPS through");
+    assert!(uncapped > 2.0 * capped, "without a limit only {uncapped:.0} IOPS (limited: {capped:.0}): the cap is not what slowed it");
+
+    // Bad limits are refused and make nothing.
+    let bad = unique("qosbad");
+    for (k, v) in [("qos_iops", "fast"), ("qos_bps", "-1"), ("qos_iops", "1k")] {
+        let a = p.create(&bad, &[("size", "64"), (k, v)]);
+        assert!(a.err().contains(k), "{k}={v}: {:?}", a.json);
+    }
+    assert!(rbd_info(&bad).is_none());
+
+    // Changed later with the admin CLI; 0 removes a limit.
+    let out = cluster().rbdvol(&["qos", &limited, "qos_iops=0", "qos_write_bps=10M", "--json"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    let now: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(now["qos"], serde_json::json!({ "qos_write_bps": 10485760 }));
+    assert_eq!(meta("conf_rbd_qos_iops_limit"), None);
+    assert_eq!(meta("conf_rbd_qos_write_bps_limit").as_deref(), Some("10485760"));
+    let out = cluster().rbdvol(&["qos", &limited, "qos_iops=lots"], &[]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).starts_with("error: invalid qos_iops='lots'"), "{out:?}");
+    ok(&p.remove(&limited));
+    ok(&p.remove(&free));
+}
+
 #[test]
 fn a_create_resuming_a_crashed_one_never_writes_to_or_deletes_a_foreign_image() {
     let p = plugin();

@@ -171,3 +171,16 @@ pub fn trash_restore(volume: &str, json: bool, args: &ClusterArgs) -> Result<()>
     let text = format!("restored volume '{volume}' (pool {}, image id {}): Docker sees it again", record.pool, record.id);
     say(json, &serde_json::json!({ "volume": volume, "pool": record.pool, "namespace": record.namespace, "id": record.id, "restored": true }), &text)
 }
+
+pub fn qos(volume: &str, limits: &[String], json: bool, args: &ClusterArgs) -> Result<()> {
+    let mut changes = std::collections::BTreeMap::new();
+    for limit in limits {
+        let (option, value) = limit.split_once('=').with_context(|| format!("'{limit}' is not LIMIT=VALUE (e.g. qos_iops=500)"))?;
+        let value = rbdvol::engine::qos::parse_limit(option, value).map_err(|reason| anyhow::anyhow!("invalid {option}='{value}': {reason}"))?;
+        changes.insert(option.to_string(), value);
+    }
+    let (cluster, pool) = admin_cluster(args)?;
+    let now = admin::qos(&cluster, &pool, volume, &changes)?;
+    let text = if now.is_empty() { format!("volume '{volume}' has no QoS limits") } else { format!("volume '{volume}': {}", rbdvol::engine::qos::describe(&now)) };
+    say(json, &serde_json::json!({ "volume": volume, "qos": now }), &text)
+}

@@ -178,6 +178,19 @@ pub enum Command {
         #[command(subcommand)]
         what: SnapshotCommand,
     },
+    /// A volume's QoS limits: show them, or set them as LIMIT=VALUE
+    /// (qos_iops, qos_bps, qos_read_iops, qos_write_iops, qos_read_bps,
+    /// qos_write_bps; bps with an optional unit, 100M; 0 removes a limit).
+    /// Enforced by every librbd client (user-space, nbd), not by krbd.
+    Qos {
+        volume: String,
+        limits: Vec<String>,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Removed volumes in the RBD trash: ls, restore VOL.
     Trash {
         #[command(subcommand)]
@@ -238,6 +251,7 @@ pub fn run(cli: Cli) -> Result<()> {
             SnapshotCommand::Ls { volume, json, cluster } => admin::snapshot_ls(&volume, json, &with(cluster)),
             SnapshotCommand::Rm { target, json, cluster } => admin::snapshot_rm(&target, json, &with(cluster)),
         },
+        Command::Qos { volume, limits, json, cluster } => admin::qos(&volume, &limits, json, &with(cluster)),
         Command::Trash { what } => match what {
             TrashCommand::Ls { json, cluster } => admin::trash_ls(json, &with(cluster)),
             TrashCommand::Restore { volume, json, cluster } => admin::trash_restore(&volume, json, &with(cluster)),
@@ -280,7 +294,7 @@ mod tests {
 
     #[test]
     fn admin_commands_take_no_serve_only_flag() {
-        let admin: [&[&str]; 11] = [
+        let admin: [&[&str]; 12] = [
             &["ls"],
             &["inspect"],
             &["unlock"],
@@ -292,6 +306,7 @@ mod tests {
             &["config", "show"],
             &["trash", "ls"],
             &["trash", "restore"],
+            &["qos"],
         ];
         for path in admin {
             let flags = flags(path);
@@ -370,6 +385,7 @@ mod tests {
         ok(&["check", "--pool", "p", "--write"]);
         ok(&["trash", "ls", "--json", "--state-dir", "/st"]);
         ok(&["trash", "restore", "v", "--json"]);
+        ok(&["qos", "v", "qos_iops=500", "qos_bps=100M", "--json"]);
         ok(&["serve", "--trash-delay", "3600"]);
         ok(&["plugin", "--socket", "/s", "--check-interval", "1"]);
         ok(&["-c", "/etc/ceph/ceph.conf", "--id", "docker", "ls"]);

@@ -139,6 +139,21 @@ pub fn resize(cluster: &Cluster, dir_pool: &str, name: &str, size: u64, progress
     Ok(grown)
 }
 
+/// Sets a volume's QoS limits (`-o` names, e.g. `qos_iops` → 500; 0
+/// removes a limit) and returns the limits it has then. librbd clients
+/// that have the image open (the user-space mapper, rbd-nbd) take them up
+/// at their next header refresh; krbd never enforces them.
+pub fn qos(cluster: &Cluster, dir_pool: &str, name: &str, changes: &BTreeMap<String, u64>) -> Result<BTreeMap<String, u64>, EngineError> {
+    let image = open(cluster, dir_pool, name)?;
+    for (key, value) in super::qos::metadata_changes(changes) {
+        match value {
+            Some(v) => image.metadata_set(&key, &v)?,
+            None => drop(image.metadata_remove(&key)?),
+        }
+    }
+    Ok(super::qos::limits_of(&image.metadata_list()?))
+}
+
 /// Takes a snapshot of a volume. Of a mounted volume it is crash
 /// consistent: what an fsync reached is in it.
 pub fn snapshot_create(cluster: &Cluster, dir_pool: &str, name: &str, snap: &str) -> Result<crate::ceph::Done, EngineError> {

@@ -4,6 +4,8 @@
 //! or Mount completes and that Docker never sees; a failure (not a crash)
 //! takes back what the call made, in one place (`take_back`).
 
+use std::collections::BTreeMap;
+
 use super::directory::image_ref;
 use super::format::Blank;
 use super::options::{CloneSource, VolumeOptions};
@@ -213,6 +215,8 @@ impl Inner {
                 cloned_from: Some(format!("{}@{}", from.volume, from.snapshot)),
                 ..parent_meta.clone()
             };
+            // Given limits over the parent's (librbd copied its metadata).
+            apply_qos(&vol, &opts.qos)?;
             vol.metadata_set(VOLUME_KEY, &meta.to_json())?;
             let id = Some(vol.id().to_string());
             self.dir_put(store, name, &DirEntry { state: EntryState::Ready, id, ..entry.clone() })?;
@@ -235,7 +239,20 @@ impl Inner {
             created_at: records::now_rfc3339(),
             cloned_from: None,
         };
+        // Before the marker: a volume marked has its limits.
+        apply_qos(vol, &opts.qos)?;
         vol.metadata_set(VOLUME_KEY, &meta.to_json())?;
         Ok(())
     }
+}
+
+/// Writes QoS limits as the image's librbd config overrides.
+fn apply_qos(vol: &CephVolume, limits: &BTreeMap<String, u64>) -> Result<(), EngineError> {
+    for (key, value) in super::qos::metadata_changes(limits) {
+        match value {
+            Some(v) => vol.metadata_set(&key, &v)?,
+            None => vol.metadata_remove(&key)?,
+        }
+    }
+    Ok(())
 }

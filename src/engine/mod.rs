@@ -41,6 +41,7 @@ mod host_lock;
 mod mount;
 mod observe;
 pub mod options;
+pub mod qos;
 mod reconcile;
 pub mod records;
 mod remove;

@@ -242,6 +242,12 @@ impl Inner {
             return Err(EngineError::NotFound(name.into()));
         }
         self.mapper.check_features(image_ref, vol.features()?)?;
+        if self.mapper.kind() == MapperKind::Krbd {
+            let limits = vol.metadata().map(|m| super::qos::limits_of(&m)).unwrap_or_default();
+            if !limits.is_empty() {
+                tracing::warn!("volume '{name}' has QoS limits ({}) that krbd does not enforce: map it with nbd or userspace to enforce them", super::qos::describe(&limits));
+            }
+        }
         // Who watches before the mapping: not ours to record (this plugin's
         // own client is recorded as `addr`; others — a mgr, a backup job —
         // must never be fenced for this host).

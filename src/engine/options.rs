@@ -32,6 +32,12 @@ pub const VALID_OPTIONS: &[&str] = &[
     "gid",
     "mode",
     "from",
+    "qos_iops",
+    "qos_bps",
+    "qos_read_iops",
+    "qos_write_iops",
+    "qos_read_bps",
+    "qos_write_bps",
 ];
 
 /// Options a clone takes from its parent's snapshot, so cannot be given.
@@ -115,6 +121,8 @@ pub struct VolumeOptions {
     pub from: Option<CloneSource>,
     /// Whether `size` was given (a clone is otherwise its snapshot's size).
     pub size_given: bool,
+    /// QoS limits given (`-o` name → value; 0: none), see `qos`.
+    pub qos: BTreeMap<String, u64>,
 }
 
 /// Checks a volume name: it becomes an image name and a directory name.
@@ -146,7 +154,7 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
 }
 
 /// A number with an optional unit; `plain` is the unit of a bare number.
-fn parse_quantity(value: &str, plain: u64) -> Result<u64, String> {
+pub(super) fn parse_quantity(value: &str, plain: u64) -> Result<u64, String> {
     let v = value.trim();
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (digits, unit) = v.split_at(split);
@@ -213,6 +221,7 @@ pub fn parse(
         mode: None,
         from: None,
         size_given: false,
+        qos: BTreeMap::new(),
     };
     let mut mkfs = defaults.mkfs_options.clone();
     // Where mkfs_options and mount_options came from, for errors.
@@ -247,6 +256,10 @@ pub fn parse(
             "size" => {
                 o.size = parse_size(value).map_err(|r| invalid(key, value, r))?;
                 o.size_given = true;
+            }
+            q if super::qos::is_limit(q) => {
+                let limit = super::qos::parse_limit(q, value).map_err(|r| invalid(key, value, r))?;
+                o.qos.insert(q.to_string(), limit);
             }
             "from" => {
                 let (volume, snapshot) = value

@@ -62,6 +62,10 @@ impl Inner {
         if let Some(c) = vm.as_ref().and_then(|v| v.cloned_from.clone()) {
             put("cloned_from", c.into());
         }
+        let qos = super::qos::limits_of(&meta);
+        if !qos.is_empty() {
+            put("qos", super::qos::describe(&qos).into());
+        }
         let by = MountedBy::of(&meta);
         put("mounted_by", by.as_ref().map(|b| b.host.clone()).unwrap_or_default().into());
         if let Some(b) = by {
@@ -91,6 +95,9 @@ impl Inner {
             info.status.insert("mapper".into(), v.mapper.clone().into());
             info.status.insert("device".into(), v.device.to_string_lossy().into_owned().into());
             info.status.insert("containers".into(), v.ref_count().into());
+            if v.mapper == "krbd" && info.status.contains_key("qos") {
+                info.status.insert("qos_enforced".into(), "no: the kernel's rbd client (krbd) has no QoS; map with nbd or userspace to enforce it".into());
+            }
         }
     }
 

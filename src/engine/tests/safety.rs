@@ -376,7 +376,9 @@ fn an_abandoned_second_mount_of_an_id_never_unmounts_the_volume_under_its_contai
     assert!(gone.is_err());
     drop(guard);
     // The abandoned Mount runs, adds a reference, and drops it again
-    // (waited for: a loaded machine runs it late).
+    // (waited for: a loaded machine runs it late). It queued for the lock
+    // first, and tokio's lock is fair: taking it here waits for that Mount.
+    drop(rt.block_on(bed.engine.volume_lock("v").lock_owned()));
     let start = std::time::Instant::now();
     while bed.engine.inner.mounted.lock().unwrap().get("v").is_some_and(|v| v.ref_count() != 1) && start.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
