@@ -308,6 +308,21 @@ impl Cluster {
     }
 }
 
+/// Whether this librados takes `option = value` (known, and a value it
+/// accepts), checked on a scratch handle that never connects: what to pass
+/// on to another librados client (rbd-nbd) of the options a ceph.conf
+/// gave, which the Ceph tools skip when unknown.
+pub fn option_accepted(option: &str, value: &str) -> bool {
+    let mut raw: sys::rados_t = ptr::null_mut();
+    // SAFETY: raw is a valid out-pointer; the id is a static C string; no
+    // config file is read (flags 0, no conf_read_file).
+    if unsafe { sys::rados_create(&mut raw, c"rbdvol-check".as_ptr()) } < 0 {
+        return true;
+    }
+    let handle = ClusterHandle { raw, mon_host: String::new(), user: String::new() };
+    set_option(&handle, option, value).is_ok()
+}
+
 fn set_option(handle: &ClusterHandle, option: &str, value: &str) -> Result<(), CephError> {
     let c_option = cstring("ceph option name", option)?;
     let c_value = cstring("ceph option value", value)?;
@@ -318,4 +333,17 @@ fn set_option(handle: &ClusterHandle, option: &str, value: &str) -> Result<(), C
         return Err(CephError::BadOption { option: option.to_string(), errno: -ret });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_librados_says_which_options_it_takes_without_connecting() {
+        assert!(option_accepted("rbd_cache", "true"));
+        assert!(option_accepted("mon_client_hunt_interval", "2"));
+        assert!(!option_accepted("rbd_some_future_option", "1"));
+        assert!(!option_accepted("rbd_cache", "maybe"));
+    }
 }

@@ -12,7 +12,7 @@ mod image;
 mod pool;
 
 pub use blocking::offload;
-pub use cluster::Cluster;
+pub use cluster::{option_accepted, Cluster};
 pub use error::{CephError, Target};
 pub use header::Header;
 pub use image::{Done, Grow, Image, ImageInfo, LockMode, Locker, Lockers, Snapshot, Watcher};

@@ -92,6 +92,11 @@ impl Mapper for Nbd {
         cmd.args(["map", &spec(image), "--id", &settings.user, "-m", &settings.mon_host, "--keyfile", "/proc/self/fd/3"]);
         cmd.arg(self.run_dir_arg());
         for (k, v) in &settings.options {
+            // An option from a ceph.conf this librados skips would stop
+            // rbd-nbd: skipped here too.
+            if settings.lenient.contains(k) && !crate::ceph::option_accepted(k, v) {
+                continue;
+            }
             cmd.arg(format!("--{k}={v}"));
         }
         // Every request ends within IO_TIMEOUT: the kernel's nbd timeout, and
