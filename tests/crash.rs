@@ -88,12 +88,14 @@ fn a_create_killed_at_each_step_is_completed_or_absent_never_half_made() {
     let mut p = Plugin::start(cluster(), &unique("crashc"));
     for point in points("create.") {
         let name = unique("cc");
-        crash_at(&mut p, point, &name, "VolumeDriver.Create", &body(&name, r#","Opts":{"size":"64"}"#));
+        // With a QoS limit: its metadata is written before the marker.
+        crash_at(&mut p, point, &name, "VolumeDriver.Create", &body(&name, r#","Opts":{"size":"64","qos_iops":"1000"}"#));
         // Docker sees it fully made or not at all.
         let got = p.get(&name);
         assert!(got.err().is_empty() || got.err().contains("does not exist"), "{point}: {:?}", got.json);
         // dockerd's retry completes it.
-        ok(&p.create(&name, &[("size", "64")]));
+        ok(&p.create(&name, &[("size", "64"), ("qos_iops", "1000")]));
+        assert_eq!(p.get(&name).json["Volume"]["Status"]["qos"], "qos_iops=1000", "{point}");
         ok(&p.get(&name));
         let m = p.mount(&name, &id(1));
         ok(&m);
@@ -161,6 +163,11 @@ fn a_remove_killed_at_each_step_is_finished_and_the_name_is_free() {
         let start = std::time::Instant::now();
         while !cluster().image_deleted(&name) {
             assert!(start.elapsed() < Duration::from_secs(60), "{point}: the image of a removed volume stays");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let pool = cluster().connect().open_pool(POOL, "").unwrap();
+        while rbdvol::engine::records::parse_trash(pool.metadata_list(rbdvol::engine::records::TRASH_PREFIX).unwrap()).iter().any(|r| r.name == name) {
+            assert!(start.elapsed() < Duration::from_secs(60), "{point}: the trash record of {name} stays");
             std::thread::sleep(Duration::from_millis(200));
         }
         // The name is free for a fresh volume.

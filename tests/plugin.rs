@@ -516,6 +516,22 @@ fn remove_takes_the_image_out_of_rbd_ls_before_it_answers_and_purges_it_from_the
 }
 
 #[test]
+fn a_trashed_image_is_purged_when_its_delay_is_over() {
+    let p = Plugin::start_with(cluster(), &unique("host"), None, &["--trash-delay", "3"]);
+    let name = unique("delayed");
+    ok(&p.create(&name, &[("size", "16")]));
+    ok(&p.remove(&name));
+    assert!(!rbd_ls().contains(&name));
+    assert_eq!(cluster().trash_ids(&name).len(), 1, "purged before its delay");
+    let start = Instant::now();
+    while !cluster().trash_ids(&name).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(20), "still in the trash 20 s after a 3 s delay");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(start.elapsed() > Duration::from_secs(1), "purged before its delay");
+}
+
+#[test]
 fn within_the_trash_delay_a_removed_volume_comes_back_with_its_data_and_its_name_is_free_meanwhile() {
     let p = Plugin::start_with(cluster(), &unique("host"), None, &["--trash-delay", "3600"]);
     let name = unique("restore");

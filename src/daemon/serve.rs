@@ -100,6 +100,17 @@ pub fn check_interval(value: &Option<String>) -> Result<Duration, DaemonError> {
     seconds(value, "RBDVOL_CHECK_INTERVAL", 5, 1)
 }
 
+/// RBDVOL_TRASH_DELAY: at most 10 years (librbd keeps the deferment in 32
+/// bits of seconds; "forever" is not a delay).
+pub fn trash_delay(value: &Option<String>) -> Result<Duration, DaemonError> {
+    const MAX: u64 = 10 * 365 * 24 * 3600;
+    let d = seconds(value, "RBDVOL_TRASH_DELAY", 0, 0)?;
+    if d.as_secs() > MAX {
+        return Err(DaemonError::InvalidSetting { name: "RBDVOL_TRASH_DELAY".into(), value: d.as_secs().to_string(), expected: format!("at most {MAX} seconds (10 years)") });
+    }
+    Ok(d)
+}
+
 /// RBDVOL_AUTO_TAKEOVER: true unless false, 0 or no.
 pub fn auto_takeover(value: &Option<String>) -> Result<bool, DaemonError> {
     match non_empty(value).map(str::trim) {
@@ -157,7 +168,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
         state_dir: cfg.state_dir.clone(),
         auto_takeover: auto_takeover(&cfg.auto_takeover)?,
         blocklist_expiry: blocklist_expiry(&cfg.blocklist_expiry)?,
-        trash_delay: seconds(&cfg.trash_delay, "RBDVOL_TRASH_DELAY", 0, 0)?,
+        trash_delay: trash_delay(&cfg.trash_delay)?,
     };
     let (session_ttl, check_interval) = (session_ttl(&cfg.session_ttl)?, check_interval(&cfg.check_interval)?);
     let metrics_addr = crate::metrics::MetricsAddr::parse(cfg.metrics_addr.as_deref().unwrap_or(""))?;
@@ -218,6 +229,17 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
                 e.check_all_mounted().await;
             }
         });
+        let e = engine.clone();
+        tokio::spawn(async move {
+            // resume_background_work looks at start; this, every 5 min.
+            let mut every = tokio::time::interval(Duration::from_secs(300));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                e.sweep_removals().await;
+            }
+        });
         engine.health_watched();
         let e = engine.clone();
         tokio::spawn(async move { e.watch_health(HEALTH_INTERVAL).await });
@@ -250,6 +272,16 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trash_delay_is_capped_at_ten_years_and_never_overflows() {
+        assert_eq!(trash_delay(&None).unwrap(), Duration::ZERO);
+        assert_eq!(trash_delay(&Some("3600".into())).unwrap(), Duration::from_secs(3600));
+        for bad in ["18446744073709551615", "315360001", "-1", "soon"] {
+            let e = trash_delay(&Some(bad.into())).unwrap_err().to_string();
+            assert!(e.contains("RBDVOL_TRASH_DELAY"), "{bad}: {e}");
+        }
+    }
 
     fn some(v: &str) -> Option<String> {
         Some(v.to_string())
@@ -300,3 +332,4 @@ mod tests {
         assert_eq!(auto_takeover(&some("TRUE")).unwrap_err().to_string(), "invalid RBDVOL_AUTO_TAKEOVER 'TRUE': use true or false");
     }
 }
+

@@ -112,7 +112,10 @@ impl Inner {
         if VolumeMeta::of(&image.metadata_list()?, name).is_some() {
             return Ok(true);
         }
-        Ok(resuming && image.metadata_list()?.is_empty() && image.snapshots()?.is_empty() && image.used_bytes()? == 0)
+        // librbd config overrides (QoS limits) are written before the
+        // marker: they alone do not make an image someone else's.
+        let foreign_keys = image.metadata_list()?.keys().any(|k| !k.starts_with("conf_"));
+        Ok(resuming && !foreign_keys && image.snapshots()?.is_empty() && image.used_bytes()? == 0)
     }
 
     /// Takes back what a failed Create did (a crash is completed instead),
@@ -241,6 +244,7 @@ impl Inner {
         };
         // Before the marker: a volume marked has its limits.
         apply_qos(vol, &opts.qos)?;
+        crash::point("create.limited", name);
         vol.metadata_set(VOLUME_KEY, &meta.to_json())?;
         Ok(())
     }

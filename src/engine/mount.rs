@@ -243,7 +243,7 @@ impl Inner {
         }
         self.mapper.check_features(image_ref, vol.features()?)?;
         if self.mapper.kind() == MapperKind::Krbd {
-            let limits = vol.metadata().map(|m| super::qos::limits_of(&m)).unwrap_or_default();
+            let limits = super::qos::limits_of(all);
             if !limits.is_empty() {
                 tracing::warn!("volume '{name}' has QoS limits ({}) that krbd does not enforce: map it with nbd or userspace to enforce them", super::qos::describe(&limits));
             }

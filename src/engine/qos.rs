@@ -29,6 +29,9 @@ pub const LIMITS: [(&str, &str, Unit); 6] = [
 /// catches a slip of the unit).
 const MAX_IOPS: u64 = 10_000_000;
 const MAX_BPS: u64 = 1 << 40;
+/// Below this a limit stalls a filesystem (a slip of the unit: bytes, not
+/// MiB).
+const MIN_BPS: u64 = 64 << 10;
 
 /// The image metadata key of a librbd option.
 pub fn metadata_key(librbd_option: &str) -> String {
@@ -53,10 +56,11 @@ pub fn parse_limit(option: &str, value: &str) -> Result<u64, String> {
             .ok()
             .filter(|n| *n <= MAX_IOPS)
             .ok_or_else(|| "it must be a whole number of operations per second (0: no limit)".into()),
-        Unit::Bps => parse_quantity(v, 1)
-            .ok()
-            .filter(|n| *n <= MAX_BPS)
-            .ok_or_else(|| "it must be bytes per second, with an optional unit: 104857600 or 100M (0: no limit)".into()),
+        Unit::Bps => match parse_quantity(v, 1) {
+            Ok(n) if n == 0 || (MIN_BPS..=MAX_BPS).contains(&n) => Ok(n),
+            Ok(n) if n < MIN_BPS => Err(format!("{n} bytes per second would all but stop the volume: a bare number is bytes (did you mean {n}M?); at least 64K")),
+            _ => Err("it must be bytes per second, with an optional unit: 104857600 or 100M (0: no limit)".into()),
+        },
     }
 }
 
@@ -102,8 +106,9 @@ mod tests {
     fn limits_parse_with_units_and_refuse_anything_else() {
         assert_eq!(parse_limit("qos_iops", "500"), Ok(500));
         assert_eq!(parse_limit("qos_bps", "100M"), Ok(100 << 20));
-        assert_eq!(parse_limit("qos_write_bps", "4096"), Ok(4096));
+        assert_eq!(parse_limit("qos_write_bps", "65536"), Ok(65536));
         assert_eq!(parse_limit("qos_read_iops", "0"), Ok(0));
+        assert!(parse_limit("qos_bps", "100").unwrap_err().contains("did you mean 100M"));
         for (o, v) in [("qos_iops", "1k"), ("qos_iops", "-1"), ("qos_iops", "99999999999"), ("qos_bps", "fast"), ("qos_bps", "2T"), ("qos_other", "1")] {
             assert!(parse_limit(o, v).is_err(), "{o}={v}");
         }

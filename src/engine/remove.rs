@@ -52,16 +52,56 @@ impl Engine {
         });
     }
 
-    /// Purges a trashed image once its record says it is due.
+    /// Purges a trashed image once its record says it is due. The purge
+    /// deletes by id and takes no lock on the name (a thick image's purge
+    /// takes long, and the name may be a new volume's by then); only a
+    /// directory write it may need does.
     pub(super) fn purge_when_due(&self, record: TrashRecord) {
         let engine = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(record.purge_after_ms.saturating_sub(trash::now_ms()))).await;
-            let (name, r) = (record.name.clone(), record.clone());
-            if let Err(e) = engine.locked("purge", &name, move |inner| inner.purge_trashed(&r)).await {
-                tracing::error!("purging the image of removed volume '{name}' (id {}) from the trash failed (retried at the next start): {e}", record.id);
+            let mut record = record;
+            loop {
+                tokio::time::sleep(Duration::from_millis(record.purge_after_ms.saturating_sub(trash::now_ms()))).await;
+                let (inner, r) = (std::sync::Arc::clone(&engine.inner), record.clone());
+                let purged = ceph::offload(move || -> Result<_, EngineError> {
+                    let store = inner.ceph_store()?;
+                    Ok(trash::purge(store.cluster(), store.dir()?, &r)?)
+                })
+                .await;
+                let (name, id) = (record.name.clone(), record.id.clone());
+                match purged {
+                    Ok(trash::Purged::Purged) => return,
+                    // Restored and removed again since: by the new record.
+                    Ok(trash::Purged::Rescheduled(next)) => record = next,
+                    Ok(trash::Purged::InPool(entry)) => {
+                        let r = record.clone();
+                        if let Err(e) = engine.locked("purge", &name, move |inner| inner.settle_in_pool(&r, &entry)).await {
+                            tracing::error!("finishing the restore of volume '{name}' (image id {id}) failed (retried by the next sweep): {e}");
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!("purging the image of removed volume '{name}' (id {id}) from the trash failed (retried by the next sweep): {e}");
+                        return;
+                    }
+                }
             }
         });
+    }
+
+    /// Every few minutes (and at start): removals any host left unfinished
+    /// — images still to move, trashed images due — so a host that died or
+    /// a cluster that did not answer delays them, never leaks them.
+    pub async fn sweep_removals(&self) {
+        let inner = std::sync::Arc::clone(&self.inner);
+        match ceph::offload(move || Ok::<_, EngineError>((inner.pending_purges()?, inner.trash_records()?))).await {
+            Ok((names, records)) => {
+                names.iter().for_each(|n| self.schedule_purge(n));
+                let now = trash::now_ms();
+                records.into_iter().filter(|r| r.purge_after_ms <= now && !names.contains(&r.name)).for_each(|r| self.purge_when_due(r));
+            }
+            Err(e) => tracing::warn!("cannot look for removed volumes left to delete (looked again in a few minutes): {e}"),
+        }
     }
 
     /// Removals any host left unfinished (a crash, a restart): images still
@@ -172,25 +212,25 @@ impl Inner {
         Ok(())
     }
 
-    /// Purges a trashed image and its record; finishes a restore that was
-    /// cut short (the image back in its pool, its directory entry missing).
-    pub(super) fn purge_trashed(&self, record: &TrashRecord) -> Result<(), EngineError> {
+    /// A trashed image found back in its pool under its name: a restore
+    /// cut short (finished here), or a removal still moving it (left be).
+    pub(super) fn settle_in_pool(&self, record: &TrashRecord, entry: &DirEntry) -> Result<(), EngineError> {
         let store = self.ceph_store()?;
-        match trash::purge(store.cluster(), store.dir()?, record)? {
-            trash::Purged::Purged => {}
-            trash::Purged::RestoreUnfinished(entry) => match self.dir_get(&store, &record.name)? {
-                // A restore cut short: finish it.
-                None => {
-                    self.dir_put(&store, &record.name, &entry)?;
-                    trash::forget(store.dir()?, &record.id)?;
+        match self.dir_get(&store, &record.name)? {
+            None => {
+                self.dir_put(&store, &record.name, entry)?;
+                trash::forget(store.dir()?, &record.id)?;
+            }
+            Some(e) if e.state != EntryState::Removing && e.id == entry.id => {
+                if e.state != EntryState::Ready {
+                    self.dir_put(&store, &record.name, entry)?;
                 }
-                Some(e) if e.state == EntryState::Ready && e.id == entry.id => trash::forget(store.dir()?, &record.id)?,
-                // A removal still moving it (waiting for its watchers): the
-                // record stays for the purge that follows the move.
-                Some(_) => {}
-            },
+                trash::forget(store.dir()?, &record.id)?;
+            }
+            // A removal still moving it (waiting for its watchers): the
+            // record stays for the purge that follows the move.
+            Some(_) => {}
         }
-        timing::step("purge");
         Ok(())
     }
 

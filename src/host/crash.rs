@@ -12,6 +12,7 @@
 pub const POINTS: &[&str] = &[
     "create.intent",
     "create.image",
+    "create.limited",
     "create.marked",
     "create.copy",
     "create.formatted",
@@ -31,6 +32,7 @@ pub const POINTS: &[&str] = &[
     "remove.trashed",
     "purge.deleted",
     "restore.restored",
+    "restore.listed",
     "grow.refreshed",
     "grow.grown",
     "takeover.blocklisted",
