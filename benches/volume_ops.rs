@@ -104,9 +104,10 @@ fn main() {
         ours[2].push(timed(|| assert_eq!(plugin.unmount(&name, &id).err(), "")));
         let removed = Instant::now();
         ours[3].push(timed(|| assert_eq!(plugin.remove(&name).err(), "")));
-        // Remove returns once the volume is hidden; the image is deleted in
-        // the background. Also measure until it is gone from Ceph.
-        while pool.image_id(&name).is_ok() {
+        // Remove returns once the image is in the trash (out of `rbd ls`);
+        // it is purged in the background. Also measure until it is gone
+        // from Ceph, trash included.
+        while pool.image_id(&name).is_ok() || pool.trash_list().is_ok_and(|t| t.iter().any(|e| e.name == name)) {
             std::thread::sleep(Duration::from_millis(1));
         }
         deleted.push(removed.elapsed());
