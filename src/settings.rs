@@ -310,12 +310,16 @@ mod tests {
         (dir, loc)
     }
 
+    /// `--id USER` as the CLI passes it.
+    fn id_flag(user: &str) -> BTreeMap<String, (String, String)> {
+        BTreeMap::from([("RBD_CONF_KEYRING_USER".to_string(), (user.to_string(), "flag --id".to_string()))])
+    }
+
     #[test]
     fn ceph_conf_and_keyring_alone_suffice_and_config_show_names_their_lines() {
         let keyring = format!("[client.docker]\nkey = {KEY_A}\n");
         let (dir, loc) = etc_with(&[("ceph.conf", "[global]\nmon host = 10.0.0.9\n[client]\nrbd cache = false\n"), ("ceph.client.docker.keyring", &keyring)]);
-        let mut cluster_flags = BTreeMap::new();
-        cluster_flags.insert("RBD_CONF_KEYRING_USER".to_string(), ("docker".to_string(), "flag --id".to_string()));
+        let cluster_flags = id_flag("docker");
         let e = resolve(&Sources { files: Some(loc), cluster_flags, ..Default::default() }, |r| panic!("{r}"));
         let ceph = e.ceph.unwrap();
         assert_eq!((ceph.mon_host.as_str(), ceph.user.as_str(), ceph.key.expose()), ("10.0.0.9", "docker", KEY_A));
@@ -357,8 +361,7 @@ mod tests {
     fn a_key_from_a_source_below_the_users_gives_way_to_the_users_own_in_the_files() {
         let keyring = format!("[client.docker]\nkey = {KEY_B}\n");
         let (_dir, loc) = etc_with(&[("ceph.conf", "[global]\nmon host = m\n"), ("ceph.client.docker.keyring", &keyring)]);
-        let mut cluster_flags = BTreeMap::new();
-        cluster_flags.insert("RBD_CONF_KEYRING_USER".to_string(), ("docker".to_string(), "flag --id".to_string()));
+        let cluster_flags = id_flag("docker");
         let consul = consul(&[("RBD_CONF_KEYRING_USER", "client.admin", "conf/keyring/user"), ("RBD_CONF_KEYRING_KEY", KEY_A, "conf/keyring/key")]);
         let e = resolve(&Sources { consul: consul.clone(), cluster_flags: cluster_flags.clone(), files: Some(loc.clone()), ..Default::default() }, |r| panic!("{r}"));
         let ceph = e.ceph.unwrap();
