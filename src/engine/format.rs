@@ -84,7 +84,7 @@ impl Inner {
     /// Maps the image, formats it (`always`, or only if blank), unmaps it.
     fn format_mapped(&self, vol: &dyn Volume, image_ref: &ImageRef, meta: &VolumeMeta, owner: fs::RootOwner, always: bool) -> Result<(), EngineError> {
         self.mapper.check_features(image_ref, vol.features()?)?;
-        let mapping = self.mapper.map(image_ref, &self.connection.settings()?)?;
+        let mapping = self.mapper.map(image_ref, &self.connection.settings()?, &Default::default())?;
         timing::step("map");
         let formatted = (|| {
             if always {

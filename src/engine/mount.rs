@@ -252,7 +252,7 @@ impl Inner {
         // own client is recorded as `addr`; others — a mgr, a backup job —
         // must never be fenced for this host).
         let before: BTreeSet<String> = vol.watchers()?.into_iter().collect();
-        let m = self.mapper.map(image_ref, &self.connection.settings()?)?;
+        let m = self.mapper.map(image_ref, &self.connection.settings()?, &Default::default())?;
         timing::step("map");
         let device = m.device.clone();
         tx.did(Step::Mapped(m));

@@ -95,7 +95,7 @@ impl Mapper for FakeMapper {
         self.check("check_features", &image.to_string())
     }
 
-    fn map(&self, image: &ImageRef, _settings: &CephSettings) -> Result<Mapping, HostError> {
+    fn map(&self, image: &ImageRef, _settings: &CephSettings, _how: &super::MapOptions) -> Result<Mapping, HostError> {
         self.check("map", &image.to_string())?;
         let mut held = self.map_gate.held.lock().unwrap();
         *self.map_gate.waiting.lock().unwrap() += 1;

@@ -208,7 +208,7 @@ impl Mapper for Krbd {
         Ok(())
     }
 
-    fn map(&self, image: &ImageRef, settings: &CephSettings) -> Result<Mapping, HostError> {
+    fn map(&self, image: &ImageRef, settings: &CephSettings, _how: &super::MapOptions) -> Result<Mapping, HostError> {
         if let Some(m) = self.find(image)? {
             return Ok(m);
         }
@@ -334,7 +334,7 @@ mod tests {
         assert_eq!(maps[1].device, PathBuf::from("/dev/rbd3"));
         assert_eq!(maps[1].image, ImageRef { pool: "ssd".into(), namespace: "team-a".into(), image: "web".into() });
         // Mapping an image that is mapped returns the existing device.
-        let m = krbd.map(&image(""), &settings("10.0.0.1")).unwrap();
+        let m = krbd.map(&image(""), &settings("10.0.0.1"), &Default::default()).unwrap();
         assert_eq!(m.device, PathBuf::from("/dev/rbd0"));
         assert_eq!(std::fs::read_to_string(root.path().join("bus/rbd/add_single_major")).unwrap(), "");
     }

@@ -52,6 +52,14 @@ pub struct Mapping {
     pub mapper: MapperKind,
 }
 
+/// How to map an image: what the volume and the settings ask of the mapper.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MapOptions {
+    /// Map read-only: krbd `ro`, rbd-nbd `--read-only`, the user-space
+    /// server refusing writes.
+    pub read_only: bool,
+}
+
 /// Maps and unmaps images. Every operation is idempotent: mapping a mapped
 /// image returns the existing mapping, unmapping an unmapped one is Ok.
 pub trait Mapper: Send + Sync {
@@ -60,7 +68,7 @@ pub trait Mapper: Send + Sync {
     /// Checks that this mapper can map an image with these feature bits.
     fn check_features(&self, image: &ImageRef, features: u64) -> Result<(), HostError>;
 
-    fn map(&self, image: &ImageRef, settings: &CephSettings) -> Result<Mapping, HostError>;
+    fn map(&self, image: &ImageRef, settings: &CephSettings, how: &MapOptions) -> Result<Mapping, HostError>;
 
     fn unmap(&self, mapping: &Mapping) -> Result<(), HostError>;
     /// Unmaps a device whose client has been fenced (blocklisted): none of

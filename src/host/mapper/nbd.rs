@@ -80,7 +80,7 @@ impl Mapper for Nbd {
         Ok(()) // librbd maps every feature
     }
 
-    fn map(&self, image: &ImageRef, settings: &CephSettings) -> Result<Mapping, HostError> {
+    fn map(&self, image: &ImageRef, settings: &CephSettings, _how: &super::MapOptions) -> Result<Mapping, HostError> {
         if let Some(m) = self.find(image)? {
             return Ok(m);
         }

@@ -405,7 +405,7 @@ impl Mapper for Userspace {
         Ok(()) // librbd maps every feature
     }
 
-    fn map(&self, image: &ImageRef, settings: &CephSettings) -> Result<Mapping, HostError> {
+    fn map(&self, image: &ImageRef, settings: &CephSettings, _how: &super::MapOptions) -> Result<Mapping, HostError> {
         let server = match self.server(image) {
             Some(s) if s.stopping() => {
                 // The last unmap's server is still shutting down: let it finish.
