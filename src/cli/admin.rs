@@ -184,3 +184,56 @@ pub fn qos(volume: &str, limits: &[String], json: bool, args: &ClusterArgs) -> R
     let text = if now.is_empty() { format!("volume '{volume}' has no QoS limits") } else { format!("volume '{volume}': {}", rbdvol::engine::qos::describe(&now)) };
     say(json, &serde_json::json!({ "volume": volume, "qos": now }), &text)
 }
+
+pub fn adopt(volume: &str, image: &str, opts: &[String], json: bool, args: &ClusterArgs) -> Result<()> {
+    rbdvol::engine::options::validate_name(volume)?;
+    let mut given = std::collections::BTreeMap::new();
+    for opt in opts {
+        let (key, value) = opt.split_once('=').with_context(|| format!("'{opt}' is not KEY=VALUE (e.g. mount_options=noatime)"))?;
+        given.insert(key.to_string(), value.to_string());
+    }
+    if given.insert("image".into(), image.into()).is_some() {
+        anyhow::bail!("give the image as the second argument, not as -o image=");
+    }
+    let eff = cli_effective(args)?;
+    let pool = given.get("pool").cloned().unwrap_or_else(|| eff.defaults.pool.clone());
+    let tools = rbdvol::host::tools::Tools::look_up();
+    let parsed = rbdvol::engine::options::parse(&given, &eff.defaults.for_pool(&pool), |f| f.available(&tools))?;
+    let (cluster, dir_pool) = admin_cluster(args)?;
+    let scratch = tempfile_dir()?;
+    let me = args.host_id();
+    let adopter = rbdvol::engine::adopt::Adopter { cluster: &cluster, dir: &cluster.open_pool(&dir_pool, "")?, tools: &tools, scratch: &scratch.0, cookie: &me };
+    let created = adopter.adopt(volume, &parsed)?;
+    let existed = created == rbdvol::engine::Created::AlreadyExisted;
+    let text = if existed {
+        format!("volume '{volume}' already exists")
+    } else {
+        format!("volume '{volume}' adopted image {pool}/{image}: docker volume inspect {volume} shows it; docker volume rm (or rbdvol forget) leaves the image")
+    };
+    say(json, &serde_json::json!({ "volume": volume, "image": image, "pool": pool, "adopted": !existed }), &text)
+}
+
+pub fn forget(volume: &str, json: bool, args: &ClusterArgs) -> Result<()> {
+    rbdvol::engine::options::validate_name(volume)?;
+    let (cluster, pool) = admin_cluster(args)?;
+    let image = rbdvol::engine::adopt::forget(&cluster, &pool, volume, &args.host_id())?;
+    let text = format!("volume '{volume}' forgotten; its image {image} stays in the pool with its data");
+    say(json, &serde_json::json!({ "volume": volume, "image": image.to_string(), "forgotten": true }), &text)
+}
+
+/// A private scratch directory (the probe's file), removed when dropped.
+struct ScratchDir(std::path::PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> Result<ScratchDir> {
+    use std::os::unix::fs::DirBuilderExt;
+    let path = std::env::temp_dir().join(format!("rbdvol-adopt-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::DirBuilder::new().mode(0o700).create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(ScratchDir(path))
+}

@@ -191,6 +191,35 @@ pub enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Make a volume of an existing image rbdvol did not make (a peer
+    /// plugin's, a restored backup, one made with rbd create), as
+    /// `docker volume create -d rbd -o image=IMAGE` does: its filesystem is
+    /// kept (an image holding no data is formatted only with -o
+    /// format=true); Remove (or rbdvol forget) leaves the image in place.
+    Adopt {
+        volume: String,
+        /// The image, in --pool (the default pool) and --namespace.
+        image: String,
+        /// Volume options as with docker: -o mount_options=noatime,
+        /// -o readonly=true, -o format=true, -o qos_iops=500.
+        #[arg(short = 'o', long = "opt", value_name = "KEY=VALUE")]
+        opts: Vec<String>,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Forget an adopted volume (no host may have it mounted): Docker no
+    /// longer sees it, and its image stays in the pool with its data.
+    Forget {
+        volume: String,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Removed volumes in the RBD trash: ls, restore VOL.
     Trash {
         #[command(subcommand)]
@@ -252,6 +281,8 @@ pub fn run(cli: Cli) -> Result<()> {
             SnapshotCommand::Rm { target, json, cluster } => admin::snapshot_rm(&target, json, &with(cluster)),
         },
         Command::Qos { volume, limits, json, cluster } => admin::qos(&volume, &limits, json, &with(cluster)),
+        Command::Adopt { volume, image, opts, json, cluster } => admin::adopt(&volume, &image, &opts, json, &with(cluster)),
+        Command::Forget { volume, json, cluster } => admin::forget(&volume, json, &with(cluster)),
         Command::Trash { what } => match what {
             TrashCommand::Ls { json, cluster } => admin::trash_ls(json, &with(cluster)),
             TrashCommand::Restore { volume, json, cluster } => admin::trash_restore(&volume, json, &with(cluster)),
@@ -294,7 +325,9 @@ mod tests {
 
     #[test]
     fn admin_commands_take_no_serve_only_flag() {
-        let admin: [&[&str]; 12] = [
+        let admin: [&[&str]; 14] = [
+            &["adopt"],
+            &["forget"],
             &["ls"],
             &["inspect"],
             &["unlock"],
@@ -385,6 +418,8 @@ mod tests {
         ok(&["check", "--pool", "p", "--write"]);
         ok(&["trash", "ls", "--json", "--state-dir", "/st"]);
         ok(&["trash", "restore", "v", "--json"]);
+        ok(&["adopt", "v", "legacy", "-o", "readonly=true", "--opt", "mount_options=noatime", "--pool", "p", "--json"]);
+        ok(&["forget", "v", "--json"]);
         ok(&["qos", "v", "qos_iops=500", "qos_bps=100M", "--json"]);
         ok(&["serve", "--trash-delay", "3600"]);
         ok(&["plugin", "--socket", "/s", "--check-interval", "1"]);

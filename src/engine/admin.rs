@@ -31,7 +31,7 @@ fn directory(cluster: &Cluster, dir_pool: &str) -> Result<BTreeMap<String, DirEn
 }
 
 fn open_read_only(cluster: &Cluster, name: &str, entry: &DirEntry) -> Result<Image, EngineError> {
-    Ok(cluster.open_pool(&entry.pool, &entry.namespace)?.open_image_read_only(name)?)
+    Ok(cluster.open_pool(&entry.pool, &entry.namespace)?.open_image_read_only(entry.image(name))?)
 }
 
 fn row(image: &Image, name: &str, entry: &DirEntry) -> Result<VolumeRow, EngineError> {
@@ -77,6 +77,9 @@ pub fn inspect(cluster: &Cluster, dir_pool: &str, name: &str) -> Result<serde_js
         "mkfs_options": vm.as_ref().map(|v| v.mkfs_options.clone()),
         "mount_options": vm.as_ref().map(|v| v.mount_options.clone()),
         "cloned_from": vm.as_ref().and_then(|v| v.cloned_from.clone()),
+        "image": entry.image(name),
+        "adopted": entry.adopted.is_some(),
+        "readonly": vm.as_ref().is_some_and(|v| v.read_only),
         "clones": image.children()?,
         "mounted_by": by.as_ref().map(|b| &b.host),
         "mounted_since": by.as_ref().map(|b| &b.since),
@@ -126,7 +129,7 @@ pub fn unlock(cluster: &Cluster, dir_pool: &str, name: &str, force: bool) -> Res
 fn open(cluster: &Cluster, dir_pool: &str, name: &str) -> Result<crate::ceph::Image, EngineError> {
     let dir = directory(cluster, dir_pool)?;
     let entry = dir.get(name).ok_or_else(|| EngineError::NotFound(name.to_string()))?;
-    Ok(cluster.open_pool(&entry.pool, &entry.namespace)?.open_image(name)?)
+    Ok(cluster.open_pool(&entry.pool, &entry.namespace)?.open_image(entry.image(name))?)
 }
 
 /// Grows a volume's image (shrinking is refused). Its filesystem grows at

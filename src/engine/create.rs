@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use super::adopt::Adopter;
 use super::directory::image_ref;
 use super::format::Blank;
 use super::options::{CloneSource, VolumeOptions};
@@ -47,10 +48,24 @@ impl Inner {
                 self.trash_removed(name)?;
                 false
             }
+            Some(DirEntry { state: EntryState::Creating, adopted: Some(image), .. }) if opts.adopt.is_none() => {
+                return Err(EngineError::CannotAdopt {
+                    image: image.clone(),
+                    reason: format!("volume '{name}' is half-made adopting it: repeat that create (with -o image={image}), or docker volume rm {name}"),
+                });
+            }
             Some(DirEntry { state: EntryState::Creating, .. }) => true,
             None => false,
         };
-        let entry = DirEntry { pool: opts.pool.clone(), namespace: opts.namespace.clone(), state: EntryState::Creating, id: None, trash_delay_s: None };
+        if opts.adopt.is_some() {
+            let scratch = self.cfg.state_dir.join("format");
+            let adopter = Adopter { cluster, dir: store.dir()?, tools: &self.tools, scratch: &scratch, cookie: &self.cookie };
+            let adopted = adopter.adopt(name, opts);
+            self.cache.invalidate(name);
+            self.cache.forget_listing();
+            return adopted;
+        }
+        let entry = DirEntry { pool: opts.pool.clone(), namespace: opts.namespace.clone(), state: EntryState::Creating, id: None, trash_delay_s: None, adopted: None };
         // The intent goes first: a crash from here on leaves a `creating`
         // entry, which the next Create or Mount completes.
         self.dir_put(&store, name, &entry)?;
@@ -216,6 +231,8 @@ impl Inner {
                 mode: None,
                 created_at: records::now_rfc3339(),
                 cloned_from: Some(format!("{}@{}", from.volume, from.snapshot)),
+                adopted: false,
+                read_only: opts.read_only,
                 ..parent_meta.clone()
             };
             // Given limits over the parent's (librbd copied its metadata).
@@ -241,6 +258,8 @@ impl Inner {
             mode: opts.mode,
             created_at: records::now_rfc3339(),
             cloned_from: None,
+            adopted: false,
+            read_only: opts.read_only,
         };
         // Before the marker: a volume marked has its limits.
         apply_qos(vol, &opts.qos)?;

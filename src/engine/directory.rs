@@ -90,7 +90,7 @@ pub(super) fn read_directory(pool: &Pool) -> Result<BTreeMap<String, DirEntry>, 
 
 /// The image of volume `name` in the directory.
 pub(super) fn image_ref(name: &str, entry: &DirEntry) -> ImageRef {
-    ImageRef { pool: entry.pool.clone(), namespace: entry.namespace.clone(), image: name.to_string() }
+    ImageRef { pool: entry.pool.clone(), namespace: entry.namespace.clone(), image: entry.image(name).to_string() }
 }
 
 impl Inner {

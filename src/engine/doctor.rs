@@ -310,7 +310,7 @@ fn volumes_check(cluster: &Cluster, dir_pool: &str, checks: &mut Vec<Check>) -> 
     for (name, entry) in dir.into_iter().filter(|(_, e)| e.state == EntryState::Ready) {
         let read = || -> Result<(u64, Vec<String>), String> {
             let ceph = |e: CephError| e.to_string();
-            let image = cluster.open_pool(&entry.pool, &entry.namespace).and_then(|p| p.open_image_read_only(&name)).map_err(ceph)?;
+            let image = cluster.open_pool(&entry.pool, &entry.namespace).and_then(|p| p.open_image_read_only(entry.image(&name))).map_err(ceph)?;
             let holders = image.header().and_then(|h| h.host_lockers()).map_err(ceph)?.lockers.into_iter().map(|l| super::records::lock_host(&l.cookie).to_string()).collect();
             Ok((image.features().map_err(ceph)?, holders))
         };

@@ -3,6 +3,7 @@
 //! other is mapped, probed, and formatted only when blank. The host lock is
 //! held meanwhile.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use super::records::{self, VolumeMeta, FORMATTED_KEY};
@@ -11,6 +12,7 @@ use super::{fs_options, timing, EngineError, Inner};
 use crate::ceph::{self, Image};
 use crate::host::{crash, fs};
 use crate::host::ImageRef;
+use crate::host::tools::Tools;
 
 /// Whether an image may hold data.
 pub(super) enum Blank<'a> {
@@ -32,7 +34,9 @@ impl Inner {
         if all.contains_key(FORMATTED_KEY) {
             return Ok(());
         }
-        let meta = VolumeMeta::of(&all, &image_ref.image).ok_or_else(|| EngineError::NotFound(image_ref.image.clone()))?;
+        // An adopted image is formatted only by its adoption, only when it
+        // held no data: never here.
+        let meta = VolumeMeta::of(&all, &image_ref.image).filter(|m| !m.adopted).ok_or_else(|| EngineError::NotFound(image_ref.image.clone()))?;
         fs_options::check_mkfs(meta.fstype, &meta.mkfs_options).map_err(|reason| EngineError::RefusedRecord {
             name: image_ref.image.clone(),
             what: "mkfs options",
@@ -63,22 +67,7 @@ impl Inner {
 
     /// mkfs in a scratch file, then its non-zero blocks into the new image.
     fn format_new(&self, image: &Arc<Image>, image_ref: &ImageRef, meta: &VolumeMeta, owner: fs::RootOwner) -> Result<(), EngineError> {
-        let dir = self.cfg.state_dir.join("format");
-        let scratch = fs::ScratchFs::make(&self.tools, &dir, &image_ref.image, image.size()?, meta.fstype, &meta.mkfs_options, owner)?;
-        timing::step("mkfs");
-        let writer = ceph::aio::BulkWriter::new(image, 16);
-        let mut copied = 0u64;
-        scratch.for_each_data(4 << 20, |offset, data| {
-            if copied > 0 {
-                // Part of the filesystem is in the image, the rest is not.
-                crash::point("create.copy", &image_ref.image);
-            }
-            copied += data.len() as u64;
-            writer.write(offset, data).map_err(EngineError::from)
-        })?;
-        writer.finish()?;
-        timing::step("copy");
-        Ok(())
+        format_blank_image(&self.tools, &self.cfg.state_dir.join("format"), image, &image_ref.image, meta, owner)
     }
 
     /// Maps the image, formats it (`always`, or only if blank), unmaps it.
@@ -103,4 +92,24 @@ impl Inner {
         timing::step("unmap");
         formatted
     }
+}
+
+/// Formats an image that holds no data (all zeros): mkfs in a scratch file
+/// in `dir`, then the file's non-zero blocks into the image. No mapping.
+pub(super) fn format_blank_image(tools: &Tools, dir: &Path, image: &Arc<Image>, name: &str, meta: &VolumeMeta, owner: fs::RootOwner) -> Result<(), EngineError> {
+    let scratch = fs::ScratchFs::make(tools, dir, name, image.size()?, meta.fstype, &meta.mkfs_options, owner)?;
+    timing::step("mkfs");
+    let writer = ceph::aio::BulkWriter::new(image, 16);
+    let mut copied = 0u64;
+    scratch.for_each_data(4 << 20, |offset, data| {
+        if copied > 0 {
+            // Part of the filesystem is in the image, the rest is not.
+            crash::point("create.copy", name);
+        }
+        copied += data.len() as u64;
+        writer.write(offset, data).map_err(EngineError::from)
+    })?;
+    writer.finish()?;
+    timing::step("copy");
+    Ok(())
 }

@@ -17,6 +17,8 @@
 //! - `host_lock`: one host at a time (take, release, a dead holder);
 //! - `fence`: fencing kept until the fenced host let go;
 //! - `create`, `format`: Create and clones, and formatting new volumes;
+//! - `adopt`: volumes of images rbdvol did not make (`-o image=`), and
+//!   forgetting them;
 //! - `mount`: Mount and Unmount, as a transaction undone in reverse;
 //! - `check`: the periodic check of mounted volumes (taken over, grown);
 //! - `remove`: Remove and the background deletion (purge);
@@ -28,6 +30,7 @@
 //!   mount options allowed.
 
 pub mod admin;
+pub mod adopt;
 mod check;
 mod connection;
 mod create;
@@ -130,6 +133,12 @@ pub enum EngineError {
 
     #[error("image '{image}' already exists and is not an rbdvol volume: choose another volume name")]
     NotOurs { image: String },
+
+    #[error("cannot adopt image '{image}': {reason}")]
+    CannotAdopt { image: String, reason: String },
+
+    #[error("volume '{name}' was created by rbdvol, not adopted: rbdvol forget only forgets adopted images (docker volume rm {name} deletes it)")]
+    NotAdopted { name: String },
 
     #[error("{0}")]
     Config(#[from] ConfigError),

@@ -193,7 +193,11 @@ impl Inner {
         timing::step("open image");
         if entry.state == EntryState::Creating {
             // Half-made by a crashed Create: complete it, then expose it.
-            if VolumeMeta::of(&vol.metadata()?, name).is_none() {
+            // An adoption only when it got as far as its marker and
+            // `formatted` (it never formats here: the next Create does).
+            let all = vol.metadata()?;
+            let Some(meta) = VolumeMeta::of(&all, name) else { return Err(EngineError::NotFound(name.into())) };
+            if meta.adopted != entry.adopted.is_some() || (meta.adopted && !all.contains_key(FORMATTED_KEY)) {
                 return Err(EngineError::NotFound(name.into()));
             }
             self.ensure_formatted(&*vol, &image_ref, Blank::Unfinished)?;
@@ -304,7 +308,7 @@ impl Inner {
             name: name.into(),
             pool: entry.pool.clone(),
             namespace: entry.namespace.clone(),
-            image: name.into(),
+            image: entry.image(name).into(),
             image_id: Some(vol.id().to_string()),
             mapper: self.mapper.kind().as_str().into(),
             device,

@@ -38,10 +38,18 @@ pub const VALID_OPTIONS: &[&str] = &[
     "qos_write_iops",
     "qos_read_bps",
     "qos_write_bps",
+    "image",
+    "format",
+    "readonly",
 ];
 
 /// Options a clone takes from its parent's snapshot, so cannot be given.
 const NOT_FOR_CLONES: &[&str] = &["fstype", "mkfs_options", "uid", "gid", "mode"];
+
+/// Options an adopted image (`-o image=`) has already, so cannot be given.
+const NOT_FOR_ADOPTED: &[&str] = &["size", "order", "object_size", "features", "data_pool", "from"];
+/// Options that only formatting a blank adopted image uses.
+const ONLY_WITH_FORMAT: &[&str] = &["fstype", "mkfs_options", "uid", "gid", "mode"];
 
 /// The snapshot a clone is made from: `-o from=VOLUME@SNAPSHOT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +131,12 @@ pub struct VolumeOptions {
     pub size_given: bool,
     /// QoS limits given (`-o` name → value; 0: none), see `qos`.
     pub qos: BTreeMap<String, u64>,
+    /// An existing image to adopt (`-o image=`) instead of a new one.
+    pub adopt: Option<String>,
+    /// Format the adopted image if (and only if) it is blank (`-o format=true`).
+    pub format: bool,
+    /// Mounted read-only, on any number of hosts (`-o readonly=true`).
+    pub read_only: bool,
 }
 
 /// Checks a volume name: it becomes an image name and a directory name.
@@ -182,6 +196,29 @@ fn parse_mode(value: &str) -> Result<u32, String> {
         .ok_or_else(|| "it must be an octal mode such as 0755 or 2775".into())
 }
 
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" | "on" => Ok(true),
+        "false" | "no" | "0" | "off" => Ok(false),
+        _ => Err("it must be true or false".into()),
+    }
+}
+
+/// An RBD image name rbdvol adopts: letters, digits and `._+-`, as images
+/// made by `rbd create`, the peer plugins and ceph-csi are named.
+pub fn validate_image_name(value: &str) -> Result<(), String> {
+    if value.is_empty() || value.len() > 250 {
+        return Err("it must be 1 to 250 characters".into());
+    }
+    if value == "." || value == ".." {
+        return Err("'.' and '..' are not image names".into());
+    }
+    if let Some(c) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))) {
+        return Err(format!("it contains {c:?}; image names rbdvol adopts have letters, digits, '.', '_', '+' and '-' (give the pool and namespace with -o pool= and -o namespace=)"));
+    }
+    Ok(())
+}
+
 fn plain_text(value: &str) -> Result<(), String> {
     if value.chars().any(|c| c.is_control()) {
         return Err("it contains control characters".into());
@@ -222,6 +259,9 @@ pub fn parse(
         from: None,
         size_given: false,
         qos: BTreeMap::new(),
+        adopt: None,
+        format: false,
+        read_only: false,
     };
     let mut mkfs = defaults.mkfs_options.clone();
     // Where mkfs_options and mount_options came from, for errors.
@@ -305,6 +345,12 @@ pub fn parse(
                 o.create.order = Some(order);
             }
             "features" => features = Some(value.clone()),
+            "image" => {
+                check(validate_image_name(value))?;
+                o.adopt = Some(value.clone());
+            }
+            "format" => o.format = parse_bool(value).map_err(|r| invalid(key, value, r))?,
+            "readonly" => o.read_only = parse_bool(value).map_err(|r| invalid(key, value, r))?,
             "uid" => o.uid = Some(parse_id(value).map_err(|r| invalid(key, value, r))?),
             "gid" => o.gid = Some(parse_id(value).map_err(|r| invalid(key, value, r))?),
             "mode" => o.mode = Some(parse_mode(value).map_err(|r| invalid(key, value, r))?),
@@ -325,6 +371,44 @@ pub fn parse(
         }
         mkfs = None;
     }
+    fn canonical(k: &str) -> &str {
+        match k {
+            "mkfsOptions" => "mkfs_options",
+            "mountOptions" => "mount_options",
+            "objectSize" => "object_size",
+            "dataPool" => "data_pool",
+            "clone_of" | "cloneOf" => "from",
+            k => k,
+        }
+    }
+    if let Some(image) = &o.adopt {
+        if let Some(k) = opts.keys().find(|k| NOT_FOR_ADOPTED.contains(&canonical(k))) {
+            return Err(invalid(k, &opts[k], format!("image '{image}' is adopted as it is: leave it out")));
+        }
+        if !o.format {
+            if let Some(k) = opts.keys().find(|k| ONLY_WITH_FORMAT.contains(&canonical(k))) {
+                return Err(invalid(k, &opts[k], format!("it applies only when a blank image is formatted (-o format=true); image '{image}' keeps its filesystem")));
+            }
+            mkfs = None;
+        }
+        // Its size is the image's: nothing to check it against here.
+        o.size = 0;
+    } else if opts.contains_key("format") {
+        return Err(invalid("format", &opts["format"], "it applies only to an adopted image (-o image=IMAGE); a new volume is always formatted".into()));
+    }
+    if o.read_only {
+        let made_with_data = o.from.is_some() || (o.adopt.is_some() && !o.format);
+        if !made_with_data {
+            return Err(invalid(
+                "readonly",
+                &opts["readonly"],
+                "a new read-only volume would stay empty: make it from data, with -o from=VOLUME@SNAPSHOT or -o image=IMAGE (without format=true)".into(),
+            ));
+        }
+        if o.size_given {
+            return Err(invalid("size", &opts["size"], "a read-only volume's filesystem cannot grow: leave it out".into()));
+        }
+    }
     if let Some(f) = features.filter(|f| !f.trim().is_empty()) {
         o.create.features = Some(ceph::features_from_str(f.trim()).map_err(|e| invalid("features", &f, e.to_string()))?);
     }
@@ -332,12 +416,13 @@ pub fn parse(
         o.mkfs_options = m.split_whitespace().map(str::to_string).collect();
         fs_options::check_mkfs(o.fstype, &o.mkfs_options).map_err(|r| invalid(&mkfs_source, &m, r))?;
     }
-    // A clone's filesystem is its parent's: its mount options are checked
-    // against it when the clone is made.
-    if o.from.is_none() {
+    // A clone's filesystem is its parent's, an adopted image's its own:
+    // their mount options are checked against it when the volume is made.
+    let fs_known = o.from.is_none() && (o.adopt.is_none() || o.format);
+    if fs_known {
         fs_options::check_mount(o.fstype, &o.mount_options).map_err(|r| invalid(&mount_source, &o.mount_options, r))?;
     }
-    if o.fstype == Fstype::Xfs && o.size < XFS_MIN_SIZE && o.from.is_none() {
+    if o.fstype == Fstype::Xfs && o.size < XFS_MIN_SIZE && o.from.is_none() && o.adopt.is_none() {
         return Err(invalid("size", &format!("{}", o.size / MIB), "xfs needs at least 300 MiB".into()));
     }
     Ok(o)

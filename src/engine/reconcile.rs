@@ -103,7 +103,7 @@ impl Inner {
         }
         let store = self.store()?;
         let Some(entry) = self.dir_get(&*store, name)? else { return Ok(self.lock_notes.clear(name)?) };
-        let vol = match store.header(&entry.pool, &entry.namespace, name, entry.id.as_deref()) {
+        let vol = match store.header(&entry.pool, &entry.namespace, entry.image(name), entry.id.as_deref()) {
             Ok(v) => v,
             Err(CephError::NotFound { .. }) => return Ok(self.lock_notes.clear(name)?),
             Err(e) => return Err(e.into()),
@@ -111,7 +111,7 @@ impl Inner {
         // A mapping left (a fenced release whose unmap failed: a container
         // still holds the detached filesystem) goes first; until it does,
         // this host has not let go.
-        let image = ImageRef { pool: entry.pool.clone(), namespace: entry.namespace.clone(), image: name.to_string() };
+        let image = super::directory::image_ref(name, &entry);
         if let Some(m) = self.mapper.find(&image)? {
             self.mapper.unmap(&m)?;
         }

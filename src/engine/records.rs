@@ -109,11 +109,21 @@ pub struct DirEntry {
     /// seconds, which whichever host moves the image to the trash uses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trash_delay_s: Option<u64>,
+    /// Set for an adopted image (`-o image=`, one rbdvol did not make):
+    /// its name. Remove forgets such a volume and never deletes its image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<String>,
 }
 
 impl DirEntry {
     pub fn parse(raw: &str) -> Option<DirEntry> {
         serde_json::from_str(raw).ok()
+    }
+
+    /// The name of volume `volume`'s image: its own name, or the adopted
+    /// image's.
+    pub fn image<'a>(&'a self, volume: &'a str) -> &'a str {
+        self.adopted.as_deref().unwrap_or(volume)
     }
 
     pub fn to_json(&self) -> String {
@@ -143,12 +153,24 @@ pub struct VolumeMeta {
     /// `VOLUME@SNAPSHOT` for a clone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloned_from: Option<String>,
+    /// An image rbdvol did not make (`-o image=`): forgotten, never
+    /// deleted, by Remove.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
+    /// Mounted read-only, by any number of hosts at once (`-o readonly=true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 impl VolumeMeta {
     /// The metadata of an rbdvol volume called `name`, if the image is one.
     pub fn of(meta: &BTreeMap<String, String>, name: &str) -> Option<VolumeMeta> {
-        meta.get(VOLUME_KEY).and_then(|v| serde_json::from_str::<VolumeMeta>(v).ok()).filter(|v| v.name == name)
+        meta.get(VOLUME_KEY).and_then(|v| VolumeMeta::parse_any(v)).filter(|v| v.name == name)
+    }
+
+    /// A marker's metadata, whichever volume it names.
+    pub fn parse_any(raw: &str) -> Option<VolumeMeta> {
+        serde_json::from_str(raw).ok()
     }
 
     pub fn to_json(&self) -> String {
@@ -281,7 +303,7 @@ mod tests {
     #[test]
     fn directory_entries_written_by_earlier_versions_are_read() {
         let e = DirEntry::parse(ENTRY_V0).unwrap();
-        assert_eq!(e, DirEntry { pool: "rbd".into(), namespace: "".into(), state: EntryState::Ready, id: Some("10a2b3c4d5e6".into()), trash_delay_s: None });
+        assert_eq!(e, DirEntry { pool: "rbd".into(), namespace: "".into(), state: EntryState::Ready, id: Some("10a2b3c4d5e6".into()), trash_delay_s: None, adopted: None });
         let e = DirEntry::parse(ENTRY_V0_NO_ID).unwrap();
         assert_eq!((e.state, e.id, e.namespace.as_str()), (EntryState::Creating, None, ""));
         assert_eq!(DirEntry::parse(r#"{"pool":"rbd","state":"removing"}"#).unwrap().state, EntryState::Removing);
@@ -289,7 +311,7 @@ mod tests {
 
     #[test]
     fn directory_entries_round_trip_and_keep_their_field_names() {
-        let e = DirEntry { pool: "ssd".into(), namespace: "ns".into(), state: EntryState::Removing, id: Some("abc".into()), trash_delay_s: None };
+        let e = DirEntry { pool: "ssd".into(), namespace: "ns".into(), state: EntryState::Removing, id: Some("abc".into()), trash_delay_s: None, adopted: None };
         assert_eq!(DirEntry::parse(&e.to_json()), Some(e.clone()));
         assert_eq!(e.to_json(), r#"{"pool":"ssd","namespace":"ns","state":"removing","id":"abc"}"#);
         let no_id = DirEntry { id: None, ..e.clone() };
@@ -297,6 +319,14 @@ mod tests {
         let removing = DirEntry { trash_delay_s: Some(3600), ..e };
         assert_eq!(removing.to_json(), r#"{"pool":"ssd","namespace":"ns","state":"removing","id":"abc","trash_delay_s":3600}"#);
         assert_eq!(DirEntry::parse(&removing.to_json()), Some(removing));
+    }
+
+    #[test]
+    fn an_adopted_entry_names_its_image_and_others_use_the_volume_name() {
+        let e = DirEntry::parse(r#"{"pool":"rbd","state":"ready","id":"ab","adopted":"legacy-img"}"#).unwrap();
+        assert_eq!((e.image("v"), e.adopted.as_deref()), ("legacy-img", Some("legacy-img")));
+        assert_eq!(e.to_json(), r#"{"pool":"rbd","namespace":"","state":"ready","id":"ab","adopted":"legacy-img"}"#);
+        assert_eq!(DirEntry::parse(ENTRY_V0).unwrap().image("db"), "db");
     }
 
     const TRASH_V0: &str = r#"{"name":"db","pool":"rbd","namespace":"","id":"10a2b3c4d5e6","removed_ms":1796200000123,"purge_after_ms":1796203600123}"#;
@@ -339,6 +369,18 @@ mod tests {
         assert_eq!(VolumeMeta::of(&meta, "other"), None);
         assert_eq!(VolumeMeta::of(&BTreeMap::from([(VOLUME_KEY.to_string(), "{".to_string())]), "db"), None);
         assert_eq!(VolumeMeta::of(&BTreeMap::new(), "db"), None);
+    }
+
+    #[test]
+    fn adopted_and_read_only_are_written_only_when_set() {
+        let meta = BTreeMap::from([(VOLUME_KEY.to_string(), META_V0.to_string())]);
+        let m = VolumeMeta::of(&meta, "db").unwrap();
+        assert!(!m.adopted && !m.read_only);
+        assert!(!m.to_json().contains("adopted") && !m.to_json().contains("read_only"), "{}", m.to_json());
+        let both = VolumeMeta { adopted: true, read_only: true, ..m };
+        assert!(both.to_json().ends_with(r#""adopted":true,"read_only":true}"#), "{}", both.to_json());
+        let again = BTreeMap::from([(VOLUME_KEY.to_string(), both.to_json())]);
+        assert_eq!(VolumeMeta::of(&again, "db"), Some(both));
     }
 
     #[test]

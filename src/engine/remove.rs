@@ -132,7 +132,7 @@ impl Inner {
             return Ok(Removed::Removed);
         }
         let pool = store.cluster().open_pool(&entry.pool, &entry.namespace)?;
-        let vol = match store.header(&entry.pool, &entry.namespace, name, entry.id.as_deref()) {
+        let vol = match store.header(&entry.pool, &entry.namespace, entry.image(name), entry.id.as_deref()) {
             Ok(v) => v,
             Err(CephError::NotFound { .. }) => {
                 self.dir_remove(&store, name)?;
@@ -148,13 +148,15 @@ impl Inner {
         crash::point("remove.locked", name);
         timing::step("host lock");
         let hidden = (|| {
-            // Checked now: the deletion in the background could only log it.
-            let image = pool.open_image_read_only(name)?;
-            let clones = image.children()?;
+            // Checked now: the deletion in the background could only log
+            // it. An adopted image is not deleted: its snapshots and
+            // clones stay with it.
+            let image = pool.open_image_read_only(entry.image(name))?;
+            let clones = if entry.adopted.is_some() { Vec::new() } else { image.children()? };
             if !clones.is_empty() {
                 return Err(EngineError::HasClones { name: name.into(), clones: clones.join(", ") });
             }
-            let snapshots = image.snapshots()?;
+            let snapshots = if entry.adopted.is_some() { Vec::new() } else { image.snapshots()? };
             if !snapshots.is_empty() {
                 let snapshots = snapshots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
                 return Err(EngineError::HasSnapshots { name: name.into(), snapshots });
@@ -185,6 +187,9 @@ impl Inner {
     pub(super) fn trash_removed(&self, name: &str) -> Result<(), EngineError> {
         let store = self.ceph_store()?;
         let Some(entry) = self.dir_get(&store, name)?.filter(|e| e.state == EntryState::Removing) else { return Ok(()) };
+        if let Some(image) = &entry.adopted {
+            return self.forget_adopted(&store, name, image, &entry);
+        }
         let pool = store.cluster().open_pool(&entry.pool, &entry.namespace)?;
         let id = match &entry.id {
             Some(id) => id.clone(),
@@ -209,6 +214,22 @@ impl Inner {
             self.dir_remove(&store, name)?;
         }
         timing::step("directory: remove");
+        Ok(())
+    }
+
+    /// Forgets a removed adopted volume: rbdvol's keys off its image (which
+    /// stays, with its data), then its directory entry.
+    fn forget_adopted(&self, store: &super::store::CephStore, name: &str, image: &str, entry: &DirEntry) -> Result<(), EngineError> {
+        match store.cluster().open_pool(&entry.pool, &entry.namespace)?.header_of(image, entry.id.as_deref()) {
+            Ok(header) => super::adopt::strip(&header, name)?,
+            Err(CephError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if self.dir_get(store, name)?.as_ref() == Some(entry) {
+            self.dir_remove(store, name)?;
+        }
+        let image = super::directory::image_ref(name, entry);
+        tracing::info!("volume '{name}' forgotten: it was adopted, so its image {image} stays in the pool with its data (rbd rm deletes it)");
         Ok(())
     }
 

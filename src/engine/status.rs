@@ -35,7 +35,7 @@ impl Inner {
                 }
             }
         };
-        let image = match store.cluster().open_pool(&entry.pool, &entry.namespace)?.open_image_read_only(name) {
+        let image = match store.cluster().open_pool(&entry.pool, &entry.namespace)?.open_image_read_only(entry.image(name)) {
             Ok(i) => i,
             Err(CephError::NotFound { .. }) => return Err(EngineError::NotFound(name.into())),
             Err(e) => return Err(e.into()),
@@ -61,6 +61,12 @@ impl Inner {
         }
         if let Some(c) = vm.as_ref().and_then(|v| v.cloned_from.clone()) {
             put("cloned_from", c.into());
+        }
+        if entry.adopted.is_some() {
+            put("adopted", "yes: rbdvol did not make this image; removing the volume forgets it and leaves the image in the pool".into());
+        }
+        if vm.as_ref().is_some_and(|v| v.read_only) {
+            put("readonly", "yes: mounted read-only, on any number of hosts at once".into());
         }
         let qos = super::qos::limits_of(&meta);
         if !qos.is_empty() {

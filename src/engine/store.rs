@@ -87,11 +87,13 @@ impl CephStore {
         &self.cluster
     }
 
-    /// Opens volume `name` read-write, as its concrete type.
+    /// Opens volume `name` read-write (its image: `entry` names an adopted
+    /// one), as its concrete type.
     pub fn open_volume(&self, name: &str, entry: &DirEntry) -> Result<CephVolume, CephError> {
-        let image = Arc::new(self.cluster.open_pool(&entry.pool, &entry.namespace)?.open_image(name)?);
+        let image_name = entry.image(name);
+        let image = Arc::new(self.cluster.open_pool(&entry.pool, &entry.namespace)?.open_image(image_name)?);
         let header = image.header()?;
-        Ok(CephVolume { name: name.to_string(), header, image: std::sync::OnceLock::from(image) })
+        Ok(CephVolume { name: image_name.to_string(), header, image: std::sync::OnceLock::from(image) })
     }
 }
 

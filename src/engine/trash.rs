@@ -127,7 +127,7 @@ pub(super) fn purge(cluster: &Cluster, dir: &Pool, record: &TrashRecord) -> Resu
         Ok(()) => crash::point("purge.deleted", &record.name),
         Err(CephError::NotFound { .. }) => {
             if pool.image_id(&record.name).is_ok_and(|id| id == record.id) {
-                let entry = DirEntry { pool: record.pool.clone(), namespace: record.namespace.clone(), state: EntryState::Ready, id: Some(record.id.clone()), trash_delay_s: None };
+                let entry = DirEntry { pool: record.pool.clone(), namespace: record.namespace.clone(), state: EntryState::Ready, id: Some(record.id.clone()), trash_delay_s: None, adopted: None };
                 return Ok(Purged::InPool(entry));
             }
             // Not in the pool by its name: moved into the trash between
@@ -156,7 +156,7 @@ pub fn restore(cluster: &Cluster, dir_pool: &str, name: &str) -> Result<TrashRec
     let refused = |reason: String| EngineError::TrashRestore { name: name.into(), reason };
     let latest = records(&dir)?.into_iter().filter(|r| r.name == name).last();
     let existing = dir.metadata_get(&records::directory_key(name))?.and_then(|r| DirEntry::parse(&r));
-    let claim = |record: &TrashRecord| DirEntry { pool: record.pool.clone(), namespace: record.namespace.clone(), state: EntryState::Creating, id: Some(record.id.clone()), trash_delay_s: None };
+    let claim = |record: &TrashRecord| DirEntry { pool: record.pool.clone(), namespace: record.namespace.clone(), state: EntryState::Creating, id: Some(record.id.clone()), trash_delay_s: None, adopted: None };
     match (&existing, &latest) {
         // A restore cut short after it listed the volume: only the record
         // is left to drop.

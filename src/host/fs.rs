@@ -83,6 +83,64 @@ pub fn probe(tools: &Tools, device: &Path) -> Result<Option<String>, HostError> 
     }
 }
 
+/// What blkid finds at the start and end of an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contents {
+    /// A filesystem (or other content blkid names by `TYPE`: swap, LUKS...).
+    Filesystem(String),
+    /// A partition table (`PTTYPE`).
+    PartitionTable(String),
+    /// Nothing blkid knows.
+    Unknown,
+}
+
+/// How much of an image's start and end `probe_image` looks at: every
+/// superblock rbdvol mounts (ext4, xfs, btrfs) and the signatures blkid
+/// finds at a disk's end (GPT backup, RAID and ZFS labels).
+pub const PROBE_SPAN: u64 = 1 << 20;
+
+/// What is on an image of `size` bytes whose first and last bytes are
+/// `head` and `tail` (read through librbd): blkid on a sparse scratch file
+/// of the image's size holding them, in `dir` (no mapping needed). The
+/// file is removed again.
+pub fn probe_image(tools: &Tools, dir: &Path, name: &str, size: u64, head: &[u8], tail: &[u8]) -> Result<Contents, HostError> {
+    use std::os::unix::fs::FileExt;
+    std::fs::create_dir_all(dir).map_err(HostError::io("create", dir))?;
+    let scratch = ScratchFs { path: dir.join(format!("{name}.probe.mkfs")) };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&scratch.path)
+        .map_err(HostError::io("create", &scratch.path))?;
+    file.set_len(size).map_err(HostError::io("size", &scratch.path))?;
+    file.write_all_at(head, 0).map_err(HostError::io("write", &scratch.path))?;
+    file.write_all_at(tail, size - tail.len() as u64).map_err(HostError::io("write", &scratch.path))?;
+    drop(file);
+    let path = scratch.path.to_string_lossy().into_owned();
+    let out = tools.output(Tool::Blkid, &["-p", "-o", "export", &path])?;
+    match out.status.code() {
+        Some(0) => Ok(parse_blkid_export(&String::from_utf8_lossy(&out.stdout))),
+        Some(2) => Ok(Contents::Unknown),
+        _ => Err(HostError::ToolFailed {
+            tool: "blkid",
+            target: name.into(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }),
+    }
+}
+
+/// `TYPE=` or `PTTYPE=` of `blkid -o export` output.
+fn parse_blkid_export(out: &str) -> Contents {
+    let value = |key: &str| out.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    if let Some(t) = value("TYPE=") {
+        return Contents::Filesystem(t);
+    }
+    value("PTTYPE=").map_or(Contents::Unknown, Contents::PartitionTable)
+}
+
 /// Whether `device` can be read at all (its first 64 KiB, where every
 /// filesystem's superblock is): a probe that finds nothing on a device
 /// that cannot be read means a broken mapping, not a blank disk.
@@ -282,6 +340,19 @@ pub fn remove_leftover_scratch(dir: &Path) {
                 Err(e) => tracing::warn!("cannot remove {}: {e}", path.display()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    #[test]
+    fn blkid_export_output_names_a_filesystem_before_a_partition_table() {
+        assert_eq!(parse_blkid_export("DEVNAME=/x\nUUID=1\nBLOCK_SIZE=4096\nTYPE=ext4\n"), Contents::Filesystem("ext4".into()));
+        assert_eq!(parse_blkid_export("DEVNAME=/x\nPTUUID=ab\nPTTYPE=gpt\n"), Contents::PartitionTable("gpt".into()));
+        assert_eq!(parse_blkid_export("DEVNAME=/x\n"), Contents::Unknown);
+        assert_eq!(parse_blkid_export("PTTYPE=\n"), Contents::Unknown);
     }
 }
 

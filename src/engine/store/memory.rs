@@ -56,7 +56,7 @@ impl MemoryStore {
     /// Adds a ready volume called `name`.
     pub fn add_volume(&self, name: &str, volume: MemoryVolume) {
         let mut s = self.state.lock().unwrap();
-        let entry = DirEntry { pool: "rbd".into(), namespace: String::new(), state: crate::engine::records::EntryState::Ready, id: Some(volume.id.clone()), trash_delay_s: None };
+        let entry = DirEntry { pool: "rbd".into(), namespace: String::new(), state: crate::engine::records::EntryState::Ready, id: Some(volume.id.clone()), trash_delay_s: None, adopted: None };
         s.directory.insert(name.to_string(), entry);
         s.volumes.insert(name.to_string(), volume);
     }
@@ -152,7 +152,7 @@ impl Store for MemoryStore {
     }
     fn header(&self, _pool: &str, _namespace: &str, image: &str, _id: Option<&str>) -> Result<Box<dyn Volume>, CephError> {
         self.check("header", image)?;
-        self.open(image, &DirEntry { pool: String::new(), namespace: String::new(), state: crate::engine::records::EntryState::Ready, id: None, trash_delay_s: None })
+        self.open(image, &DirEntry { pool: String::new(), namespace: String::new(), state: crate::engine::records::EntryState::Ready, id: None, trash_delay_s: None, adopted: None })
     }
     fn own_address(&self) -> Result<String, CephError> {
         self.check("own_address", "")?;

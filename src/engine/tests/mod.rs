@@ -48,6 +48,8 @@ fn volume_meta(name: &str) -> String {
         mode: None,
         created_at: "2026-12-01T00:00:00Z".into(),
         cloned_from: None,
+        adopted: false,
+        read_only: false,
     }
     .to_json()
 }
@@ -242,7 +244,7 @@ fn a_mount_refused_by_the_host_lock_changes_nothing() {
 #[test]
 fn mount_and_path_of_a_volume_that_is_not_ready_say_it_does_not_exist_unmount_is_idempotent() {
     let bed = Bed::start(&["v"]);
-    let removing = DirEntry { pool: "rbd".into(), namespace: String::new(), state: EntryState::Removing, id: None, trash_delay_s: None };
+    let removing = DirEntry { pool: "rbd".into(), namespace: String::new(), state: EntryState::Removing, id: None, trash_delay_s: None, adopted: None };
     bed.store.put_entry_raw("v", removing);
     assert!(matches!(bed.mount("v", "c1"), Err(EngineError::NotFound(_))));
     assert!(matches!(bed.mount("nope", "c1"), Err(EngineError::NotFound(_))));

@@ -243,7 +243,7 @@ fn a_mount_racing_a_remove_on_another_host_lets_go_once_it_holds_the_lock() {
     let bed = Bed::start(&["v"]);
     // Another host's Remove hid the volume between this Mount's first
     // read of the directory and its taking the host lock.
-    let removing = DirEntry { pool: "rbd".into(), namespace: String::new(), state: EntryState::Removing, id: Some("id-v".into()), trash_delay_s: None };
+    let removing = DirEntry { pool: "rbd".into(), namespace: String::new(), state: EntryState::Removing, id: Some("id-v".into()), trash_delay_s: None, adopted: None };
     bed.store.after_next_lock("v", Some(removing));
     assert!(matches!(bed.mount("v", "c1"), Err(EngineError::NotFound(_))));
     bed.assert_nothing_left("v");
