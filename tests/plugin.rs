@@ -689,6 +689,152 @@ fn a_volume_left_creating_mid_copy_is_formatted_anew() {
 }
 
 #[test]
+fn an_image_made_elsewhere_is_adopted_with_its_data_and_removing_the_volume_leaves_it() {
+    let p = plugin();
+    let (image, name) = (unique("legacy"), unique("adopted"));
+    cluster().ext4_image_made_elsewhere(&image, 64, &[("hello.txt", "made by another plugin\n")]);
+
+    ok(&p.create(&name, &[("image", &image), ("mount_options", "noatime")]));
+    let got = p.get(&name);
+    ok(&got);
+    let status = &got.json["Volume"]["Status"];
+    assert_eq!(status["image"], format!("{POOL}/{image}").as_str(), "{status}");
+    assert!(status["adopted"].as_str().is_some_and(|a| a.contains("leaves the image")), "{status}");
+    assert_eq!(status["fstype"], "ext4");
+    // Docker repeats a Create: the same volume.
+    ok(&p.create(&name, &[("image", &image)]));
+    ok(&p.mount(&name, &id(1)));
+    let mp = p.mount_root().join(&name);
+    assert_eq!(std::fs::read_to_string(mp.join("hello.txt")).unwrap(), "made by another plugin\n");
+    std::fs::write(mp.join("written.txt"), "written through rbdvol\n").unwrap();
+    // Mounted here: nobody else adopts it, or removes it under the container.
+    let other = unique("second");
+    let a = p.create(&other, &[("image", &image)]);
+    assert!(a.err().contains(&format!("cannot adopt image '{POOL}/{image}': it is already rbdvol volume '{name}'")), "{:?}", a.json);
+    assert!(p.remove(&name).err().contains("mounted on this host"));
+    ok(&p.unmount(&name, &id(1)));
+    let a = p.create(&other, &[("image", &image)]);
+    assert!(a.err().contains(&format!("already rbdvol volume '{name}'")), "{:?}", a.json);
+    assert!(p.get(&other).err().contains("does not exist"));
+    // Read back by a path that shares nothing with rbdvol.
+    assert_eq!(cluster().read_files_from_image(&image, &["written.txt", "hello.txt"]), ["written through rbdvol\n", "made by another plugin\n"]);
+
+    // Remove forgets the volume: the image stays, with its data, without
+    // rbdvol's keys, out of the trash.
+    ok(&p.remove(&name));
+    assert!(p.get(&name).err().contains("does not exist"));
+    assert!(rbd_ls().contains(&image), "the adopted image was deleted");
+    assert!(cluster().trash_ids(&image).is_empty(), "the adopted image went to the trash");
+    assert_eq!(cluster().image_meta_keys(&image), Vec::<String>::new());
+    assert_eq!(cluster().read_files_from_image(&image, &["written.txt"]), ["written through rbdvol\n"]);
+    assert!(p.log().contains(&format!("volume '{name}' forgotten")), "the plugin's log does not say it forgot the volume");
+
+    // The CLI does the same.
+    let out = admin_cli(&p, &["adopt", &other, &image, "-o", "readonly=true"]);
+    assert!(out.status.success(), "{out:?}");
+    let got = p.get(&other);
+    ok(&got);
+    assert!(got.json["Volume"]["Status"]["readonly"].is_string(), "{:?}", got.json);
+    let out = admin_cli(&p, &["forget", &name]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("does not exist"), "{out:?}");
+    let out = admin_cli(&p, &["forget", &other]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stays in the pool"), "{out:?}");
+    // The plugin's answers are cached for a second.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(p.get(&other).err().contains("does not exist"));
+    assert!(rbd_ls().contains(&image));
+    assert_eq!(cluster().image_meta_keys(&image), Vec::<String>::new());
+    // forget never deletes rbdvol's own volumes.
+    let own = unique("own");
+    ok(&p.create(&own, &[("size", "16")]));
+    let out = admin_cli(&p, &["forget", &own]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not adopted"), "{out:?}");
+    ok(&p.remove(&own));
+    let out = cluster().cli("rbd", &["rm", &format!("{POOL}/{image}")]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn adoption_refuses_what_it_cannot_mount_safely_and_changes_nothing() {
+    let p = plugin();
+    let pool = cluster().connect().open_pool(POOL, "").unwrap();
+    let refused = |image: &str, opts: &[(&str, &str)], says: &str| {
+        let name = unique("refused");
+        let mut all = vec![("image", image)];
+        all.extend_from_slice(opts);
+        let a = p.create(&name, &all);
+        assert!(a.err().contains(says), "{image} {opts:?}: {:?}", a.json);
+        assert!(p.get(&name).err().contains("does not exist"), "{image}: a volume was made");
+        if rbd_ls().contains(&image.to_string()) {
+            assert_eq!(cluster().image_meta_keys(image), Vec::<String>::new(), "{image}: metadata was written");
+        }
+    };
+    refused(&unique("nothere"), &[], "does not exist in pool");
+    let blank = unique("blank");
+    pool.create_image(&blank, 32 << 20, &Default::default()).unwrap();
+    refused(&blank, &[], "add -o format=true");
+    refused(&blank, &[("size", "1G")], "adopted as it is");
+    // Data, but nothing blkid knows.
+    let garbage = unique("garbage");
+    pool.create_image(&garbage, 32 << 20, &Default::default()).unwrap();
+    pool.open_image(&garbage).unwrap().write_at(8 << 20, &[0x5a; 4096]).unwrap();
+    refused(&garbage, &[("format", "true")], "never formats an image that holds data");
+    // A partition table.
+    let parted = unique("parted");
+    let file = std::env::temp_dir().join(format!("{parted}.img"));
+    // A DOS (MBR) table with one Linux partition from sector 2048, as fdisk writes it.
+    let mut mbr = [0u8; 512];
+    mbr[446 + 4] = 0x83;
+    mbr[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+    mbr[446 + 12..446 + 16].copy_from_slice(&(((32u32 << 20) / 512) - 2048).to_le_bytes());
+    mbr[510..].copy_from_slice(&[0x55, 0xaa]);
+    let f = std::fs::File::create(&file).unwrap();
+    f.set_len(32 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &mbr, 0).unwrap();
+    let out = cluster().cli("rbd", &["import", "--no-progress", file.to_str().unwrap(), &format!("{POOL}/{parted}")]);
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "{out:?}");
+    refused(&parted, &[("format", "true")], "dos partition table");
+    // Open by another client (a peer plugin's mapping), or locked.
+    let busy = unique("busy");
+    cluster().ext4_image_made_elsewhere(&busy, 32, &[("f", "x")]);
+    {
+        let _open = pool.open_image(&busy).unwrap();
+        refused(&busy, &[], "open or mapped by");
+    }
+    let out = cluster().cli("rbd", &["lock", "add", &format!("{POOL}/{busy}"), "backup-job"]);
+    assert!(out.status.success(), "{out:?}");
+    refused(&busy, &[], "locked by");
+    // Mount options the filesystem found does not take.
+    let out = cluster().cli("rbd", &["lock", "rm", &format!("{POOL}/{busy}"), "backup-job", &lock_holder(&busy)]);
+    assert!(out.status.success(), "{out:?}");
+    refused(&busy, &[("mount_options", "nouuid")], "has a ext4 filesystem");
+
+    // A blank image is formatted when asked, and is then an ordinary volume.
+    let name = unique("formatted");
+    ok(&p.create(&name, &[("image", &blank), ("format", "true"), ("fstype", "ext4"), ("mode", "0750")]));
+    ok(&p.mount(&name, &id(1)));
+    let mp = p.mount_root().join(&name);
+    assert_eq!(std::fs::metadata(&mp).unwrap().mode() & 0o7777, 0o750);
+    std::fs::write(mp.join("new.txt"), "on a formatted blank image\n").unwrap();
+    ok(&p.unmount(&name, &id(1)));
+    assert_eq!(cluster().read_files_from_image(&blank, &["new.txt"]), ["on a formatted blank image\n"]);
+    ok(&p.remove(&name));
+    for image in [&blank, &garbage, &parted, &busy] {
+        assert!(rbd_ls().contains(image), "{image} is gone");
+        pool.remove_image(image).unwrap();
+    }
+}
+
+/// The holder of the first advisory lock on `image` (`rbd lock ls`).
+fn lock_holder(image: &str) -> String {
+    let out = cluster().cli("rbd", &["lock", "ls", "--format", "json", &format!("{POOL}/{image}")]);
+    let locks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    locks[0]["locker"].as_str().unwrap_or_else(|| panic!("rbd lock ls: {locks}")).to_string()
+}
+
+#[test]
 fn an_existing_foreign_image_is_not_taken_over() {
     let p = plugin();
     let name = unique("foreign");

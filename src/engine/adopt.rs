@@ -77,8 +77,9 @@ impl Adopter<'_> {
             }
         };
         let pool = self.cluster.open_pool(&opts.pool, &opts.namespace)?;
-        let image = match pool.open_image(image_name) {
-            Ok(i) => Arc::new(i),
+        // Read-only: no watch of its own among the image's watchers.
+        let image = match pool.open_image_read_only(image_name) {
+            Ok(i) => i,
             Err(CephError::NotFound { .. }) => return Err(refuse(format!("it does not exist in pool '{}' (rbd ls {})", opts.pool, opts.pool))),
             Err(e) => return Err(e.into()),
         };
@@ -148,7 +149,8 @@ impl Adopter<'_> {
                 marked = true;
                 crash::point("adopt.marked", name);
                 let owner = fs::RootOwner { uid: meta.uid, gid: meta.gid, mode: meta.mode };
-                format::format_blank_image(self.tools, self.scratch, &image, name, &meta, owner)?;
+                let writable = Arc::new(pool.open_image(image_name)?);
+                format::format_blank_image(self.tools, self.scratch, &writable, name, &meta, owner)?;
                 header.metadata_set(FORMATTED_KEY, &size.to_string())?;
             } else {
                 header.metadata_set(FORMATTED_KEY, &size.to_string())?;

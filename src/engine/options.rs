@@ -391,8 +391,6 @@ pub fn parse(
             }
             mkfs = None;
         }
-        // Its size is the image's: nothing to check it against here.
-        o.size = 0;
     } else if opts.contains_key("format") {
         return Err(invalid("format", &opts["format"], "it applies only to an adopted image (-o image=IMAGE); a new volume is always formatted".into()));
     }
@@ -421,6 +419,12 @@ pub fn parse(
     let fs_known = o.from.is_none() && (o.adopt.is_none() || o.format);
     if fs_known {
         fs_options::check_mount(o.fstype, &o.mount_options).map_err(|r| invalid(&mount_source, &o.mount_options, r))?;
+    } else if let Err(r) = fs_options::check_mount(Fstype::Ext4, &o.mount_options) {
+        // Checked against the filesystem found later; refused now if no
+        // filesystem allows them.
+        if [Fstype::Xfs, Fstype::Btrfs].iter().all(|f| fs_options::check_mount(*f, &o.mount_options).is_err()) {
+            return Err(invalid(&mount_source, &o.mount_options, r));
+        }
     }
     if o.fstype == Fstype::Xfs && o.size < XFS_MIN_SIZE && o.from.is_none() && o.adopt.is_none() {
         return Err(invalid("size", &format!("{}", o.size / MIB), "xfs needs at least 300 MiB".into()));
@@ -471,6 +475,40 @@ mod tests {
         let e = p(&[("from", "base@monday"), ("fstype", "xfs")]).unwrap_err().to_string();
         assert!(e.contains("'fstype'") && e.contains("leave it out"), "{e}");
         assert!(p(&[("from", "base@monday"), ("mkfsOptions", "-m1")]).is_err());
+    }
+
+    #[test]
+    fn an_adopted_image_is_taken_as_it_is_and_formatted_only_when_asked() {
+        let o = p(&[("image", "legacy-db.1"), ("mount_options", "noatime")]).unwrap();
+        assert_eq!((o.adopt.as_deref(), o.format, o.mkfs_options.len()), (Some("legacy-db.1"), false, 0));
+        for (k, v) in [("size", "1G"), ("order", "22"), ("features", "layering"), ("data_pool", "ec"), ("from", "a@b")] {
+            let e = p(&[("image", "legacy"), (k, v)]).unwrap_err().to_string();
+            assert!(e.contains(&format!("'{k}'")) && e.contains("adopted as it is"), "{k}: {e}");
+        }
+        for (k, v) in [("fstype", "xfs"), ("mkfs_options", "-m0"), ("uid", "1"), ("mode", "0700")] {
+            let e = p(&[("image", "legacy"), (k, v)]).unwrap_err().to_string();
+            assert!(e.contains("format=true"), "{k}: {e}");
+            assert!(p(&[("image", "legacy"), ("format", "true"), (k, v)]).is_ok(), "{k} with format=true");
+        }
+        let e = p(&[("format", "true")]).unwrap_err().to_string();
+        assert!(e.contains("only to an adopted image"), "{e}");
+        assert!(p(&[("image", "legacy"), ("format", "maybe")]).unwrap_err().to_string().contains("true or false"));
+        for bad in ["", "a/b", "a@b", "a b", "..", "x\n", "ä"] {
+            let e = p(&[("image", bad)]).unwrap_err().to_string();
+            assert!(e.contains("invalid value") && e.contains("'image'"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn read_only_volumes_are_made_from_data_and_never_grow() {
+        assert!(p(&[("from", "base@s"), ("readonly", "true")]).unwrap().read_only);
+        assert!(p(&[("image", "dataset"), ("readonly", "yes")]).unwrap().read_only);
+        assert!(!p(&[("readonly", "false")]).unwrap().read_only);
+        let e = p(&[("readonly", "true")]).unwrap_err().to_string();
+        assert!(e.contains("would stay empty"), "{e}");
+        assert!(p(&[("image", "blank"), ("format", "true"), ("readonly", "true")]).is_err());
+        let e = p(&[("from", "base@s"), ("readonly", "true"), ("size", "2G")]).unwrap_err().to_string();
+        assert!(e.contains("cannot grow"), "{e}");
     }
 
     #[test]

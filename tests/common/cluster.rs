@@ -199,6 +199,42 @@ impl TestCluster {
         contents
     }
 
+    /// Makes image `name` with `rbd create`, then an ext4 filesystem holding
+    /// `files` (name, text) on it through rbd-fuse and `mkfs.ext4 -d`: an
+    /// image rbdvol had no part in, as a peer plugin or an operator makes.
+    #[allow(dead_code)]
+    pub fn ext4_image_made_elsewhere(&self, name: &str, size_mib: u32, files: &[(&str, &str)]) {
+        let out = self.cli("rbd", &["create", "--size", &size_mib.to_string(), &format!("{POOL}/{name}")]);
+        assert!(out.status.success(), "rbd create: {}", String::from_utf8_lossy(&out.stderr));
+        let work = std::env::temp_dir().join(unique("elsewhere"));
+        let (src, mp) = (work.join("src"), work.join("mnt"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&mp).unwrap();
+        for (file, text) in files {
+            std::fs::write(src.join(file), text).unwrap();
+        }
+        let out = Command::new("rbd-fuse").arg("-c").arg(&self.conf).args(["-p", POOL, "-r", name]).arg(&mp).output().expect("run rbd-fuse");
+        assert!(out.status.success(), "rbd-fuse: {}", String::from_utf8_lossy(&out.stderr));
+        let mkfs = Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&src).arg(mp.join(name)).output().expect("run mkfs.ext4");
+        let umount = Command::new("umount").arg(&mp).output().expect("run umount");
+        assert!(mkfs.status.success(), "mkfs.ext4 -d through rbd-fuse: {}", String::from_utf8_lossy(&mkfs.stderr));
+        assert!(umount.status.success(), "umount rbd-fuse: {}", String::from_utf8_lossy(&umount.stderr));
+        let _ = std::fs::remove_dir_all(&work);
+    }
+
+    /// The image's metadata keys (`rbd image-meta list`).
+    #[allow(dead_code)]
+    pub fn image_meta_keys(&self, name: &str) -> Vec<String> {
+        let out = self.cli("rbd", &["image-meta", "list", "--format", "json", &format!("{POOL}/{name}")]);
+        assert!(out.status.success(), "rbd image-meta list: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.trim().is_empty() {
+            return Vec::new();
+        }
+        let meta: serde_json::Value = serde_json::from_str(&text).expect("image-meta json");
+        meta.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    }
+
     /// Like `assert_filesystem_clean` (ext4), for an image that may already
     /// be deleted (a removed volume).
     pub fn assert_filesystem_clean_or_gone(&self, name: &str) {
