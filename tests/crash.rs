@@ -112,6 +112,55 @@ fn a_create_killed_at_each_step_is_completed_or_absent_never_half_made() {
 }
 
 #[test]
+fn an_adoption_killed_at_each_step_is_finished_by_its_retry_and_a_forget_by_the_restart() {
+    let mut p = Plugin::start(cluster(), &unique("crasha"));
+    for point in points("adopt.") {
+        for blank in [false, true] {
+            let (image, name) = (unique("elsewhere"), unique("ca"));
+            let opts = if blank {
+                let out = cluster().cli("rbd", &["create", "--size", "32", &format!("{POOL}/{image}")]);
+                assert!(out.status.success(), "{out:?}");
+                format!(r#","Opts":{{"image":"{image}","format":"true"}}"#)
+            } else {
+                cluster().ext4_image_made_elsewhere(&image, 32, &[("kept.txt", "made elsewhere\n")]);
+                format!(r#","Opts":{{"image":"{image}"}}"#)
+            };
+            crash_at(&mut p, point, &name, "VolumeDriver.Create", &body(&name, &opts));
+            let got = p.get(&name);
+            assert!(got.err().contains("does not exist"), "{point}: a half-adopted volume is visible: {:?}", got.json);
+            // dockerd's retry finishes it (a blank image's cut-short mkfs
+            // is redone).
+            let mut again = vec![("image", image.as_str())];
+            if blank {
+                again.push(("format", "true"));
+            }
+            ok(&p.create(&name, &again));
+            let m = p.mount(&name, &id(1));
+            ok(&m);
+            let mp = m.json["Mountpoint"].as_str().unwrap().to_string();
+            if !blank {
+                assert_eq!(std::fs::read_to_string(PathBuf::from(&mp).join("kept.txt")).unwrap(), "made elsewhere\n", "{point}");
+            }
+            write_synced(&mp, "x", "after the crash\n");
+            ok(&p.unmount(&name, &id(1)));
+            cluster().assert_filesystem_clean(&image, "ext4");
+            assert_released(&p, &name, point);
+            // Killed while Remove forgets it: the restart finishes that.
+            crash_at(&mut p, "forget.stripped", &name, "VolumeDriver.Remove", &body(&name, ""));
+            let start = std::time::Instant::now();
+            while !p.get(&name).err().contains("does not exist") {
+                assert!(start.elapsed() < Duration::from_secs(30), "{point}: the restart did not finish forgetting {name}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            assert_eq!(cluster().image_meta_keys(&image), Vec::<String>::new(), "{point}");
+            assert_eq!(cluster().read_files_from_image(&image, &["/x"])[0], "after the crash\n", "{point}");
+            let out = cluster().cli("rbd", &["rm", "--no-progress", &format!("{POOL}/{image}")]);
+            assert!(out.status.success(), "{point}: {out:?}");
+        }
+    }
+}
+
+#[test]
 fn a_mount_killed_at_each_step_is_undone_or_kept_and_its_retry_works() {
     let mut p = Plugin::start(cluster(), &unique("crashm"));
     for point in points("mount.") {
@@ -335,7 +384,7 @@ fn a_restore_killed_at_each_step_is_finished_by_its_retry() {
 
 #[test]
 fn every_crash_point_is_covered() {
-    let covered: Vec<&str> = ["create.", "mount.", "unmount.", "remove.", "purge.", "clone.", "grow.", "takeover.", "server.", "resize.", "restore."].iter().flat_map(|p| points(p)).collect();
+    let covered: Vec<&str> = ["create.", "adopt.", "forget.", "mount.", "unmount.", "remove.", "purge.", "clone.", "grow.", "takeover.", "server.", "resize.", "restore."].iter().flat_map(|p| points(p)).collect();
     let uncovered: Vec<&&str> = POINTS.iter().filter(|p| !covered.contains(p)).collect();
     assert!(uncovered.is_empty(), "crash points no test reaches: {uncovered:?}");
 }

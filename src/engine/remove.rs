@@ -225,6 +225,7 @@ impl Inner {
             Err(CephError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
+        crash::point("forget.stripped", name);
         if self.dir_get(store, name)?.as_ref() == Some(entry) {
             self.dir_remove(store, name)?;
         }
