@@ -48,6 +48,9 @@ pub struct MountedVolume {
     /// Mount, not another.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unanswered: BTreeMap<String, (u64, u64)>,
+    /// Mapped and mounted read-only, under the shared host lock.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 impl MountedVolume {
@@ -305,6 +308,7 @@ mod tests {
             fstype: "ext4".into(),
             refs: BTreeMap::new(),
             unanswered: Default::default(),
+            read_only: false,
         }
     }
 

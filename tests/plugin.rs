@@ -336,6 +336,54 @@ fn two_machines_given_the_same_host_id_never_both_mount_a_volume() {
 }
 
 #[test]
+fn a_read_only_clone_is_read_by_two_hosts_at_once_and_written_by_neither() {
+    let (a, b) = (plugin(), plugin());
+    let base = unique("dataset");
+    ok(&a.create(&base, &[("size", "64")]));
+    ok(&a.mount(&base, &id(1)));
+    std::fs::write(a.mount_root().join(&base).join("data.csv"), "1,2,3\n").unwrap();
+    ok(&a.unmount(&base, &id(1)));
+    let out = admin_cli(&a, &["snapshot", "create", &format!("{base}@v1")]);
+    assert!(out.status.success(), "{out:?}");
+    let shared = unique("shared");
+    let refused = a.create(&shared, &[("from", &format!("{base}@v1")), ("readonly", "true"), ("size", "128")]);
+    assert!(refused.err().contains("cannot grow"), "{:?}", refused.json);
+    ok(&a.create(&shared, &[("from", &format!("{base}@v1")), ("readonly", "true")]));
+    assert!(a.get(&shared).json["Volume"]["Status"]["readonly"].is_string());
+
+    ok(&a.mount(&shared, &id(2)));
+    ok(&b.mount(&shared, &id(3)));
+    for p in [&a, &b] {
+        let mp = p.mount_root().join(&shared);
+        assert_eq!(std::fs::read_to_string(mp.join("data.csv")).unwrap(), "1,2,3\n");
+        let write = std::fs::write(mp.join("new.txt"), "x");
+        assert_eq!(write.as_ref().map_err(|e| e.raw_os_error()), Err(Some(libc::EROFS)), "a read-only volume took a write: {write:?}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let line = mounts.lines().find(|l| l.contains(mp.to_str().unwrap())).unwrap_or_else(|| panic!("{} not in mountinfo", mp.display()));
+        assert!(line.split_whitespace().nth(5).is_some_and(|o| o.split(',').any(|o| o == "ro")), "not mounted ro: {line}");
+    }
+    // Both hosts hold a share of the lock, as an independent client sees it.
+    let header = format!("rbd_header.{}", rbd_info(&shared).unwrap()["id"].as_str().unwrap());
+    let out = cluster().cli("rados", &["-p", POOL, "lock", "info", &header, "rbdvol", "--format", "json"]);
+    let lock: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!((lock["type"].as_str(), lock["tag"].as_str()), (Some("shared"), Some(records::READ_ONLY_TAG)), "rados lock info: {lock}");
+    assert_eq!(lock["lockers"].as_array().map(Vec::len), Some(2), "rados lock info: {lock}");
+    let mounted_by = a.get(&shared).json["Volume"]["Status"]["mounted_by"].as_str().unwrap().to_string();
+    assert!(mounted_by.contains(&a.host_id) && mounted_by.contains(&b.host_id), "{mounted_by}");
+
+    // Nobody removes it (or takes it read-write) under a reader.
+    ok(&a.unmount(&shared, &id(2)));
+    let r = a.remove(&shared);
+    assert!(r.err().contains("mounted read-only on host(s)") && r.err().contains(&b.host_id), "{:?}", r.json);
+    ok(&a.get(&shared));
+    ok(&b.unmount(&shared, &id(3)));
+    ok(&a.remove(&shared));
+    let out = admin_cli(&a, &["snapshot", "rm", &format!("{base}@v1")]);
+    assert!(out.status.success(), "{out:?}");
+    ok(&a.remove(&base));
+}
+
+#[test]
 fn remove_on_one_host_and_mount_on_another_never_both_succeed() {
     let a = plugin();
     let b = plugin();

@@ -210,6 +210,28 @@ impl Header {
         Ok(Done::Changed)
     }
 
+    /// Takes rbdvol's host lock shared, with `tag`: any number of clients
+    /// hold it together (read-only mounts), none while anyone holds it
+    /// exclusively, and the exclusive `host_lock` none while anyone holds
+    /// it shared (`LockBusy` both ways). Already held by this client under
+    /// `cookie` is `AlreadyDone`.
+    pub fn host_lock_shared(&self, cookie: &str, tag: &str, description: &str) -> Result<Done, CephError> {
+        assert_off_executor("take shared host lock");
+        let c_cookie = cstring("lock cookie", cookie)?;
+        let c_tag = cstring("lock tag", tag)?;
+        let c_desc = cstring("lock description", description)?;
+        // SAFETY: the io context is open; all strings outlive the call; a
+        // null duration means the lock does not expire.
+        let ret = unsafe {
+            sys::rados_lock_shared(self.io(), self.oid.as_ptr(), HOST_LOCK.as_ptr(), c_cookie.as_ptr(), c_tag.as_ptr(), c_desc.as_ptr(), ptr::null_mut(), 0)
+        };
+        if ret == -libc::EEXIST {
+            return Ok(Done::AlreadyDone);
+        }
+        check(ret, "take shared host lock on", || self.target())?;
+        Ok(Done::Changed)
+    }
+
     /// Releases this client's host lock; not holding it is `AlreadyDone`.
     pub fn host_unlock(&self, cookie: &str) -> Result<Done, CephError> {
         assert_off_executor("release host lock");

@@ -36,7 +36,8 @@ fn open_read_only(cluster: &Cluster, name: &str, entry: &DirEntry) -> Result<Ima
 
 fn row(image: &Image, name: &str, entry: &DirEntry) -> Result<VolumeRow, EngineError> {
     let meta = image.metadata_list()?;
-    let host = image.header()?.host_lockers()?.lockers.first().map(|l| records::lock_host(&l.cookie).to_string()).unwrap_or_default();
+    // Read-only volumes: every host that holds a share.
+    let host = image.header()?.host_lockers()?.lockers.iter().map(|l| records::lock_host(&l.cookie).to_string()).collect::<Vec<_>>().join(",");
     Ok(VolumeRow {
         name: name.to_string(),
         pool: entry.pool.clone(),
@@ -108,7 +109,8 @@ pub fn unlock(cluster: &Cluster, dir_pool: &str, name: &str, force: bool) -> Res
     let entry = dir.get(name).ok_or_else(|| EngineError::NotFound(name.to_string()))?;
     let image = open_read_only(cluster, name, entry)?;
     let header = image.header()?;
-    let Some(holder) = header.host_lockers()?.lockers.into_iter().next() else { return Ok(Unlocked::NotLocked) };
+    let holders = header.host_lockers()?.lockers;
+    let Some(holder) = holders.first().cloned() else { return Ok(Unlocked::NotLocked) };
     let watchers = image.watchers()?;
     if !watchers.is_empty() && !force {
         return Err(EngineError::StillWatched {
@@ -118,12 +120,16 @@ pub fn unlock(cluster: &Cluster, dir_pool: &str, name: &str, force: bool) -> Res
             watchers: watchers.iter().map(|w| w.addr.clone()).collect::<Vec<_>>().join(", "),
         });
     }
-    match header.host_break_lock(&holder.client, &holder.cookie) {
-        Ok(_) | Err(CephError::NotFound { .. }) => {}
-        Err(e) => return Err(e.into()),
+    // Every holder: a read-only volume's readers share the lock.
+    for h in &holders {
+        match header.host_break_lock(&h.client, &h.cookie) {
+            Ok(_) | Err(CephError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     header.metadata_remove(MOUNTED_KEY)?;
-    Ok(Unlocked::Broken { host: records::lock_host(&holder.cookie).to_string() })
+    let hosts: Vec<&str> = holders.iter().map(|h| records::lock_host(&h.cookie)).collect();
+    Ok(Unlocked::Broken { host: hosts.join("', '") })
 }
 
 fn open(cluster: &Cluster, dir_pool: &str, name: &str) -> Result<crate::ceph::Image, EngineError> {

@@ -426,6 +426,7 @@ mod tests {
             fstype: "ext4".into(),
             refs: Default::default(),
             unanswered: Default::default(),
+            read_only: false,
         }
     }
 

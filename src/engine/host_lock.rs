@@ -58,6 +58,11 @@ impl Inner {
             Ok(_) => Ok(()),
             Err(CephError::LockBusy { .. }) => {
                 let lockers = vol.host_lockers()?;
+                let readers: Vec<String> = lockers.lockers.iter().filter(|l| !self.is_own_lock(&l.cookie)).map(|l| records::lock_host(&l.cookie).to_string()).collect();
+                if lockers.tag == records::READ_ONLY_TAG && !readers.is_empty() {
+                    self.lock_notes.clear(name)?;
+                    return Err(EngineError::ReadOnlyHolders { name: name.to_string(), hosts: readers.join("', '") });
+                }
                 if let Some(other) = lockers.lockers.iter().find(|l| !self.is_own_lock(&l.cookie)) {
                     // Another host's: this host holds none.
                     self.lock_notes.clear(name)?;
@@ -79,6 +84,37 @@ impl Inner {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Takes this host's share of the host lock on read-only volume `vol`
+    /// (any number of hosts share it; none while a host holds it
+    /// read-write), or says which host has it read-write. Noted on disk
+    /// first, as `take_host_lock`.
+    pub(super) fn take_shared_host_lock(&self, vol: &dyn Volume, name: &str) -> Result<(), EngineError> {
+        self.lock_notes.note(name)?;
+        let desc = format!("rbdvol read-only on {}", self.cfg.host_id);
+        let taken = (|| {
+            // A first Mount: a lock of this host's is an earlier run's.
+            for l in vol.host_lockers()?.lockers.iter().filter(|l| self.is_own_lock(&l.cookie)) {
+                vol.host_break_lock(&l.client, &l.cookie)?;
+            }
+            match vol.host_lock_shared(self.cookie(), &desc) {
+                Err(CephError::LockBusy { .. }) => {
+                    let holder = vol.host_lockers()?.lockers.first().map(|l| records::lock_host(&l.cookie).to_string()).unwrap_or_default();
+                    self.lock_notes.clear(name)?;
+                    let since = records::mounted_since(vol.metadata_get(MOUNTED_KEY)?.as_deref());
+                    Err(EngineError::MountedElsewhere { name: name.to_string(), host: holder, since })
+                }
+                r => r.map(drop).map_err(EngineError::from),
+            }
+        })();
+        if let Err(e) = &taken {
+            if !matches!(e, EngineError::MountedElsewhere { .. }) {
+                // The cluster may have applied it all the same.
+                self.stale_locks.lock().unwrap().insert(name.to_string());
+            }
+        }
+        taken
     }
 
     /// Releases this host's lock on `vol`, whichever client of this host
@@ -106,8 +142,15 @@ impl Inner {
             crash::point("unmount.released", name);
             return Ok(self.lock_notes.clear(name)?);
         }
-        if !self.holds_host_lock(vol)? {
+        let lockers = vol.host_lockers()?;
+        if !lockers.lockers.iter().any(|l| self.is_own_lock(&l.cookie)) {
             return Ok(self.lock_notes.clear(name)?);
+        }
+        if lockers.tag == records::READ_ONLY_TAG {
+            // A read-only mount: no record, nobody fenced; only this host's share.
+            self.release_host_lock(vol)?;
+            crash::point("unmount.released", name);
+            return Ok(());
         }
         self.keep_fenced(store, vol, name, Renew::Unmounting)?;
         vol.metadata_remove(MOUNTED_KEY)?;
@@ -123,11 +166,6 @@ impl Inner {
             tracing::warn!("cannot release this host's lock on volume '{}' now (retried in the background): {e}", vol.name());
             self.stale_locks.lock().unwrap().insert(vol.name().to_string());
         }
-    }
-
-    /// Whether this host holds `vol`'s lock.
-    pub(super) fn holds_host_lock(&self, vol: &dyn Volume) -> Result<bool, EngineError> {
-        Ok(vol.host_lockers()?.lockers.iter().any(|l| self.is_own_lock(&l.cookie)))
     }
 
     /// Whether `host`, holding the volume, is dead: automatic takeover is on,

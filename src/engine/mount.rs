@@ -13,7 +13,7 @@ use super::records::{self, DirEntry, EntryState, MountedBy, VolumeMeta, FORMATTE
 use super::store::{Store, Volume};
 use super::{fs_options, timing, EngineError, Inner, Mounted, Unmounted};
 use crate::host::fs::{self, Fstype};
-use crate::host::mapper::{MapperKind, Mapping};
+use crate::host::mapper::{MapOptions, MapperKind, Mapping};
 use crate::host::{crash, HostError, ImageRef};
 use crate::state::MountedVolume;
 
@@ -209,9 +209,13 @@ impl Inner {
         // (written by an older version, or by hand).
         fs_options::check_mount(meta.fstype, &meta.mount_options)
             .map_err(|reason| EngineError::RefusedRecord { name: name.into(), what: "mount options", key: records::VOLUME_KEY, reason })?;
-        match self.take_host_lock(&*vol, name) {
-            Err(EngineError::MountedElsewhere { host, .. }) if self.holder_is_dead(&*vol, &host)? => self.take_over_from_dead(&*vol, name)?,
-            r => r?,
+        if meta.read_only {
+            self.take_shared_host_lock(&*vol, name)?;
+        } else {
+            match self.take_host_lock(&*vol, name) {
+                Err(EngineError::MountedElsewhere { host, .. }) if self.holder_is_dead(&*vol, &host)? => self.take_over_from_dead(&*vol, name)?,
+                r => r?,
+            }
         }
         timing::step("host lock");
         crash::point("mount.locked", name);
@@ -255,8 +259,8 @@ impl Inner {
         // Who watches before the mapping: not ours to record (this plugin's
         // own client is recorded as `addr`; others — a mgr, a backup job —
         // must never be fenced for this host).
-        let before: BTreeSet<String> = vol.watchers()?.into_iter().collect();
-        let m = self.mapper.map(image_ref, &self.connection.settings()?, &Default::default())?;
+        let before: BTreeSet<String> = if meta.read_only { BTreeSet::new() } else { vol.watchers()?.into_iter().collect() };
+        let m = self.mapper.map(image_ref, &self.connection.settings()?, &MapOptions { read_only: meta.read_only })?;
         timing::step("map");
         let device = m.device.clone();
         tx.did(Step::Mapped(m));
@@ -264,7 +268,7 @@ impl Inner {
         let mp = self.mountpoint(name);
         std::fs::create_dir_all(&mp).map_err(HostError::io("create", &mp))?;
         tx.did(Step::MountpointMade(mp.clone()));
-        let options = mount_options(&meta.mount_options, fstype);
+        let options = mount_options(&meta.mount_options, fstype, meta.read_only);
         if let Err(e) = self.mount_table.mount(&device, &mp, fstype.as_str(), &options) {
             // Say what is on the device when it is not what we expect.
             if let Err(source) = fs::check_readable(&device) {
@@ -281,10 +285,11 @@ impl Inner {
         tx.did(Step::Mounted(mp.clone()));
         crash::point("mount.mounted", name);
         timing::step("mount");
-        // Grow the filesystem when the image grew since it was made.
+        // Grow the filesystem when the image grew since it was made (never
+        // a read-only one: mounted read-only everywhere, it cannot).
         let size = vol.size()?;
         let fs_size = records::parse_formatted(all.get(FORMATTED_KEY).map(String::as_str)).unwrap_or(size);
-        if size > fs_size {
+        if size > fs_size && !meta.read_only {
             if let Err(online) = fs::grow(&self.tools, fstype, &device, &mp) {
                 if fstype != Fstype::Ext4 {
                     return Err(online.into());
@@ -298,11 +303,15 @@ impl Inner {
             }
             vol.metadata_set(FORMATTED_KEY, &size.to_string())?;
         }
-        // The mapping's clients: what watches now and did not before.
-        let clients = vol.watchers()?.into_iter().filter(|w| !before.contains(w)).collect();
-        let by = MountedBy { host: self.cfg.host_id.clone(), addr: store.own_address()?, since: records::now_rfc3339(), clients };
-        tx.did(Step::MountedByRecorded);
-        vol.metadata_set(MOUNTED_KEY, &by.to_json())?;
+        // The mapping's clients: what watches now and did not before. A
+        // read-only volume has no one holder to record (and none to fence:
+        // its clients never write).
+        if !meta.read_only {
+            let clients = vol.watchers()?.into_iter().filter(|w| !before.contains(w)).collect();
+            let by = MountedBy { host: self.cfg.host_id.clone(), addr: store.own_address()?, since: records::now_rfc3339(), clients };
+            tx.did(Step::MountedByRecorded);
+            vol.metadata_set(MOUNTED_KEY, &by.to_json())?;
+        }
         crash::point("mount.recorded", name);
         let mut v = MountedVolume {
             name: name.into(),
@@ -316,6 +325,7 @@ impl Inner {
             fstype: fstype.as_str().into(),
             refs: BTreeMap::new(),
             unanswered: Default::default(),
+            read_only: meta.read_only,
         };
         v.add_unanswered_ref(id, attempt, unix_now());
         self.state.save(&v)?;
@@ -419,14 +429,34 @@ fn unix_now() -> u64 {
 }
 
 /// The volume's mount options with what its filesystem implies (xfs
-/// clones: `nouuid`).
-fn mount_options(options: &str, fstype: Fstype) -> String {
-    let implied = fstype.implied_mount_options();
-    if implied.is_empty() || options.split(',').any(|o| o == implied) {
-        options.to_string()
-    } else if options.is_empty() {
-        implied.to_string()
-    } else {
-        format!("{options},{implied}")
+/// clones: `nouuid`), and for a read-only volume `ro` with the journal left
+/// alone (`noload`, `norecovery`, `rescue=nologreplay`): replaying it
+/// would write, and every host mounts the same image.
+pub(super) fn mount_options(options: &str, fstype: Fstype, read_only: bool) -> String {
+    let mut all: Vec<&str> = options.split(',').filter(|o| !o.is_empty() && !(read_only && *o == "rw")).collect();
+    let mut implied = vec![fstype.implied_mount_options()];
+    if read_only {
+        implied.push("ro");
+        implied.push(fstype.no_journal_replay());
+    }
+    for o in implied.into_iter().filter(|o| !o.is_empty()) {
+        if !all.contains(&o) {
+            all.push(o);
+        }
+    }
+    all.join(",")
+}
+
+#[cfg(test)]
+mod mount_options_tests {
+    use super::*;
+
+    #[test]
+    fn read_only_volumes_are_mounted_ro_without_replaying_their_journal() {
+        assert_eq!(mount_options("noatime", Fstype::Ext4, false), "noatime");
+        assert_eq!(mount_options("", Fstype::Xfs, false), "nouuid");
+        assert_eq!(mount_options("noatime,rw", Fstype::Ext4, true), "noatime,ro,noload");
+        assert_eq!(mount_options("", Fstype::Xfs, true), "nouuid,ro,norecovery");
+        assert_eq!(mount_options("ro", Fstype::Btrfs, true), "ro,rescue=nologreplay");
     }
 }

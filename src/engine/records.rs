@@ -13,7 +13,8 @@
 //!   trash, until it is purged (or restored);
 //! - the host lock: a RADOS exclusive lock `rbdvol` on the image header
 //!   (`ceph::Header::host_lock`) whose cookie is a [`LockCookie`]: the host
-//!   id and this installation's id.
+//!   id and this installation's id; taken shared, tagged
+//!   [`READ_ONLY_TAG`], by every host that mounts a read-only volume.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
@@ -34,6 +35,10 @@ pub const FENCED_KEY: &str = "rbdvol.fenced";
 /// A pool metadata key nobody writes: the health probe reads it, to see
 /// that the pool's OSDs answer.
 pub const PROBE_KEY: &str = "rbdvol.probe";
+
+/// The tag of the host lock taken shared, by read-only mounts: any number
+/// of hosts at once, never with a read-write holder.
+pub const READ_ONLY_TAG: &str = "rbdvol-readonly";
 
 /// Prefix of the trash records' keys in the default pool's metadata.
 pub const TRASH_PREFIX: &str = "rbdvol.trash.";
@@ -440,5 +445,6 @@ mod tests {
         assert_eq!(FENCED_KEY, "rbdvol.fenced");
         assert_eq!((DIRECTORY_PREFIX, VOLUME_KEY, FORMATTED_KEY, MOUNTED_KEY), ("rbdvol.volume.", "rbdvol.volume", "rbdvol.formatted", "rbdvol.mounted"));
         assert_eq!(directory_key("v"), "rbdvol.volume.v");
+        assert_eq!(READ_ONLY_TAG, "rbdvol-readonly");
     }
 }

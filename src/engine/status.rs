@@ -73,7 +73,13 @@ impl Inner {
             put("qos", super::qos::describe(&qos).into());
         }
         let by = MountedBy::of(&meta);
-        put("mounted_by", by.as_ref().map(|b| b.host.clone()).unwrap_or_default().into());
+        if vm.as_ref().is_some_and(|v| v.read_only) {
+            // No one holder: every host that has it mounted holds a share.
+            let readers: Vec<String> = image.header()?.host_lockers()?.lockers.iter().map(|l| records::lock_host(&l.cookie).to_string()).collect();
+            put("mounted_by", readers.join(", ").into());
+        } else {
+            put("mounted_by", by.as_ref().map(|b| b.host.clone()).unwrap_or_default().into());
+        }
         if let Some(b) = by {
             put("mounted_since", b.since.into());
         }

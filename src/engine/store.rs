@@ -47,6 +47,9 @@ pub(crate) trait Volume: Send + Sync {
     fn metadata_set(&self, key: &str, value: &str) -> Result<(), CephError>;
     fn metadata_remove(&self, key: &str) -> Result<(), CephError>;
     fn host_lock(&self, cookie: &str, description: &str) -> Result<Done, CephError>;
+    /// Takes the host lock shared (`records::READ_ONLY_TAG`), see
+    /// `Header::host_lock_shared`.
+    fn host_lock_shared(&self, cookie: &str, description: &str) -> Result<Done, CephError>;
     fn host_unlock(&self, cookie: &str) -> Result<Done, CephError>;
     /// Removes metadata `key` and releases this client's host lock held
     /// under `cookie`, atomically, only if this client holds it: else `AlreadyDone`,
@@ -188,6 +191,9 @@ impl Volume for CephVolume {
     }
     fn host_lock(&self, cookie: &str, description: &str) -> Result<Done, CephError> {
         self.header.host_lock(cookie, description)
+    }
+    fn host_lock_shared(&self, cookie: &str, description: &str) -> Result<Done, CephError> {
+        self.header.host_lock_shared(cookie, records::READ_ONLY_TAG, description)
     }
     fn host_unlock(&self, cookie: &str) -> Result<Done, CephError> {
         self.header.host_unlock(cookie)

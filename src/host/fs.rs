@@ -51,6 +51,16 @@ impl Fstype {
     }
 
     /// Mount options every mount of this type gets (xfs clones share UUIDs).
+    /// The mount option that leaves the journal alone (a read-only mount
+    /// that must not write).
+    pub fn no_journal_replay(self) -> &'static str {
+        match self {
+            Fstype::Ext4 => "noload",
+            Fstype::Xfs => "norecovery",
+            Fstype::Btrfs => "rescue=nologreplay",
+        }
+    }
+
     pub fn implied_mount_options(self) -> &'static str {
         match self {
             Fstype::Xfs => "nouuid",
@@ -273,7 +283,7 @@ impl ScratchFs {
         drop(file);
         format(tools, &scratch.path, fstype, extra)?;
         if !owner.is_default() {
-            let device = super::sys::loop_attach(&scratch.path, 512, super::sys::LoopIo::Buffered, "rbdvol:mkfs")?;
+            let device = super::sys::loop_attach(&scratch.path, 512, super::sys::LoopIo::Buffered, "rbdvol:mkfs", false)?;
             let owned = set_root_owner(&device, fstype, &dir.join(format!("{name}.root")), owner);
             let detached = super::sys::loop_detach(&device);
             owned.and(detached)?;

@@ -47,6 +47,10 @@ pub struct ServerSettings {
 pub struct Assignment {
     pub image: ImageRef,
     pub dir: std::path::PathBuf,
+    /// Serve it read-only: the image opened read-only, the file mounted
+    /// read-only (writes fail with EROFS).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 impl Drop for ServerSettings {
@@ -512,10 +516,10 @@ fn serve_inner() -> Result<(), HostError> {
     if stdin.lock().read_line(&mut line).map_err(HostError::io("read assignment from", "stdin"))? == 0 {
         return Ok(()); // a spare that was not needed
     }
-    let Assignment { image: image_ref, dir } = serde_json::from_str(&line)
+    let Assignment { image: image_ref, dir, read_only } = serde_json::from_str(&line)
         .map_err(|e| HostError::Invalid { what: "server assignment", value: "stdin".into(), reason: e.to_string() })?;
     let pool = cluster.open_pool(&image_ref.pool, &image_ref.namespace)?;
-    let image = Arc::new(pool.open_image(&image_ref.image)?);
+    let image = Arc::new(if read_only { pool.open_image_read_only(&image_ref.image)? } else { pool.open_image(&image_ref.image)? });
     crash::point("server.opened", &image_ref.image);
 
     let mountpoint = dir.join("fuse");
@@ -549,7 +553,7 @@ fn serve_inner() -> Result<(), HostError> {
         MountOption::FSName(format!("rbdvol:{image_ref}")),
         MountOption::Subtype("rbdvol".into()),
         MountOption::DefaultPermissions,
-        MountOption::RW,
+        if read_only { MountOption::RO } else { MountOption::RW },
         MountOption::Dev,
     ];
     let session = fuser::spawn_mount2(fs, &mountpoint, &options).map_err(HostError::io("mount fuse at", &mountpoint))?;

@@ -189,6 +189,7 @@ const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LO_FLAGS_DIRECT_IO: u32 = 16;
+const LO_FLAGS_READ_ONLY: u32 = 1;
 
 #[repr(C)]
 struct LoopInfo64 {
@@ -229,11 +230,11 @@ pub enum LoopIo {
 /// device is named `tag` (its `lo_file_name`, at most 63 bytes), which
 /// finds it again even after its backing file's FUSE server died and the
 /// file's path reads as `/disk`.
-pub fn loop_attach(backing: &Path, block_size: u32, io: LoopIo, tag: &str) -> Result<PathBuf, HostError> {
+pub fn loop_attach(backing: &Path, block_size: u32, io: LoopIo, tag: &str, read_only: bool) -> Result<PathBuf, HostError> {
     let ctl = File::open("/dev/loop-control").map_err(HostError::io("open", "/dev/loop-control"))?;
     let backing_file = OpenOptions::new()
         .read(true)
-        .write(true)
+        .write(!read_only)
         .custom_flags(if io == LoopIo::Direct { libc::O_DIRECT } else { 0 })
         .open(backing)
         .map_err(HostError::io("open", backing))?;
@@ -249,7 +250,7 @@ pub fn loop_attach(backing: &Path, block_size: u32, io: LoopIo, tag: &str) -> Re
         let mut config: LoopConfig = unsafe { std::mem::zeroed() };
         config.fd = backing_file.as_raw_fd() as u32;
         config.block_size = block_size;
-        config.info.lo_flags = if io == LoopIo::Direct { LO_FLAGS_DIRECT_IO } else { 0 };
+        config.info.lo_flags = if io == LoopIo::Direct { LO_FLAGS_DIRECT_IO } else { 0 } | if read_only { LO_FLAGS_READ_ONLY } else { 0 };
         let len = tag.len().min(63);
         config.info.lo_file_name[..len].copy_from_slice(&tag.as_bytes()[..len]);
         // SAFETY: dev_file is an open loop device; config is a valid

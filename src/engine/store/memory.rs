@@ -18,6 +18,8 @@ pub struct MemoryVolume {
     pub metadata: BTreeMap<String, String>,
     /// Host lock holders: (client, cookie).
     pub lockers: Vec<(String, String)>,
+    /// Whether the holders hold it shared (read-only mounts).
+    pub shared: bool,
     pub watchers: Vec<String>,
 }
 
@@ -233,6 +235,7 @@ impl Volume for Handle {
             }
             log.push(format!("host_lock {}", lock_host(cookie)));
             v.lockers.push((client, cookie.to_string()));
+            v.shared = false;
             Ok(Done::Changed)
         })?;
         let mut s = self.store.state.lock().unwrap();
@@ -246,6 +249,22 @@ impl Volume for Handle {
             };
         }
         Ok(done)
+    }
+    fn host_lock_shared(&self, cookie: &str, _description: &str) -> Result<Done, CephError> {
+        self.store.check("host_lock_shared", &self.name)?;
+        let client = self.store.client.clone();
+        self.store.with(&self.name, |v, log| {
+            if v.lockers.iter().any(|(c, k)| *c == client && k == cookie) {
+                return Ok(Done::AlreadyDone);
+            }
+            if !v.lockers.is_empty() && !v.shared {
+                return Err(CephError::LockBusy { op: "lock shared", target: target(&self.name), errno: libc::EBUSY });
+            }
+            log.push(format!("host_lock_shared {}", lock_host(cookie)));
+            v.lockers.push((client, cookie.to_string()));
+            v.shared = true;
+            Ok(Done::Changed)
+        })
     }
     fn host_unlock(&self, cookie: &str) -> Result<Done, CephError> {
         self.store.check("host_unlock", &self.name)?;
@@ -266,7 +285,7 @@ impl Volume for Handle {
         self.store.check("host_unlock", &self.name)?;
         let client = self.store.client.clone();
         self.store.with(&self.name, |v, log| {
-            if !v.lockers.iter().any(|(c, k)| *c == client && k == cookie) {
+            if v.shared || !v.lockers.iter().any(|(c, k)| *c == client && k == cookie) {
                 return Ok(Done::AlreadyDone);
             }
             if v.metadata.remove(key).is_some() {
@@ -281,7 +300,8 @@ impl Volume for Handle {
         self.store.check("host_lockers", &self.name)?;
         self.store.with(&self.name, |v, _| {
             let lockers = v.lockers.iter().map(|(c, k)| Locker { client: c.clone(), cookie: k.clone(), addr: "127.0.0.1:0/1".into() }).collect();
-            Ok(Lockers { exclusive: true, tag: String::new(), lockers })
+            let tag = if v.shared { crate::engine::records::READ_ONLY_TAG.to_string() } else { String::new() };
+            Ok(Lockers { exclusive: !v.shared, tag, lockers })
         })
     }
     fn host_break_lock(&self, client: &str, cookie: &str) -> Result<Done, CephError> {

@@ -8,6 +8,7 @@
 //! the hostile review found. `properties`: random requests.
 
 mod outage;
+mod read_only;
 mod properties;
 mod safety;
 
@@ -38,6 +39,10 @@ struct Bed {
 }
 
 fn volume_meta(name: &str) -> String {
+    volume_meta_with(name, false)
+}
+
+fn volume_meta_with(name: &str, read_only: bool) -> String {
     VolumeMeta {
         name: name.into(),
         fstype: Fstype::Ext4,
@@ -49,7 +54,7 @@ fn volume_meta(name: &str) -> String {
         created_at: "2026-12-01T00:00:00Z".into(),
         cloned_from: None,
         adopted: false,
-        read_only: false,
+        read_only,
     }
     .to_json()
 }

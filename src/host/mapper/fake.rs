@@ -95,7 +95,7 @@ impl Mapper for FakeMapper {
         self.check("check_features", &image.to_string())
     }
 
-    fn map(&self, image: &ImageRef, _settings: &CephSettings, _how: &super::MapOptions) -> Result<Mapping, HostError> {
+    fn map(&self, image: &ImageRef, _settings: &CephSettings, how: &super::MapOptions) -> Result<Mapping, HostError> {
         self.check("map", &image.to_string())?;
         let mut held = self.map_gate.held.lock().unwrap();
         *self.map_gate.waiting.lock().unwrap() += 1;
@@ -108,7 +108,7 @@ impl Mapper for FakeMapper {
             return Ok(m.clone());
         }
         let m = Mapping { image: image.clone(), device: self.new_device(), mapper: MapperKind::Userspace };
-        self.journal.lock().unwrap().push(format!("map {image}"));
+        self.journal.lock().unwrap().push(format!("map {image}{}", if how.read_only { " read-only" } else { "" }));
         self.mapped.lock().unwrap().insert(image.clone(), m.clone());
         Ok(m)
     }

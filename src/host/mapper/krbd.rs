@@ -74,7 +74,7 @@ pub fn kernel_mon_addrs(mon_host: &str, v2: bool) -> Result<String, HostError> {
 }
 
 /// The line written to `add_single_major`.
-pub fn add_string(image: &ImageRef, settings: &CephSettings) -> Result<String, HostError> {
+pub fn add_string(image: &ImageRef, settings: &CephSettings, how: &super::MapOptions) -> Result<String, HostError> {
     let ms_mode = settings.options.get("ms_mode");
     let mons = kernel_mon_addrs(&settings.mon_host, ms_mode.is_some())?;
     // noshare: a kernel client of its own per mapping, so fencing one
@@ -89,6 +89,9 @@ pub fn add_string(image: &ImageRef, settings: &CephSettings) -> Result<String, H
     ];
     if let Some(mode) = ms_mode {
         opts.push(format!("ms_mode={mode}"));
+    }
+    if how.read_only {
+        opts.push("ro".to_string());
     }
     if !image.namespace.is_empty() {
         opts.push(format!("_pool_ns={}", image.namespace));
@@ -208,7 +211,7 @@ impl Mapper for Krbd {
         Ok(())
     }
 
-    fn map(&self, image: &ImageRef, settings: &CephSettings, _how: &super::MapOptions) -> Result<Mapping, HostError> {
+    fn map(&self, image: &ImageRef, settings: &CephSettings, how: &super::MapOptions) -> Result<Mapping, HostError> {
         if let Some(m) = self.find(image)? {
             return Ok(m);
         }
@@ -219,7 +222,7 @@ impl Mapper for Krbd {
             reason: "it is not valid base64".into(),
         })?;
         sys::add_ceph_key(&format!("client.{}", settings.user), &secret)?;
-        let line = add_string(image, settings)?;
+        let line = add_string(image, settings, how)?;
         let add = self.control_file("add_single_major", "add");
         std::fs::write(&add, line.as_bytes()).map_err(|e| HostError::MapFailed {
             mapper: "krbd",
@@ -283,7 +286,7 @@ mod tests {
 
     #[test]
     fn add_string_uses_the_keyring_never_the_secret() {
-        let line = add_string(&image(""), &settings("[v2:10.0.0.1:3300,v1:10.0.0.1:6789],[v2:10.0.0.2:3300,v1:10.0.0.2:6789]")).unwrap();
+        let line = add_string(&image(""), &settings("[v2:10.0.0.1:3300,v1:10.0.0.1:6789],[v2:10.0.0.2:3300,v1:10.0.0.2:6789]"), &Default::default()).unwrap();
         assert_eq!(line, "10.0.0.1:6789,10.0.0.2:6789 name=docker,key=client.docker,noshare,osd_request_timeout=30 rbd db -");
         assert!(!line.contains("secret=") && !line.contains("AQBX"));
     }
@@ -292,8 +295,10 @@ mod tests {
     fn add_string_with_namespace_and_ms_mode() {
         let mut s = settings("10.0.0.1");
         s.options.insert("ms_mode".into(), "secure".into());
-        let line = add_string(&image("team-a"), &s).unwrap();
+        let line = add_string(&image("team-a"), &s, &Default::default()).unwrap();
         assert_eq!(line, "10.0.0.1:3300 name=docker,key=client.docker,noshare,osd_request_timeout=30,ms_mode=secure,_pool_ns=team-a rbd db -");
+        let ro = add_string(&image(""), &settings("10.0.0.1"), &super::super::MapOptions { read_only: true }).unwrap();
+        assert_eq!(ro, "10.0.0.1:6789 name=docker,key=client.docker,noshare,osd_request_timeout=30,ro rbd db -");
     }
 
     #[test]

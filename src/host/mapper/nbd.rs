@@ -80,7 +80,7 @@ impl Mapper for Nbd {
         Ok(()) // librbd maps every feature
     }
 
-    fn map(&self, image: &ImageRef, settings: &CephSettings, _how: &super::MapOptions) -> Result<Mapping, HostError> {
+    fn map(&self, image: &ImageRef, settings: &CephSettings, how: &super::MapOptions) -> Result<Mapping, HostError> {
         if let Some(m) = self.find(image)? {
             return Ok(m);
         }
@@ -91,6 +91,9 @@ impl Mapper for Nbd {
         let mut cmd = self.tools.command(Tool::RbdNbd)?;
         cmd.args(["map", &spec(image), "--id", &settings.user, "-m", &settings.mon_host, "--keyfile", "/proc/self/fd/3"]);
         cmd.arg(self.run_dir_arg());
+        if how.read_only {
+            cmd.arg("--read-only");
+        }
         for (k, v) in &settings.options {
             // An option from a ceph.conf this librados skips would stop
             // rbd-nbd: skipped here too.

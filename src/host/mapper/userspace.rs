@@ -301,7 +301,7 @@ impl Userspace {
         Ok(spare)
     }
 
-    fn start_server(&self, image: &ImageRef, settings: &CephSettings) -> Result<Server, HostError> {
+    fn start_server(&self, image: &ImageRef, settings: &CephSettings, read_only: bool) -> Result<Server, HostError> {
         let mut spare = self.take_spare(settings)?;
         // One directory per server instance: cleaning up after a stopped
         // server must never touch the one that replaced it.
@@ -311,7 +311,7 @@ impl Userspace {
         crate::state::write_atomic(&dir.join("image.json"), &image_json)?;
         // The server keeps writing to its log wherever the file is.
         let _ = std::fs::rename(&spare.log, dir.join("server.log"));
-        let assignment = serde_json::to_string(&Assignment { image: image.clone(), dir: dir.clone() }).expect("serializes");
+        let assignment = serde_json::to_string(&Assignment { image: image.clone(), dir: dir.clone(), read_only }).expect("serializes");
         let sent = spare.stdin.write_all(format!("{assignment}\n").as_bytes());
         let ready = sent.map_err(|e| format!("cannot hand over the image: {e}")).and_then(|_| spare.wait_for("ready"));
         let process = Process::of(spare.child.id());
@@ -405,23 +405,23 @@ impl Mapper for Userspace {
         Ok(()) // librbd maps every feature
     }
 
-    fn map(&self, image: &ImageRef, settings: &CephSettings, _how: &super::MapOptions) -> Result<Mapping, HostError> {
+    fn map(&self, image: &ImageRef, settings: &CephSettings, how: &super::MapOptions) -> Result<Mapping, HostError> {
         let server = match self.server(image) {
             Some(s) if s.stopping() => {
                 // The last unmap's server is still shutting down: let it finish.
                 reap(&s)?;
-                self.start_server(image, settings)?
+                self.start_server(image, settings, how.read_only)?
             }
             Some(s) if s.alive() => s,
             Some(dead) => {
                 clean_dead(&dead)?;
-                self.start_server(image, settings)?
+                self.start_server(image, settings, how.read_only)?
             }
-            None => self.start_server(image, settings)?,
+            None => self.start_server(image, settings, how.read_only)?,
         };
         let device = match server.loop_device() {
             Some(dev) => dev,
-            None => match sys::loop_attach(&server.disk(), BLOCK_SIZE, sys::LoopIo::Direct, &server.loop_tag()) {
+            None => match sys::loop_attach(&server.disk(), BLOCK_SIZE, sys::LoopIo::Direct, &server.loop_tag(), how.read_only) {
                 Ok(dev) => {
                     let _ = std::fs::write(server.dir.join(LOOP_FILE), dev.as_os_str().as_encoded_bytes());
                     if let Err(e) = sys::set_read_ahead(&dev, READ_AHEAD_KIB) {
