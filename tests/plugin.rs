@@ -766,6 +766,17 @@ fn an_image_made_elsewhere_is_adopted_with_its_data_and_removing_the_volume_leav
     assert!(p.get(&other).err().contains("does not exist"));
     // Read back by a path that shares nothing with rbdvol.
     assert_eq!(cluster().read_files_from_image(&image, &["written.txt", "hello.txt"]), ["written through rbdvol\n", "made by another plugin\n"]);
+    // Snapshots and clones work as on any volume.
+    let out = admin_cli(&p, &["snapshot", "create", &format!("{name}@s1")]);
+    assert!(out.status.success(), "{out:?}");
+    let clone = unique("adoptclone");
+    ok(&p.create(&clone, &[("from", &format!("{name}@s1"))]));
+    ok(&p.mount(&clone, &id(2)));
+    assert_eq!(std::fs::read_to_string(p.mount_root().join(&clone).join("hello.txt")).unwrap(), "made by another plugin\n");
+    ok(&p.unmount(&clone, &id(2)));
+    ok(&p.remove(&clone));
+    let out = admin_cli(&p, &["snapshot", "rm", &format!("{name}@s1")]);
+    assert!(out.status.success(), "{out:?}");
 
     // Remove forgets the volume: the image stays, with its data, without
     // rbdvol's keys, out of the trash.

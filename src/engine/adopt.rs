@@ -72,7 +72,7 @@ impl Adopter<'_> {
             Some(e) if e.adopted.as_deref() == Some(image_name) && e.pool == opts.pool && e.namespace == opts.namespace => true,
             Some(_) => {
                 return Err(refuse(format!(
-                    "volume '{name}' is half-made from another image or as a new volume: repeat that create, or docker volume rm {name}"
+                    "volume '{name}' is half-made from another image or as a new volume: repeat that create (rbdvol forget {name} drops a half-made adoption)"
                 )))
             }
         };

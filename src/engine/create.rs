@@ -51,7 +51,7 @@ impl Inner {
             Some(DirEntry { state: EntryState::Creating, adopted: Some(image), .. }) if opts.adopt.is_none() => {
                 return Err(EngineError::CannotAdopt {
                     image: image.clone(),
-                    reason: format!("volume '{name}' is half-made adopting it: repeat that create (with -o image={image}), or docker volume rm {name}"),
+                    reason: format!("volume '{name}' is half-made adopting it: repeat that create (with -o image={image}), or rbdvol forget {name}"),
                 });
             }
             Some(DirEntry { state: EntryState::Creating, .. }) => true,
@@ -169,7 +169,9 @@ impl Inner {
                 _ => return Err(EngineError::NotFound(from.volume.clone())),
             };
             let parent_pool = store.cluster().open_pool(&parent_entry.pool, &parent_entry.namespace)?;
-            let parent = parent_pool.open_image_read_only(&from.volume)?;
+            // An adopted parent's image has a name of its own.
+            let parent_image = parent_entry.image(&from.volume).to_string();
+            let parent = parent_pool.open_image_read_only(&parent_image)?;
             let snap = parent
                 .snapshots()?
                 .into_iter()
@@ -189,7 +191,7 @@ impl Inner {
                     reason: format!("a clone cannot be smaller than its snapshot ({} MiB)", snap.size >> 20),
                 });
             }
-            let made_here = match pool.clone_image(&parent_pool, &from.volume, &from.snapshot, name, &opts.create) {
+            let made_here = match pool.clone_image(&parent_pool, &parent_image, &from.snapshot, name, &opts.create) {
                 Ok(()) => true,
                 // A crashed clone of the same: it still bears its parent's
                 // marker (librbd copies the metadata), or already its own.
