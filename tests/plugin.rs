@@ -341,10 +341,15 @@ fn a_read_only_clone_is_read_by_two_hosts_at_once_and_written_by_neither() {
     let base = unique("dataset");
     ok(&a.create(&base, &[("size", "64")]));
     ok(&a.mount(&base, &id(1)));
-    std::fs::write(a.mount_root().join(&base).join("data.csv"), "1,2,3\n").unwrap();
-    ok(&a.unmount(&base, &id(1)));
+    // Snapshotted while mounted: what was fsynced may be only in the
+    // journal, which read-only mounts never replay.
+    let mut f = std::fs::File::create(a.mount_root().join(&base).join("data.csv")).unwrap();
+    f.write_all(b"1,2,3\n").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
     let out = admin_cli(&a, &["snapshot", "create", &format!("{base}@v1")]);
     assert!(out.status.success(), "{out:?}");
+    ok(&a.unmount(&base, &id(1)));
     let shared = unique("shared");
     let refused = a.create(&shared, &[("from", &format!("{base}@v1")), ("readonly", "true"), ("size", "128")]);
     assert!(refused.err().contains("cannot grow"), "{:?}", refused.json);
@@ -370,6 +375,13 @@ fn a_read_only_clone_is_read_by_two_hosts_at_once_and_written_by_neither() {
     assert_eq!(lock["lockers"].as_array().map(Vec::len), Some(2), "rados lock info: {lock}");
     let mounted_by = a.get(&shared).json["Volume"]["Status"]["mounted_by"].as_str().unwrap().to_string();
     assert!(mounted_by.contains(&a.host_id) && mounted_by.contains(&b.host_id), "{mounted_by}");
+
+    // Nothing to take over, nothing to grow; a reader's liveness is unknown.
+    let said = |out: std::process::Output| format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(said(admin_cli(&a, &["takeover", &shared])).contains("is read-only: nothing to take over"));
+    assert!(said(admin_cli(&a, &["resize", &shared, "256"])).contains("never grows"));
+    assert!(said(admin_cli(&a, &["unlock", &shared])).contains("unlock --force"));
+    assert_eq!(rbd_info(&shared).unwrap()["size"].as_u64(), Some(64 << 20), "resized");
 
     // Nobody removes it (or takes it read-write) under a reader.
     ok(&a.unmount(&shared, &id(2)));
@@ -763,6 +775,8 @@ fn an_image_made_elsewhere_is_adopted_with_its_data_and_removing_the_volume_leav
     ok(&p.unmount(&name, &id(1)));
     let a = p.create(&other, &[("image", &image)]);
     assert!(a.err().contains(&format!("already rbdvol volume '{name}'")), "{:?}", a.json);
+    let keys = cluster().image_meta_keys(&image);
+    assert!(keys.contains(&records::FORMATTED_KEY.to_string()) && keys.contains(&records::VOLUME_KEY.to_string()), "a refused adoption touched the volume's keys: {keys:?}");
     assert!(p.get(&other).err().contains("does not exist"));
     // Read back by a path that shares nothing with rbdvol.
     assert_eq!(cluster().read_files_from_image(&image, &["written.txt", "hello.txt"]), ["written through rbdvol\n", "made by another plugin\n"]);
@@ -788,12 +802,14 @@ fn an_image_made_elsewhere_is_adopted_with_its_data_and_removing_the_volume_leav
     assert_eq!(cluster().read_files_from_image(&image, &["written.txt"]), ["written through rbdvol\n"]);
     assert!(p.log().contains(&format!("volume '{name}' forgotten")), "the plugin's log does not say it forgot the volume");
 
-    // The CLI does the same.
+    // The CLI does the same (a read-only adoption replays the journal
+    // once: the plugin's to do).
     let out = admin_cli(&p, &["adopt", &other, &image, "-o", "readonly=true"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("needs the plugin"), "{out:?}");
+    assert_eq!(cluster().image_meta_keys(&image), Vec::<String>::new());
+    let out = admin_cli(&p, &["adopt", &other, &image, "-o", "mount_options=noatime"]);
     assert!(out.status.success(), "{out:?}");
-    let got = p.get(&other);
-    ok(&got);
-    assert!(got.json["Volume"]["Status"]["readonly"].is_string(), "{:?}", got.json);
+    ok(&p.get(&other));
     let out = admin_cli(&p, &["forget", &name]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("does not exist"), "{out:?}");
     let out = admin_cli(&p, &["forget", &other]);
@@ -804,6 +820,15 @@ fn an_image_made_elsewhere_is_adopted_with_its_data_and_removing_the_volume_leav
     assert!(p.get(&other).err().contains("does not exist"));
     assert!(rbd_ls().contains(&image));
     assert_eq!(cluster().image_meta_keys(&image), Vec::<String>::new());
+    // Read-only, through the plugin: shared, never written.
+    ok(&p.create(&other, &[("image", &image), ("readonly", "true")]));
+    assert!(p.get(&other).json["Volume"]["Status"]["readonly"].is_string());
+    ok(&p.mount(&other, &id(3)));
+    assert_eq!(std::fs::read_to_string(p.mount_root().join(&other).join("written.txt")).unwrap(), "written through rbdvol\n");
+    assert!(std::fs::write(p.mount_root().join(&other).join("x"), "x").is_err());
+    ok(&p.unmount(&other, &id(3)));
+    ok(&p.remove(&other));
+    assert!(rbd_ls().contains(&image));
     // forget never deletes rbdvol's own volumes.
     let own = unique("own");
     ok(&p.create(&own, &[("size", "16")]));
@@ -884,6 +909,62 @@ fn adoption_refuses_what_it_cannot_mount_safely_and_changes_nothing() {
         assert!(rbd_ls().contains(image), "{image} is gone");
         pool.remove_image(image).unwrap();
     }
+}
+
+#[test]
+fn one_image_adopted_by_two_names_at_once_becomes_one_volume_formatted_once() {
+    let p = plugin();
+    let image = unique("contended");
+    cluster().cli("rbd", &["create", "--size", "32", &format!("{POOL}/{image}")]);
+    let names = [unique("first"), unique("second")];
+    let answers: Vec<_> = std::thread::scope(|s| {
+        let calls: Vec<_> = names.iter().map(|n| s.spawn(|| p.create(n, &[("image", &image), ("format", "true")]))).collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let won: Vec<_> = names.iter().zip(&answers).filter(|(_, a)| a.err().is_empty()).map(|(n, _)| n.clone()).collect();
+    assert_eq!(won.len(), 1, "{answers:?}");
+    let lost = answers.iter().find(|a| !a.err().is_empty()).unwrap();
+    assert!(lost.err().contains("already rbdvol volume") || lost.err().contains("holds it"), "{:?}", lost.json);
+    let winner = &won[0];
+    ok(&p.mount(winner, &id(1)));
+    std::fs::write(p.mount_root().join(winner).join("f"), "kept").unwrap();
+    ok(&p.unmount(winner, &id(1)));
+    // The loser's retry, and a repeat of the winner's Create, format nothing.
+    let loser = names.iter().find(|n| *n != winner).unwrap();
+    assert!(!p.create(loser, &[("image", &image), ("format", "true")]).err().is_empty());
+    ok(&p.create(winner, &[("image", &image), ("format", "true")]));
+    // An adoption finished but for its directory entry (another host's,
+    // or a crash) is finished, never formatted again.
+    let pool = cluster().connect().open_pool(POOL, "").unwrap();
+    pool.metadata_remove(&records::directory_key(winner)).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    ok(&p.create(winner, &[("image", &image), ("format", "true")]));
+    assert_eq!(cluster().read_files_from_image(&image, &["f"]), ["kept"]);
+    ok(&p.remove(winner));
+    pool.remove_image(&image).unwrap();
+}
+
+#[test]
+fn a_stale_entry_never_deletes_the_image_another_volume_adopted() {
+    let p = plugin();
+    let (stale, adopter) = (unique("web"), unique("x"));
+    // A Create of `stale` cut short before its marker: an entry, a blank image.
+    let pool = cluster().connect().open_pool(POOL, "").unwrap();
+    pool.create_image(&stale, 32 << 20, &Default::default()).unwrap();
+    let entry = records::DirEntry { pool: POOL.into(), namespace: String::new(), state: records::EntryState::Creating, id: None, trash_delay_s: None, adopted: None };
+    pool.metadata_set(&records::directory_key(&stale), &entry.to_json()).unwrap();
+    // Another volume adopts that image and writes to it.
+    ok(&p.create(&adopter, &[("image", &stale), ("format", "true")]));
+    ok(&p.mount(&adopter, &id(1)));
+    std::fs::write(p.mount_root().join(&adopter).join("f"), "x's data").unwrap();
+    ok(&p.unmount(&adopter, &id(1)));
+    ok(&p.remove(&stale));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(rbd_ls().contains(&stale), "the image volume '{adopter}' adopted was deleted through a stale entry");
+    assert!(cluster().trash_ids(&stale).is_empty(), "it went to the trash");
+    assert_eq!(cluster().read_files_from_image(&stale, &["f"]), ["x's data"]);
+    ok(&p.remove(&adopter));
+    pool.remove_image(&stale).unwrap();
 }
 
 /// The holder of the first advisory lock on `image` (`rbd lock ls`).

@@ -202,7 +202,17 @@ pub fn adopt(volume: &str, image: &str, opts: &[String], json: bool, args: &Clus
     let (cluster, dir_pool) = admin_cluster(args)?;
     let scratch = tempfile_dir()?;
     let me = args.host_id();
-    let adopter = rbdvol::engine::adopt::Adopter { cluster: &cluster, dir: &cluster.open_pool(&dir_pool, "")?, tools: &tools, scratch: &scratch.0, cookie: &me };
+    let dir = cluster.open_pool(&dir_pool, "")?;
+    let adopter = rbdvol::engine::adopt::Adopter {
+        cluster: &cluster,
+        dir: &dir,
+        tools: &tools,
+        scratch: &scratch.0,
+        cookie: &me,
+        breaks_own_stale_lock: false,
+        settle: None,
+        unlock_failed: Default::default(),
+    };
     let created = adopter.adopt(volume, &parsed)?;
     let existed = created == rbdvol::engine::Created::AlreadyExisted;
     let text = if existed {

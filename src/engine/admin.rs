@@ -109,8 +109,13 @@ pub fn unlock(cluster: &Cluster, dir_pool: &str, name: &str, force: bool) -> Res
     let entry = dir.get(name).ok_or_else(|| EngineError::NotFound(name.to_string()))?;
     let image = open_read_only(cluster, name, entry)?;
     let header = image.header()?;
-    let holders = header.host_lockers()?.lockers;
+    let lockers = header.host_lockers()?;
+    let holders = lockers.lockers;
     let Some(holder) = holders.first().cloned() else { return Ok(Unlocked::NotLocked) };
+    if lockers.tag == records::READ_ONLY_TAG && !force {
+        let hosts = holders.iter().map(|h| records::lock_host(&h.cookie)).collect::<Vec<_>>().join("', '");
+        return Err(EngineError::ReadersUnknown { name: name.to_string(), hosts });
+    }
     let watchers = image.watchers()?;
     if !watchers.is_empty() && !force {
         return Err(EngineError::StillWatched {
@@ -141,7 +146,9 @@ fn open(cluster: &Cluster, dir_pool: &str, name: &str) -> Result<crate::ceph::Im
 /// Grows a volume's image (shrinking is refused). Its filesystem grows at
 /// the volume's next mount; while mounted, it keeps its size until then.
 pub fn resize(cluster: &Cluster, dir_pool: &str, name: &str, size: u64, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<ceph::Grow, EngineError> {
-    let grown = open(cluster, dir_pool, name)?.grow(size, progress)?;
+    let image = open(cluster, dir_pool, name)?;
+    refuse_read_only(&image, name, "its filesystem never grows (every host mounts it read-only); make a clone of a larger one instead")?;
+    let grown = image.grow(size, progress)?;
     // Killed here, the image is grown and nothing else is to do: the
     // holder grows the filesystem online, or the next Mount does.
     crate::host::crash::point("resize.grown", name);
@@ -185,6 +192,7 @@ pub fn takeover(cluster: &Cluster, dir_pool: &str, name: &str, me: &str, expiry:
     let dir = directory(cluster, dir_pool)?;
     let entry = dir.get(name).ok_or_else(|| EngineError::NotFound(name.to_string()))?;
     let image = open_read_only(cluster, name, entry)?;
+    refuse_read_only(&image, name, "nothing to take over: its readers share it and never write (rbdvol unlock --force breaks a dead reader's share)")?;
     let header = image.header()?;
     let taken = fence_holder(&header, &image, me, &cluster.own_address()?, expiry)?;
     match header.host_lock(me, &format!("rbdvol takeover for {me}")) {
@@ -194,4 +202,12 @@ pub fn takeover(cluster: &Cluster, dir_pool: &str, name: &str, me: &str, expiry:
         Err(e) => return Err(e.into()),
     }
     Ok(taken)
+}
+
+/// Refuses what a read-only volume cannot do.
+fn refuse_read_only(image: &Image, name: &str, why: &'static str) -> Result<(), EngineError> {
+    if VolumeMeta::of(&image.metadata_list()?, name).is_some_and(|m| m.read_only) {
+        return Err(EngineError::NotForReadOnly { name: name.to_string(), why });
+    }
+    Ok(())
 }

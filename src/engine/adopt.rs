@@ -34,6 +34,16 @@ pub struct Adopter<'a> {
     pub scratch: &'a Path,
     /// The host lock's cookie, held while the image's keys are written.
     pub cookie: &'a str,
+    /// Whether a lock left under `cookie` by another client is a crashed
+    /// earlier run's (the plugin's cookie), see `lock`.
+    pub breaks_own_stale_lock: bool,
+    /// Replays a read-only volume's journal once before it is ready (the
+    /// plugin maps and mounts it read-write); none from the CLI, which
+    /// refuses read-only adoptions.
+    pub settle: Option<&'a dyn Fn(&ImageRef, Fstype) -> Result<(), EngineError>>,
+    /// Set when the host lock could not be released (the caller leaves it
+    /// to the background release).
+    pub unlock_failed: std::cell::Cell<bool>,
 }
 
 /// What blkid's `TYPE` means for rbdvol: ext2 and ext3 are mounted by the
@@ -60,22 +70,20 @@ impl Adopter<'_> {
     }
 
     /// Makes volume `name` of the image `opts.adopt` names. Idempotent: a
-    /// crashed or failed adoption is finished by the next call.
+    /// crashed or failed adoption is finished by the next call. Everything
+    /// is looked at first (a clear error before anything is locked or
+    /// written), then again under the image's host lock, where no other
+    /// adoption, mount or remove can come between the look and the writes.
     pub fn adopt(&self, name: &str, opts: &VolumeOptions) -> Result<Created, EngineError> {
         let image_name = opts.adopt.as_deref().expect("an adoption names its image");
         let target = ImageRef { pool: opts.pool.clone(), namespace: opts.namespace.clone(), image: image_name.into() };
         let refuse = |reason: String| EngineError::CannotAdopt { image: target.to_string(), reason };
-        let resuming = match self.entry(name)? {
-            None => false,
-            Some(e) if e.state == EntryState::Ready => return Ok(Created::AlreadyExisted),
-            Some(e) if e.state == EntryState::Removing => return Err(refuse(format!("volume '{name}' is being removed: retry in a moment"))),
-            Some(e) if e.adopted.as_deref() == Some(image_name) && e.pool == opts.pool && e.namespace == opts.namespace => true,
-            Some(_) => {
-                return Err(refuse(format!(
-                    "volume '{name}' is half-made from another image or as a new volume: repeat that create (rbdvol forget {name} drops a half-made adoption)"
-                )))
-            }
-        };
+        if opts.read_only && self.settle.is_none() {
+            return Err(refuse("a read-only adoption replays the filesystem's journal once, which needs the plugin: docker volume create -d rbd -o image=IMAGE -o readonly=true".into()));
+        }
+        if let Look::Done = self.look_at_entry(name, opts, &refuse)? {
+            return Ok(Created::AlreadyExisted);
+        }
         let pool = self.cluster.open_pool(&opts.pool, &opts.namespace)?;
         // Read-only: no watch of its own among the image's watchers.
         let image = match pool.open_image_read_only(image_name) {
@@ -84,24 +92,88 @@ impl Adopter<'_> {
             Err(e) => return Err(e.into()),
         };
         let header = image.header()?;
-        let all = image.metadata_list()?;
-        let ours = VolumeMeta::of(&all, name).filter(|m| m.adopted && resuming);
-        if let (Some(raw), None) = (all.get(VOLUME_KEY), &ours) {
-            return Err(refuse(format!("it is already rbdvol volume '{}'", marker_name(raw))));
+        self.plan(name, opts, &image, &header, &refuse)?;
+        self.lock(&header, &refuse)?;
+        let result = self.adopt_locked(name, opts, &target, &pool, &image, &header, &refuse);
+        if let Err(e) = header.host_unlock(self.cookie) {
+            tracing::warn!("cannot release the host lock on {target} after adopting it (released in the background): {e}");
+            self.unlock_failed.set(true);
         }
-        self.check_unused(&image, &header, &refuse)?;
-        // A marker without `formatted`: this adoption's mkfs was cut short.
-        let formatting_left = ours.as_ref().is_some_and(|_| !all.contains_key(FORMATTED_KEY));
-        let (fstype, format) = match &ours {
-            Some(m) if formatting_left => (m.fstype, true),
-            _ => self.contents(&image, name, opts, &refuse)?,
-        };
+        result
+    }
+
+    /// Whether volume `name` is made already, half-made by an adoption of
+    /// this very image (resumed), or absent.
+    fn look_at_entry(&self, name: &str, opts: &VolumeOptions, refuse: &dyn Fn(String) -> EngineError) -> Result<Look, EngineError> {
+        let image_name = opts.adopt.as_deref().unwrap_or_default();
+        match self.entry(name)? {
+            None => Ok(Look::Absent),
+            Some(e) if e.state == EntryState::Ready => Ok(Look::Done),
+            Some(e) if e.state == EntryState::Removing => Err(refuse(format!("volume '{name}' is being removed: retry in a moment"))),
+            Some(e) if e.adopted.as_deref() == Some(image_name) && e.pool == opts.pool && e.namespace == opts.namespace => Ok(Look::Resuming),
+            Some(_) => Err(refuse(format!(
+                "volume '{name}' is half-made from another image or as a new volume: repeat that create (rbdvol forget {name} drops a half-made adoption)"
+            ))),
+        }
+    }
+
+    /// What adopting the image means now: finishing an adoption of it as
+    /// `name`, formatting it, or keeping its filesystem. Refuses an image
+    /// that is another volume's, in use, or holding what rbdvol cannot
+    /// mount.
+    fn plan(&self, name: &str, opts: &VolumeOptions, image: &Image, header: &Header, refuse: &dyn Fn(String) -> EngineError) -> Result<Plan, EngineError> {
+        let all = image.metadata_list()?;
+        if let Some(raw) = all.get(VOLUME_KEY) {
+            return match VolumeMeta::parse_any(raw) {
+                // This volume's adoption of it, done (but for the directory)
+                // or cut short while formatting (it held no data when it
+                // began): formatted again, as it recorded.
+                Some(m) if m.name == name && m.adopted => Ok(if all.contains_key(FORMATTED_KEY) { Plan::Finish(m) } else { Plan::Format(m, true) }),
+                _ => Err(refuse(format!("it is already rbdvol volume '{}'", marker_name(raw)))),
+            };
+        }
+        self.check_unused(image, header, refuse)?;
+        let (fstype, format) = self.contents(image, name, opts, refuse)?;
         fs_options::check_mount(fstype, &opts.mount_options).map_err(|reason| EngineError::InvalidOption {
             option: "mount_options".into(),
             value: opts.mount_options.clone(),
-            reason: format!("{reason} (image '{target}' has a {} filesystem)", fstype.as_str()),
+            reason: format!("{reason} (image '{}/{}' has a {} filesystem)", opts.pool, image.name(), fstype.as_str()),
         })?;
+        let meta = VolumeMeta {
+            name: name.into(),
+            fstype,
+            mkfs_options: if format { opts.mkfs_options.clone() } else { Vec::new() },
+            mount_options: opts.mount_options.clone(),
+            uid: opts.uid.filter(|_| format),
+            gid: opts.gid.filter(|_| format),
+            mode: opts.mode.filter(|_| format),
+            created_at: records::now_rfc3339(),
+            cloned_from: None,
+            adopted: true,
+            read_only: opts.read_only,
+        };
+        Ok(if format { Plan::Format(meta, false) } else { Plan::Keep(meta) })
+    }
 
+    /// The adoption under the image's host lock: every look again, then
+    /// the writes. Takes back what it wrote when it fails before the
+    /// marker; from the marker on, the retry finishes it.
+    #[allow(clippy::too_many_arguments)]
+    fn adopt_locked(
+        &self,
+        name: &str,
+        opts: &VolumeOptions,
+        target: &ImageRef,
+        pool: &Pool,
+        image: &Image,
+        header: &Header,
+        refuse: &dyn Fn(String) -> EngineError,
+    ) -> Result<Created, EngineError> {
+        let resuming = match self.look_at_entry(name, opts, refuse)? {
+            Look::Done => return Ok(Created::AlreadyExisted),
+            look => look == Look::Resuming,
+        };
+        let plan = self.plan(name, opts, image, header, refuse)?;
         if !resuming {
             let intent = DirEntry {
                 pool: opts.pool.clone(),
@@ -109,54 +181,42 @@ impl Adopter<'_> {
                 state: EntryState::Creating,
                 id: None,
                 trash_delay_s: None,
-                adopted: Some(image_name.into()),
+                adopted: Some(target.image.clone()),
             };
             self.put_entry(name, &intent)?;
         }
         crash::point("adopt.intent", name);
-        self.lock(&header, &refuse)?;
-        let mut marked = false;
+        let (mut marked, mut wrote_formatted) = (false, false);
         let result = (|| {
-            // Another host may have adopted it since the look above.
-            if let Some(raw) = header.metadata_get(VOLUME_KEY)? {
-                if VolumeMeta::parse_any(&raw).is_none_or(|m| m.name != name || !m.adopted) {
-                    return Err(refuse(format!("it is already rbdvol volume '{}'", marker_name(&raw))));
-                }
-            }
-            let meta = VolumeMeta {
-                name: name.into(),
-                fstype,
-                mkfs_options: if format { opts.mkfs_options.clone() } else { Vec::new() },
-                mount_options: opts.mount_options.clone(),
-                uid: opts.uid.filter(|_| format),
-                gid: opts.gid.filter(|_| format),
-                mode: opts.mode.filter(|_| format),
-                created_at: ours.as_ref().map_or_else(records::now_rfc3339, |m| m.created_at.clone()),
-                cloned_from: None,
-                adopted: true,
-                read_only: opts.read_only,
-            };
-            for (key, value) in super::qos::metadata_changes(&opts.qos) {
-                match value {
-                    Some(v) => header.metadata_set(&key, &v)?,
-                    None => header.metadata_remove(&key)?,
-                }
-            }
             let size = image.size()?;
-            if format {
-                // The marker first: a crash from here on formats again.
-                header.metadata_set(VOLUME_KEY, &meta.to_json())?;
-                marked = true;
-                crash::point("adopt.marked", name);
-                let owner = fs::RootOwner { uid: meta.uid, gid: meta.gid, mode: meta.mode };
-                let writable = Arc::new(pool.open_image(image_name)?);
-                format::format_blank_image(self.tools, self.scratch, &writable, name, &meta, owner)?;
-                header.metadata_set(FORMATTED_KEY, &size.to_string())?;
-            } else {
-                header.metadata_set(FORMATTED_KEY, &size.to_string())?;
-                header.metadata_set(VOLUME_KEY, &meta.to_json())?;
-                marked = true;
-                crash::point("adopt.marked", name);
+            let meta = match plan {
+                Plan::Finish(meta) => meta,
+                Plan::Format(meta, already_marked) => {
+                    apply_qos(header, &opts.qos)?;
+                    if !already_marked {
+                        // The marker first: a crash from here on formats again.
+                        header.metadata_set(VOLUME_KEY, &meta.to_json())?;
+                    }
+                    marked = true;
+                    crash::point("adopt.marked", name);
+                    let owner = fs::RootOwner { uid: meta.uid, gid: meta.gid, mode: meta.mode };
+                    let writable = Arc::new(pool.open_image(&target.image)?);
+                    format::format_blank_image(self.tools, self.scratch, &writable, name, &meta, owner)?;
+                    header.metadata_set(FORMATTED_KEY, &size.to_string())?;
+                    meta
+                }
+                Plan::Keep(meta) => {
+                    apply_qos(header, &opts.qos)?;
+                    header.metadata_set(FORMATTED_KEY, &size.to_string())?;
+                    wrote_formatted = true;
+                    header.metadata_set(VOLUME_KEY, &meta.to_json())?;
+                    marked = true;
+                    crash::point("adopt.marked", name);
+                    meta
+                }
+            };
+            if let (true, Some(settle)) = (meta.read_only, self.settle) {
+                settle(target, meta.fstype)?;
             }
             let ready = DirEntry {
                 pool: opts.pool.clone(),
@@ -164,31 +224,28 @@ impl Adopter<'_> {
                 state: EntryState::Ready,
                 id: Some(header.id().to_string()),
                 trash_delay_s: None,
-                adopted: Some(image_name.into()),
+                adopted: Some(target.image.clone()),
             };
             self.put_entry(name, &ready)?;
+            tracing::info!("adopted image {target} as volume '{name}' ({})", meta.fstype.as_str());
             Ok(Created::New)
         })();
-        if let Err(e) = header.host_unlock(self.cookie) {
-            tracing::warn!("cannot release the host lock on {target} after adopting it (the next mount takes it over): {e}");
-        }
         match result {
-            Ok(created) => {
-                tracing::info!("adopted image {target} as volume '{name}' ({}{})", fstype.as_str(), if format { ", formatted: it held no data" } else { "" });
-                Ok(created)
-            }
             // Marked: a retry finishes it (a cut-short mkfs is redone).
-            Err(e) if marked => Err(e),
-            Err(e) => {
-                // Nothing of the image's data changed: take back the rest.
-                if !resuming {
+            Err(e) if !marked => {
+                // Nothing of the image's data changed: take back what this
+                // call wrote, and only that.
+                if wrote_formatted {
                     let _ = header.metadata_remove(FORMATTED_KEY);
+                }
+                if !resuming {
                     if let Err(cleanup) = self.dir.metadata_remove(&records::directory_key(name)) {
                         tracing::error!("cannot remove the directory entry of failed adoption '{name}' (a retry finishes it): {cleanup}");
                     }
                 }
                 Err(e)
             }
+            r => r,
         }
     }
 
@@ -237,15 +294,19 @@ impl Adopter<'_> {
         }
     }
 
-    /// Takes the host lock for the writes; a lock of this very cookie left
-    /// by a crashed adoption (no watchers: checked) is broken first.
+    /// Takes the host lock for the writes. A lock under this very cookie
+    /// held by another client is a crashed earlier run's when the cookie
+    /// is the plugin's own (its installation's; the plugin adopts an image
+    /// one call at a time): broken. The CLI's (the host id alone) may be
+    /// another `rbdvol adopt` running: refused.
     fn lock(&self, header: &Header, refuse: &dyn Fn(String) -> EngineError) -> Result<(), EngineError> {
         match header.host_lock(self.cookie, "rbdvol adopt") {
             Ok(_) => Ok(()),
             Err(CephError::LockBusy { .. }) => {
                 let lockers = header.host_lockers()?.lockers;
-                if lockers.iter().any(|l| l.cookie != self.cookie) {
-                    return Err(refuse("another host is adopting or mounting it: retry".into()));
+                if !self.breaks_own_stale_lock || lockers.iter().any(|l| l.cookie != self.cookie) {
+                    let who = lockers.iter().map(|l| records::lock_host(&l.cookie).to_string()).collect::<Vec<_>>().join("', '");
+                    return Err(refuse(format!("host '{who}' holds it (mounting it, or adopting it): retry once it is done")));
                 }
                 for l in &lockers {
                     header.host_break_lock(&l.client, &l.cookie)?;
@@ -258,19 +319,75 @@ impl Adopter<'_> {
     }
 }
 
+/// What a first look at the directory found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    Absent,
+    /// Half-made by an earlier adoption of the same image.
+    Resuming,
+    /// Made already (Docker repeats a Create).
+    Done,
+}
+
+/// What adopting the image takes.
+enum Plan {
+    /// Keep its filesystem.
+    Keep(VolumeMeta),
+    /// Format it (it holds no data); `true`: the marker is there already.
+    Format(VolumeMeta, bool),
+    /// Adopted already as this volume but for the directory.
+    Finish(VolumeMeta),
+}
+
+/// Writes QoS limits as the image's librbd config overrides.
+fn apply_qos(header: &Header, limits: &std::collections::BTreeMap<String, u64>) -> Result<(), CephError> {
+    for (key, value) in super::qos::metadata_changes(limits) {
+        match value {
+            Some(v) => header.metadata_set(&key, &v)?,
+            None => header.metadata_remove(&key)?,
+        }
+    }
+    Ok(())
+}
+
 /// Takes rbdvol's keys off the adopted image of volume `name` (its data,
 /// and any QoS limits, stay): the image is as it was before. The marker
 /// goes last, so a crash leaves it to be forgotten again.
-pub(super) fn strip(header: &Header, name: &str) -> Result<(), EngineError> {
-    let Some(raw) = header.metadata_get(VOLUME_KEY)? else { return Ok(()) };
+pub(super) fn strip<K: MarkerKeys + ?Sized>(keys: &K, name: &str) -> Result<(), EngineError> {
+    let Some(raw) = keys.get(VOLUME_KEY)? else { return Ok(()) };
     if VolumeMeta::parse_any(&raw).is_none_or(|m| m.name != name || !m.adopted) {
         // Adopted again since, by another name: not this volume's keys.
         return Ok(());
     }
     for key in [MOUNTED_KEY, FENCED_KEY, FORMATTED_KEY, VOLUME_KEY] {
-        header.metadata_remove(key)?;
+        keys.remove(key)?;
     }
     Ok(())
+}
+
+/// rbdvol's keys of an image, through its header (CLI) or the store's
+/// volume (the plugin).
+pub(super) trait MarkerKeys {
+    fn get(&self, key: &str) -> Result<Option<String>, CephError>;
+    fn remove(&self, key: &str) -> Result<(), CephError>;
+}
+
+impl MarkerKeys for Header {
+    fn get(&self, key: &str) -> Result<Option<String>, CephError> {
+        self.metadata_get(key)
+    }
+    fn remove(&self, key: &str) -> Result<(), CephError> {
+        self.metadata_remove(key)
+    }
+}
+
+impl MarkerKeys for dyn super::store::Volume + '_ {
+    fn get(&self, key: &str) -> Result<Option<String>, CephError> {
+        self.metadata_get(key)
+    }
+    fn remove(&self, key: &str) -> Result<(), CephError> {
+        self.metadata_remove(key)
+    }
 }
 
 /// `rbdvol forget NAME`: forgets an adopted volume that no host has
@@ -289,6 +406,18 @@ pub fn forget(cluster: &Cluster, dir_pool: &str, name: &str, cookie: &str) -> Re
     if let Some(header) = &header {
         match header.host_lock(cookie, "rbdvol forget") {
             Ok(_) => {}
+            // A half-made adoption's lock, left by a killed `rbdvol adopt`
+            // of this host (nothing watches a half-made volume's image).
+            Err(CephError::LockBusy { .. })
+                if entry.state == EntryState::Creating
+                    && header.host_lockers()?.lockers.iter().all(|l| l.cookie == cookie)
+                    && header.pool().open_image_read_only(&image_name)?.watchers()?.is_empty() =>
+            {
+                for l in header.host_lockers()?.lockers {
+                    header.host_break_lock(&l.client, &l.cookie)?;
+                }
+                header.host_lock(cookie, "rbdvol forget")?;
+            }
             Err(CephError::LockBusy { .. }) => {
                 let host = header.host_lockers()?.lockers.first().map(|l| records::lock_host(&l.cookie).to_string()).unwrap_or_default();
                 let since = records::mounted_since(header.metadata_get(MOUNTED_KEY)?.as_deref());

@@ -103,6 +103,10 @@ impl Inner {
             self.release_taken(&v, if fenced { Teardown::Fenced } else { Teardown::Lost });
             return Ok(Checked::Released);
         }
+        // A read-only volume: nobody fenced off it, its filesystem never grows.
+        if v.read_only {
+            return Ok(Checked::Fine);
+        }
         if let Err(e) = self.keep_fenced(&*store, &*vol, name, Renew::WhenDue) {
             tracing::warn!("volume '{name}': cannot renew the fencing of the hosts it was taken from: {e}");
         }

@@ -14,7 +14,9 @@ use super::records::{self, DirEntry, EntryState, VolumeMeta, FORMATTED_KEY, MOUN
 use super::store::{CephStore, CephVolume, Volume};
 use super::{fs_options, timing, Created, EngineError, Inner};
 use crate::ceph::{CephError, Pool};
-use crate::host::{crash, ImageRef};
+use crate::host::fs::Fstype;
+use crate::host::mapper::MapOptions;
+use crate::host::{crash, HostError, ImageRef};
 
 /// A clone to make: volume `name` from `from`, in `pool`.
 struct CloneRequest<'a> {
@@ -57,10 +59,28 @@ impl Inner {
             Some(DirEntry { state: EntryState::Creating, .. }) => true,
             None => false,
         };
-        if opts.adopt.is_some() {
+        if let Some(image) = &opts.adopt {
+            // One adoption of an image at a time here, whatever the name.
+            let _image = self.volume_lock_blocking(&format!("image:{}/{}/{image}", opts.pool, opts.namespace));
             let scratch = self.cfg.state_dir.join("format");
-            let adopter = Adopter { cluster, dir: store.dir()?, tools: &self.tools, scratch: &scratch, cookie: &self.cookie };
+            let settle = |image: &ImageRef, fstype: Fstype| self.settle_journal(name, image, fstype);
+            let adopter = Adopter {
+                cluster,
+                dir: store.dir()?,
+                tools: &self.tools,
+                scratch: &scratch,
+                cookie: &self.cookie,
+                breaks_own_stale_lock: true,
+                settle: Some(&settle),
+                unlock_failed: Default::default(),
+            };
+            self.lock_notes.note(name)?;
             let adopted = adopter.adopt(name, opts);
+            if adopter.unlock_failed.get() {
+                self.stale_locks.lock().unwrap().insert(name.to_string());
+            } else {
+                self.lock_notes.clear(name)?;
+            }
             self.cache.invalidate(name);
             self.cache.forget_listing();
             return adopted;
@@ -239,6 +259,10 @@ impl Inner {
             };
             // Given limits over the parent's (librbd copied its metadata).
             apply_qos(&vol, &opts.qos)?;
+            if opts.read_only {
+                // Before the marker: nobody mounts it meanwhile.
+                self.settle_journal(name, &image_ref(name, entry), meta.fstype)?;
+            }
             vol.metadata_set(VOLUME_KEY, &meta.to_json())?;
             let id = Some(vol.id().to_string());
             self.dir_put(store, name, &DirEntry { state: EntryState::Ready, id, ..entry.clone() })?;
@@ -280,4 +304,26 @@ fn apply_qos(vol: &CephVolume, limits: &BTreeMap<String, u64>) -> Result<(), Eng
         }
     }
     Ok(())
+}
+
+impl Inner {
+    /// Replays the journal of a read-only volume's filesystem once, before
+    /// any host mounts it: a snapshot of a mounted filesystem has one to
+    /// replay, and read-only mounts never replay it (`noload`,
+    /// `norecovery`). Mapped and mounted read-write here, then unmounted
+    /// and unmapped; nothing else can mount it yet.
+    pub(super) fn settle_journal(&self, name: &str, image: &ImageRef, fstype: Fstype) -> Result<(), EngineError> {
+        let mapping = self.mapper.map(image, &self.connection.settings()?, &MapOptions::default())?;
+        let dir = self.cfg.state_dir.join("settle").join(name);
+        let settled = (|| -> Result<(), EngineError> {
+            std::fs::create_dir_all(&dir).map_err(HostError::io("create", &dir))?;
+            self.mount_table.mount(&mapping.device, &dir, fstype.as_str(), fstype.implied_mount_options())?;
+            self.mount_table.unmount(&dir)?;
+            Ok(())
+        })();
+        let _ = std::fs::remove_dir(&dir);
+        self.mapper.unmap(&mapping)?;
+        timing::step("journal replayed");
+        settled
+    }
 }

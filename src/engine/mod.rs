@@ -101,8 +101,14 @@ pub enum EngineError {
     #[error("volume '{name}' is held by another machine that also calls itself host '{host}' (another rbdvol installation, lock cookie '{cookie}'): give each machine its own RBDVOL_HOST_ID; if this machine was reinstalled while it had the volume mounted, release it with rbdvol unlock {name}")]
     DuplicateHostId { name: String, host: String, cookie: String },
 
-    #[error("volume '{name}' is mounted read-only on host(s) '{hosts}': it cannot be mounted read-write or removed until they unmount it (the lock of a host that died: rbdvol unlock {name})")]
+    #[error("volume '{name}' is mounted read-only on host(s) '{hosts}': it cannot be mounted read-write or removed until they unmount it (a host that died keeps its share until its plugin restarts; rbdvol unlock --force {name} breaks every share)")]
     ReadOnlyHolders { name: String, hosts: String },
+
+    #[error("volume '{name}' is read-only and mounted by host(s) '{hosts}': a read-only mapping leaves nothing Ceph can check, so a dead reader cannot be told from a live one; rbdvol unlock --force {name} breaks every share (live readers' plugins then let go of it)")]
+    ReadersUnknown { name: String, hosts: String },
+
+    #[error("volume '{name}' is read-only: {why}")]
+    NotForReadOnly { name: String, why: &'static str },
 
     #[error("volume '{name}' has snapshots ({snapshots}): remove them first (rbdvol snapshot rm {name}@<snapshot>)")]
     HasSnapshots { name: String, snapshots: String },

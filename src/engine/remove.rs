@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::records::{DirEntry, EntryState, TrashRecord};
+use super::records::{DirEntry, EntryState, TrashRecord, VolumeMeta, VOLUME_KEY};
 use super::store::Store;
 use super::{timing, trash, Engine, EngineError, Inner, Removed};
 use crate::ceph::{self, CephError};
@@ -148,6 +148,14 @@ impl Inner {
         crash::point("remove.locked", name);
         timing::step("host lock");
         let hidden = (|| {
+            if entry.adopted.is_none() && !image_is_this_volumes(&vol.metadata_get(VOLUME_KEY)?, name) {
+                // A stale entry (a Create that crashed before its marker)
+                // whose image is now another volume's, or adopted: never
+                // deleted through this one.
+                tracing::warn!("volume '{name}': its image is marked as another volume's; dropping the entry, keeping the image");
+                self.dir_remove(&store, name)?;
+                return Ok(Removed::AlreadyGone);
+            }
             // Checked now: the deletion in the background could only log
             // it. An adopted image is not deleted: its snapshots and
             // clones stay with it.
@@ -169,7 +177,7 @@ impl Inner {
             Ok(Removed::Removed)
         })();
         self.release_host_lock_or_retry(&*vol);
-        if hidden.is_ok() {
+        if matches!(hidden, Ok(Removed::Removed)) {
             // Out of `rbd ls` before Remove answers, if its watchers go in
             // time; else the background work moves it.
             if let Err(e) = self.trash_removed(name) {
@@ -200,7 +208,17 @@ impl Inner {
                 Err(e) => return Err(e.into()),
             },
         };
-        if !id.is_empty() {
+        let marker = match (id.is_empty(), || pool.header(name, &id).and_then(|h| h.metadata_get(VOLUME_KEY))) {
+            (true, _) => None,
+            (false, read) => match read() {
+                Ok(m) => m,
+                Err(CephError::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        if !id.is_empty() && !image_is_this_volumes(&marker, name) {
+            tracing::warn!("removed volume '{name}': its image is marked as another volume's (adopted since?): dropping the entry, keeping the image");
+        } else if !id.is_empty() {
             // The remover's delay, whichever host finishes the removal.
             let delay = entry.trash_delay_s.map(Duration::from_secs).unwrap_or(self.cfg.trash_delay);
             match trash::move_to_trash(store.dir()?, &pool, name, &id, delay) {
@@ -220,14 +238,32 @@ impl Inner {
     /// Forgets a removed adopted volume: rbdvol's keys off its image (which
     /// stays, with its data), then its directory entry.
     fn forget_adopted(&self, store: &super::store::CephStore, name: &str, image: &str, entry: &DirEntry) -> Result<(), EngineError> {
-        match store.cluster().open_pool(&entry.pool, &entry.namespace)?.header_of(image, entry.id.as_deref()) {
-            Ok(header) => super::adopt::strip(&header, name)?,
-            Err(CephError::NotFound { .. }) => {}
+        match store.header(&entry.pool, &entry.namespace, image, entry.id.as_deref()) {
+            Ok(vol) => {
+                // Under the host lock, and only while the entry is still
+                // this removal's: a host that forgot it and adopted it
+                // anew meanwhile keeps its keys.
+                self.take_host_lock(&*vol, name)?;
+                let stripped = (|| -> Result<bool, EngineError> {
+                    if self.dir_get(store, name)?.as_ref() != Some(entry) {
+                        return Ok(false);
+                    }
+                    super::adopt::strip(&*vol, name)?;
+                    crash::point("forget.stripped", name);
+                    self.dir_remove(store, name)?;
+                    Ok(true)
+                })();
+                self.release_host_lock_or_retry(&*vol);
+                if !stripped? {
+                    return Ok(());
+                }
+            }
+            Err(CephError::NotFound { .. }) => {
+                if self.dir_get(store, name)?.as_ref() == Some(entry) {
+                    self.dir_remove(store, name)?;
+                }
+            }
             Err(e) => return Err(e.into()),
-        }
-        crash::point("forget.stripped", name);
-        if self.dir_get(store, name)?.as_ref() == Some(entry) {
-            self.dir_remove(store, name)?;
         }
         let image = super::directory::image_ref(name, entry);
         tracing::info!("volume '{name}' forgotten: it was adopted, so its image {image} stays in the pool with its data (rbd rm deletes it)");
@@ -265,5 +301,30 @@ impl Inner {
     /// Volumes whose image is still to be deleted.
     fn pending_purges(&self) -> Result<Vec<String>, EngineError> {
         Ok(self.read_directory()?.into_iter().filter(|(_, e)| e.state == EntryState::Removing).map(|(n, _)| n).collect())
+    }
+}
+
+/// Whether an image whose marker is `marker` may be deleted as volume
+/// `name`'s: unmarked (a Create cut short before its marker), or marked as
+/// `name`'s own and not adopted.
+fn image_is_this_volumes(marker: &Option<String>, name: &str) -> bool {
+    match marker {
+        None => true,
+        Some(raw) => VolumeMeta::parse_any(raw).is_some_and(|m| m.name == name && !m.adopted),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unmarked_image_or_the_volumes_own_is_ever_deleted_as_it() {
+        let meta = |name: &str, adopted: bool| Some(format!(r#"{{"name":"{name}","fstype":"ext4","uid":null,"gid":null,"mode":null,"created_at":"t","adopted":{adopted}}}"#));
+        assert!(image_is_this_volumes(&None, "web"));
+        assert!(image_is_this_volumes(&meta("web", false), "web"));
+        assert!(!image_is_this_volumes(&meta("x", false), "web"));
+        assert!(!image_is_this_volumes(&meta("web", true), "web"));
+        assert!(!image_is_this_volumes(&Some("{".into()), "web"));
     }
 }
