@@ -54,6 +54,8 @@ fn check_default(name: &str, value: &str) -> Result<(), String> {
         "VOLUME_FSTYPE" => Fstype::parse(value).map(drop).ok_or_else(|| "not ext4, xfs or btrfs".to_string()),
         "VOLUME_FEATURES" => crate::ceph::features_from_str(value).map(drop).map_err(|e| e.to_string()),
         "RBD_CONF_POOL" if value.contains('/') => Err("a pool name has no '/'".into()),
+        "RBDVOL_MAP_OPTIONS" => crate::engine::map_options::parse(crate::engine::map_options::Which::Map, value).map(drop),
+        "RBDVOL_UNMAP_OPTIONS" => crate::engine::map_options::parse(crate::engine::map_options::Which::Unmap, value).map(drop),
         _ => Ok(()),
     }
 }
@@ -98,6 +100,10 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
         mount_options: get("MOUNT_OPTIONS"),
         features: Some(get("VOLUME_FEATURES")).filter(|s| !s.is_empty()),
         pools: BTreeMap::new(),
+        mapper_options: crate::engine::map_options::Given {
+            map: Some(get("RBDVOL_MAP_OPTIONS")).filter(|s| !s.is_empty()),
+            unmap: Some(get("RBDVOL_UNMAP_OPTIONS")).filter(|s| !s.is_empty()),
+        },
     };
     let mut defaults = defaults;
     for (pool, settings) in &sources.pools {

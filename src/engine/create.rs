@@ -216,6 +216,8 @@ impl Inner {
                 mode: None,
                 created_at: records::now_rfc3339(),
                 cloned_from: Some(format!("{}@{}", from.volume, from.snapshot)),
+                map_options: opts.mapper_options.map.clone().or(parent_meta.map_options.clone()),
+                unmap_options: opts.mapper_options.unmap.clone().or(parent_meta.unmap_options.clone()),
                 ..parent_meta.clone()
             };
             // Given limits over the parent's (librbd copied its metadata).
@@ -241,6 +243,8 @@ impl Inner {
             mode: opts.mode,
             created_at: records::now_rfc3339(),
             cloned_from: None,
+            map_options: opts.mapper_options.map.clone(),
+            unmap_options: opts.mapper_options.unmap.clone(),
         };
         // Before the marker: a volume marked has its limits.
         apply_qos(vol, &opts.qos)?;

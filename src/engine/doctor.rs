@@ -426,6 +426,7 @@ mod tests {
             fstype: "ext4".into(),
             refs: Default::default(),
             unanswered: Default::default(),
+            mapped_with: Default::default(),
         }
     }
 

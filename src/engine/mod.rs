@@ -41,6 +41,7 @@ mod host_lock;
 mod mount;
 mod observe;
 pub mod options;
+pub mod map_options;
 pub mod qos;
 mod reconcile;
 pub mod records;

@@ -13,7 +13,7 @@ use super::records::{self, DirEntry, EntryState, MountedBy, VolumeMeta, FORMATTE
 use super::store::{Store, Volume};
 use super::{fs_options, timing, EngineError, Inner, Mounted, Unmounted};
 use crate::host::fs::{self, Fstype};
-use crate::host::mapper::{MapperKind, Mapping};
+use crate::host::mapper::{MapOptions, MapperKind, Mapping};
 use crate::host::{crash, HostError, ImageRef};
 use crate::state::MountedVolume;
 
@@ -150,6 +150,7 @@ impl Inner {
             image: ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() },
             device: v.device.clone(),
             mapper: MapperKind::parse(&v.mapper).unwrap_or(self.mapper.kind()),
+            with: v.mapped_with.clone(),
         }
     }
 
@@ -205,6 +206,8 @@ impl Inner {
         // (written by an older version, or by hand).
         fs_options::check_mount(meta.fstype, &meta.mount_options)
             .map_err(|reason| EngineError::RefusedRecord { name: name.into(), what: "mount options", key: records::VOLUME_KEY, reason })?;
+        // Its map and unmap options likewise, before any lock or mapping.
+        let how = super::map_options::for_volume(name, &meta, &self.defaults.read().unwrap().mapper_options, self.mapper.kind())?;
         match self.take_host_lock(&*vol, name) {
             Err(EngineError::MountedElsewhere { host, .. }) if self.holder_is_dead(&*vol, &host)? => self.take_over_from_dead(&*vol, name)?,
             r => r?,
@@ -214,7 +217,7 @@ impl Inner {
 
         // From here on, a failure undoes every step taken.
         let mut tx = MountTransaction { inner: self, vol: &*vol, name, steps: vec![Step::HostLocked] };
-        let result = self.map_and_mount(&mut tx, &*store, &entry, &image_ref, &meta, &all, (id, attempt));
+        let result = self.map_and_mount(&mut tx, &*store, &entry, &image_ref, (&meta, &how), &all, (id, attempt));
         if result.is_err() {
             tx.undo();
         }
@@ -231,7 +234,7 @@ impl Inner {
         store: &dyn Store,
         entry: &DirEntry,
         image_ref: &ImageRef,
-        meta: &VolumeMeta,
+        (meta, how): (&VolumeMeta, &MapOptions),
         all: &BTreeMap<String, String>,
         (id, attempt): (&str, u64),
     ) -> Result<PathBuf, EngineError> {
@@ -252,9 +255,10 @@ impl Inner {
         // own client is recorded as `addr`; others — a mgr, a backup job —
         // must never be fenced for this host).
         let before: BTreeSet<String> = vol.watchers()?.into_iter().collect();
-        let m = self.mapper.map(image_ref, &self.connection.settings()?, &Default::default())?;
+        let m = self.mapper.map(image_ref, &self.connection.settings()?, how)?;
         timing::step("map");
         let device = m.device.clone();
+        let mapped_with = m.with.clone();
         tx.did(Step::Mapped(m));
         crash::point("mount.mapped", name);
         let mp = self.mountpoint(name);
@@ -312,6 +316,7 @@ impl Inner {
             fstype: fstype.as_str().into(),
             refs: BTreeMap::new(),
             unanswered: Default::default(),
+            mapped_with,
         };
         v.add_unanswered_ref(id, attempt, unix_now());
         self.state.save(&v)?;

@@ -38,6 +38,8 @@ pub const VALID_OPTIONS: &[&str] = &[
     "qos_write_iops",
     "qos_read_bps",
     "qos_write_bps",
+    "map_options",
+    "unmap_options",
 ];
 
 /// Options a clone takes from its parent's snapshot, so cannot be given.
@@ -62,6 +64,9 @@ pub struct Defaults {
     pub features: Option<String>,
     /// Per-pool overrides (Consul `pools/<pool>/...`).
     pub pools: BTreeMap<String, PoolDefaults>,
+    /// This host's map and unmap options for the mappers a volume has no
+    /// list for (`RBDVOL_MAP_OPTIONS`, `RBDVOL_UNMAP_OPTIONS`), checked.
+    pub mapper_options: super::map_options::Given,
 }
 
 /// Defaults of one pool's volumes, where they differ.
@@ -100,6 +105,7 @@ impl Default for Defaults {
             mount_options: String::new(),
             features: None,
             pools: BTreeMap::new(),
+            mapper_options: Default::default(),
         }
     }
 }
@@ -123,6 +129,8 @@ pub struct VolumeOptions {
     pub size_given: bool,
     /// QoS limits given (`-o` name → value; 0: none), see `qos`.
     pub qos: BTreeMap<String, u64>,
+    /// `map_options` and `unmap_options` given, checked (see `map_options`).
+    pub mapper_options: super::map_options::Given,
 }
 
 /// Checks a volume name: it becomes an image name and a directory name.
@@ -222,6 +230,7 @@ pub fn parse(
         from: None,
         size_given: false,
         qos: BTreeMap::new(),
+        mapper_options: Default::default(),
     };
     let mut mkfs = defaults.mkfs_options.clone();
     // Where mkfs_options and mount_options came from, for errors.
@@ -235,6 +244,8 @@ pub fn parse(
             "objectSize" => "object_size",
             "dataPool" => "data_pool",
             "clone_of" | "cloneOf" => "from",
+            "mapOptions" => "map_options",
+            "unmapOptions" => "unmap_options",
             k => k,
         };
         let check = |r: Result<(), String>| r.map_err(|reason| invalid(key, value, reason));
@@ -305,6 +316,9 @@ pub fn parse(
                 o.create.order = Some(order);
             }
             "features" => features = Some(value.clone()),
+            "map_options" | "unmap_options" => {
+                o.mapper_options.set(canonical, value).map_err(|r| invalid(key, value, r))?;
+            }
             "uid" => o.uid = Some(parse_id(value).map_err(|r| invalid(key, value, r))?),
             "gid" => o.gid = Some(parse_id(value).map_err(|r| invalid(key, value, r))?),
             "mode" => o.mode = Some(parse_mode(value).map_err(|r| invalid(key, value, r))?),

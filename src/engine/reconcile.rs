@@ -10,6 +10,7 @@ use std::path::Path;
 use super::mount::Teardown;
 use super::{Engine, EngineError, Inner};
 use crate::ceph::CephError;
+use crate::host::mapper::Mapping;
 use crate::host::ImageRef;
 
 impl Engine {
@@ -61,7 +62,9 @@ impl Inner {
                 // One volume that cannot be cleaned up (a device still busy)
                 // never stops the others: it stays recorded, retried at the
                 // next start, and its lock in the background.
-                let cleaned = self.mapper.find(&image).map_err(EngineError::from).and_then(|m| self.tear_down(&v, still_mounted, m, Teardown::Strict));
+                // Unmapped as it was mapped (its unmap options).
+                let found = self.mapper.find(&image).map(|m| m.map(|m| Mapping { with: v.mapped_with.clone(), ..m }));
+                let cleaned = found.map_err(EngineError::from).and_then(|m| self.tear_down(&v, still_mounted, m, Teardown::Strict));
                 if let Err(e) = cleaned {
                     tracing::error!("cannot clean up volume '{}' (retried at the next start): {e}", v.name);
                 }

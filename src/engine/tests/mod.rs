@@ -48,6 +48,8 @@ fn volume_meta(name: &str) -> String {
         mode: None,
         created_at: "2026-12-01T00:00:00Z".into(),
         cloned_from: None,
+        map_options: None,
+        unmap_options: None,
     }
     .to_json()
 }

@@ -29,6 +29,8 @@ pub struct FakeMapper {
     failing: Arc<Mutex<BTreeSet<String>>>,
     map_gate: Arc<Gate>,
     next: Arc<Mutex<u32>>,
+    /// The kind it says it is (user-space unless told otherwise).
+    kind: Arc<Mutex<Option<MapperKind>>>,
 }
 
 impl FakeMapper {
@@ -39,6 +41,11 @@ impl FakeMapper {
     /// Makes every later call named `call` ("map", "unmap", "check_features", "list") fail.
     pub fn fail(&self, call: &str) {
         self.failing.lock().unwrap().insert(call.to_string());
+    }
+
+    /// Says it is a mapper of `kind` from now on (its map options follow).
+    pub fn act_as(&self, kind: MapperKind) {
+        *self.kind.lock().unwrap() = Some(kind);
     }
 
     /// Makes every call work again.
@@ -63,7 +70,7 @@ impl FakeMapper {
 
     /// Adds a mapping as if left by an earlier run.
     pub fn add(&self, image: &ImageRef) -> Mapping {
-        let m = Mapping { image: image.clone(), device: self.new_device(), mapper: MapperKind::Userspace };
+        let m = Mapping { image: image.clone(), device: self.new_device(), mapper: MapperKind::Userspace, with: Default::default() };
         self.mapped.lock().unwrap().insert(image.clone(), m.clone());
         m
     }
@@ -88,14 +95,14 @@ impl FakeMapper {
 
 impl Mapper for FakeMapper {
     fn kind(&self) -> MapperKind {
-        MapperKind::Userspace
+        self.kind.lock().unwrap().unwrap_or(MapperKind::Userspace)
     }
 
     fn check_features(&self, image: &ImageRef, _features: u64) -> Result<(), HostError> {
         self.check("check_features", &image.to_string())
     }
 
-    fn map(&self, image: &ImageRef, _settings: &CephSettings, _how: &super::MapOptions) -> Result<Mapping, HostError> {
+    fn map(&self, image: &ImageRef, _settings: &CephSettings, how: &super::MapOptions) -> Result<Mapping, HostError> {
         self.check("map", &image.to_string())?;
         let mut held = self.map_gate.held.lock().unwrap();
         *self.map_gate.waiting.lock().unwrap() += 1;
@@ -107,8 +114,14 @@ impl Mapper for FakeMapper {
         if let Some(m) = self.mapped.lock().unwrap().get(image) {
             return Ok(m.clone());
         }
-        let m = Mapping { image: image.clone(), device: self.new_device(), mapper: MapperKind::Userspace };
-        self.journal.lock().unwrap().push(format!("map {image}"));
+        let with = super::MappedWith { map_options: how.options.clone(), unmap_options: how.unmap_options.clone(), cookie: None };
+        let m = Mapping { image: image.clone(), device: self.new_device(), mapper: self.kind(), with };
+        // Options only when there are some: other tests' journals stay as they were.
+        if how.options.is_empty() && how.unmap_options.is_empty() {
+            self.journal.lock().unwrap().push(format!("map {image}"));
+        } else {
+            self.journal.lock().unwrap().push(format!("map {image} -o {} (unmap -o {})", how.options.join(","), how.unmap_options.join(",")));
+        }
         self.mapped.lock().unwrap().insert(image.clone(), m.clone());
         Ok(m)
     }
@@ -116,7 +129,11 @@ impl Mapper for FakeMapper {
     fn unmap(&self, mapping: &Mapping) -> Result<(), HostError> {
         self.check("unmap", &mapping.image.to_string())?;
         if self.mapped.lock().unwrap().remove(&mapping.image).is_some() {
-            self.journal.lock().unwrap().push(format!("unmap {}", mapping.image));
+            if mapping.with.unmap_options.is_empty() {
+                self.journal.lock().unwrap().push(format!("unmap {}", mapping.image));
+            } else {
+                self.journal.lock().unwrap().push(format!("unmap -o {} {}", mapping.with.unmap_options.join(","), mapping.image));
+            }
         }
         Ok(())
     }

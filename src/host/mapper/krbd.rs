@@ -256,7 +256,7 @@ impl Mapper for Krbd {
     fn list(&self) -> Result<Vec<Mapping>, HostError> {
         Ok(discover(&self.sysfs)
             .into_iter()
-            .map(|(id, image)| Mapping { image, device: PathBuf::from(format!("/dev/rbd{id}")), mapper: MapperKind::Krbd })
+            .map(|(id, image)| Mapping { image, device: PathBuf::from(format!("/dev/rbd{id}")), mapper: MapperKind::Krbd, with: Default::default() })
             .collect())
     }
 }
@@ -368,12 +368,12 @@ mod tests {
         }
         let krbd = Krbd::new(root.path().into(), Tools::default());
         let image = ImageRef { pool: "ssd".into(), namespace: "team-a".into(), image: "web".into() };
-        let ours = Mapping { image: image.clone(), device: "/dev/rbd7".into(), mapper: MapperKind::Krbd };
+        let ours = Mapping { image: image.clone(), device: "/dev/rbd7".into(), mapper: MapperKind::Krbd, with: Default::default() };
         krbd.unmap_fenced(&ours).unwrap();
         assert_eq!(std::fs::read_to_string(root.path().join("bus/rbd/remove_single_major")).unwrap(), "7 force");
         // A device number that maps something else now: nothing removed.
         std::fs::write(root.path().join("bus/rbd/remove_single_major"), "").unwrap();
-        let stale = Mapping { image, device: "/dev/rbd0".into(), mapper: MapperKind::Krbd };
+        let stale = Mapping { image, device: "/dev/rbd0".into(), mapper: MapperKind::Krbd, with: Default::default() };
         krbd.unmap_fenced(&stale).unwrap();
         assert_eq!(std::fs::read_to_string(root.path().join("bus/rbd/remove_single_major")).unwrap(), "");
     }

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
-use super::{Mapper, MapperKind, Mapping};
+use super::{MappedWith, Mapper, MapperKind, Mapping};
 use crate::config::CephSettings;
 use crate::host::tools::{Tool, Tools};
 use crate::host::{HostError, ImageRef};
@@ -66,6 +66,7 @@ pub fn parse_list(json: &str) -> Vec<Mapping> {
                 },
                 device: PathBuf::from(e["device"].as_str()?),
                 mapper: MapperKind::Nbd,
+                with: MappedWith { cookie: e["cookie"].as_str().filter(|c| !c.is_empty()).map(str::to_string), ..Default::default() },
             })
         })
         .collect()

@@ -438,7 +438,7 @@ impl Mapper for Userspace {
                 }
             },
         };
-        Ok(Mapping { image: image.clone(), device, mapper: MapperKind::Userspace })
+        Ok(Mapping { image: image.clone(), device, mapper: MapperKind::Userspace, with: Default::default() })
     }
 
     fn unmap(&self, mapping: &Mapping) -> Result<(), HostError> {
@@ -496,7 +496,7 @@ impl Mapper for Userspace {
             .filter(|s| s.alive() && !s.stopping())
             .filter_map(|s| {
                 let device = s.loop_device()?;
-                Some(Mapping { image: s.image, device, mapper: MapperKind::Userspace })
+                Some(Mapping { image: s.image, device, mapper: MapperKind::Userspace, with: Default::default() })
             })
             .collect())
     }
