@@ -134,7 +134,7 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
     // over them, then what the files add below them all.
     let mut vars: BTreeMap<String, (String, String)> = sources.consul.iter().map(|(n, (v, k))| (n.clone(), (v.clone(), format!("consul {k}")))).collect();
     for (n, v) in &sources.env {
-        if n.starts_with("RBD_CONF_") || n.starts_with("RBDVOL_") && n.ends_with("_TIMEOUT") {
+        if n.starts_with("RBD_CONF_") || n.starts_with("RBDVOL_") && n.ends_with("_TIMEOUT") || crate::config::CLIENT_VARS.contains(&n.as_str()) {
             vars.insert(n.clone(), (v.clone(), "environment".into()));
         }
     }
@@ -164,7 +164,7 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
         }
     }
     for (n, (v, source)) in &vars {
-        if n.starts_with("RBD_CONF_") && !DEFAULT_KEYS.iter().any(|(_, d)| d == n) || n.ends_with("_TIMEOUT") {
+        if n.starts_with("RBD_CONF_") && !DEFAULT_KEYS.iter().any(|(_, d)| d == n) || n.ends_with("_TIMEOUT") || crate::config::CLIENT_VARS.contains(&n.as_str()) {
             let value = if n == "RBD_CONF_KEYRING_KEY" { "(set; not shown)".to_string() } else { v.clone() };
             shown.push(Shown { name: n.clone(), value, source: source.clone() });
         }

@@ -107,7 +107,40 @@ impl Inner {
             tracing::warn!("volume '{name}': cannot renew the fencing of the hosts it was taken from: {e}");
         }
         let Some(_locked) = act() else { return Ok(Checked::Fine) };
+        // Still this host's (its lock, checked above): a mapping whose
+        // process died gets a new one before the kernel gives up on it.
+        if let Err(e) = self.reattach_if_dead(&*vol, &v) {
+            tracing::error!("volume '{name}': {e}");
+        }
         self.grow_online(&*vol, &v)
+    }
+
+    /// Reattaches the mapping of `v` when its process died (rbd-nbd killed
+    /// with the plugin), and records the new client among the mapping's,
+    /// which a takeover fences.
+    fn reattach_if_dead(&self, vol: &dyn Volume, v: &MountedVolume) -> Result<(), EngineError> {
+        let mapping = self.mapping_of(v);
+        if !self.mapper.needs_reattach(&mapping) {
+            return Ok(());
+        }
+        let settings = self.connection.settings()?;
+        let before: std::collections::BTreeSet<String> = vol.watchers()?.into_iter().collect();
+        let start = std::time::Instant::now();
+        self.mapper.reattach(&mapping, &settings)?;
+        let new: Vec<String> = vol.watchers()?.into_iter().filter(|w| !before.contains(w)).collect();
+        if let Some(mut by) = vol.metadata_get(records::MOUNTED_KEY)?.as_deref().and_then(records::MountedBy::parse) {
+            by.clients.extend(new.iter().cloned());
+            vol.metadata_set(records::MOUNTED_KEY, &by.to_json())?;
+        }
+        tracing::info!(
+            "volume '{}': its {} process had died; a new one serves {} again, reattached in {} ms (new client {})",
+            v.name,
+            v.mapper,
+            v.device.display(),
+            start.elapsed().as_millis(),
+            new.join(", ")
+        );
+        Ok(())
     }
 
     /// Grows the filesystem of a mounted volume whose image grew.

@@ -82,7 +82,6 @@ const NBD_MAP: &[Allowed] = &[
     Allowed { name: "timeout", value: Value::Int(5, 3600) },
     Allowed { name: "reattach-timeout", value: Value::Int(10, 3600) },
     Allowed { name: "try-netlink", value: Value::Flag },
-    Allowed { name: "notrim", value: Value::Flag },
     Allowed { name: "read_from_replica", value: Value::OneOf(REPLICA_POLICIES) },
     Allowed { name: "ms_mode", value: Value::OneOf(&["crc", "secure", "prefer-crc", "prefer-secure"]) },
 ];

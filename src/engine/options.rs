@@ -387,6 +387,18 @@ mod tests {
     }
 
     #[test]
+    fn map_and_unmap_options_are_checked_at_create_and_kept_as_given() {
+        let o = p(&[("map_options", "krbd:queue_depth=256,alloc_size=65536;nbd:timeout=60"), ("unmapOptions", "krbd:force")]).unwrap();
+        assert_eq!(o.mapper_options.map.as_deref(), Some("krbd:queue_depth=256,alloc_size=65536;nbd:timeout=60"));
+        assert_eq!(o.mapper_options.unmap.as_deref(), Some("krbd:force"));
+        let e = p(&[("map_options", "krbd:secret=AQBX")]).unwrap_err().to_string();
+        assert!(e.starts_with("invalid value 'krbd:secret=AQBX' for option 'map_options'") && e.contains("'secret' is not allowed"), "{e}");
+        let e = p(&[("unmap_options", "nbd:force")]).unwrap_err().to_string();
+        assert!(e.contains("'unmap_options'") && e.contains("allowed: none"), "{e}");
+        assert_eq!(p(&[]).unwrap().mapper_options, Default::default());
+    }
+
+    #[test]
     fn clones_name_their_snapshot_and_keep_its_filesystem() {
         let o = p(&[("from", "base@monday")]).unwrap();
         assert_eq!(o.from, Some(CloneSource { volume: "base".into(), snapshot: "monday".into() }));

@@ -9,6 +9,7 @@
 
 mod outage;
 mod properties;
+mod map_options;
 mod safety;
 
 use std::collections::BTreeMap;

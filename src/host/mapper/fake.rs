@@ -31,6 +31,8 @@ pub struct FakeMapper {
     next: Arc<Mutex<u32>>,
     /// The kind it says it is (user-space unless told otherwise).
     kind: Arc<Mutex<Option<MapperKind>>>,
+    /// Mappings whose process died (and the kernel waits for a new one).
+    dead: Arc<Mutex<BTreeSet<ImageRef>>>,
 }
 
 impl FakeMapper {
@@ -46,6 +48,11 @@ impl FakeMapper {
     /// Says it is a mapper of `kind` from now on (its map options follow).
     pub fn act_as(&self, kind: MapperKind) {
         *self.kind.lock().unwrap() = Some(kind);
+    }
+
+    /// The process of `image`'s mapping dies (rbd-nbd killed with the plugin).
+    pub fn kill(&self, image: &ImageRef) {
+        self.dead.lock().unwrap().insert(image.clone());
     }
 
     /// Makes every call work again.
@@ -144,6 +151,19 @@ impl Mapper for FakeMapper {
             self.journal.lock().unwrap().push(format!("unmap --force {}", mapping.image));
         }
         Ok(())
+    }
+
+    fn needs_reattach(&self, mapping: &Mapping) -> bool {
+        self.dead.lock().unwrap().contains(&mapping.image)
+    }
+
+    fn reattach(&self, mapping: &Mapping, _settings: &CephSettings) -> Result<super::Reattached, HostError> {
+        self.check("reattach", &mapping.image.to_string())?;
+        if !self.dead.lock().unwrap().remove(&mapping.image) {
+            return Ok(super::Reattached::Alive);
+        }
+        self.journal.lock().unwrap().push(format!("reattach {} -o {}", mapping.image, mapping.with.map_options.join(",")));
+        Ok(super::Reattached::Reattached)
     }
 
     fn list(&self) -> Result<Vec<Mapping>, HostError> {

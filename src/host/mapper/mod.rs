@@ -132,6 +132,13 @@ pub trait Mapper: Send + Sync {
         Ok(Reattached::Alive)
     }
 
+    /// Whether `reattach` has work to do: the mapping's process died and
+    /// the kernel waits for a new one. Cheap (reads /proc and sysfs); by
+    /// default never.
+    fn needs_reattach(&self, _mapping: &Mapping) -> bool {
+        false
+    }
+
     /// Removes what mappings whose process died left behind (at start-up);
     /// by default nothing.
     fn clean_up_dead(&self) -> Result<(), HostError> {
