@@ -15,6 +15,11 @@ use crate::host::crash;
 use crate::host::fs::{self, Fstype};
 use crate::state::MountedVolume;
 
+/// How long the clients of a dead mapping process stay blocklisted when
+/// its mapping is reattached (as long as librbd's own break of a dead
+/// owner's lock does).
+const DEAD_CLIENT_BLOCKLIST: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl Engine {
     /// Checks each volume mounted here against Ceph (one released, taken
     /// over, is reported as changed), and releases stale locks.
@@ -109,27 +114,37 @@ impl Inner {
         let Some(_locked) = act() else { return Ok(Checked::Fine) };
         // Still this host's (its lock, checked above): a mapping whose
         // process died gets a new one before the kernel gives up on it.
-        if let Err(e) = self.reattach_if_dead(&*vol, &v) {
+        if let Err(e) = self.reattach_if_dead(&*store, &*vol, &v) {
             tracing::error!("volume '{name}': {e}");
         }
         self.grow_online(&*vol, &v)
     }
 
     /// Reattaches the mapping of `v` when its process died (rbd-nbd killed
-    /// with the plugin), and records the new client among the mapping's,
-    /// which a takeover fences.
-    fn reattach_if_dead(&self, vol: &dyn Volume, v: &MountedVolume) -> Result<(), EngineError> {
+    /// with the plugin): the dead process's clients — recorded at mount —
+    /// are blocklisted first, so the OSDs drop their watches and the new
+    /// process's librbd takes the image's exclusive lock at once instead of
+    /// after the watch timeout (~30 s, during which the device's requests
+    /// would wait); then the new client replaces them in the record a
+    /// takeover fences.
+    fn reattach_if_dead(&self, store: &dyn Store, vol: &dyn Volume, v: &MountedVolume) -> Result<(), EngineError> {
         let mapping = self.mapping_of(v);
         if !self.mapper.needs_reattach(&mapping) {
             return Ok(());
         }
         let settings = self.connection.settings()?;
-        let before: std::collections::BTreeSet<String> = vol.watchers()?.into_iter().collect();
         let start = std::time::Instant::now();
+        let mut by = vol.metadata_get(records::MOUNTED_KEY)?.as_deref().and_then(records::MountedBy::parse);
+        for dead in by.iter().flat_map(|b| b.clients.iter()) {
+            // librbd itself blocklists the owner whose lock it breaks, for
+            // the same hour (Ceph's default).
+            store.blocklist(dead, DEAD_CLIENT_BLOCKLIST)?;
+        }
+        let before: std::collections::BTreeSet<String> = vol.watchers()?.into_iter().collect();
         self.mapper.reattach(&mapping, &settings)?;
         let new: Vec<String> = vol.watchers()?.into_iter().filter(|w| !before.contains(w)).collect();
-        if let Some(mut by) = vol.metadata_get(records::MOUNTED_KEY)?.as_deref().and_then(records::MountedBy::parse) {
-            by.clients.extend(new.iter().cloned());
+        if let Some(by) = by.as_mut() {
+            by.clients = new.clone();
             vol.metadata_set(records::MOUNTED_KEY, &by.to_json())?;
         }
         tracing::info!(

@@ -61,13 +61,20 @@ fn a_mapping_whose_process_died_is_reattached_with_its_options_while_the_volume_
     bed.mapper.act_as(MapperKind::Nbd);
     with_options(&bed, "v", Some("nbd:io-timeout=60"), None);
     bed.mount("v", "c1").unwrap();
+    // The dead rbd-nbd's client, as the mount recorded it.
+    let mut by = crate::engine::records::MountedBy::parse(&bed.store.volume("v").unwrap().metadata[MOUNTED_KEY]).unwrap();
+    by.clients = vec!["10.0.0.9:0/111".into()];
+    bed.store.set_metadata("v", MOUNTED_KEY, Some(&by.to_json()));
     // serve and its rbd-nbd killed; serve restarted.
     bed.mapper.kill(&image("v"));
     let bed = bed.restart();
     bed.clear_journal();
     block_on(bed.engine.check_all_mounted());
     let journal = bed.journal();
-    assert!(journal.contains(&"reattach rbd/v -o io-timeout=60".to_string()), "{journal:?}");
+    // The dead client blocklisted first (its watch goes at once, and with
+    // it the wait for the exclusive lock), then the new process attached.
+    let at = |what: &str| journal.iter().position(|j| j == what).unwrap_or_else(|| panic!("no {what}: {journal:?}"));
+    assert!(at("blocklist 10.0.0.9:0/111 3600") < at("reattach rbd/v -o io-timeout=60"), "{journal:?}");
     // Its new client joins the record a takeover fences.
     assert!(journal.contains(&format!("metadata_set {MOUNTED_KEY}")), "{journal:?}");
     assert_eq!(block_on(bed.engine.path("v")).unwrap(), Some(bed.mountpoint("v")));

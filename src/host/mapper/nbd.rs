@@ -39,7 +39,13 @@ impl Nbd {
     /// cookie (the kernel shows it as the device's `backend`).
     fn waits_for_us(&self, mapping: &Mapping) -> bool {
         let (Some(cookie), Some(name)) = (&mapping.with.cookie, mapping.device.file_name()) else { return false };
-        std::fs::read_to_string(self.sysfs.join("block").join(name).join("backend")).is_ok_and(|b| b.trim() == cookie)
+        let dev = self.sysfs.join("block").join(name);
+        match std::fs::read_to_string(dev.join("backend")) {
+            Ok(b) => b.trim() == cookie,
+            // A kernel before 5.14 names no backend: a device still
+            // configured (it has a `pid`) is taken to be ours.
+            Err(_) => dev.join("pid").exists(),
+        }
     }
 
     /// Runs `rbd-nbd VERB ... IMAGE` with the key in an inherited memory
