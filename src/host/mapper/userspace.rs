@@ -486,6 +486,16 @@ impl Mapper for Userspace {
             tracing::warn!("the user-space server for {} is gone: cleaning up after it", server.image);
             clean_dead(&server)?;
         }
+        // Loop devices on a dead server's file whose directory is gone with
+        // it: the plugin's rootfs, and its run directory, replaced by
+        // `docker plugin upgrade` after a `disable -f`.
+        for (dev, backing) in sys::loop_devices() {
+            let ours = backing.starts_with(&self.root) && backing.file_name() == Some(DISK_FILE.as_ref());
+            if ours && backing.parent().is_some_and(|d| !d.exists()) && sys::loop_backing_dead(&dev).is_some() {
+                tracing::warn!("detaching {} from a dead user-space server whose directory is gone ({})", dev.display(), backing.display());
+                sys::loop_detach(&dev)?;
+            }
+        }
         Ok(())
     }
 
