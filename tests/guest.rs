@@ -94,7 +94,9 @@ echo "--- serve.log"; cat /tmp/serve.log
     // v2 port) and CRUSH location reached the kernel, and took effect.
     let info = r("config_info");
     let (mons, opts) = info.split_once(' ').unwrap();
-    assert!(mons.ends_with(":3300"), "msgr2 needs the v2 address: {info}");
+    let mon_host = bed().cluster.admin_settings().mon_host.clone();
+    let v2 = mon_host.split(['[', ',', ']']).find_map(|a| a.strip_prefix("v2:")).unwrap_or_else(|| panic!("no v2 address in {mon_host}"));
+    assert_eq!(mons, v2, "msgr2 needs the monitors' v2 address: {info}");
     for want in ["ms_mode=secure", "queue_depth=128", "alloc_size=65536", "read_from_replica=localize", "crush_location=host:guest", "noshare", "osd_request_timeout=30"] {
         assert!(opts.split(',').any(|o| o == want), "{want} not in {info}");
     }
@@ -179,10 +181,12 @@ echo "--- serve.log"; cat /tmp/serve.log
     cluster.assert_filesystem_clean("g1", "ext4");
 }
 
-/// rbd-nbd with the volume's map options and the host's msgr2 mode, and a
-/// plugin restart that kills every rbd-nbd under a writer: the restarted
-/// plugin reattaches the device (`rbd-nbd attach`) within the reattach
-/// timeout and the writer carries on without an error.
+/// rbd-nbd with the volume's map options and the host's msgr2 mode, and
+/// plugin restarts that kill every rbd-nbd under a writer — one leaving the
+/// mount, one also detaching it as dockerd does to a managed plugin's
+/// mounts: the restarted plugin reattaches the device (`rbd-nbd attach`)
+/// within the reattach timeout (and mounts it again), and the writer
+/// carries on without an error.
 #[test]
 fn rbd_nbd_maps_with_its_options_and_a_writer_outlives_a_plugin_restart_that_kills_rbd_nbd() {
     let scenario = format!(
@@ -202,11 +206,14 @@ mp=/var/lib/rbdvol/mnt/n1
 echo nbd-in-a-real-kernel > $mp/marker
 sync
 result rbd_nbd_args_key "$(cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' ' ' | grep -c -F -f /tmp/key)"
-# A writer appending numbered lines, each fsynced; an error ends it.
+# A writer appending numbered lines, each fsynced; an error ends it. It
+# works inside the filesystem (its cwd), as a container does: a mount
+# detached from the plugin's tree stays its.
 (
+    cd $mp
     i=0
-    while [ $i -lt 60 ]; do
-        echo "line $i" | dd of=$mp/data.txt oflag=append conv=notrunc,fsync status=none || { echo "GUEST WRITE FAILED $i"; exit 1; }
+    while [ $i -lt 80 ]; do
+        echo "line $i" | dd of=data.txt oflag=append conv=notrunc,fsync status=none || { echo "GUEST WRITE FAILED $i"; exit 1; }
         echo "GUEST SYNCED $i $(cut -d' ' -f1 /proc/uptime)"
         echo $i > /tmp/progress
         i=$((i + 1))
@@ -214,20 +221,36 @@ result rbd_nbd_args_key "$(cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\0' ' ' | 
     done
 ) &
 writer=$!
-until [ "$(cat /tmp/progress 2>/dev/null || echo 0)" -ge 10 ]; do sleep 0.1; done
-# The plugin and every rbd-nbd killed, as `docker plugin disable -f` does.
-kill -9 "$(cat /tmp/serve.pid)" $(pidof rbd-nbd)
-echo "GUEST KILLED $(cut -d' ' -f1 /proc/uptime)"
-i=0; while [ "$(live_nbd)" != 0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+progress() { until [ "$(cat /tmp/progress 2>/dev/null || echo 0)" -ge "$1" ]; do sleep 0.1; done; }
+kill_all() {
+    kill -9 "$(cat /tmp/serve.pid)" $(pidof rbd-nbd)
+    echo "GUEST KILLED$1 $(cut -d' ' -f1 /proc/uptime)"
+    i=0; while [ "$(live_nbd)" != 0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+}
+wait_log() { n=$(grep -c "$1" /tmp/serve.log); i=0; until [ "$(grep -c "$1" /tmp/serve.log)" -ge "$2" ]; do sleep 0.5; i=$((i + 1)); [ $i -gt 240 ] && break; done; }
+# 1. A legacy plugin restarted with its rbd-nbd killed (its mount stays).
+progress 10
+kill_all ""
 result nbd_processes_killed "$(live_nbd)"
 sleep 2
 serve --mapper nbd
-i=0; until grep -q 'reattached in' /tmp/serve.log; do sleep 0.5; i=$((i + 1)); [ $i -gt 240 ] && break; done
+wait_log 'reattached in' 1
 echo "GUEST REATTACHED $(cut -d' ' -f1 /proc/uptime)"
+# 2. A managed plugin's disable -f: dockerd also detaches the plugin's
+# mounts; the writer keeps the filesystem, as a container does.
+progress 40
+kill_all " 2"
+umount -l $mp
+sleep 2
+serve --mapper nbd
+wait_log 'reattached in' 2
+wait_log 'mounted again at' 1
+echo "GUEST REATTACHED 2 $(cut -d' ' -f1 /proc/uptime)"
+result mounted_again "$(grep -c " $mp " /proc/mounts)"
 wait $writer
 result writer_exit "$?"
 result lines "$(wc -l < $mp/data.txt)"
-result reattached "$(grep -o 'reattached in [0-9]* ms' /tmp/serve.log)"
+result reattached "$(grep -o 'reattached in [0-9]* ms' /tmp/serve.log | tr '\n' ' ')"
 result nbd_processes_reattached "$(live_nbd)"
 result unmount "$(call Unmount '{"Name":"n1","ID":"c1"}')"
 i=0; while [ "$(live_nbd)" != 0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
@@ -252,20 +275,23 @@ echo "--- serve.log"; cat /tmp/serve.log
     // Killed with the plugin, reattached by the restarted plugin; the
     // writer never saw an error and every line is there.
     assert_eq!(r("nbd_processes_killed"), "0", "{console}");
-    assert!(r("reattached").starts_with("reattached in"), "{console}");
+    assert_eq!(r("reattached").matches("reattached in").count(), 2, "{console}");
+    assert_eq!(r("mounted_again"), "1", "{console}");
     assert_eq!(r("nbd_processes_reattached"), "1", "{console}");
     assert!(!console.contains("GUEST WRITE FAILED"), "{console}");
     assert_eq!(r("writer_exit"), "0", "{console}");
-    assert_eq!(r("lines"), "60", "{console}");
+    assert_eq!(r("lines"), "80", "the remounted filesystem is the writer's:\n{console}");
     let at = |prefix: &str| -> f64 {
         console.lines().find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("no {prefix}")).trim().parse().unwrap()
     };
     let synced: Vec<f64> = console.lines().filter_map(|l| l.strip_prefix("GUEST SYNCED ")).map(|l| l.split(' ').nth(1).unwrap().parse().unwrap()).collect();
     let stall = synced.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     println!(
-        "rbd-nbd reattach: plugin killed at {:.1} s, reattached at {:.1} s ({}); the writer's longest wait between two fsynced lines {stall:.1} s (guest time, TCG)",
+        "rbd-nbd reattach: plugin killed at {:.1} s, reattached at {:.1} s; killed with its mounts detached at {:.1} s, reattached and mounted again at {:.1} s ({}); the writer's longest wait between two fsynced lines {stall:.1} s (guest time, TCG)",
         at("GUEST KILLED "),
         at("GUEST REATTACHED "),
+        at("GUEST KILLED 2 "),
+        at("GUEST REATTACHED 2 "),
         r("reattached")
     );
     assert_eq!(json(Some(&r("unmount")))["Err"], "", "{console}");
@@ -273,7 +299,7 @@ echo "--- serve.log"; cat /tmp/serve.log
     let files = bed().cluster.read_files_from_image("n1", &["/marker", "/data.txt"]);
     assert_eq!(files[0].trim(), "nbd-in-a-real-kernel");
     let lines: Vec<&str> = files[1].lines().collect();
-    assert_eq!(lines.len(), 60, "{}", files[1]);
+    assert_eq!(lines.len(), 80, "{}", files[1]);
     for (n, l) in lines.iter().enumerate() {
         assert_eq!(*l, format!("line {n}"));
     }

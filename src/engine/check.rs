@@ -117,6 +117,10 @@ impl Inner {
         if let Err(e) = self.reattach_if_dead(&*store, &*vol, &v) {
             tracing::error!("volume '{name}': {e}");
         }
+        if let Err(e) = self.remount_if_detached(&*vol, &v) {
+            tracing::error!("volume '{name}': cannot mount it again (retried at the next check): {e}");
+            return Ok(Checked::Fine);
+        }
         self.grow_online(&*vol, &v)
     }
 
@@ -155,6 +159,27 @@ impl Inner {
             start.elapsed().as_millis(),
             new.join(", ")
         );
+        Ok(())
+    }
+
+    /// Mounts again a volume kept at start-up whose mount had gone with the
+    /// plugin (`reconcile`), once its device serves again (reattached).
+    fn remount_if_detached(&self, vol: &dyn Volume, v: &MountedVolume) -> Result<(), EngineError> {
+        if !self.remount.lock().unwrap().contains(&v.name) {
+            return Ok(());
+        }
+        if self.mapper.needs_reattach(&self.mapping_of(v)) {
+            return Ok(()); // its reattach failed (logged): mounted once it works
+        }
+        let meta = records::VolumeMeta::of(&vol.metadata()?, &v.name).ok_or_else(|| EngineError::NotFound(v.name.clone()))?;
+        let fstype = Fstype::parse(&v.fstype).unwrap_or(meta.fstype);
+        super::fs_options::check_mount(fstype, &meta.mount_options)
+            .map_err(|reason| EngineError::RefusedRecord { name: v.name.clone(), what: "mount options", key: records::VOLUME_KEY, reason })?;
+        std::fs::create_dir_all(&v.mountpoint).map_err(crate::host::HostError::io("create", &v.mountpoint))?;
+        self.mount_table.mount(&v.device, &v.mountpoint, fstype.as_str(), &super::mount::mount_options(&meta.mount_options, fstype))?;
+        self.remount.lock().unwrap().remove(&v.name);
+        self.cache.invalidate(&v.name);
+        tracing::info!("volume '{}': mounted again at {} from {}", v.name, v.mountpoint.display(), v.device.display());
         Ok(())
     }
 

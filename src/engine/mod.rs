@@ -132,6 +132,9 @@ pub enum EngineError {
     #[error("image '{image}' already exists and is not an rbdvol volume: choose another volume name")]
     NotOurs { image: String },
 
+    #[error("volume '{name}' is being taken back after a restart of the plugin (its device still serves its containers and is mounted again within seconds): retry the mount")]
+    TakingBack { name: String },
+
     #[error("{0}")]
     Config(#[from] ConfigError),
 
@@ -287,6 +290,11 @@ struct Inner {
     /// Volumes whose online grow failed, with the size tried: not retried
     /// until the image grows again (the next mount grows them).
     grow_failed: Mutex<HashMap<String, u64>>,
+    /// Volumes kept at start-up whose mount was gone but whose device still
+    /// serves their containers (a managed plugin's `disable -f`: dockerd
+    /// detaches the plugin's mounts; krbd keeps the device, rbd-nbd's waits
+    /// to be reattached): mounted again by the next check.
+    remount: Mutex<BTreeSet<String>>,
 }
 
 impl Inner {
@@ -349,6 +357,7 @@ impl Engine {
                 changes: Mutex::new(None),
                 liveness: std::sync::OnceLock::new(),
                 grow_failed: Mutex::new(HashMap::new()),
+                remount: Mutex::new(BTreeSet::new()),
                 fence_renewed: Mutex::new(HashMap::new()),
                 attempts: std::sync::atomic::AtomicU64::new(
                     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1),

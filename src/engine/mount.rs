@@ -138,6 +138,7 @@ impl Inner {
         }
         // Unmapped: the volume is free on this host whatever happens next.
         self.mounted.lock().unwrap().remove(&v.name);
+        self.remount.lock().unwrap().remove(&v.name);
         lenient(self.state.remove(&v.name).map_err(EngineError::from))?;
         self.cache.invalidate(&v.name);
         timing::step("record");
@@ -163,6 +164,9 @@ impl Inner {
     /// Mount `attempt` (a number no other Mount call of this run has) of
     /// `name` for `id`.
     pub(super) fn mount(&self, name: &str, id: &str, attempt: u64) -> Result<Mounted, EngineError> {
+        if self.remount.lock().unwrap().contains(name) {
+            return Err(EngineError::TakingBack { name: name.to_string() });
+        }
         if let Some(v) = self.mounted.lock().unwrap().get_mut(name) {
             if v.add_unanswered_ref(id, attempt, unix_now()) {
                 self.state.save(v)?;
@@ -421,7 +425,7 @@ fn unix_now() -> u64 {
 
 /// The volume's mount options with what its filesystem implies (xfs
 /// clones: `nouuid`).
-fn mount_options(options: &str, fstype: Fstype) -> String {
+pub(super) fn mount_options(options: &str, fstype: Fstype) -> String {
     let implied = fstype.implied_mount_options();
     if implied.is_empty() || options.split(',').any(|o| o == implied) {
         options.to_string()

@@ -54,6 +54,19 @@ impl Inner {
             if still_mounted && v.ref_count() > 0 {
                 tracing::info!("volume '{}' is still mounted at {} for {} reference(s): keeping it", v.name, v.mountpoint.display(), v.ref_count());
                 kept.insert(v.name.clone(), v);
+            } else if !still_mounted && v.ref_count() > 0 && self.device_still_serves(&v) {
+                // Its mount went with the plugin (dockerd detaches a managed
+                // plugin's mounts when it stops it), its containers did
+                // not: their filesystem still works through the device.
+                tracing::warn!(
+                    "volume '{}' is no longer mounted at {} but its device {} still serves its {} container(s): keeping it, mounting it again",
+                    v.name,
+                    v.mountpoint.display(),
+                    v.device.display(),
+                    v.ref_count()
+                );
+                self.remount.lock().unwrap().insert(v.name.clone());
+                kept.insert(v.name.clone(), v);
             } else {
                 tracing::warn!("volume '{}' was recorded as mounted but is not: cleaning up", v.name);
                 let image = ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() };
@@ -95,6 +108,18 @@ impl Inner {
         }
         *self.mounted.lock().unwrap() = kept;
         Ok(())
+    }
+
+    /// Whether the recorded device of `v` is still its mapping: krbd's (the
+    /// kernel keeps it), or rbd-nbd's waiting to be reattached. Never the
+    /// user-space mapper's (its server died with the plugin) nor anything
+    /// after a reboot (another image may have that device now).
+    fn device_still_serves(&self, v: &super::MountedVolume) -> bool {
+        let mapping = self.mapping_of(v);
+        if self.mapper.needs_reattach(&mapping) {
+            return true;
+        }
+        matches!(self.mapper.find(&mapping.image), Ok(Some(m)) if m.device == v.device)
     }
 
     /// Releases this host's host lock and mounted-by record on a volume it

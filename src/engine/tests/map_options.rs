@@ -99,3 +99,64 @@ fn a_mapping_whose_process_died_is_never_reattached_once_another_host_took_the_v
     assert!(journal.contains(&"unmap rbd/v".to_string()), "released instead: {journal:?}");
     assert_eq!(block_on(bed.engine.path("v")).unwrap(), None);
 }
+
+/// A managed plugin's `disable -f`: dockerd stops the plugin and detaches
+/// its mounts; the containers keep the filesystem, and krbd keeps the
+/// device (rbd-nbd's waits to be reattached).
+fn plugin_stopped_by_dockerd(bed: Bed, name: &str, rbd_nbd: bool) -> Bed {
+    use crate::host::mounts::MountTable;
+    if rbd_nbd {
+        bed.mapper.kill(&image(name));
+    }
+    bed.mounts.unmount_detached(&bed.mountpoint(name)).unwrap();
+    let bed = bed.restart();
+    bed.clear_journal();
+    bed
+}
+
+#[test]
+fn a_krbd_volume_whose_mount_dockerd_detached_is_kept_and_mounted_again_and_a_mount_meanwhile_is_told_to_retry() {
+    let bed = Bed::start(&[]);
+    bed.mapper.act_as(MapperKind::Krbd);
+    with_options(&bed, "v", None, None);
+    bed.mount("v", "c1").unwrap();
+    let bed = plugin_stopped_by_dockerd(bed, "v", false);
+    assert!(bed.journal().is_empty(), "nothing undone: {:?}", bed.journal());
+    let err = bed.mount("v", "c2").unwrap_err();
+    assert!(matches!(err, EngineError::TakingBack { .. }), "{err}");
+    block_on(bed.engine.check_all_mounted());
+    let mp = bed.mountpoint("v").display().to_string();
+    assert_eq!(bed.journal(), vec![format!("mount {mp}")], "mounted again, nothing else");
+    assert_eq!(bed.mount("v", "c2").unwrap(), Mounted::Again(bed.mountpoint("v")));
+    bed.unmount("v", "c1").unwrap();
+    assert_eq!(bed.unmount("v", "c2").unwrap(), Unmounted::Released);
+    bed.assert_nothing_left("v");
+}
+
+#[test]
+fn an_rbd_nbd_volume_whose_mount_dockerd_detached_is_reattached_then_mounted_again() {
+    let bed = Bed::start(&[]);
+    bed.mapper.act_as(MapperKind::Nbd);
+    with_options(&bed, "v", None, None);
+    bed.mount("v", "c1").unwrap();
+    let bed = plugin_stopped_by_dockerd(bed, "v", true);
+    block_on(bed.engine.check_all_mounted());
+    let mp = bed.mountpoint("v").display().to_string();
+    let journal = bed.journal();
+    let at = |what: &str| journal.iter().position(|j| j == what).unwrap_or_else(|| panic!("no {what}: {journal:?}"));
+    assert!(at("reattach rbd/v -o ") < at(&format!("mount {mp}")), "{journal:?}");
+    assert_eq!(block_on(bed.engine.path("v")).unwrap(), Some(bed.mountpoint("v")));
+}
+
+#[test]
+fn a_user_space_volume_whose_server_died_with_its_mount_is_cleaned_up_as_before() {
+    let bed = Bed::start(&["v"]);
+    bed.mount("v", "c1").unwrap();
+    // Its server died: no mapping left, no process to reattach.
+    use crate::host::mapper::Mapper;
+    let m = bed.mapper.find(&image("v")).unwrap().unwrap();
+    bed.mapper.unmap(&m).unwrap();
+    let bed = plugin_stopped_by_dockerd(bed, "v", false);
+    assert_eq!(block_on(bed.engine.path("v")).unwrap(), None, "not kept");
+    assert_eq!(bed.state_file_count(), 0);
+}
