@@ -198,7 +198,7 @@ live_nbd() { for p in $(pidof rbd-nbd); do grep -q . /proc/$p/cmdline 2>/dev/nul
 serve --mapper nbd
 result mapper "$(grep -o 'mapper [a-z]*' /tmp/serve.log | head -1)"
 result create_bad "$(call Create '{"Name":"nbad","Opts":{"size":"64","map_options":"nbd:device=/dev/nbd3"}}')"
-result create "$(call Create '{"Name":"n1","Opts":{"size":"64","map_options":"krbd:queue_depth=64;nbd:io-timeout=60,reattach-timeout=120"}}')"
+result create "$(call Create '{"Name":"n1","Opts":{"size":"64","map_options":"krbd:queue_depth=64;nbd:io-timeout=20,reattach-timeout=120"}}')"
 result mount "$(call Mount '{"Name":"n1","ID":"c1"}')"
 result device "$(call Get '{"Name":"n1"}' | grep -o '"device":"[^"]*"')"
 result rbd_nbd_args "$(tr '\0' '\n' </proc/$(pidof rbd-nbd)/cmdline | grep -e '^--io-timeout' -e '^--reattach-timeout' -e '^--try-netlink' -e '^--ms_client_mode' -e '^--cookie' | cut -d= -f1,2 | sed 's/cookie=.*/cookie/' | tr '\n' ' ')"
@@ -269,7 +269,7 @@ echo "--- serve.log"; cat /tmp/serve.log
     assert!(r("device").contains("/dev/nbd"), "{console}");
     // The volume's nbd list and the host's msgr2 mode reached rbd-nbd, with
     // netlink and a cookie to reattach by.
-    assert_eq!(r("rbd_nbd_args"), "--ms_client_mode=secure --io-timeout=60 --try-netlink --reattach-timeout=120 --cookie", "{console}");
+    assert_eq!(r("rbd_nbd_args"), "--ms_client_mode=secure --io-timeout=20 --try-netlink --reattach-timeout=120 --cookie", "{console}");
     assert_eq!(r("rbd_nbd_args_key"), "0", "the key is on a command line");
 
     // Killed with the plugin, reattached by the restarted plugin; the
@@ -285,7 +285,11 @@ echo "--- serve.log"; cat /tmp/serve.log
         console.lines().find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("no {prefix}")).trim().parse().unwrap()
     };
     let synced: Vec<f64> = console.lines().filter_map(|l| l.strip_prefix("GUEST SYNCED ")).map(|l| l.split(' ').nth(1).unwrap().parse().unwrap()).collect();
-    let stall = synced.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    let (stall, after) = synced.windows(2).enumerate().map(|(i, w)| (w[1] - w[0], i)).fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a });
+    for l in console.lines().filter(|l| l.contains("reattached in") || l.contains("mounted again") || l.contains("still serves")) {
+        println!("serve: {l}");
+    }
+    println!("the longest wait came after line {after}");
     println!(
         "rbd-nbd reattach: plugin killed at {:.1} s, reattached at {:.1} s; killed with its mounts detached at {:.1} s, reattached and mounted again at {:.1} s ({}); the writer's longest wait between two fsynced lines {stall:.1} s (guest time, TCG)",
         at("GUEST KILLED "),

@@ -180,6 +180,10 @@ fn an_upgrade_under_mounted_user_space_volumes_loses_nothing_fsynced_and_they_mo
     assert!(out.status.success(), "docker plugin upgrade: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     println!("docker plugin upgrade took {:?}", start.elapsed());
     assert_eq!(docker_ok(&["plugin", "inspect", "-f", "{{.PluginReference}}", &p.name]), remote, "not upgraded");
+    // The settings survive an upgrade; mount sources are reset (Docker 20.10).
+    let env = docker_ok(&["plugin", "inspect", "-f", "{{json .Settings.Env}}", &p.name]);
+    assert!(env.contains("RBD_CONF_GLOBAL_MON_HOST=") && !env.contains("RBD_CONF_GLOBAL_MON_HOST=\""), "settings lost in the upgrade: {env}");
+    p.set_host_mounts();
     p.enable();
     for c in &counters {
         docker_ok(&["rm", "-f", c]);

@@ -75,8 +75,15 @@ impl Inner {
                 // One volume that cannot be cleaned up (a device still busy)
                 // never stops the others: it stays recorded, retried at the
                 // next start, and its lock in the background.
-                // Unmapped as it was mapped (its unmap options).
+                // Unmapped as it was mapped (its unmap options). A mapping
+                // no mapper finds any more may have left its device (a
+                // user-space server's loop device, its directory gone).
                 let found = self.mapper.find(&image).map(|m| m.map(|m| Mapping { with: v.mapped_with.clone(), ..m }));
+                if let Ok(None) = found {
+                    if let Err(e) = self.mapper.forget_dead(&self.mapping_of(&v)) {
+                        tracing::warn!("volume '{}': {e}", v.name);
+                    }
+                }
                 let cleaned = found.map_err(EngineError::from).and_then(|m| self.tear_down(&v, still_mounted, m, Teardown::Strict));
                 if let Err(e) = cleaned {
                     tracing::error!("cannot clean up volume '{}' (retried at the next start): {e}", v.name);

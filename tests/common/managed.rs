@@ -44,14 +44,19 @@ impl ManagedPlugin {
         assert!(build.status.success(), "docker/build.sh: {}{}", String::from_utf8_lossy(&build.stdout), String::from_utf8_lossy(&build.stderr));
         docker_ok(&["plugin", "create", name, out.to_str().unwrap()]);
         let p = ManagedPlugin { name: name.to_string(), dir, volumes: Default::default(), _exclusive: exclusive };
-        if !Path::new("/lib/modules").exists() {
-            // This host has no kernel modules directory (a VM kernel with
-            // everything built in): mount an empty one instead.
-            let empty = p.dir.path().join("no-modules");
-            std::fs::create_dir_all(&empty).unwrap();
-            p.set(&[("modules.source", empty.to_str().unwrap())]);
-        }
+        p.set_host_mounts();
         p
+    }
+
+    /// On a host without a kernel modules directory (a VM kernel with
+    /// everything built in), an empty one for the plugin's `/lib/modules`.
+    /// Again after an upgrade, which resets mount sources.
+    pub fn set_host_mounts(&self) {
+        if !Path::new("/lib/modules").exists() {
+            let empty = self.dir.path().join("no-modules");
+            std::fs::create_dir_all(&empty).unwrap();
+            self.set(&[("modules.source", empty.to_str().unwrap())]);
+        }
     }
 
     /// `docker plugin set` (the plugin must be disabled).
@@ -129,12 +134,18 @@ impl ManagedPlugin {
     }
 
     /// Pushes the plugin built for this test, as `<registry>/<repo>:latest`,
-    /// to `registry` (a second plugin made from the same directory, pushed,
-    /// then removed locally); returns the reference.
+    /// to `registry` (a second plugin made from a copy of its directory,
+    /// pushed, then removed locally); returns the reference.
     pub fn push_copy(&self, registry: &Registry, repo: &str) -> String {
         let reference = format!("{}/{repo}:latest", registry.address);
         let _ = docker(&["plugin", "rm", "-f", &reference]);
-        docker_ok(&["plugin", "create", &reference, self.dir.path().join("plugin").to_str().unwrap()]);
+        // A copy with one file more: dockerd refuses a second plugin whose
+        // rootfs is the same content as one it has.
+        let next = self.dir.path().join("plugin-next");
+        let cp = Command::new("cp").arg("-a").arg(self.dir.path().join("plugin")).arg(&next).status().expect("cp");
+        assert!(cp.success(), "cp -a of the plugin directory failed");
+        std::fs::write(next.join("rootfs/rbdvol-next"), reference.as_bytes()).unwrap();
+        docker_ok(&["plugin", "create", &reference, next.to_str().unwrap()]);
         let pushed = docker(&["plugin", "push", &reference]);
         let _ = docker(&["plugin", "rm", "-f", &reference]);
         assert!(pushed.status.success(), "docker plugin push {reference}: {}", String::from_utf8_lossy(&pushed.stderr));

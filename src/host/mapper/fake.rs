@@ -153,6 +153,11 @@ impl Mapper for FakeMapper {
         Ok(())
     }
 
+    fn forget_dead(&self, recorded: &Mapping) -> Result<(), HostError> {
+        self.journal.lock().unwrap().push(format!("forget_dead {} {}", recorded.image, recorded.device.display()));
+        Ok(())
+    }
+
     fn needs_reattach(&self, mapping: &Mapping) -> bool {
         self.dead.lock().unwrap().contains(&mapping.image)
     }

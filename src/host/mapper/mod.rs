@@ -139,6 +139,14 @@ pub trait Mapper: Send + Sync {
         false
     }
 
+    /// Removes what the mapping this host recorded for a volume left when
+    /// its process died and nothing else names it any more (the user-space
+    /// server's directory gone with the plugin's rootfs in an upgrade);
+    /// by default nothing.
+    fn forget_dead(&self, _recorded: &Mapping) -> Result<(), HostError> {
+        Ok(())
+    }
+
     /// Removes what mappings whose process died left behind (at start-up);
     /// by default nothing.
     fn clean_up_dead(&self) -> Result<(), HostError> {

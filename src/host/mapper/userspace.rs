@@ -486,15 +486,19 @@ impl Mapper for Userspace {
             tracing::warn!("the user-space server for {} is gone: cleaning up after it", server.image);
             clean_dead(&server)?;
         }
-        // Loop devices on a dead server's file whose directory is gone with
-        // it: the plugin's rootfs, and its run directory, replaced by
-        // `docker plugin upgrade` after a `disable -f`.
-        for (dev, backing) in sys::loop_devices() {
-            let ours = backing.starts_with(&self.root) && backing.file_name() == Some(DISK_FILE.as_ref());
-            if ours && backing.parent().is_some_and(|d| !d.exists()) && sys::loop_backing_dead(&dev).is_some() {
-                tracing::warn!("detaching {} from a dead user-space server whose directory is gone ({})", dev.display(), backing.display());
-                sys::loop_detach(&dev)?;
-            }
+        Ok(())
+    }
+
+    /// The loop device the state recorded, when it is still on a dead
+    /// server's file (the kernel names a file of a FUSE mount that is gone
+    /// by its path inside it, `/disk`; no live server maps the image).
+    fn forget_dead(&self, recorded: &Mapping) -> Result<(), HostError> {
+        if self.server(&recorded.image).is_some() {
+            return Ok(());
+        }
+        if sys::loop_backing_dead(&recorded.device).is_some_and(|b| b.file_name() == Some(DISK_FILE.as_ref())) {
+            tracing::warn!("detaching {} from the dead user-space server of {} (its directory is gone)", recorded.device.display(), recorded.image);
+            sys::loop_detach(&recorded.device)?;
         }
         Ok(())
     }
