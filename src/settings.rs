@@ -277,6 +277,31 @@ mod tests {
     }
 
     #[test]
+    fn default_map_options_come_from_a_flag_or_consul_and_a_bad_one_is_reported_and_not_used() {
+        let sources = Sources {
+            flags: map(&[("RBDVOL_UNMAP_OPTIONS", "krbd:force")]),
+            consul: consul(&[
+                ("RBDVOL_MAP_OPTIONS", "krbd:queue_depth=256;nbd:io-timeout=60", "defaults/map_options"),
+                ("RBD_CONF_GLOBAL_MON_HOST", "10.0.0.1", "conf/global/mon_host"),
+                ("RBD_CONF_KEYRING_KEY", KEY_A, "conf/keyring/key"),
+            ]),
+            env: map(&[("RBDVOL_MS_MODE", "secure"), ("RBDVOL_CRUSH_LOCATION", "host=node1")]),
+            ..Default::default()
+        };
+        let e = resolve(&sources, |r| panic!("{r}"));
+        assert_eq!(e.defaults.mapper_options.map.as_deref(), Some("krbd:queue_depth=256;nbd:io-timeout=60"));
+        assert_eq!(e.defaults.mapper_options.unmap.as_deref(), Some("krbd:force"));
+        let ceph = e.ceph.unwrap();
+        assert_eq!((ceph.options["ms_client_mode"].as_str(), ceph.options["crush_location"].as_str()), ("secure", "host=node1"));
+        assert!(e.shown.iter().any(|s| s.name == "RBDVOL_MS_MODE" && s.source == "environment"), "{:?}", e.shown);
+        let bad = Sources { consul: consul(&[("RBDVOL_MAP_OPTIONS", "krbd:secret=x", "defaults/map_options")]), ..Default::default() };
+        let mut reports = Vec::new();
+        let e = resolve(&bad, |r| reports.push(r));
+        assert_eq!(e.defaults.mapper_options.map, None);
+        assert!(reports.iter().any(|r| r.contains("defaults/map_options") && r.contains("RBDVOL_MAP_OPTIONS") && r.contains("'secret' is not allowed")), "{reports:?}");
+    }
+
+    #[test]
     fn per_pool_overrides_apply_to_their_pool_only_and_below_the_environment() {
         let mut pools = BTreeMap::new();
         pools.insert(

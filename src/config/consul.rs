@@ -491,6 +491,8 @@ mod tests {
         assert_eq!(env_name_of("conf/keyring/key").as_deref(), Some("RBD_CONF_KEYRING_KEY"));
         assert_eq!(env_name_of("defaults/size").as_deref(), Some("VOLUME_SIZE"));
         assert_eq!(env_name_of("defaults/pool").as_deref(), Some("RBD_CONF_POOL"));
+        assert_eq!(env_name_of("defaults/map_options").as_deref(), Some("RBDVOL_MAP_OPTIONS"));
+        assert_eq!(env_name_of("defaults/unmap_options").as_deref(), Some("RBDVOL_UNMAP_OPTIONS"));
         assert_eq!(env_name_of("conf/osd/x"), None);
         assert_eq!(env_name_of("conf/global/a b"), None);
         assert_eq!(env_name_of("defaults/colour"), None);
