@@ -87,6 +87,12 @@ impl Inner {
                 let _ = std::fs::remove_dir(mp);
             }
             Step::Mapped(m) if how == Teardown::Fenced => self.mapper.unmap_fenced(m)?,
+            // Its containers may still use the lazily detached filesystem,
+            // and may go on: never a forced unmap, whatever the volume asks.
+            Step::Mapped(m) if how == Teardown::Lost => {
+                let plain = Mapping { with: crate::host::mapper::MappedWith { unmap_options: Vec::new(), ..m.with.clone() }, ..m.clone() };
+                self.mapper.unmap(&plain)?
+            }
             Step::Mapped(m) => self.mapper.unmap(m)?,
             Step::MountedByRecorded => {
                 if let Some(vol) = vol {

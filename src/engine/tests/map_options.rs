@@ -163,7 +163,21 @@ fn a_user_space_volume_whose_server_died_with_its_mount_is_cleaned_up_as_before(
     use crate::host::mounts::MountTable;
     bed.mounts.unmount_detached(&bed.mountpoint("v")).unwrap();
     let bed = bed.restart();
-    assert!(bed.journal().contains(&format!("forget_dead rbd/v {device}")), "{:?}", bed.journal());
+    assert_eq!(bed.mapper.forgotten(), vec![format!("rbd/v {device}")]);
     assert_eq!(block_on(bed.engine.path("v")).unwrap(), None, "not kept");
     assert_eq!(bed.state_file_count(), 0);
+}
+
+#[test]
+fn a_volume_whose_lock_was_broken_without_fencing_is_never_unmapped_by_force_whatever_its_unmap_options() {
+    let bed = Bed::start(&[]);
+    bed.mapper.act_as(MapperKind::Krbd);
+    with_options(&bed, "v", None, Some("krbd:force"));
+    bed.mount("v", "c1").unwrap();
+    bed.clear_journal();
+    // `rbdvol unlock --force` elsewhere: no fencing recorded.
+    bed.store.set_lockers("v", vec![("client.9".into(), "host-b".into())]);
+    block_on(bed.engine.check_all_mounted());
+    let journal = bed.journal();
+    assert!(journal.contains(&"unmap rbd/v".to_string()) && !journal.iter().any(|j| j.contains("force")), "{journal:?}");
 }
