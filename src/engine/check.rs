@@ -56,7 +56,8 @@ impl Inner {
             let same = self.mounted.lock().unwrap().get(name).is_some_and(|now| now.device == v.device && now.mountpoint == v.mountpoint);
             same.then_some(guard)
         };
-        let look = || -> Result<(Arc<dyn Store>, Box<dyn Volume>, Lockers), EngineError> {
+        type Looked = (Arc<dyn Store>, Box<dyn Volume>, Lockers);
+        let look = || -> Result<Looked, EngineError> {
             let store = self.store()?;
             let vol = self.header_of_mounted(&*store, &v)?;
             let lockers = vol.host_lockers()?;

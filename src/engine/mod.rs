@@ -139,7 +139,9 @@ pub enum EngineError {
     Config(#[from] ConfigError),
 
     #[error("{source}; settings to fix: {settings}")]
-    Connect { source: CephError, settings: &'static str },
+    /// The source is boxed: a `CephError` beside the settings' names made
+    /// every `Result<_, EngineError>` large.
+    Connect { source: Box<CephError>, settings: &'static str },
 
     #[error(transparent)]
     Ceph(#[from] CephError),
