@@ -25,6 +25,9 @@ fn no_key_in(console: &str) {
 
 #[test]
 fn krbd_maps_mounts_and_survives_a_plugin_restart_in_a_real_kernel() {
+    // Also a restart with the mount detached (a managed plugin's
+    // `disable -f`), and the map/unmap options, msgr2 mode and CRUSH
+    // location reaching the kernel.
     let scenario = format!(
         "{PRELUDE}{}",
         r#"
@@ -57,6 +60,21 @@ sleep 1
 serve
 result path_after_restart "$(call Path '{"Name":"k1"}')"
 result get_after_restart "$(call Get '{"Name":"k1"}')"
+# A managed plugin's disable -f: dockerd also detaches the plugin's mounts;
+# a container still works in the filesystem (here: a process whose cwd it is).
+sh -c "cd $mp && exec sleep 100000" &
+holder=$!
+kill -9 "$(cat /tmp/serve.pid)"
+umount -l $mp
+result detached "$(grep -c " $mp " /proc/mounts)"
+sleep 1
+serve
+i=0; until grep -q 'mounted again at' /tmp/serve.log; do sleep 0.5; i=$((i + 1)); [ $i -gt 120 ] && break; done
+result remounted "$(grep -c " $mp " /proc/mounts)"
+result marker_after_remount "$(cat $mp/marker)"
+result devices_after_remount "$(ls /sys/bus/rbd/devices | tr '\n' ' ')"
+kill $holder
+wait $holder 2>/dev/null
 result unmount "$(call Unmount '{"Name":"k1","ID":"c1"}')"
 result devices_after "$(ls /sys/bus/rbd/devices | wc -l)"
 result mounted_after "$(grep -c ' /var/lib/rbdvol/mnt/k1 ' /proc/mounts)"
@@ -108,7 +126,13 @@ echo "--- serve.log"; cat /tmp/serve.log
     assert_eq!(get["Volume"]["Status"]["mapper"], "krbd", "{get}");
     assert_eq!(get["Volume"]["Status"]["device"], "/dev/rbd0", "{get}");
     assert_eq!(get["Volume"]["Status"]["containers"], 1, "{get}");
-    assert_eq!(json(Some(&r("unmount")))["Err"], "");
+    // Its mount detached as dockerd does, the plugin killed: the restarted
+    // plugin keeps the volume (the kernel still maps it) and mounts it again.
+    assert_eq!(r("detached"), "0", "{console}");
+    assert_eq!(r("remounted"), "1", "not mounted again:\n{console}");
+    assert_eq!(r("marker_after_remount"), "krbd-in-a-real-kernel", "{console}");
+    assert_eq!(r("devices_after_remount"), "0", "{console}");
+    assert_eq!(json(Some(&r("unmount")))["Err"], "", "{console}");
     assert_eq!((r("devices_after").as_str(), r("mounted_after").as_str()), ("0", "0"), "still mapped or mounted");
 
     // What the guest wrote through krbd is in Ceph.
