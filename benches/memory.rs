@@ -65,7 +65,7 @@ fn main() {
     std::thread::sleep(std::time::Duration::from_secs(2));
     println!("memory of a mounted user-space volume (cargo bench --bench memory; IO={io} per round)");
     println!("  idle after the mount: {}", Memory::of(pid));
-    let quarter = format!("{}M", bytes(&io) / 4 >> 20);
+    let quarter = format!("{}M", (bytes(&io) / 4) >> 20);
     let mut seen = 0u64;
     for round in 1..=rounds {
         // Half sequential (1 MiB), half random (4 KiB), written then read.

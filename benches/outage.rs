@@ -66,7 +66,8 @@ fn main() {
     for n in ["known-a", "known-b", "mounted"] {
         assert_eq!(p.get(n).err(), "");
     }
-    let reads: [(&str, &str, Box<dyn Fn(usize) -> String + Sync>); 3] = [
+    type Body = Box<dyn Fn(usize) -> String + Sync>;
+    let reads: [(&str, &str, Body); 3] = [
         ("Get", "VolumeDriver.Get", Box::new(|i| format!(r#"{{"Name":"{}"}}"#, ["known-a", "known-b", "mounted"][i % 3]))),
         ("List", "VolumeDriver.List", Box::new(|_| "{}".to_string())),
         ("Path", "VolumeDriver.Path", Box::new(|i| format!(r#"{{"Name":"{}"}}"#, ["known-a", "mounted"][i % 2]))),

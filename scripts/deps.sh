@@ -12,6 +12,8 @@ packages=(
     e2fsprogs xfsprogs util-linux fuse3 kmod
     # end-to-end tests: a real dockerd and a static busybox for the test image
     docker.io busybox-static docker-compose
+    # `docker plugin upgrade` pulls the new plugin from a registry: a local one
+    docker-registry
     # docker/build.sh: strip and ldconfig
     binutils libc-bin
     # benchmarks: the peers' way (rbd CLI is in ceph-common), fio, fuser (their teardown)

@@ -105,7 +105,7 @@ build() {
     cp "$tree"/modules.order "$tree"/modules.builtin* "$mods/" 2>/dev/null || true
     # crc32c_generic: libcrc32c wants a crc32c (a soft dependency, not in
     # modinfo's depends).
-    for f in $(modules_closure "$tree" virtio_pci virtio_net crc32c_generic rbd nbd ext4 xfs); do
+    for f in $(modules_closure "$tree" virtio_pci virtio_net crc32c_generic rbd nbd ext4 xfs gcm ghash_generic ctr); do
         mkdir -p "$mods/$(dirname "${f#"$tree"/}")"
         cp "$f" "$mods/${f#"$tree"/}"
     done

@@ -54,6 +54,8 @@ fn check_default(name: &str, value: &str) -> Result<(), String> {
         "VOLUME_FSTYPE" => Fstype::parse(value).map(drop).ok_or_else(|| "not ext4, xfs or btrfs".to_string()),
         "VOLUME_FEATURES" => crate::ceph::features_from_str(value).map(drop).map_err(|e| e.to_string()),
         "RBD_CONF_POOL" if value.contains('/') => Err("a pool name has no '/'".into()),
+        "RBDVOL_MAP_OPTIONS" => crate::engine::map_options::parse(crate::engine::map_options::Which::Map, value).map(drop),
+        "RBDVOL_UNMAP_OPTIONS" => crate::engine::map_options::parse(crate::engine::map_options::Which::Unmap, value).map(drop),
         _ => Ok(()),
     }
 }
@@ -98,6 +100,10 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
         mount_options: get("MOUNT_OPTIONS"),
         features: Some(get("VOLUME_FEATURES")).filter(|s| !s.is_empty()),
         pools: BTreeMap::new(),
+        mapper_options: crate::engine::map_options::Given {
+            map: Some(get("RBDVOL_MAP_OPTIONS")).filter(|s| !s.is_empty()),
+            unmap: Some(get("RBDVOL_UNMAP_OPTIONS")).filter(|s| !s.is_empty()),
+        },
     };
     let mut defaults = defaults;
     for (pool, settings) in &sources.pools {
@@ -128,7 +134,7 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
     // over them, then what the files add below them all.
     let mut vars: BTreeMap<String, (String, String)> = sources.consul.iter().map(|(n, (v, k))| (n.clone(), (v.clone(), format!("consul {k}")))).collect();
     for (n, v) in &sources.env {
-        if n.starts_with("RBD_CONF_") || n.starts_with("RBDVOL_") && n.ends_with("_TIMEOUT") {
+        if n.starts_with("RBD_CONF_") || n.starts_with("RBDVOL_") && n.ends_with("_TIMEOUT") || crate::config::CLIENT_VARS.contains(&n.as_str()) {
             vars.insert(n.clone(), (v.clone(), "environment".into()));
         }
     }
@@ -158,7 +164,7 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
         }
     }
     for (n, (v, source)) in &vars {
-        if n.starts_with("RBD_CONF_") && !DEFAULT_KEYS.iter().any(|(_, d)| d == n) || n.ends_with("_TIMEOUT") {
+        if n.starts_with("RBD_CONF_") && !DEFAULT_KEYS.iter().any(|(_, d)| d == n) || n.ends_with("_TIMEOUT") || crate::config::CLIENT_VARS.contains(&n.as_str()) {
             let value = if n == "RBD_CONF_KEYRING_KEY" { "(set; not shown)".to_string() } else { v.clone() };
             shown.push(Shown { name: n.clone(), value, source: source.clone() });
         }
@@ -268,6 +274,31 @@ mod tests {
         let mon = e.shown.iter().find(|s| s.name == "RBD_CONF_GLOBAL_MON_HOST").unwrap();
         assert_eq!(mon.source, "consul conf/global/mon_host");
         assert!(!format!("{:?}", e.shown).contains(KEY_A) && !format!("{:?}", e.shown).contains(KEY_B));
+    }
+
+    #[test]
+    fn default_map_options_come_from_a_flag_or_consul_and_a_bad_one_is_reported_and_not_used() {
+        let sources = Sources {
+            flags: map(&[("RBDVOL_UNMAP_OPTIONS", "krbd:force")]),
+            consul: consul(&[
+                ("RBDVOL_MAP_OPTIONS", "krbd:queue_depth=256;nbd:io-timeout=60", "defaults/map_options"),
+                ("RBD_CONF_GLOBAL_MON_HOST", "10.0.0.1", "conf/global/mon_host"),
+                ("RBD_CONF_KEYRING_KEY", KEY_A, "conf/keyring/key"),
+            ]),
+            env: map(&[("RBDVOL_MS_MODE", "secure"), ("RBDVOL_CRUSH_LOCATION", "host=node1")]),
+            ..Default::default()
+        };
+        let e = resolve(&sources, |r| panic!("{r}"));
+        assert_eq!(e.defaults.mapper_options.map.as_deref(), Some("krbd:queue_depth=256;nbd:io-timeout=60"));
+        assert_eq!(e.defaults.mapper_options.unmap.as_deref(), Some("krbd:force"));
+        let ceph = e.ceph.unwrap();
+        assert_eq!((ceph.options["ms_client_mode"].as_str(), ceph.options["crush_location"].as_str()), ("secure", "host=node1"));
+        assert!(e.shown.iter().any(|s| s.name == "RBDVOL_MS_MODE" && s.source == "environment"), "{:?}", e.shown);
+        let bad = Sources { consul: consul(&[("RBDVOL_MAP_OPTIONS", "krbd:secret=x", "defaults/map_options")]), ..Default::default() };
+        let mut reports = Vec::new();
+        let e = resolve(&bad, |r| reports.push(r));
+        assert_eq!(e.defaults.mapper_options.map, None);
+        assert!(reports.iter().any(|r| r.contains("defaults/map_options") && r.contains("RBDVOL_MAP_OPTIONS") && r.contains("'secret' is not allowed")), "{reports:?}");
     }
 
     #[test]

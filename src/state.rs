@@ -24,6 +24,33 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateErro
 /// as dockerd retrying it (dockerd retries a failed transport for ~30 s).
 pub const RETRY_WINDOW_SECS: u64 = 60;
 
+/// What a mapping was made with, beyond its image and device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MappedWith {
+    /// The map options it was made with (checked by the engine's allowlist
+    /// for this mapper; `name` or `name=value`): rbd-nbd's `attach` takes
+    /// them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub map_options: Vec<String>,
+    /// The options its unmap takes (krbd: `force`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmap_options: Vec<String>,
+    /// rbd-nbd: the device's cookie, which a new rbd-nbd must name to
+    /// attach to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// Mapped read-only (a read-only volume): rbd-nbd's `attach` is
+    /// read-only again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+impl MappedWith {
+    pub fn is_empty(&self) -> bool {
+        *self == MappedWith::default()
+    }
+}
+
 /// A volume mounted on this host.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MountedVolume {
@@ -51,6 +78,10 @@ pub struct MountedVolume {
     /// Mapped and mounted read-only, under the shared host lock.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
+    /// What its mapping was made with (absent in state written by older
+    /// versions, and when there is nothing to say).
+    #[serde(default, skip_serializing_if = "MappedWith::is_empty")]
+    pub mapped_with: MappedWith,
 }
 
 impl MountedVolume {
@@ -309,6 +340,7 @@ mod tests {
             refs: BTreeMap::new(),
             unanswered: Default::default(),
             read_only: false,
+            mapped_with: Default::default(),
         }
     }
 
@@ -333,6 +365,20 @@ mod tests {
         // State written before this field reads as all answered.
         let old: MountedVolume = serde_json::from_str(r#"{"name":"a","pool":"rbd","image":"a","mapper":"userspace","device":"/dev/loop3","mountpoint":"/m/a","fstype":"ext4","refs":{"c1":1}}"#).unwrap();
         assert!(old.unanswered.is_empty() && old.ref_count() == 1);
+    }
+
+    #[test]
+    fn state_without_map_options_reads_as_before_and_with_them_round_trips() {
+        // As versions before map options wrote it.
+        let old = r#"{"name":"a","pool":"rbd","namespace":"","image":"a","image_id":"10ab","mapper":"nbd","device":"/dev/nbd0","mountpoint":"/m/a","fstype":"ext4","refs":{"c1":1}}"#;
+        let v: MountedVolume = serde_json::from_str(old).unwrap();
+        assert!(v.mapped_with.is_empty());
+        assert_eq!(serde_json::to_string(&v).unwrap(), old, "nothing new is written when there is nothing to say");
+        let with = MappedWith { map_options: vec!["io-timeout=60".into()], unmap_options: vec![], cookie: Some("c00k1e".into()), read_only: false };
+        let v = MountedVolume { mapped_with: with.clone(), ..v };
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(json.ends_with(r#""mapped_with":{"map_options":["io-timeout=60"],"cookie":"c00k1e"}}"#), "{json}");
+        assert_eq!(serde_json::from_str::<MountedVolume>(&json).unwrap().mapped_with, with);
     }
 
     #[test]

@@ -63,5 +63,32 @@ fn docker_shows_errors_a_user_can_act_on() {
     let out = d.create_volume(&v, &["colour=blue"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown option 'colour'"), "{err}");
+    // A map option that would change whose credentials map the image.
+    let out = d.create_volume(&v, &["map_options=krbd:queue_depth=256,secret=AQBX;nbd:io-timeout=60"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("krbd option 'secret' is not allowed (allowed: queue_depth"), "{err}");
+    let out = d.create_volume(&v, &["unmap_options=nbd:force"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nbd option 'force' is not allowed (allowed: none)"), "{err}");
     assert!(cluster.image_deleted(&v));
+}
+
+/// `-o map_options` and `-o unmap_options` through dockerd: kept in the
+/// volume's metadata as given, for whichever kernel mapper mounts it (this
+/// host's user-space mapper takes none, and mounts it all the same).
+#[test]
+fn map_and_unmap_options_pass_through_docker_into_the_volumes_metadata() {
+    let cluster = TestCluster::shared();
+    let d = DockerPlugin::start(cluster);
+    let v = unique("dvmap");
+    let map = "krbd:queue_depth=256,alloc_size=65536;nbd:io-timeout=60,reattach-timeout=120";
+    let out = d.create_volume(&v, &["size=64", &format!("map_options={map}"), "unmap_options=krbd:force"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cluster.cli("rbd", &["image-meta", "get", &format!("rbd/{v}"), "rbdvol.volume"]);
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(meta["map_options"], map, "{meta}");
+    assert_eq!(meta["unmap_options"], "krbd:force", "{meta}");
+    let read = docker_ok(&["run", "--rm", "-v", &format!("{v}:/data"), IMAGE, "sh", "-c", "echo mapped > /data/f && cat /data/f"]);
+    assert_eq!(read, "mapped");
+    docker_ok(&["volume", "rm", &v]);
 }

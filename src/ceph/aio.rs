@@ -10,6 +10,9 @@ use rbdvol_sys as sys;
 use super::error::{CephError, Target};
 use super::image::Image;
 
+/// The caller's continuation: the bytes done and the buffer back, or the error.
+type Done = Box<dyn FnOnce(Result<(usize, Vec<u8>), CephError>) + Send>;
+
 /// What a request owns until librbd completes it: the image (so it cannot be
 /// closed under the request), the buffer librbd reads from or writes into,
 /// and the caller's continuation.
@@ -17,7 +20,7 @@ struct Pending {
     image: Arc<Image>,
     op: &'static str,
     buf: Vec<u8>,
-    done: Box<dyn FnOnce(Result<(usize, Vec<u8>), CephError>) + Send>,
+    done: Done,
 }
 
 unsafe extern "C" fn on_complete(completion: sys::rbd_completion_t, arg: *mut c_void) {
@@ -59,7 +62,7 @@ fn submit(
     request: Request,
     op: &'static str,
     buf: Vec<u8>,
-    done: Box<dyn FnOnce(Result<(usize, Vec<u8>), CephError>) + Send>,
+    done: Done,
 ) -> Result<(), CephError> {
     let pending = Box::new(Pending { image: Arc::clone(image), op, buf, done });
     // The Vec's heap buffer does not move when the Box is leaked, so the

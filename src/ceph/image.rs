@@ -342,7 +342,11 @@ impl Image {
             check(ret, "list clones of", || self.target())?;
             let text = |p: *mut std::ffi::c_char| {
                 // SAFETY: librbd filled the entry with C strings (or null).
-                (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()).unwrap_or_default()
+                if p.is_null() {
+                    String::new()
+                } else {
+                    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+                }
             };
             let children = list[..max]
                 .iter()

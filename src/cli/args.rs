@@ -125,6 +125,13 @@ pub struct ClusterArgs {
     /// Default image features of new volumes (e.g. layering,exclusive-lock).
     #[arg(long, env = "VOLUME_FEATURES")]
     pub default_features: Option<String>,
+    /// Map options of the kernel mappers for volumes without their own,
+    /// e.g. `krbd:queue_depth=256;nbd:io-timeout=60`.
+    #[arg(long, env = "RBDVOL_MAP_OPTIONS")]
+    pub default_map_options: Option<String>,
+    /// Unmap options likewise (`krbd:force`).
+    #[arg(long, env = "RBDVOL_UNMAP_OPTIONS")]
+    pub default_unmap_options: Option<String>,
 }
 
 /// The mapper: `serve` maps with it, `doctor` checks it.
@@ -211,6 +218,8 @@ impl ClusterArgs {
             ("VOLUME_MKFS_OPTIONS", &self.default_mkfs_options),
             ("MOUNT_OPTIONS", &self.default_mount_options),
             ("VOLUME_FEATURES", &self.default_features),
+            ("RBDVOL_MAP_OPTIONS", &self.default_map_options),
+            ("RBDVOL_UNMAP_OPTIONS", &self.default_unmap_options),
         ]
         .into_iter()
         .filter_map(|(n, v)| non_empty(v).map(|v| (n.to_string(), v)))

@@ -14,7 +14,7 @@ use rs_consul::types::ReadKeyRequest;
 pub const DEFAULT_PREFIX: &str = "rbdvol/";
 
 /// The volume defaults under `defaults/`, with the variable each mirrors.
-pub const DEFAULT_KEYS: [(&str, &str); 7] = [
+pub const DEFAULT_KEYS: [(&str, &str); 9] = [
     ("pool", "RBD_CONF_POOL"),
     ("namespace", "RBD_CONF_NAMESPACE"),
     ("size", "VOLUME_SIZE"),
@@ -22,6 +22,8 @@ pub const DEFAULT_KEYS: [(&str, &str); 7] = [
     ("mkfs_options", "VOLUME_MKFS_OPTIONS"),
     ("mount_options", "MOUNT_OPTIONS"),
     ("features", "VOLUME_FEATURES"),
+    ("map_options", "RBDVOL_MAP_OPTIONS"),
+    ("unmap_options", "RBDVOL_UNMAP_OPTIONS"),
 ];
 
 /// The environment variable a KV key (relative to the prefix) mirrors.
@@ -103,7 +105,7 @@ pub fn pool_overrides(kv: &BTreeMap<String, String>, mut report: impl FnMut(&str
             report(key, "expected pools/<pool>/<setting>");
             continue;
         };
-        match DEFAULT_KEYS.iter().find(|(k, _)| *k == name && !matches!(*k, "pool" | "namespace")) {
+        match DEFAULT_KEYS.iter().find(|(k, _)| *k == name && !matches!(*k, "pool" | "namespace" | "map_options" | "unmap_options")) {
             Some((_, env)) if !pool.is_empty() && !value.trim().is_empty() => {
                 out.entry(pool.to_string()).or_default().insert(env.to_string(), (value.trim().to_string(), key.clone()));
             }
@@ -489,6 +491,8 @@ mod tests {
         assert_eq!(env_name_of("conf/keyring/key").as_deref(), Some("RBD_CONF_KEYRING_KEY"));
         assert_eq!(env_name_of("defaults/size").as_deref(), Some("VOLUME_SIZE"));
         assert_eq!(env_name_of("defaults/pool").as_deref(), Some("RBD_CONF_POOL"));
+        assert_eq!(env_name_of("defaults/map_options").as_deref(), Some("RBDVOL_MAP_OPTIONS"));
+        assert_eq!(env_name_of("defaults/unmap_options").as_deref(), Some("RBDVOL_UNMAP_OPTIONS"));
         assert_eq!(env_name_of("conf/osd/x"), None);
         assert_eq!(env_name_of("conf/global/a b"), None);
         assert_eq!(env_name_of("defaults/colour"), None);

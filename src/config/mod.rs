@@ -86,6 +86,37 @@ pub struct CephSettings {
     pub timeouts: Timeouts,
 }
 
+/// The names of rbdvol's own settings that become ceph options.
+pub const CLIENT_VARS: &[&str] = &["RBDVOL_MS_MODE", "RBDVOL_CRUSH_LOCATION"];
+
+/// librados' `ms_client_mode` for an `RBDVOL_MS_MODE` (krbd's names).
+pub fn ms_client_mode(mode: &str) -> Option<&'static str> {
+    match mode {
+        "secure" => Some("secure"),
+        "crc" => Some("crc"),
+        "prefer-secure" => Some("secure crc"),
+        "prefer-crc" => Some("crc secure"),
+        _ => None,
+    }
+}
+
+/// Ceph's `crush_location` (`host=a rack=b`) from `RBDVOL_CRUSH_LOCATION`,
+/// written `host=a rack=b`, `host=a|rack=b` or krbd's `host:a|rack:b`.
+pub fn crush_location(value: &str) -> Result<String, String> {
+    let word = |s: &str, extra: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c));
+    let mut out = Vec::new();
+    for pair in value.split([' ', '|', ',']).filter(|p| !p.is_empty()) {
+        match pair.split_once(['=', ':']) {
+            Some((k, v)) if word(k, "_-") && word(v, "_-.") => out.push(format!("{k}={v}")),
+            _ => return Err(format!("'{pair}' is not TYPE=NAME (e.g. host=node1 rack=r2; letters, digits, '_', '-', '.')")),
+        }
+    }
+    if out.is_empty() {
+        return Err("it names no place: write e.g. host=node1 rack=r2".into());
+    }
+    Ok(out.join(" "))
+}
+
 /// A setting that is missing or malformed, named so the operator can fix it.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -144,6 +175,19 @@ impl CephSettings {
                 // wetopi's cluster name and rbdvol's own pool/namespace/device
                 // settings are not ceph options.
                 "RBD_CONF_CLUSTER" | "RBD_CONF_POOL" | "RBD_CONF_NAMESPACE" | "RBD_CONF_DEVICE_MAP_ROOT" => {}
+                "RBDVOL_MS_MODE" => {
+                    let mode = ms_client_mode(value.trim()).ok_or_else(|| ConfigError::Invalid {
+                        name: name.clone(),
+                        reason: format!("'{value}' is not an msgr2 mode: use secure, crc, prefer-secure or prefer-crc"),
+                    })?;
+                    // The monitors' sessions and every other: all of it, as krbd's ms_mode.
+                    options.insert("ms_client_mode".into(), mode.into());
+                    options.insert("ms_mon_client_mode".into(), mode.into());
+                }
+                "RBDVOL_CRUSH_LOCATION" => {
+                    let loc = crush_location(value.trim()).map_err(|reason| ConfigError::Invalid { name: name.clone(), reason })?;
+                    options.insert("crush_location".into(), loc);
+                }
                 n if TIMEOUT_VARS.contains(&n) => {
                     let secs: f64 = value.trim().parse().ok().filter(|s: &f64| *s > 0.0 && s.is_finite()).ok_or_else(|| {
                         ConfigError::Invalid {
@@ -248,6 +292,23 @@ mod tests {
         assert_eq!(s.options.get("rbd_default_features").map(String::as_str), Some("3"));
         assert_eq!(s.options.len(), 2);
         assert_eq!(s.timeouts.connect, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn the_hosts_msgr2_mode_and_crush_location_become_ceph_options_and_bad_ones_name_the_setting() {
+        let base = [("RBD_CONF_GLOBAL_MON_HOST", "10.0.0.1"), ("RBD_CONF_KEYRING_KEY", "AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg==")];
+        let with = |extra: &[(&str, &str)]| CephSettings::from_vars(vars(&[&base[..], extra].concat()));
+        let s = with(&[("RBDVOL_MS_MODE", "prefer-crc"), ("RBDVOL_CRUSH_LOCATION", "host:node1|rack:r2")]).unwrap();
+        assert_eq!(s.options.get("ms_client_mode").map(String::as_str), Some("crc secure"));
+        assert_eq!(s.options.get("ms_mon_client_mode").map(String::as_str), Some("crc secure"));
+        assert_eq!(s.options.get("crush_location").map(String::as_str), Some("host=node1 rack=r2"));
+        assert_eq!(with(&[("RBDVOL_MS_MODE", "secure")]).unwrap().options["ms_client_mode"], "secure");
+        let e = with(&[("RBDVOL_MS_MODE", "plain")]).unwrap_err().to_string();
+        assert!(e.contains("RBDVOL_MS_MODE") && e.contains("secure, crc"), "{e}");
+        for bad in ["host", "host=a b", "host=/etc", "=x"] {
+            let e = with(&[("RBDVOL_CRUSH_LOCATION", bad)]).unwrap_err().to_string();
+            assert!(e.contains("RBDVOL_CRUSH_LOCATION"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -57,6 +57,13 @@ pub enum DaemonError {
     #[error(transparent)]
     Host(#[from] HostError),
 
+    /// Boxed: the engine's error is as large as the rest together.
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Engine(Box<EngineError>),
+}
+
+impl From<EngineError> for DaemonError {
+    fn from(e: EngineError) -> Self {
+        DaemonError::Engine(Box::new(e))
+    }
 }

@@ -24,6 +24,9 @@ use crate::host::fs::{self, Contents, Fstype};
 use crate::host::tools::Tools;
 use crate::host::{crash, ImageRef};
 
+/// Replays a filesystem's journal on an image (see `Adopter::settle`).
+pub type Settle<'a> = dyn Fn(&ImageRef, Fstype) -> Result<(), EngineError> + 'a;
+
 /// What an adoption works with.
 pub struct Adopter<'a> {
     pub cluster: &'a Cluster,
@@ -40,7 +43,7 @@ pub struct Adopter<'a> {
     /// Replays a read-only volume's journal once before it is ready (the
     /// plugin maps and mounts it read-write); none from the CLI, which
     /// refuses read-only adoptions.
-    pub settle: Option<&'a dyn Fn(&ImageRef, Fstype) -> Result<(), EngineError>>,
+    pub settle: Option<&'a Settle<'a>>,
     /// Set when the host lock could not be released (the caller leaves it
     /// to the background release).
     pub unlock_failed: std::cell::Cell<bool>,
@@ -151,6 +154,8 @@ impl Adopter<'_> {
             cloned_from: None,
             adopted: true,
             read_only: opts.read_only,
+            map_options: opts.mapper_options.map.clone(),
+            unmap_options: opts.mapper_options.unmap.clone(),
         };
         Ok(if format { Plan::Format(meta, false) } else { Plan::Keep(meta) })
     }

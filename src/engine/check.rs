@@ -15,6 +15,11 @@ use crate::host::crash;
 use crate::host::fs::{self, Fstype};
 use crate::state::MountedVolume;
 
+/// How long the clients of a dead mapping process stay blocklisted when
+/// its mapping is reattached (as long as librbd's own break of a dead
+/// owner's lock does).
+const DEAD_CLIENT_BLOCKLIST: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl Engine {
     /// Checks each volume mounted here against Ceph (one released, taken
     /// over, is reported as changed), and releases stale locks.
@@ -51,7 +56,8 @@ impl Inner {
             let same = self.mounted.lock().unwrap().get(name).is_some_and(|now| now.device == v.device && now.mountpoint == v.mountpoint);
             same.then_some(guard)
         };
-        let look = || -> Result<(Arc<dyn Store>, Box<dyn Volume>, Lockers), EngineError> {
+        type Looked = (Arc<dyn Store>, Box<dyn Volume>, Lockers);
+        let look = || -> Result<Looked, EngineError> {
             let store = self.store()?;
             let vol = self.header_of_mounted(&*store, &v)?;
             let lockers = vol.host_lockers()?;
@@ -104,14 +110,84 @@ impl Inner {
             return Ok(Checked::Released);
         }
         // A read-only volume: nobody fenced off it, its filesystem never grows.
+        if !v.read_only {
+            if let Err(e) = self.keep_fenced(&*store, &*vol, name, Renew::WhenDue) {
+                tracing::warn!("volume '{name}': cannot renew the fencing of the hosts it was taken from: {e}");
+            }
+        }
+        let Some(_locked) = act() else { return Ok(Checked::Fine) };
+        // Still this host's (its lock, checked above): a mapping whose
+        // process died gets a new one before the kernel gives up on it.
+        if let Err(e) = self.reattach_if_dead(&*store, &*vol, &v) {
+            tracing::error!("volume '{name}': {e}");
+        }
+        if let Err(e) = self.remount_if_detached(&*vol, &v) {
+            tracing::error!("volume '{name}': cannot mount it again (retried at the next check): {e}");
+            return Ok(Checked::Fine);
+        }
         if v.read_only {
             return Ok(Checked::Fine);
         }
-        if let Err(e) = self.keep_fenced(&*store, &*vol, name, Renew::WhenDue) {
-            tracing::warn!("volume '{name}': cannot renew the fencing of the hosts it was taken from: {e}");
-        }
-        let Some(_locked) = act() else { return Ok(Checked::Fine) };
         self.grow_online(&*vol, &v)
+    }
+
+    /// Reattaches the mapping of `v` when its process died (rbd-nbd killed
+    /// with the plugin): the dead process's clients — recorded at mount —
+    /// are blocklisted first, so the OSDs drop their watches and the new
+    /// process's librbd takes the image's exclusive lock at once instead of
+    /// after the watch timeout (~30 s, during which the device's requests
+    /// would wait); then the new client replaces them in the record a
+    /// takeover fences.
+    fn reattach_if_dead(&self, store: &dyn Store, vol: &dyn Volume, v: &MountedVolume) -> Result<(), EngineError> {
+        let mapping = self.mapping_of(v);
+        if !self.mapper.needs_reattach(&mapping) {
+            return Ok(());
+        }
+        let settings = self.connection.settings()?;
+        let start = std::time::Instant::now();
+        let mut by = vol.metadata_get(records::MOUNTED_KEY)?.as_deref().and_then(records::MountedBy::parse);
+        for dead in by.iter().flat_map(|b| b.clients.iter()) {
+            // librbd itself blocklists the owner whose lock it breaks, for
+            // the same hour (Ceph's default).
+            store.blocklist(dead, DEAD_CLIENT_BLOCKLIST)?;
+        }
+        let before: std::collections::BTreeSet<String> = vol.watchers()?.into_iter().collect();
+        self.mapper.reattach(&mapping, &settings)?;
+        let new: Vec<String> = vol.watchers()?.into_iter().filter(|w| !before.contains(w)).collect();
+        if let Some(by) = by.as_mut() {
+            by.clients = new.clone();
+            vol.metadata_set(records::MOUNTED_KEY, &by.to_json())?;
+        }
+        tracing::info!(
+            "volume '{}': its {} process had died; a new one serves {} again, reattached in {} ms (new client {})",
+            v.name,
+            v.mapper,
+            v.device.display(),
+            start.elapsed().as_millis(),
+            new.join(", ")
+        );
+        Ok(())
+    }
+
+    /// Mounts again a volume kept at start-up whose mount had gone with the
+    /// plugin (`reconcile`), once its device serves again (reattached).
+    fn remount_if_detached(&self, vol: &dyn Volume, v: &MountedVolume) -> Result<(), EngineError> {
+        if !self.remount.lock().unwrap().contains(&v.name) {
+            return Ok(());
+        }
+        if self.mapper.needs_reattach(&self.mapping_of(v)) {
+            return Ok(()); // its reattach failed (logged): mounted once it works
+        }
+        let meta = records::VolumeMeta::of(&vol.metadata()?, &v.name).ok_or_else(|| EngineError::NotFound(v.name.clone()))?;
+        let fstype = Fstype::parse(&v.fstype).unwrap_or(meta.fstype);
+        super::fs_options::check_mount(fstype, &meta.mount_options)
+            .map_err(|reason| EngineError::RefusedRecord { name: v.name.clone(), what: "mount options", key: records::VOLUME_KEY, reason })?;
+        std::fs::create_dir_all(&v.mountpoint).map_err(crate::host::HostError::io("create", &v.mountpoint))?;
+        self.mount_table.mount(&v.device, &v.mountpoint, fstype.as_str(), &super::mount::mount_options(&meta.mount_options, fstype, meta.read_only))?;
+        self.remount.lock().unwrap().remove(&v.name);
+        self.cache.invalidate(&v.name);
+        tracing::info!("volume '{}': mounted again at {} from {}", v.name, v.mountpoint.display(), v.device.display());
+        Ok(())
     }
 
     /// Grows the filesystem of a mounted volume whose image grew.

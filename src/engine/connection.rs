@@ -100,12 +100,12 @@ impl Connection {
         let settings = self.settings()?;
         let c = Cluster::connect(&settings).map_err(|source| {
             let settings = settings_to_fix(&source);
-            let e = EngineError::Connect { source, settings };
+            let e = EngineError::Connect { source: Box::new(source), settings };
             // Once per distinct failure, not once per Docker call.
             let text = e.to_string();
             // Shared only when the cluster did not answer: a refusal (a bad
             // key) is quick to get again, and each caller gets its own.
-            if let EngineError::Connect { source: CephError::TimedOut { .. }, .. } = &e {
+            if matches!(&e, EngineError::Connect { source, .. } if matches!(**source, CephError::TimedOut { .. })) {
                 *self.failed.lock().unwrap() = Some((std::time::Instant::now(), text.clone()));
             }
             let mut last = self.last_error.lock().unwrap();

@@ -255,6 +255,8 @@ impl Inner {
                 cloned_from: Some(format!("{}@{}", from.volume, from.snapshot)),
                 adopted: false,
                 read_only: opts.read_only,
+                map_options: opts.mapper_options.map.clone().or(parent_meta.map_options.clone()),
+                unmap_options: opts.mapper_options.unmap.clone().or(parent_meta.unmap_options.clone()),
                 ..parent_meta.clone()
             };
             // Given limits over the parent's (librbd copied its metadata).
@@ -286,6 +288,8 @@ impl Inner {
             cloned_from: None,
             adopted: false,
             read_only: opts.read_only,
+            map_options: opts.mapper_options.map.clone(),
+            unmap_options: opts.mapper_options.unmap.clone(),
         };
         // Before the marker: a volume marked has its limits.
         apply_qos(vol, &opts.qos)?;

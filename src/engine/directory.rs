@@ -18,10 +18,14 @@ const STATUS_TTL: Duration = Duration::from_secs(1);
 /// The listing and Get's answers, each with when Ceph last confirmed it:
 /// fresh ones (under a second) answer calls; older ones answer only while
 /// the cluster cannot (see `health`), saying how old they are.
+/// A cached answer: when it was read (for freshness) and when that was in
+/// wall-clock time (for the caller).
+type Cached<T> = (Instant, SystemTime, T);
+
 #[derive(Default)]
 pub(super) struct DirectoryCache {
-    listing: Mutex<Option<(Instant, SystemTime, BTreeMap<String, DirEntry>)>>,
-    status: Mutex<HashMap<String, (Instant, SystemTime, VolumeInfo)>>,
+    listing: Mutex<Option<Cached<BTreeMap<String, DirEntry>>>>,
+    status: Mutex<HashMap<String, Cached<VolumeInfo>>>,
 }
 
 impl DirectoryCache {

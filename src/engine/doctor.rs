@@ -427,6 +427,7 @@ mod tests {
             refs: Default::default(),
             unanswered: Default::default(),
             read_only: false,
+            mapped_with: Default::default(),
         }
     }
 

@@ -234,10 +234,10 @@ fn read_pool(cluster: &ceph::Cluster, pool: &str) -> Result<(), ceph::CephError>
 
 /// Whether `e` says the cluster did not answer (rather than refused).
 pub fn is_unanswered(e: &EngineError) -> bool {
-    matches!(
-        e,
-        EngineError::Ceph(ceph::CephError::TimedOut { .. }) | EngineError::Connect { source: ceph::CephError::TimedOut { .. }, .. } | EngineError::ClusterUnreachable { .. }
-    )
+    match e {
+        EngineError::Connect { source, .. } => matches!(**source, ceph::CephError::TimedOut { .. }),
+        e => matches!(e, EngineError::Ceph(ceph::CephError::TimedOut { .. }) | EngineError::ClusterUnreachable { .. }),
+    }
 }
 
 impl Inner {
@@ -253,7 +253,7 @@ impl Inner {
         self.health.connecting.store(false, std::sync::atomic::Ordering::Relaxed);
         let cluster = match connected {
             Ok(c) => c,
-            Err(e @ EngineError::Connect { source: ceph::CephError::TimedOut { .. }, .. }) => return Err(Probed::Down(format!("connecting: {e}"))),
+            Err(e @ EngineError::Connect { .. }) if is_unanswered(&e) => return Err(Probed::Down(format!("connecting: {e}"))),
             // The connect it waited for (another caller's) timed out.
             Err(EngineError::ClusterUnreachable { detail }) => return Err(Probed::Down(detail)),
             Err(_) => return Err(Probed::Misconfigured),

@@ -44,6 +44,7 @@ mod host_lock;
 mod mount;
 mod observe;
 pub mod options;
+pub mod map_options;
 pub mod qos;
 mod reconcile;
 pub mod records;
@@ -148,12 +149,16 @@ pub enum EngineError {
 
     #[error("volume '{name}' was created by rbdvol, not adopted: rbdvol forget only forgets adopted images (docker volume rm {name} deletes it)")]
     NotAdopted { name: String },
+    #[error("volume '{name}' is being taken back after a restart of the plugin (its device still serves its containers and is mounted again within seconds): retry the mount")]
+    TakingBack { name: String },
 
     #[error("{0}")]
     Config(#[from] ConfigError),
 
     #[error("{source}; settings to fix: {settings}")]
-    Connect { source: CephError, settings: &'static str },
+    /// The source is boxed: a `CephError` beside the settings' names made
+    /// every `Result<_, EngineError>` large.
+    Connect { source: Box<CephError>, settings: &'static str },
 
     #[error(transparent)]
     Ceph(#[from] CephError),
@@ -304,6 +309,11 @@ struct Inner {
     /// Volumes whose online grow failed, with the size tried: not retried
     /// until the image grows again (the next mount grows them).
     grow_failed: Mutex<HashMap<String, u64>>,
+    /// Volumes kept at start-up whose mount was gone but whose device still
+    /// serves their containers (a managed plugin's `disable -f`: dockerd
+    /// detaches the plugin's mounts; krbd keeps the device, rbd-nbd's waits
+    /// to be reattached): mounted again by the next check.
+    remount: Mutex<BTreeSet<String>>,
 }
 
 impl Inner {
@@ -366,6 +376,7 @@ impl Engine {
                 changes: Mutex::new(None),
                 liveness: std::sync::OnceLock::new(),
                 grow_failed: Mutex::new(HashMap::new()),
+                remount: Mutex::new(BTreeSet::new()),
                 fence_renewed: Mutex::new(HashMap::new()),
                 attempts: std::sync::atomic::AtomicU64::new(
                     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1),

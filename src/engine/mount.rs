@@ -87,6 +87,12 @@ impl Inner {
                 let _ = std::fs::remove_dir(mp);
             }
             Step::Mapped(m) if how == Teardown::Fenced => self.mapper.unmap_fenced(m)?,
+            // Its containers may still use the lazily detached filesystem,
+            // and may go on: never a forced unmap, whatever the volume asks.
+            Step::Mapped(m) if how == Teardown::Lost => {
+                let plain = Mapping { with: crate::host::mapper::MappedWith { unmap_options: Vec::new(), ..m.with.clone() }, ..m.clone() };
+                self.mapper.unmap(&plain)?
+            }
             Step::Mapped(m) => self.mapper.unmap(m)?,
             Step::MountedByRecorded => {
                 if let Some(vol) = vol {
@@ -138,6 +144,7 @@ impl Inner {
         }
         // Unmapped: the volume is free on this host whatever happens next.
         self.mounted.lock().unwrap().remove(&v.name);
+        self.remount.lock().unwrap().remove(&v.name);
         lenient(self.state.remove(&v.name).map_err(EngineError::from))?;
         self.cache.invalidate(&v.name);
         timing::step("record");
@@ -150,6 +157,7 @@ impl Inner {
             image: ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() },
             device: v.device.clone(),
             mapper: MapperKind::parse(&v.mapper).unwrap_or(self.mapper.kind()),
+            with: v.mapped_with.clone(),
         }
     }
 
@@ -162,6 +170,9 @@ impl Inner {
     /// Mount `attempt` (a number no other Mount call of this run has) of
     /// `name` for `id`.
     pub(super) fn mount(&self, name: &str, id: &str, attempt: u64) -> Result<Mounted, EngineError> {
+        if self.remount.lock().unwrap().contains(name) {
+            return Err(EngineError::TakingBack { name: name.to_string() });
+        }
         if let Some(v) = self.mounted.lock().unwrap().get_mut(name) {
             if v.add_unanswered_ref(id, attempt, unix_now()) {
                 self.state.save(v)?;
@@ -209,6 +220,9 @@ impl Inner {
         // (written by an older version, or by hand).
         fs_options::check_mount(meta.fstype, &meta.mount_options)
             .map_err(|reason| EngineError::RefusedRecord { name: name.into(), what: "mount options", key: records::VOLUME_KEY, reason })?;
+        // Its map and unmap options likewise, before any lock or mapping.
+        let how = super::map_options::for_volume(name, &meta, &self.defaults.read().unwrap().mapper_options, self.mapper.kind())?;
+        let how = MapOptions { read_only: meta.read_only, ..how };
         if meta.read_only {
             self.take_shared_host_lock(&*vol, name)?;
         } else {
@@ -222,7 +236,7 @@ impl Inner {
 
         // From here on, a failure undoes every step taken.
         let mut tx = MountTransaction { inner: self, vol: &*vol, name, steps: vec![Step::HostLocked] };
-        let result = self.map_and_mount(&mut tx, &*store, &entry, &image_ref, &meta, &all, (id, attempt));
+        let result = self.map_and_mount(&mut tx, &*store, &entry, &image_ref, (&meta, &how), &all, (id, attempt));
         if result.is_err() {
             tx.undo();
         }
@@ -239,7 +253,7 @@ impl Inner {
         store: &dyn Store,
         entry: &DirEntry,
         image_ref: &ImageRef,
-        meta: &VolumeMeta,
+        (meta, how): (&VolumeMeta, &MapOptions),
         all: &BTreeMap<String, String>,
         (id, attempt): (&str, u64),
     ) -> Result<PathBuf, EngineError> {
@@ -260,9 +274,10 @@ impl Inner {
         // own client is recorded as `addr`; others — a mgr, a backup job —
         // must never be fenced for this host).
         let before: BTreeSet<String> = if meta.read_only { BTreeSet::new() } else { vol.watchers()?.into_iter().collect() };
-        let m = self.mapper.map(image_ref, &self.connection.settings()?, &MapOptions { read_only: meta.read_only })?;
+        let m = self.mapper.map(image_ref, &self.connection.settings()?, how)?;
         timing::step("map");
         let device = m.device.clone();
+        let mapped_with = m.with.clone();
         tx.did(Step::Mapped(m));
         crash::point("mount.mapped", name);
         let mp = self.mountpoint(name);
@@ -326,6 +341,7 @@ impl Inner {
             refs: BTreeMap::new(),
             unanswered: Default::default(),
             read_only: meta.read_only,
+            mapped_with,
         };
         v.add_unanswered_ref(id, attempt, unix_now());
         self.state.save(&v)?;
@@ -433,7 +449,7 @@ fn unix_now() -> u64 {
 /// alone (`noload`, `norecovery`, `rescue=nologreplay`): replaying it
 /// would write, and every host mounts the same image.
 pub(super) fn mount_options(options: &str, fstype: Fstype, read_only: bool) -> String {
-    let mut all: Vec<&str> = options.split(',').filter(|o| !o.is_empty() && !(read_only && *o == "rw")).collect();
+    let mut all: Vec<&str> = options.split(',').filter(|o| !(o.is_empty() || read_only && *o == "rw")).collect();
     let mut implied = vec![fstype.implied_mount_options()];
     if read_only {
         implied.push("ro");

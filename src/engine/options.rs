@@ -41,6 +41,8 @@ pub const VALID_OPTIONS: &[&str] = &[
     "image",
     "format",
     "readonly",
+    "map_options",
+    "unmap_options",
 ];
 
 /// Options a clone takes from its parent's snapshot, so cannot be given.
@@ -70,6 +72,9 @@ pub struct Defaults {
     pub features: Option<String>,
     /// Per-pool overrides (Consul `pools/<pool>/...`).
     pub pools: BTreeMap<String, PoolDefaults>,
+    /// This host's map and unmap options for the mappers a volume has no
+    /// list for (`RBDVOL_MAP_OPTIONS`, `RBDVOL_UNMAP_OPTIONS`), checked.
+    pub mapper_options: super::map_options::Given,
 }
 
 /// Defaults of one pool's volumes, where they differ.
@@ -108,6 +113,7 @@ impl Default for Defaults {
             mount_options: String::new(),
             features: None,
             pools: BTreeMap::new(),
+            mapper_options: Default::default(),
         }
     }
 }
@@ -137,6 +143,8 @@ pub struct VolumeOptions {
     pub format: bool,
     /// Mounted read-only, on any number of hosts (`-o readonly=true`).
     pub read_only: bool,
+    /// `map_options` and `unmap_options` given, checked (see `map_options`).
+    pub mapper_options: super::map_options::Given,
 }
 
 /// Checks a volume name: it becomes an image name and a directory name.
@@ -262,6 +270,7 @@ pub fn parse(
         adopt: None,
         format: false,
         read_only: false,
+        mapper_options: Default::default(),
     };
     let mut mkfs = defaults.mkfs_options.clone();
     // Where mkfs_options and mount_options came from, for errors.
@@ -275,6 +284,8 @@ pub fn parse(
             "objectSize" => "object_size",
             "dataPool" => "data_pool",
             "clone_of" | "cloneOf" => "from",
+            "mapOptions" => "map_options",
+            "unmapOptions" => "unmap_options",
             k => k,
         };
         let check = |r: Result<(), String>| r.map_err(|reason| invalid(key, value, reason));
@@ -351,6 +362,9 @@ pub fn parse(
             }
             "format" => o.format = parse_bool(value).map_err(|r| invalid(key, value, r))?,
             "readonly" => o.read_only = parse_bool(value).map_err(|r| invalid(key, value, r))?,
+            "map_options" | "unmap_options" => {
+                o.mapper_options.set(canonical, value).map_err(|r| invalid(key, value, r))?;
+            }
             "uid" => o.uid = Some(parse_id(value).map_err(|r| invalid(key, value, r))?),
             "gid" => o.gid = Some(parse_id(value).map_err(|r| invalid(key, value, r))?),
             "mode" => o.mode = Some(parse_mode(value).map_err(|r| invalid(key, value, r))?),
@@ -459,6 +473,18 @@ mod tests {
 
     fn p(pairs: &[(&str, &str)]) -> Result<VolumeOptions, EngineError> {
         parse(&opts(pairs), &Defaults::default(), |f| f != Fstype::Btrfs)
+    }
+
+    #[test]
+    fn map_and_unmap_options_are_checked_at_create_and_kept_as_given() {
+        let o = p(&[("map_options", "krbd:queue_depth=256,alloc_size=65536;nbd:timeout=60"), ("unmapOptions", "krbd:force")]).unwrap();
+        assert_eq!(o.mapper_options.map.as_deref(), Some("krbd:queue_depth=256,alloc_size=65536;nbd:timeout=60"));
+        assert_eq!(o.mapper_options.unmap.as_deref(), Some("krbd:force"));
+        let e = p(&[("map_options", "krbd:secret=AQBX")]).unwrap_err().to_string();
+        assert!(e.starts_with("invalid value 'krbd:secret=AQBX' for option 'map_options'") && e.contains("'secret' is not allowed"), "{e}");
+        let e = p(&[("unmap_options", "nbd:force")]).unwrap_err().to_string();
+        assert!(e.contains("'unmap_options'") && e.contains("allowed: none"), "{e}");
+        assert_eq!(p(&[]).unwrap().mapper_options, Default::default());
     }
 
     #[test]

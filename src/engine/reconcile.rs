@@ -10,6 +10,7 @@ use std::path::Path;
 use super::mount::Teardown;
 use super::{Engine, EngineError, Inner};
 use crate::ceph::CephError;
+use crate::host::mapper::Mapping;
 use crate::host::ImageRef;
 
 impl Engine {
@@ -53,6 +54,19 @@ impl Inner {
             if still_mounted && v.ref_count() > 0 {
                 tracing::info!("volume '{}' is still mounted at {} for {} reference(s): keeping it", v.name, v.mountpoint.display(), v.ref_count());
                 kept.insert(v.name.clone(), v);
+            } else if !still_mounted && v.ref_count() > 0 && self.device_still_serves(&v) {
+                // Its mount went with the plugin (dockerd detaches a managed
+                // plugin's mounts when it stops it), its containers did
+                // not: their filesystem still works through the device.
+                tracing::warn!(
+                    "volume '{}' is no longer mounted at {} but its device {} still serves its {} container(s): keeping it, mounting it again",
+                    v.name,
+                    v.mountpoint.display(),
+                    v.device.display(),
+                    v.ref_count()
+                );
+                self.remount.lock().unwrap().insert(v.name.clone());
+                kept.insert(v.name.clone(), v);
             } else {
                 tracing::warn!("volume '{}' was recorded as mounted but is not: cleaning up", v.name);
                 let image = ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() };
@@ -61,7 +75,16 @@ impl Inner {
                 // One volume that cannot be cleaned up (a device still busy)
                 // never stops the others: it stays recorded, retried at the
                 // next start, and its lock in the background.
-                let cleaned = self.mapper.find(&image).map_err(EngineError::from).and_then(|m| self.tear_down(&v, still_mounted, m, Teardown::Strict));
+                // Unmapped as it was mapped (its unmap options). A mapping
+                // no mapper finds any more may have left its device (a
+                // user-space server's loop device, its directory gone).
+                let found = self.mapper.find(&image).map(|m| m.map(|m| Mapping { with: v.mapped_with.clone(), ..m }));
+                if let Ok(None) = found {
+                    if let Err(e) = self.mapper.forget_dead(&self.mapping_of(&v)) {
+                        tracing::warn!("volume '{}': {e}", v.name);
+                    }
+                }
+                let cleaned = found.map_err(EngineError::from).and_then(|m| self.tear_down(&v, still_mounted, m, Teardown::Strict));
                 if let Err(e) = cleaned {
                     tracing::error!("cannot clean up volume '{}' (retried at the next start): {e}", v.name);
                 }
@@ -92,6 +115,18 @@ impl Inner {
         }
         *self.mounted.lock().unwrap() = kept;
         Ok(())
+    }
+
+    /// Whether the recorded device of `v` is still its mapping: krbd's (the
+    /// kernel keeps it), or rbd-nbd's waiting to be reattached. Never the
+    /// user-space mapper's (its server died with the plugin) nor anything
+    /// after a reboot (another image may have that device now).
+    fn device_still_serves(&self, v: &super::MountedVolume) -> bool {
+        let mapping = self.mapping_of(v);
+        if self.mapper.needs_reattach(&mapping) {
+            return true;
+        }
+        matches!(self.mapper.find(&mapping.image), Ok(Some(m)) if m.device == v.device)
     }
 
     /// Releases this host's host lock and mounted-by record on a volume it

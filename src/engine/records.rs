@@ -165,6 +165,12 @@ pub struct VolumeMeta {
     /// Mounted read-only, by any number of hosts at once (`-o readonly=true`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub read_only: bool,
+    /// `-o map_options`, as given (checked again at each Mount).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_options: Option<String>,
+    /// `-o unmap_options`, as given (checked again at each Mount).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmap_options: Option<String>,
 }
 
 impl VolumeMeta {
@@ -366,6 +372,18 @@ mod tests {
         let meta = BTreeMap::from([(VOLUME_KEY.to_string(), META_V0_CLONE.to_string())]);
         let m = VolumeMeta::of(&meta, "c").unwrap();
         assert_eq!((m.fstype, m.mkfs_options.len(), m.cloned_from.as_deref()), (Fstype::Xfs, 0, Some("db@s1")));
+    }
+
+    #[test]
+    fn map_and_unmap_options_are_kept_only_when_given_and_earlier_metadata_has_none() {
+        let m = VolumeMeta::of(&BTreeMap::from([(VOLUME_KEY.to_string(), META_V0.to_string())]), "db").unwrap();
+        assert_eq!((m.map_options.as_deref(), m.unmap_options.as_deref()), (None, None));
+        // Written without them: exactly what earlier versions wrote.
+        assert_eq!(m.to_json(), META_V0);
+        let given = VolumeMeta { map_options: Some("krbd:queue_depth=256;nbd:io-timeout=60".into()), unmap_options: Some("krbd:force".into()), ..m };
+        let json = given.to_json();
+        assert!(json.ends_with(r#","map_options":"krbd:queue_depth=256;nbd:io-timeout=60","unmap_options":"krbd:force"}"#), "{json}");
+        assert_eq!(VolumeMeta::of(&BTreeMap::from([(VOLUME_KEY.to_string(), json)]), "db"), Some(given));
     }
 
     #[test]

@@ -4,8 +4,11 @@
 use std::cell::RefCell;
 use std::time::Instant;
 
+/// When the operation started, and each step's name and milliseconds.
+type Steps = (Instant, Vec<(&'static str, f64)>);
+
 thread_local! {
-    static STEPS: RefCell<Option<(Instant, Vec<(&'static str, f64)>)>> = const { RefCell::new(None) };
+    static STEPS: RefCell<Option<Steps>> = const { RefCell::new(None) };
 }
 
 /// Starts timing the operation running on this thread.

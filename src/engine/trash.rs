@@ -98,6 +98,7 @@ pub(super) fn move_to_trash(dir: &Pool, pool: &Pool, name: &str, id: &str, delay
 }
 
 /// What purging a record found.
+#[allow(clippy::enum_variant_names)] // `Purged::Purged` reads as what happened
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Purged {
     /// The image is gone from the trash (purged now, or before), and the
@@ -154,7 +155,7 @@ pub fn restore(cluster: &Cluster, dir_pool: &str, name: &str) -> Result<TrashRec
     super::options::validate_name(name)?;
     let dir = cluster.open_pool(dir_pool, "")?;
     let refused = |reason: String| EngineError::TrashRestore { name: name.into(), reason };
-    let latest = records(&dir)?.into_iter().filter(|r| r.name == name).last();
+    let latest = records(&dir)?.into_iter().rev().find(|r| r.name == name);
     let existing = dir.metadata_get(&records::directory_key(name))?.and_then(|r| DirEntry::parse(&r));
     let claim = |record: &TrashRecord| DirEntry { pool: record.pool.clone(), namespace: record.namespace.clone(), state: EntryState::Creating, id: Some(record.id.clone()), trash_delay_s: None, adopted: None };
     match (&existing, &latest) {

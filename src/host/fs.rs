@@ -353,6 +353,12 @@ pub fn remove_leftover_scratch(dir: &Path) {
     }
 }
 
+impl Drop for ScratchFs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 #[cfg(test)]
 mod probe_tests {
     use super::*;
@@ -363,11 +369,5 @@ mod probe_tests {
         assert_eq!(parse_blkid_export("DEVNAME=/x\nPTUUID=ab\nPTTYPE=gpt\n"), Contents::PartitionTable("gpt".into()));
         assert_eq!(parse_blkid_export("DEVNAME=/x\n"), Contents::Unknown);
         assert_eq!(parse_blkid_export("PTTYPE=\n"), Contents::Unknown);
-    }
-}
-
-impl Drop for ScratchFs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -477,6 +477,20 @@ pub fn hostname() -> String {
     nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
 }
 
+/// The next run of data in a sparse `file` at or after `offset`, as
+/// (start, end of data); `None` when only a hole remains.
+pub fn next_data(file: &File, path: &Path, offset: u64) -> Result<Option<(u64, u64)>, HostError> {
+    use nix::unistd::{lseek, Whence};
+    let fd = file.as_raw_fd();
+    let data = match lseek(fd, offset as i64, Whence::SeekData) {
+        Ok(d) => d as u64,
+        Err(nix::errno::Errno::ENXIO) => return Ok(None),
+        Err(e) => return Err(HostError::Sys { op: "seek data in", path: path.into(), errno: e }),
+    };
+    let hole = lseek(fd, data as i64, Whence::SeekHole).map_err(HostError::sys("seek hole in", path))? as u64;
+    Ok(Some((data, hole)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,18 +528,4 @@ mod tests {
         assert_eq!(std::mem::size_of::<LoopInfo64>(), 232);
         assert_eq!(std::mem::size_of::<LoopConfig>(), 304);
     }
-}
-
-/// The next run of data in a sparse `file` at or after `offset`, as
-/// (start, end of data); `None` when only a hole remains.
-pub fn next_data(file: &File, path: &Path, offset: u64) -> Result<Option<(u64, u64)>, HostError> {
-    use nix::unistd::{lseek, Whence};
-    let fd = file.as_raw_fd();
-    let data = match lseek(fd, offset as i64, Whence::SeekData) {
-        Ok(d) => d as u64,
-        Err(nix::errno::Errno::ENXIO) => return Ok(None),
-        Err(e) => return Err(HostError::Sys { op: "seek data in", path: path.into(), errno: e }),
-    };
-    let hole = lseek(fd, data as i64, Whence::SeekHole).map_err(HostError::sys("seek hole in", path))? as u64;
-    Ok(Some((data, hole)))
 }

@@ -97,7 +97,7 @@ impl ConsulAgent {
         }
         let child = Command::new(binary())
             .args(["agent", "-dev", "-bind", "127.0.0.1", "-dns-port", "-1", "-grpc-port", "-1"])
-            .args(["-client", &format!("127.0.0.1 {}", self.also_on.as_deref().unwrap_or_default()).trim().to_string()])
+            .args(["-client", format!("127.0.0.1 {}", self.also_on.as_deref().unwrap_or_default()).trim()])
             .args(["-http-port", &self.http_port.to_string()])
             .args(["-serf-lan-port", &self.ports[0].to_string(), "-serf-wan-port", &self.ports[1].to_string()])
             .args(["-server-port", &self.ports[2].to_string(), "-hcl", &hcl])

@@ -44,14 +44,19 @@ impl ManagedPlugin {
         assert!(build.status.success(), "docker/build.sh: {}{}", String::from_utf8_lossy(&build.stdout), String::from_utf8_lossy(&build.stderr));
         docker_ok(&["plugin", "create", name, out.to_str().unwrap()]);
         let p = ManagedPlugin { name: name.to_string(), dir, volumes: Default::default(), _exclusive: exclusive };
-        if !Path::new("/lib/modules").exists() {
-            // This host has no kernel modules directory (a VM kernel with
-            // everything built in): mount an empty one instead.
-            let empty = p.dir.path().join("no-modules");
-            std::fs::create_dir_all(&empty).unwrap();
-            p.set(&[("modules.source", empty.to_str().unwrap())]);
-        }
+        p.set_host_mounts();
         p
+    }
+
+    /// On a host without a kernel modules directory (a VM kernel with
+    /// everything built in), an empty one for the plugin's `/lib/modules`.
+    /// Again after an upgrade, which resets mount sources.
+    pub fn set_host_mounts(&self) {
+        if !Path::new("/lib/modules").exists() {
+            let empty = self.dir.path().join("no-modules");
+            std::fs::create_dir_all(&empty).unwrap();
+            self.set(&[("modules.source", empty.to_str().unwrap())]);
+        }
     }
 
     /// `docker plugin set` (the plugin must be disabled).
@@ -128,9 +133,76 @@ impl ManagedPlugin {
         super::docker::volume_create(&self.name, name, opts)
     }
 
+    /// Pushes the plugin built for this test, as `<registry>/<repo>:latest`,
+    /// to `registry` (a second plugin made from a copy of its directory,
+    /// pushed, then removed locally); returns the reference.
+    pub fn push_copy(&self, registry: &Registry, repo: &str) -> String {
+        let reference = format!("{}/{repo}:latest", registry.address);
+        let _ = docker(&["plugin", "rm", "-f", &reference]);
+        // A copy with one file more: dockerd refuses a second plugin whose
+        // rootfs is the same content as one it has.
+        let next = self.dir.path().join("plugin-next");
+        let cp = Command::new("cp").arg("-a").arg(self.dir.path().join("plugin")).arg(&next).status().expect("cp");
+        assert!(cp.success(), "cp -a of the plugin directory failed");
+        std::fs::write(next.join("rootfs/rbdvol-next"), reference.as_bytes()).unwrap();
+        docker_ok(&["plugin", "create", &reference, next.to_str().unwrap()]);
+        let pushed = docker(&["plugin", "push", &reference]);
+        let _ = docker(&["plugin", "rm", "-f", &reference]);
+        assert!(pushed.status.success(), "docker plugin push {reference}: {}", String::from_utf8_lossy(&pushed.stderr));
+        reference
+    }
+
+    /// `docker plugin upgrade` to `remote` (the plugin must be disabled).
+    pub fn upgrade(&self, remote: &str) -> Output {
+        docker(&["plugin", "upgrade", "--grant-all-permissions", "--skip-remote-check", &self.name, remote])
+    }
+
     /// The label the test's containers carry, for cleanup.
     pub fn label(&self) -> String {
         format!("rbdvol-test={}", self.name)
+    }
+}
+
+/// A local registry (Debian's docker-registry, on a free loopback port,
+/// storing in a temporary directory), which `docker plugin upgrade` pulls
+/// from; dockerd speaks plain HTTP to a loopback registry. Killed by its pid
+/// when dropped.
+pub struct Registry {
+    pub address: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let bin = "/usr/bin/docker-registry";
+        assert!(Path::new(bin).exists(), "{bin} is missing: run scripts/deps.sh (package docker-registry)");
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let address = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        let storage = dir.path().join("storage");
+        std::fs::write(
+            &config,
+            format!("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n", storage.display()),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new(bin).arg("serve").arg(&config).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("start docker-registry");
+        let registry = Registry { address, child, _dir: dir };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(&registry.address).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(15), "docker-registry does not listen on {} after 15 s", registry.address);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

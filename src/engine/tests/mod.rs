@@ -10,6 +10,7 @@
 mod outage;
 mod read_only;
 mod properties;
+mod map_options;
 mod safety;
 
 use std::collections::BTreeMap;
@@ -55,6 +56,8 @@ fn volume_meta_with(name: &str, read_only: bool) -> String {
         cloned_from: None,
         adopted: false,
         read_only,
+        map_options: None,
+        unmap_options: None,
     }
     .to_json()
 }

@@ -29,6 +29,12 @@ pub struct FakeMapper {
     failing: Arc<Mutex<BTreeSet<String>>>,
     map_gate: Arc<Gate>,
     next: Arc<Mutex<u32>>,
+    /// The kind it says it is (user-space unless told otherwise).
+    kind: Arc<Mutex<Option<MapperKind>>>,
+    /// Mappings whose process died (and the kernel waits for a new one).
+    dead: Arc<Mutex<BTreeSet<ImageRef>>>,
+    /// The recorded mappings handed to `forget_dead` ("image device").
+    forgotten: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeMapper {
@@ -39,6 +45,21 @@ impl FakeMapper {
     /// Makes every later call named `call` ("map", "unmap", "check_features", "list") fail.
     pub fn fail(&self, call: &str) {
         self.failing.lock().unwrap().insert(call.to_string());
+    }
+
+    /// Says it is a mapper of `kind` from now on (its map options follow).
+    pub fn act_as(&self, kind: MapperKind) {
+        *self.kind.lock().unwrap() = Some(kind);
+    }
+
+    /// The process of `image`'s mapping dies (rbd-nbd killed with the plugin).
+    pub fn kill(&self, image: &ImageRef) {
+        self.dead.lock().unwrap().insert(image.clone());
+    }
+
+    /// What `forget_dead` was handed, "image device" each.
+    pub fn forgotten(&self) -> Vec<String> {
+        self.forgotten.lock().unwrap().clone()
     }
 
     /// Makes every call work again.
@@ -63,7 +84,7 @@ impl FakeMapper {
 
     /// Adds a mapping as if left by an earlier run.
     pub fn add(&self, image: &ImageRef) -> Mapping {
-        let m = Mapping { image: image.clone(), device: self.new_device(), mapper: MapperKind::Userspace };
+        let m = Mapping { image: image.clone(), device: self.new_device(), mapper: MapperKind::Userspace, with: Default::default() };
         self.mapped.lock().unwrap().insert(image.clone(), m.clone());
         m
     }
@@ -88,7 +109,7 @@ impl FakeMapper {
 
 impl Mapper for FakeMapper {
     fn kind(&self) -> MapperKind {
-        MapperKind::Userspace
+        self.kind.lock().unwrap().unwrap_or(MapperKind::Userspace)
     }
 
     fn check_features(&self, image: &ImageRef, _features: u64) -> Result<(), HostError> {
@@ -107,8 +128,15 @@ impl Mapper for FakeMapper {
         if let Some(m) = self.mapped.lock().unwrap().get(image) {
             return Ok(m.clone());
         }
-        let m = Mapping { image: image.clone(), device: self.new_device(), mapper: MapperKind::Userspace };
-        self.journal.lock().unwrap().push(format!("map {image}{}", if how.read_only { " read-only" } else { "" }));
+        let with = super::MappedWith { map_options: how.options.clone(), unmap_options: how.unmap_options.clone(), cookie: None, read_only: how.read_only };
+        let m = Mapping { image: image.clone(), device: self.new_device(), mapper: self.kind(), with };
+        let ro = if how.read_only { " read-only" } else { "" };
+        // Options only when there are some: other tests' journals stay as they were.
+        if how.options.is_empty() && how.unmap_options.is_empty() {
+            self.journal.lock().unwrap().push(format!("map {image}{ro}"));
+        } else {
+            self.journal.lock().unwrap().push(format!("map {image}{ro} -o {} (unmap -o {})", how.options.join(","), how.unmap_options.join(",")));
+        }
         self.mapped.lock().unwrap().insert(image.clone(), m.clone());
         Ok(m)
     }
@@ -116,7 +144,11 @@ impl Mapper for FakeMapper {
     fn unmap(&self, mapping: &Mapping) -> Result<(), HostError> {
         self.check("unmap", &mapping.image.to_string())?;
         if self.mapped.lock().unwrap().remove(&mapping.image).is_some() {
-            self.journal.lock().unwrap().push(format!("unmap {}", mapping.image));
+            if mapping.with.unmap_options.is_empty() {
+                self.journal.lock().unwrap().push(format!("unmap {}", mapping.image));
+            } else {
+                self.journal.lock().unwrap().push(format!("unmap -o {} {}", mapping.with.unmap_options.join(","), mapping.image));
+            }
         }
         Ok(())
     }
@@ -127,6 +159,25 @@ impl Mapper for FakeMapper {
             self.journal.lock().unwrap().push(format!("unmap --force {}", mapping.image));
         }
         Ok(())
+    }
+
+    fn forget_dead(&self, recorded: &Mapping) -> Result<(), HostError> {
+        // Kept apart from the journal: other tests' journals stay as they were.
+        self.forgotten.lock().unwrap().push(format!("{} {}", recorded.image, recorded.device.display()));
+        Ok(())
+    }
+
+    fn needs_reattach(&self, mapping: &Mapping) -> bool {
+        self.dead.lock().unwrap().contains(&mapping.image)
+    }
+
+    fn reattach(&self, mapping: &Mapping, _settings: &CephSettings) -> Result<super::Reattached, HostError> {
+        self.check("reattach", &mapping.image.to_string())?;
+        if !self.dead.lock().unwrap().remove(&mapping.image) {
+            return Ok(super::Reattached::Alive);
+        }
+        self.journal.lock().unwrap().push(format!("reattach {} -o {}", mapping.image, mapping.with.map_options.join(",")));
+        Ok(super::Reattached::Reattached)
     }
 
     fn list(&self) -> Result<Vec<Mapping>, HostError> {

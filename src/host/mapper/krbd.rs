@@ -73,10 +73,45 @@ pub fn kernel_mon_addrs(mon_host: &str, v2: bool) -> Result<String, HostError> {
     Ok(out.join(","))
 }
 
-/// The line written to `add_single_major`.
+/// The kernel's `ms_mode` for these settings: `ms_mode` itself when a
+/// ceph option says it, else what librados' `ms_client_mode` (set by
+/// `RBDVOL_MS_MODE`, or by a ceph.conf) asks for, so every mapper speaks
+/// to the cluster the same way.
+pub fn kernel_ms_mode(settings: &CephSettings) -> Option<String> {
+    if let Some(m) = settings.options.get("ms_mode") {
+        return Some(m.clone());
+    }
+    let modes: Vec<&str> = settings.options.get("ms_client_mode")?.split([' ', ',', ';']).filter(|m| !m.is_empty()).collect();
+    match modes.as_slice() {
+        ["secure"] => Some("secure".into()),
+        ["crc"] => Some("crc".into()),
+        ["crc", "secure"] => Some("prefer-crc".into()),
+        ["secure", "crc"] => Some("prefer-secure".into()),
+        _ => None,
+    }
+}
+
+/// The kernel's `crush_location` (`host:a|rack:b`) from the ceph option
+/// (`host=a rack=b`, as `RBDVOL_CRUSH_LOCATION` sets it).
+pub fn kernel_crush_location(settings: &CephSettings) -> Option<String> {
+    let loc = settings.options.get("crush_location")?;
+    let pairs: Vec<String> = loc.split([' ', ',', ';', '|']).filter(|p| !p.is_empty()).filter_map(|p| p.split_once(['=', ':'])).map(|(k, v)| format!("{k}:{v}")).collect();
+    (!pairs.is_empty()).then(|| pairs.join("|"))
+}
+
+/// Options rbdvol itself sets, which no map option may replace.
+const OWN: &[&str] = &["name", "key", "secret", "noshare", "share", "osd_request_timeout", "_pool_ns", "crush_location", "ro", "read_only", "rw", "read_write"];
+
+/// The line written to `add_single_major`. `how.options` were checked by
+/// the engine's allowlist; any of rbdvol's own options among them is
+/// refused here again.
 pub fn add_string(image: &ImageRef, settings: &CephSettings, how: &super::MapOptions) -> Result<String, HostError> {
-    let ms_mode = settings.options.get("ms_mode");
-    let mons = kernel_mon_addrs(&settings.mon_host, ms_mode.is_some())?;
+    let option = |name: &str| how.options.iter().find(|o| o.split('=').next() == Some(name)).map(|o| o.split_once('=').map_or("", |(_, v)| v).to_string());
+    if let Some(own) = how.options.iter().find(|o| OWN.contains(&o.split('=').next().unwrap_or(""))) {
+        return Err(HostError::Invalid { what: "krbd map option", value: own.clone(), reason: format!("rbdvol sets it itself (image {image})") });
+    }
+    let ms_mode = option("ms_mode").or_else(|| kernel_ms_mode(settings));
+    let mons = kernel_mon_addrs(&settings.mon_host, ms_mode.as_deref().is_some_and(|m| m != "legacy"))?;
     // noshare: a kernel client of its own per mapping, so fencing one
     // volume's client never stops this host's other volumes.
     // osd_request_timeout: no request outlives the fencing that refused it
@@ -87,16 +122,31 @@ pub fn add_string(image: &ImageRef, settings: &CephSettings, how: &super::MapOpt
         "noshare".to_string(),
         format!("osd_request_timeout={}", super::IO_TIMEOUT.as_secs()),
     ];
-    if let Some(mode) = ms_mode {
+    if let Some(mode) = &ms_mode {
         opts.push(format!("ms_mode={mode}"));
     }
     if how.read_only {
         opts.push("ro".to_string());
     }
+    if option("read_from_replica").as_deref() == Some("localize") {
+        let loc = kernel_crush_location(settings).ok_or_else(|| HostError::Invalid {
+            what: "krbd map option",
+            value: "read_from_replica=localize".into(),
+            reason: format!("reads can be localized only with this host's place in the CRUSH map: set RBDVOL_CRUSH_LOCATION (e.g. host=node1) before mounting {image}"),
+        })?;
+        opts.push(format!("crush_location={loc}"));
+    }
+    opts.extend(how.options.iter().filter(|o| o.split('=').next() != Some("ms_mode")).cloned());
     if !image.namespace.is_empty() {
         opts.push(format!("_pool_ns={}", image.namespace));
     }
     Ok(format!("{mons} {} {} {} -", opts.join(","), image.pool, image.image))
+}
+
+/// What a krbd mapping keeps: its unmap options (its map options live in
+/// the kernel, which keeps the mapping across any restart of rbdvol).
+fn with(how: &super::MapOptions) -> super::MappedWith {
+    super::MappedWith { unmap_options: how.unmap_options.clone(), read_only: how.read_only, ..Default::default() }
 }
 
 /// Mappings found under `<sysfs>/bus/rbd/devices`.
@@ -213,8 +263,10 @@ impl Mapper for Krbd {
 
     fn map(&self, image: &ImageRef, settings: &CephSettings, how: &super::MapOptions) -> Result<Mapping, HostError> {
         if let Some(m) = self.find(image)? {
-            return Ok(m);
+            return Ok(Mapping { with: with(how), ..m });
         }
+        // Built (and checked) before anything is done.
+        add_string(image, settings, how)?;
         self.ensure_module(image)?;
         let secret = base64::engine::general_purpose::STANDARD.decode(settings.key.expose().trim()).map_err(|_| HostError::Invalid {
             what: "cephx key of",
@@ -229,15 +281,18 @@ impl Mapper for Krbd {
             image: image.to_string(),
             reason: format!("writing {} failed: {e} (see dmesg)", add.display()),
         })?;
-        self.find(image)?.ok_or_else(|| HostError::MapFailed {
+        let m = self.find(image)?.ok_or_else(|| HostError::MapFailed {
             mapper: "krbd",
             image: image.to_string(),
             reason: format!("the kernel accepted the map but no device for it is in {}", self.bus().join("devices").display()),
-        })
+        })?;
+        Ok(Mapping { with: with(how), ..m })
     }
 
+    /// With `force` among its unmap options (`-o unmap_options=krbd:force`)
+    /// as `unmap_fenced`; no other unmap option exists.
     fn unmap(&self, mapping: &Mapping) -> Result<(), HostError> {
-        self.remove(mapping, false)
+        self.remove(mapping, mapping.with.unmap_options.iter().any(|o| o == "force"))
     }
 
     /// `force` (the kernel's `rbd unmap -o force`): fails the device's
@@ -259,7 +314,7 @@ impl Mapper for Krbd {
     fn list(&self) -> Result<Vec<Mapping>, HostError> {
         Ok(discover(&self.sysfs)
             .into_iter()
-            .map(|(id, image)| Mapping { image, device: PathBuf::from(format!("/dev/rbd{id}")), mapper: MapperKind::Krbd })
+            .map(|(id, image)| Mapping { image, device: PathBuf::from(format!("/dev/rbd{id}")), mapper: MapperKind::Krbd, with: Default::default() })
             .collect())
     }
 }
@@ -297,8 +352,68 @@ mod tests {
         s.options.insert("ms_mode".into(), "secure".into());
         let line = add_string(&image("team-a"), &s, &Default::default()).unwrap();
         assert_eq!(line, "10.0.0.1:3300 name=docker,key=client.docker,noshare,osd_request_timeout=30,ms_mode=secure,_pool_ns=team-a rbd db -");
-        let ro = add_string(&image(""), &settings("10.0.0.1"), &super::super::MapOptions { read_only: true }).unwrap();
+        let ro = add_string(&image(""), &settings("10.0.0.1"), &super::super::MapOptions { read_only: true, ..Default::default() }).unwrap();
         assert_eq!(ro, "10.0.0.1:6789 name=docker,key=client.docker,noshare,osd_request_timeout=30,ro rbd db -");
+    }
+
+    fn how(options: &[&str]) -> crate::host::mapper::MapOptions {
+        crate::host::mapper::MapOptions { options: options.iter().map(|o| o.to_string()).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn map_options_follow_rbdvols_own_and_the_volumes_ms_mode_wins() {
+        let mut s = settings("10.0.0.1");
+        s.options.insert("ms_client_mode".into(), "secure".into());
+        let line = add_string(&image(""), &s, &how(&["queue_depth=256", "alloc_size=65536", "notrim"])).unwrap();
+        assert_eq!(line, "10.0.0.1:3300 name=docker,key=client.docker,noshare,osd_request_timeout=30,ms_mode=secure,queue_depth=256,alloc_size=65536,notrim rbd db -");
+        let line = add_string(&image(""), &s, &how(&["ms_mode=legacy"])).unwrap();
+        assert_eq!(line, "10.0.0.1:6789 name=docker,key=client.docker,noshare,osd_request_timeout=30,ms_mode=legacy rbd db -");
+        // rbdvol's own options are never taken from a list, whatever let it through.
+        for own in ["secret=x", "name=admin", "share", "osd_request_timeout=0", "ro", "_pool_ns=x"] {
+            let e = add_string(&image(""), &s, &how(&[own])).unwrap_err().to_string();
+            assert!(e.contains("rbdvol sets it itself"), "{own}: {e}");
+        }
+    }
+
+    #[test]
+    fn librados_ms_client_mode_becomes_the_kernels_ms_mode() {
+        let mut s = settings("10.0.0.1");
+        for (client, kernel) in [("secure", Some("secure")), ("crc", Some("crc")), ("crc secure", Some("prefer-crc")), ("secure crc", Some("prefer-secure")), ("bogus", None)] {
+            s.options.insert("ms_client_mode".into(), client.into());
+            assert_eq!(kernel_ms_mode(&s).as_deref(), kernel, "{client}");
+        }
+    }
+
+    #[test]
+    fn localized_reads_carry_the_hosts_crush_location_and_need_one() {
+        let mut s = settings("10.0.0.1");
+        let e = add_string(&image(""), &s, &how(&["read_from_replica=localize"])).unwrap_err().to_string();
+        assert!(e.contains("RBDVOL_CRUSH_LOCATION"), "{e}");
+        s.options.insert("crush_location".into(), "host=node1 rack=r2".into());
+        let line = add_string(&image(""), &s, &how(&["read_from_replica=localize"])).unwrap();
+        assert_eq!(line, "10.0.0.1:6789 name=docker,key=client.docker,noshare,osd_request_timeout=30,crush_location=host:node1|rack:r2,read_from_replica=localize rbd db -");
+        // balance needs none, and gets none.
+        let line = add_string(&image(""), &s, &how(&["read_from_replica=balance"])).unwrap();
+        assert!(!line.contains("crush_location"), "{line}");
+    }
+
+    #[test]
+    fn a_bad_map_option_maps_nothing() {
+        let root = fixture();
+        let krbd = Krbd::new(root.path().into(), Tools::default());
+        let other = ImageRef { pool: "rbd".into(), namespace: "".into(), image: "new".into() };
+        assert!(krbd.map(&other, &settings("10.0.0.1"), &how(&["read_from_replica=localize"])).is_err());
+        assert_eq!(std::fs::read_to_string(root.path().join("bus/rbd/add_single_major")).unwrap(), "");
+    }
+
+    #[test]
+    fn unmap_options_force_the_removal() {
+        let root = fixture();
+        let krbd = Krbd::new(root.path().into(), Tools::default());
+        let mut m = krbd.find(&ImageRef { pool: "ssd".into(), namespace: "team-a".into(), image: "web".into() }).unwrap().unwrap();
+        m.with.unmap_options = vec!["force".into()];
+        krbd.unmap(&m).unwrap();
+        assert_eq!(std::fs::read_to_string(root.path().join("bus/rbd/remove_single_major")).unwrap(), "3 force");
     }
 
     #[test]
@@ -373,12 +488,12 @@ mod tests {
         }
         let krbd = Krbd::new(root.path().into(), Tools::default());
         let image = ImageRef { pool: "ssd".into(), namespace: "team-a".into(), image: "web".into() };
-        let ours = Mapping { image: image.clone(), device: "/dev/rbd7".into(), mapper: MapperKind::Krbd };
+        let ours = Mapping { image: image.clone(), device: "/dev/rbd7".into(), mapper: MapperKind::Krbd, with: Default::default() };
         krbd.unmap_fenced(&ours).unwrap();
         assert_eq!(std::fs::read_to_string(root.path().join("bus/rbd/remove_single_major")).unwrap(), "7 force");
         // A device number that maps something else now: nothing removed.
         std::fs::write(root.path().join("bus/rbd/remove_single_major"), "").unwrap();
-        let stale = Mapping { image, device: "/dev/rbd0".into(), mapper: MapperKind::Krbd };
+        let stale = Mapping { image, device: "/dev/rbd0".into(), mapper: MapperKind::Krbd, with: Default::default() };
         krbd.unmap_fenced(&stale).unwrap();
         assert_eq!(std::fs::read_to_string(root.path().join("bus/rbd/remove_single_major")).unwrap(), "");
     }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use super::tools::{Tool, Tools};
 use super::{HostError, ImageRef};
 use crate::config::CephSettings;
+pub use crate::state::MappedWith;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,6 +51,10 @@ pub struct Mapping {
     pub image: ImageRef,
     pub device: PathBuf,
     pub mapper: MapperKind,
+    /// What it was mapped with (kept in this host's state: a restarted
+    /// plugin unmaps and reattaches it the same way).
+    #[serde(default)]
+    pub with: MappedWith,
 }
 
 /// How to map an image: what the volume and the settings ask of the mapper.
@@ -58,6 +63,20 @@ pub struct MapOptions {
     /// Map read-only: krbd `ro`, rbd-nbd `--read-only`, the user-space
     /// server refusing writes.
     pub read_only: bool,
+    /// Options for this mapper, already checked against its allowlist
+    /// (`engine::map_options`): `name` or `name=value`.
+    pub options: Vec<String>,
+    /// Options for its unmap, likewise.
+    pub unmap_options: Vec<String>,
+}
+
+/// What `Mapper::reattach` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reattached {
+    /// The mapping's process is alive: nothing to do.
+    Alive,
+    /// A new process serves the device.
+    Reattached,
 }
 
 /// Maps and unmaps images. Every operation is idempotent: mapping a mapped
@@ -103,6 +122,29 @@ pub trait Mapper: Send + Sync {
     /// Reads files only; never the cluster.
     fn io_stats(&self, _image: &ImageRef) -> Option<super::io_stats::IoStats> {
         None
+    }
+
+    /// Gives a mapping whose process died (rbd-nbd killed with the plugin)
+    /// a new one, attached to the same device, while the kernel still
+    /// waits for it; by default (krbd: the kernel's; user-space: never
+    /// reattached) nothing.
+    fn reattach(&self, _mapping: &Mapping, _settings: &CephSettings) -> Result<Reattached, HostError> {
+        Ok(Reattached::Alive)
+    }
+
+    /// Whether `reattach` has work to do: the mapping's process died and
+    /// the kernel waits for a new one. Cheap (reads /proc and sysfs); by
+    /// default never.
+    fn needs_reattach(&self, _mapping: &Mapping) -> bool {
+        false
+    }
+
+    /// Removes what the mapping this host recorded for a volume left when
+    /// its process died and nothing else names it any more (the user-space
+    /// server's directory gone with the plugin's rootfs in an upgrade);
+    /// by default nothing.
+    fn forget_dead(&self, _recorded: &Mapping) -> Result<(), HostError> {
+        Ok(())
     }
 
     /// Removes what mappings whose process died left behind (at start-up);

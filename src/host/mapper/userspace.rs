@@ -438,7 +438,7 @@ impl Mapper for Userspace {
                 }
             },
         };
-        Ok(Mapping { image: image.clone(), device, mapper: MapperKind::Userspace })
+        Ok(Mapping { image: image.clone(), device, mapper: MapperKind::Userspace, with: Default::default() })
     }
 
     fn unmap(&self, mapping: &Mapping) -> Result<(), HostError> {
@@ -489,6 +489,20 @@ impl Mapper for Userspace {
         Ok(())
     }
 
+    /// The loop device the state recorded, when it is still on a dead
+    /// server's file (the kernel names a file of a FUSE mount that is gone
+    /// by its path inside it, `/disk`; no live server maps the image).
+    fn forget_dead(&self, recorded: &Mapping) -> Result<(), HostError> {
+        if self.server(&recorded.image).is_some() {
+            return Ok(());
+        }
+        if sys::loop_backing_dead(&recorded.device).is_some_and(|b| b.file_name() == Some(DISK_FILE.as_ref())) {
+            tracing::warn!("detaching {} from the dead user-space server of {} (its directory is gone)", recorded.device.display(), recorded.image);
+            sys::loop_detach(&recorded.device)?;
+        }
+        Ok(())
+    }
+
     fn list(&self) -> Result<Vec<Mapping>, HostError> {
         Ok(self
             .servers()
@@ -496,7 +510,7 @@ impl Mapper for Userspace {
             .filter(|s| s.alive() && !s.stopping())
             .filter_map(|s| {
                 let device = s.loop_device()?;
-                Some(Mapping { image: s.image, device, mapper: MapperKind::Userspace })
+                Some(Mapping { image: s.image, device, mapper: MapperKind::Userspace, with: Default::default() })
             })
             .collect())
     }
