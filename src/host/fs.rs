@@ -115,16 +115,7 @@ pub const PROBE_SPAN: u64 = 1 << 20;
 /// file is removed again.
 pub fn probe_image(tools: &Tools, dir: &Path, name: &str, size: u64, head: &[u8], tail: &[u8]) -> Result<Contents, HostError> {
     use std::os::unix::fs::FileExt;
-    std::fs::create_dir_all(dir).map_err(HostError::io("create", dir))?;
-    let scratch = ScratchFs { path: dir.join(format!("{name}.probe.mkfs")) };
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&scratch.path)
-        .map_err(HostError::io("create", &scratch.path))?;
-    file.set_len(size).map_err(HostError::io("size", &scratch.path))?;
+    let (scratch, file) = ScratchFs::sparse(dir, &format!("{name}.probe"), size)?;
     file.write_all_at(head, 0).map_err(HostError::io("write", &scratch.path))?;
     file.write_all_at(tail, size - tail.len() as u64).map_err(HostError::io("write", &scratch.path))?;
     drop(file);
@@ -261,15 +252,10 @@ const SCRATCH_BLOCK: usize = 64 << 10;
 impl ScratchFs {
     /// Makes `fstype` in `dir/<name>.mkfs` of `size` bytes; `loop_tmp` is
     /// where the root is mounted when `owner` asks for a chown or chmod.
-    pub fn make(
-        tools: &Tools,
-        dir: &Path,
-        name: &str,
-        size: u64,
-        fstype: Fstype,
-        extra: &[String],
-        owner: RootOwner,
-    ) -> Result<ScratchFs, HostError> {
+    /// An empty sparse file of `size` bytes, `<dir>/<name>.mkfs` (0600;
+    /// a leftover of a crash is removed at the next start), removed when
+    /// the returned value drops.
+    fn sparse(dir: &Path, name: &str, size: u64) -> Result<(ScratchFs, std::fs::File), HostError> {
         std::fs::create_dir_all(dir).map_err(HostError::io("create", dir))?;
         let scratch = ScratchFs { path: dir.join(format!("{name}.mkfs")) };
         let file = std::fs::OpenOptions::new()
@@ -280,6 +266,19 @@ impl ScratchFs {
             .open(&scratch.path)
             .map_err(HostError::io("create", &scratch.path))?;
         file.set_len(size).map_err(HostError::io("size", &scratch.path))?;
+        Ok((scratch, file))
+    }
+
+    pub fn make(
+        tools: &Tools,
+        dir: &Path,
+        name: &str,
+        size: u64,
+        fstype: Fstype,
+        extra: &[String],
+        owner: RootOwner,
+    ) -> Result<ScratchFs, HostError> {
+        let (scratch, file) = ScratchFs::sparse(dir, name, size)?;
         drop(file);
         format(tools, &scratch.path, fstype, extra)?;
         if !owner.is_default() {
