@@ -87,6 +87,13 @@ impl Inner {
                 "volume '{name}' is locked by this machine under another host id ('{}'): RBDVOL_HOST_ID changed while it was mounted; it stays mounted — unmount it everywhere here and mount it again to lock it under the new id",
                 records::lock_host(&l.cookie)
             );
+            let Some(_locked) = act() else { return Ok(Checked::Fine) };
+            if let Err(e) = self.reattach_if_dead(&*store, &*vol, &v) {
+                tracing::error!("volume '{name}': {e}");
+            }
+            if let Err(e) = self.remount_if_detached(&*vol, &v) {
+                tracing::error!("volume '{name}': cannot mount it again (retried at the next check): {e}");
+            }
             return Ok(Checked::Fine);
         }
         if !lockers.lockers.iter().any(|l| self.is_own_lock(&l.cookie)) {
@@ -146,6 +153,19 @@ impl Inner {
         let settings = self.connection.settings()?;
         let start = std::time::Instant::now();
         let mut by = vol.metadata_get(records::MOUNTED_KEY)?.as_deref().and_then(records::MountedBy::parse);
+        // Looked at again under the volume's lock, right before a new client
+        // may write: still this host's lock and record, not fenced off it. A
+        // takeover since leaves the device to the next check's release.
+        let still_ours = vol.host_lockers()?.lockers.iter().any(|l| self.is_own_lock(&l.cookie) || self.is_own_install(&l.cookie))
+            && by.as_ref().is_none_or(|b| b.host == self.cfg.host_id)
+            && !records::Fenced::parse_list(vol.metadata_get(records::FENCED_KEY)?.as_deref()).iter().any(|f| f.host == self.cfg.host_id);
+        if !still_ours {
+            return Err(EngineError::Host(crate::host::HostError::MapFailed {
+                mapper: "nbd",
+                image: v.image.clone(),
+                reason: "not reattached: the volume's lock or record is no longer this host's (taken over?)".into(),
+            }));
+        }
         for dead in by.iter().flat_map(|b| b.clients.iter()) {
             // librbd itself blocklists the owner whose lock it breaks, for
             // the same hour (Ceph's default).
@@ -177,6 +197,18 @@ impl Inner {
         }
         if self.mapper.needs_reattach(&self.mapping_of(v)) {
             return Ok(()); // its reattach failed (logged): mounted once it works
+        }
+        // The recorded device must still be this image's: a device the
+        // kernel let go (its reattach came too late) may be another
+        // volume's by now. Then this volume is dropped here, its device
+        // untouched, and its lock released in the background.
+        let image = crate::host::ImageRef { pool: v.pool.clone(), namespace: v.namespace.clone(), image: v.image.clone() };
+        if self.mapper.find(&image)?.is_none_or(|m| m.device != v.device) {
+            tracing::error!("volume '{}': its device {} no longer maps it (not reattached in time); dropping the volume here without touching the device — mount it again", v.name, v.device.display());
+            self.remount.lock().unwrap().remove(&v.name);
+            self.tear_down(v, false, None, Teardown::Lenient)?;
+            self.stale_locks.lock().unwrap().insert(v.name.clone());
+            return Ok(());
         }
         let meta = records::VolumeMeta::of(&vol.metadata()?, &v.name).ok_or_else(|| EngineError::NotFound(v.name.clone()))?;
         let fstype = Fstype::parse(&v.fstype).unwrap_or(meta.fstype);

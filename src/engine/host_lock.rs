@@ -191,7 +191,9 @@ impl Inner {
         loop {
             let watching = takeover::watching_among(vol.watchers()?, &theirs);
             if watching.is_empty() {
-                return Ok(true);
+                // Its plugin may have come back meanwhile (and reattached its
+                // mapper under a new client): dead only if still so.
+                return Ok(matches!(liveness.liveness(host), Ok(takeover::Liveness::Dead)));
             }
             // Well inside dockerd's 30 s: the caller retries.
             if start.elapsed() > MOUNT_WAITS_FOR_WATCHES {

@@ -63,7 +63,9 @@ const KRBD_MAP: &[Allowed] = &[
     Allowed { name: "tcp_nodelay", value: Value::Flag },
     Allowed { name: "notcp_nodelay", value: Value::Flag },
     Allowed { name: "mount_timeout", value: Value::Int(1, 300) },
-    Allowed { name: "osdkeepalive", value: Value::Int(1, 300) },
+    // The kernel checks osd_request_timeout (the fencing bound) once per
+    // keepalive period: never longer than its 5 s default.
+    Allowed { name: "osdkeepalive", value: Value::Int(1, 5) },
     Allowed { name: "osd_idle_ttl", value: Value::Int(1, 3600) },
     Allowed { name: "abort_on_full", value: Value::Flag },
 ];
@@ -341,6 +343,7 @@ mod tests {
             "nbd:io-timeout=0",
             "nbd:reattach-timeout=100000",
             "nbd:ms_mode=legacy",
+            "krbd:osdkeepalive=300",
             "krbd:queue_depth=1,queue_depth=2",
             "nbd:timeout=30,io-timeout=30",
             "krbd:notrim;krbd:notrim",

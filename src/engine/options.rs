@@ -363,7 +363,9 @@ pub fn parse(
             "format" => o.format = parse_bool(value).map_err(|r| invalid(key, value, r))?,
             "readonly" => o.read_only = parse_bool(value).map_err(|r| invalid(key, value, r))?,
             "map_options" | "unmap_options" => {
-                o.mapper_options.set(canonical, value).map_err(|r| invalid(key, value, r))?;
+                // Not echoed: a pasted `secret=<key>` must never reach an
+                // answer or a log; the reason names the option at fault.
+                o.mapper_options.set(canonical, value).map_err(|r| invalid(key, "(not shown)", r))?;
             }
             "uid" => o.uid = Some(parse_id(value).map_err(|r| invalid(key, value, r))?),
             "gid" => o.gid = Some(parse_id(value).map_err(|r| invalid(key, value, r))?),
@@ -481,7 +483,7 @@ mod tests {
         assert_eq!(o.mapper_options.map.as_deref(), Some("krbd:queue_depth=256,alloc_size=65536;nbd:timeout=60"));
         assert_eq!(o.mapper_options.unmap.as_deref(), Some("krbd:force"));
         let e = p(&[("map_options", "krbd:secret=AQBX")]).unwrap_err().to_string();
-        assert!(e.starts_with("invalid value 'krbd:secret=AQBX' for option 'map_options'") && e.contains("'secret' is not allowed"), "{e}");
+        assert!(e.starts_with("invalid value '(not shown)' for option 'map_options'") && e.contains("'secret' is not allowed") && !e.contains("AQBX"), "{e}");
         let e = p(&[("unmap_options", "nbd:force")]).unwrap_err().to_string();
         assert!(e.contains("'unmap_options'") && e.contains("allowed: none"), "{e}");
         assert_eq!(p(&[]).unwrap().mapper_options, Default::default());

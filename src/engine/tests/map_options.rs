@@ -100,6 +100,47 @@ fn a_mapping_whose_process_died_is_never_reattached_once_another_host_took_the_v
     assert_eq!(block_on(bed.engine.path("v")).unwrap(), None);
 }
 
+#[test]
+fn a_mapping_whose_process_died_is_never_reattached_once_a_takeover_fenced_this_host_or_rewrote_the_record() {
+    for case in ["fenced", "record"] {
+        let bed = Bed::start(&[]);
+        bed.mapper.act_as(MapperKind::Nbd);
+        with_options(&bed, "v", None, None);
+        bed.mount("v", "c1").unwrap();
+        bed.mapper.kill(&image("v"));
+        let bed = bed.restart();
+        // A takeover under way: it fenced this host (recorded first), or
+        // wrote its own record, and has not broken the lock yet.
+        if case == "fenced" {
+            let fenced = vec![crate::engine::records::Fenced { host: HOST.into(), clients: vec![], since: "t".into() }];
+            bed.store.set_metadata("v", crate::engine::records::FENCED_KEY, Some(&crate::engine::records::Fenced::list_json(&fenced)));
+        } else {
+            let mut by = crate::engine::records::MountedBy::parse(&bed.store.volume("v").unwrap().metadata[MOUNTED_KEY]).unwrap();
+            by.host = "host-b".into();
+            bed.store.set_metadata("v", MOUNTED_KEY, Some(&by.to_json()));
+        }
+        bed.clear_journal();
+        block_on(bed.engine.check_all_mounted());
+        let journal = bed.journal();
+        assert!(journal.iter().all(|j| !j.starts_with("reattach") && !j.starts_with("blocklist")), "{case}: {journal:?}");
+    }
+}
+
+#[test]
+fn a_detached_volume_whose_device_the_kernel_let_go_is_dropped_without_touching_the_device() {
+    let bed = Bed::start(&[]);
+    bed.mapper.act_as(MapperKind::Nbd);
+    with_options(&bed, "v", None, None);
+    bed.mount("v", "c1").unwrap();
+    let bed = plugin_stopped_by_dockerd(bed, "v", true);
+    // Not reattached in time: the device is free, maybe another volume's.
+    bed.mapper.lose(&image("v"));
+    block_on(bed.engine.check_all_mounted());
+    let journal = bed.journal();
+    assert!(journal.iter().all(|j| !j.starts_with("mount ") && !j.starts_with("unmap")), "{journal:?}");
+    assert_eq!(block_on(bed.engine.path("v")).unwrap(), None, "still mounted here");
+}
+
 /// A managed plugin's `disable -f`: dockerd stops the plugin and detaches
 /// its mounts; the containers keep the filesystem, and krbd keeps the
 /// device (rbd-nbd's waits to be reattached).

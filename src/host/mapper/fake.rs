@@ -57,6 +57,13 @@ impl FakeMapper {
         self.dead.lock().unwrap().insert(image.clone());
     }
 
+    /// The kernel lets go of `image`'s device (not reattached in time): the
+    /// mapping is gone, nothing journaled.
+    pub fn lose(&self, image: &ImageRef) {
+        self.mapped.lock().unwrap().remove(image);
+        self.dead.lock().unwrap().remove(image);
+    }
+
     /// What `forget_dead` was handed, "image device" each.
     pub fn forgotten(&self) -> Vec<String> {
         self.forgotten.lock().unwrap().clone()

@@ -110,7 +110,10 @@ pub fn add_string(image: &ImageRef, settings: &CephSettings, how: &super::MapOpt
     if let Some(own) = how.options.iter().find(|o| OWN.contains(&o.split('=').next().unwrap_or(""))) {
         return Err(HostError::Invalid { what: "krbd map option", value: own.clone(), reason: format!("rbdvol sets it itself (image {image})") });
     }
-    let ms_mode = option("ms_mode").or_else(|| kernel_ms_mode(settings));
+    // The host's mode (RBDVOL_MS_MODE, a ceph.conf) wins: a volume's own
+    // applies only where the host sets none, so no volume creator can turn
+    // the host's wire encryption off.
+    let ms_mode = kernel_ms_mode(settings).or_else(|| option("ms_mode"));
     let mons = kernel_mon_addrs(&settings.mon_host, ms_mode.as_deref().is_some_and(|m| m != "legacy"))?;
     // noshare: a kernel client of its own per mapping, so fencing one
     // volume's client never stops this host's other volumes.
@@ -361,13 +364,15 @@ mod tests {
     }
 
     #[test]
-    fn map_options_follow_rbdvols_own_and_the_volumes_ms_mode_wins() {
+    fn map_options_follow_rbdvols_own_and_the_hosts_ms_mode_wins() {
         let mut s = settings("10.0.0.1");
         s.options.insert("ms_client_mode".into(), "secure".into());
         let line = add_string(&image(""), &s, &how(&["queue_depth=256", "alloc_size=65536", "notrim"])).unwrap();
         assert_eq!(line, "10.0.0.1:3300 name=docker,key=client.docker,noshare,osd_request_timeout=30,ms_mode=secure,queue_depth=256,alloc_size=65536,notrim rbd db -");
         let line = add_string(&image(""), &s, &how(&["ms_mode=legacy"])).unwrap();
-        assert_eq!(line, "10.0.0.1:6789 name=docker,key=client.docker,noshare,osd_request_timeout=30,ms_mode=legacy rbd db -");
+        assert_eq!(line, "10.0.0.1:3300 name=docker,key=client.docker,noshare,osd_request_timeout=30,ms_mode=secure rbd db -", "a volume never weakens the host's mode");
+        let line = add_string(&image(""), &settings("10.0.0.1"), &how(&["ms_mode=secure"])).unwrap();
+        assert_eq!(line, "10.0.0.1:3300 name=docker,key=client.docker,noshare,osd_request_timeout=30,ms_mode=secure rbd db -", "a host without a mode takes the volume's");
         // rbdvol's own options are never taken from a list, whatever let it through.
         for own in ["secret=x", "name=admin", "share", "osd_request_timeout=0", "ro", "_pool_ns=x"] {
             let e = add_string(&image(""), &s, &how(&[own])).unwrap_err().to_string();

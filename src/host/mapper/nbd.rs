@@ -121,15 +121,17 @@ pub fn rbd_nbd_args(image: &ImageRef, settings: &CephSettings, with: &MappedWith
     let refused = |o: &str, reason: &str| HostError::Invalid { what: "nbd map option", value: o.to_string(), reason: format!("{reason} (image {image})") };
     let option = |name: &str| with.map_options.iter().find(|o| o.split('=').next() == Some(name)).map(|o| o.split_once('=').map_or("", |(_, v)| v).to_string());
     let mut args: Vec<String> = ["--id", &settings.user, "-m", &settings.mon_host, "--keyfile", "/proc/self/fd/3"].iter().map(|s| s.to_string()).collect();
-    let ms_mode = option("ms_mode").map(|m| crate::config::ms_client_mode(&m).map(str::to_string).ok_or_else(|| refused(&m, "not an msgr2 mode"))).transpose()?;
+    // The host's mode wins: a volume's own applies only where the host
+    // sets none, so no volume creator can turn its wire encryption off.
+    let host_mode = settings.options.contains_key("ms_client_mode") || settings.options.contains_key("ms_mode");
+    let ms_mode = option("ms_mode")
+        .filter(|_| !host_mode)
+        .map(|m| crate::config::ms_client_mode(&m).map(str::to_string).ok_or_else(|| refused(&m, "not an msgr2 mode")))
+        .transpose()?;
     for (k, v) in &settings.options {
         // An option from a ceph.conf this librados skips would stop
         // rbd-nbd: skipped here too.
         if settings.lenient.contains(k) && !crate::ceph::option_accepted(k, v) {
-            continue;
-        }
-        // The volume's own msgr2 mode replaces the host's.
-        if ms_mode.is_some() && matches!(k.as_str(), "ms_client_mode" | "ms_mon_client_mode") {
             continue;
         }
         args.push(format!("--{k}={v}"));
@@ -226,7 +228,10 @@ impl Mapper for Nbd {
 
     fn map(&self, image: &ImageRef, settings: &CephSettings, how: &super::MapOptions) -> Result<Mapping, HostError> {
         if let Some(m) = self.find(image)? {
-            return Ok(m);
+            // Mapped already: with what this Mount asks for (a later
+            // reattach takes them), under its own cookie.
+            let with = MappedWith { map_options: how.options.clone(), unmap_options: how.unmap_options.clone(), read_only: how.read_only, ..m.with.clone() };
+            return Ok(Mapping { with, ..m });
         }
         let with = MappedWith { map_options: how.options.clone(), unmap_options: how.unmap_options.clone(), cookie: Some(new_cookie()?), read_only: how.read_only };
         // Built (and checked) before anything runs.
@@ -318,9 +323,11 @@ mod tests {
         let args = rbd_nbd_args(&image(), &s, &with(&["io-timeout=60", "reattach-timeout=120", "try-netlink", "ms_mode=prefer-crc", "read_from_replica=balance"])).unwrap();
         let args = args.join(" ");
         assert!(args.contains("--io-timeout=60 --try-netlink --reattach-timeout=120 --cookie=c00k1e"), "{args}");
-        assert!(args.contains("--ms_client_mode=crc secure") && !args.contains("--ms_client_mode=secure"), "the volume's mode replaces the host's: {args}");
+        assert!(args.contains("--ms_client_mode=secure") && !args.contains("crc"), "a volume never weakens the host's mode: {args}");
         assert!(args.contains("--rbd_read_from_replica_policy=balance"), "{args}");
         assert_eq!(args.matches("--io-timeout").count(), 1, "{args}");
+        let args = rbd_nbd_args(&image(), &settings(), &with(&["ms_mode=prefer-crc"])).unwrap().join(" ");
+        assert!(args.contains("--ms_client_mode=crc secure"), "a host without a mode takes the volume's: {args}");
     }
 
     #[test]
