@@ -85,10 +85,7 @@ fn a_mapping_whose_process_died_is_reattached_with_its_options_while_the_volume_
 
 #[test]
 fn a_mapping_whose_process_died_is_never_reattached_once_another_host_took_the_volume() {
-    let bed = Bed::start(&[]);
-    bed.mapper.act_as(MapperKind::Nbd);
-    with_options(&bed, "v", None, None);
-    bed.mount("v", "c1").unwrap();
+    let bed = mounted_with(MapperKind::Nbd);
     bed.mapper.kill(&image("v"));
     let bed = bed.restart();
     bed.store.set_lockers("v", vec![("client.9".into(), "host-b".into())]);
@@ -103,10 +100,7 @@ fn a_mapping_whose_process_died_is_never_reattached_once_another_host_took_the_v
 #[test]
 fn a_mapping_whose_process_died_is_never_reattached_once_a_takeover_fenced_this_host_or_rewrote_the_record() {
     for case in ["fenced", "record"] {
-        let bed = Bed::start(&[]);
-        bed.mapper.act_as(MapperKind::Nbd);
-        with_options(&bed, "v", None, None);
-        bed.mount("v", "c1").unwrap();
+        let bed = mounted_with(MapperKind::Nbd);
         bed.mapper.kill(&image("v"));
         let bed = bed.restart();
         // A takeover under way: it fenced this host (recorded first), or
@@ -128,10 +122,7 @@ fn a_mapping_whose_process_died_is_never_reattached_once_a_takeover_fenced_this_
 
 #[test]
 fn a_detached_volume_whose_device_the_kernel_let_go_is_dropped_without_touching_the_device() {
-    let bed = Bed::start(&[]);
-    bed.mapper.act_as(MapperKind::Nbd);
-    with_options(&bed, "v", None, None);
-    bed.mount("v", "c1").unwrap();
+    let bed = mounted_with(MapperKind::Nbd);
     let bed = plugin_stopped_by_dockerd(bed, "v", true);
     // Not reattached in time: the device is free, maybe another volume's.
     bed.mapper.lose(&image("v"));
@@ -139,6 +130,16 @@ fn a_detached_volume_whose_device_the_kernel_let_go_is_dropped_without_touching_
     let journal = bed.journal();
     assert!(journal.iter().all(|j| !j.starts_with("mount ") && !j.starts_with("unmap")), "{journal:?}");
     assert_eq!(block_on(bed.engine.path("v")).unwrap(), None, "still mounted here");
+}
+
+/// A bed whose volume `v` (no map options) is mounted as `c1` by a mapper
+/// acting as `kind`.
+fn mounted_with(kind: MapperKind) -> Bed {
+    let bed = Bed::start(&[]);
+    bed.mapper.act_as(kind);
+    with_options(&bed, "v", None, None);
+    bed.mount("v", "c1").unwrap();
+    bed
 }
 
 /// A managed plugin's `disable -f`: dockerd stops the plugin and detaches
@@ -157,10 +158,7 @@ fn plugin_stopped_by_dockerd(bed: Bed, name: &str, rbd_nbd: bool) -> Bed {
 
 #[test]
 fn a_krbd_volume_whose_mount_dockerd_detached_is_kept_and_mounted_again_and_a_mount_meanwhile_is_told_to_retry() {
-    let bed = Bed::start(&[]);
-    bed.mapper.act_as(MapperKind::Krbd);
-    with_options(&bed, "v", None, None);
-    bed.mount("v", "c1").unwrap();
+    let bed = mounted_with(MapperKind::Krbd);
     let bed = plugin_stopped_by_dockerd(bed, "v", false);
     assert!(bed.journal().is_empty(), "nothing undone: {:?}", bed.journal());
     let err = bed.mount("v", "c2").unwrap_err();
@@ -176,10 +174,7 @@ fn a_krbd_volume_whose_mount_dockerd_detached_is_kept_and_mounted_again_and_a_mo
 
 #[test]
 fn an_rbd_nbd_volume_whose_mount_dockerd_detached_is_reattached_then_mounted_again() {
-    let bed = Bed::start(&[]);
-    bed.mapper.act_as(MapperKind::Nbd);
-    with_options(&bed, "v", None, None);
-    bed.mount("v", "c1").unwrap();
+    let bed = mounted_with(MapperKind::Nbd);
     let bed = plugin_stopped_by_dockerd(bed, "v", true);
     block_on(bed.engine.check_all_mounted());
     let mp = bed.mountpoint("v").display().to_string();
