@@ -93,3 +93,33 @@ fn map_and_unmap_options_pass_through_docker_into_the_volumes_metadata() {
     assert_eq!(read, "mapped");
     docker_ok(&["volume", "rm", &v]);
 }
+
+/// An image made outside rbdvol, adopted read-only through dockerd: two
+/// containers at once read what it held, neither can write, and
+/// `docker volume rm` leaves the image (with its data) in Ceph.
+#[test]
+fn an_image_made_elsewhere_is_adopted_read_only_through_docker_and_left_in_place_by_volume_rm() {
+    let cluster = TestCluster::shared();
+    let d = DockerPlugin::start(cluster);
+    let (image, v) = (unique("dvlegacy"), unique("dvadopt"));
+    cluster.ext4_image_made_elsewhere(&image, 64, &[("hello.txt", "made elsewhere\n")]);
+    let out = d.create_volume(&v, &[&format!("image={image}"), "readonly=true"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let inspect: serde_json::Value = serde_json::from_str(&docker_ok(&["volume", "inspect", &v])).unwrap();
+    assert!(inspect[0]["Status"]["adopted"].is_string() && inspect[0]["Status"]["readonly"].is_string(), "{inspect}");
+    let mount = format!("{v}:/data");
+    let first = docker_ok(&["run", "-d", "-v", &mount, IMAGE, "sleep", "300"]);
+    let read = docker_ok(&["run", "--rm", "-v", &mount, IMAGE, "cat", "/data/hello.txt"]);
+    assert_eq!(read, "made elsewhere");
+    let write = docker(&["run", "--rm", "-v", &mount, IMAGE, "sh", "-c", "echo x > /data/new"]);
+    assert!(!write.status.success() && String::from_utf8_lossy(&write.stderr).contains("Read-only file system"), "{write:?}");
+    docker_ok(&["rm", "-f", &first]);
+    // A bad adoption is refused with its reason, and nothing is made.
+    let out = d.create_volume(&unique("dvnone"), &["image=no-such-image"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot adopt image 'rbd/no-such-image': it does not exist"), "{out:?}");
+    docker_ok(&["volume", "rm", &v]);
+    assert!(!docker(&["volume", "inspect", &v]).status.success());
+    assert!(cluster.rbd_info(&image).is_some(), "docker volume rm deleted the adopted image");
+    assert_eq!(cluster.read_files_from_image(&image, &["hello.txt"]), ["made elsewhere\n"]);
+    assert!(cluster.cli("rbd", &["rm", "--no-progress", &format!("rbd/{image}")]).status.success());
+}
