@@ -145,7 +145,7 @@ impl Inner {
     /// after the watch timeout (~30 s, during which the device's requests
     /// would wait); then the new client replaces them in the record a
     /// takeover fences.
-    fn reattach_if_dead(&self, store: &dyn Store, vol: &dyn Volume, v: &MountedVolume) -> Result<(), EngineError> {
+    pub(super) fn reattach_if_dead(&self, store: &dyn Store, vol: &dyn Volume, v: &MountedVolume) -> Result<(), EngineError> {
         let mapping = self.mapping_of(v);
         if !self.mapper.needs_reattach(&mapping) {
             return Ok(());

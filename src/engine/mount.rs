@@ -417,6 +417,18 @@ impl Inner {
             self.mounted.lock().unwrap().insert(name.into(), v);
             return Ok(Unmounted::StillUsed(n));
         }
+        // A mapping whose process died with a restart, not yet reattached:
+        // reattached first, so the filesystem's last writes (queued in the
+        // kernel) reach the image instead of failing with the unmap.
+        if self.mapper.needs_reattach(&self.mapping_of(&v)) {
+            let reattached = self.store().and_then(|store| {
+                let vol = self.header_of_mounted(&*store, &v)?;
+                self.reattach_if_dead(&*store, &*vol, &v)
+            });
+            if let Err(e) = reattached {
+                tracing::warn!("volume '{name}': its mapping's process died and cannot be reattached before the unmount ({e}): writes still queued fail");
+            }
+        }
         self.tear_down(&v, true, Some(self.mapping_of(&v)), Teardown::Strict)?;
         crash::point("unmount.forgotten", name);
         // Unmounted and unmapped: done for Docker. The lock (and its record)

@@ -132,6 +132,21 @@ fn a_detached_volume_whose_device_the_kernel_let_go_is_dropped_without_touching_
     assert_eq!(block_on(bed.engine.path("v")).unwrap(), None, "still mounted here");
 }
 
+#[test]
+fn an_unmount_right_after_a_restart_reattaches_a_dead_rbd_nbd_before_it_unmounts() {
+    let bed = mounted_with(MapperKind::Nbd);
+    bed.mapper.kill(&image("v"));
+    let bed = bed.restart();
+    bed.clear_journal();
+    // The last container leaves before the first check.
+    assert_eq!(bed.unmount("v", "c1").unwrap(), Unmounted::Released);
+    let journal = bed.journal();
+    let mp = bed.mountpoint("v").display().to_string();
+    let at = |what: &str| journal.iter().position(|j| j == what).unwrap_or_else(|| panic!("no {what}: {journal:?}"));
+    assert!(at("reattach rbd/v -o ") < at(&format!("unmount {mp}")), "{journal:?}");
+    bed.assert_nothing_left("v");
+}
+
 /// A bed whose volume `v` (no map options) is mounted as `c1` by a mapper
 /// acting as `kind`.
 fn mounted_with(kind: MapperKind) -> Bed {
