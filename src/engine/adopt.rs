@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::records::{self, DirEntry, EntryState, VolumeMeta, FENCED_KEY, FORMATTED_KEY, MOUNTED_KEY, VOLUME_KEY};
+use super::store::ImageKeys;
 use super::{format, fs_options, Created, EngineError};
 use super::options::VolumeOptions;
 use crate::ceph::{CephError, Cluster, Header, Image, Pool};
@@ -197,7 +198,7 @@ impl Adopter<'_> {
             let meta = match plan {
                 Plan::Finish(meta) => meta,
                 Plan::Format(meta, already_marked) => {
-                    apply_qos(header, &opts.qos)?;
+                    super::qos::apply(header, &opts.qos)?;
                     if !already_marked {
                         // The marker first: a crash from here on formats again.
                         header.metadata_set(VOLUME_KEY, &meta.to_json())?;
@@ -211,7 +212,7 @@ impl Adopter<'_> {
                     meta
                 }
                 Plan::Keep(meta) => {
-                    apply_qos(header, &opts.qos)?;
+                    super::qos::apply(header, &opts.qos)?;
                     header.metadata_set(FORMATTED_KEY, &size.to_string())?;
                     wrote_formatted = true;
                     header.metadata_set(VOLUME_KEY, &meta.to_json())?;
@@ -344,21 +345,10 @@ enum Plan {
     Finish(VolumeMeta),
 }
 
-/// Writes QoS limits as the image's librbd config overrides.
-fn apply_qos(header: &Header, limits: &std::collections::BTreeMap<String, u64>) -> Result<(), CephError> {
-    for (key, value) in super::qos::metadata_changes(limits) {
-        match value {
-            Some(v) => header.metadata_set(&key, &v)?,
-            None => header.metadata_remove(&key)?,
-        }
-    }
-    Ok(())
-}
-
 /// Takes rbdvol's keys off the adopted image of volume `name` (its data,
 /// and any QoS limits, stay): the image is as it was before. The marker
 /// goes last, so a crash leaves it to be forgotten again.
-pub(super) fn strip<K: MarkerKeys + ?Sized>(keys: &K, name: &str) -> Result<(), EngineError> {
+pub(super) fn strip<K: ImageKeys + ?Sized>(keys: &K, name: &str) -> Result<(), EngineError> {
     let Some(raw) = keys.get(VOLUME_KEY)? else { return Ok(()) };
     if VolumeMeta::parse_any(&raw).is_none_or(|m| m.name != name || !m.adopted) {
         // Adopted again since, by another name: not this volume's keys.
@@ -368,31 +358,6 @@ pub(super) fn strip<K: MarkerKeys + ?Sized>(keys: &K, name: &str) -> Result<(), 
         keys.remove(key)?;
     }
     Ok(())
-}
-
-/// rbdvol's keys of an image, through its header (CLI) or the store's
-/// volume (the plugin).
-pub(super) trait MarkerKeys {
-    fn get(&self, key: &str) -> Result<Option<String>, CephError>;
-    fn remove(&self, key: &str) -> Result<(), CephError>;
-}
-
-impl MarkerKeys for Header {
-    fn get(&self, key: &str) -> Result<Option<String>, CephError> {
-        self.metadata_get(key)
-    }
-    fn remove(&self, key: &str) -> Result<(), CephError> {
-        self.metadata_remove(key)
-    }
-}
-
-impl MarkerKeys for dyn super::store::Volume + '_ {
-    fn get(&self, key: &str) -> Result<Option<String>, CephError> {
-        self.metadata_get(key)
-    }
-    fn remove(&self, key: &str) -> Result<(), CephError> {
-        self.metadata_remove(key)
-    }
 }
 
 /// `rbdvol forget NAME`: forgets an adopted volume that no host has

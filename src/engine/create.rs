@@ -4,8 +4,6 @@
 //! or Mount completes and that Docker never sees; a failure (not a crash)
 //! takes back what the call made, in one place (`take_back`).
 
-use std::collections::BTreeMap;
-
 use super::adopt::Adopter;
 use super::directory::image_ref;
 use super::format::Blank;
@@ -260,7 +258,7 @@ impl Inner {
                 ..parent_meta.clone()
             };
             // Given limits over the parent's (librbd copied its metadata).
-            apply_qos(&vol, &opts.qos)?;
+            super::qos::apply(&vol as &dyn Volume, &opts.qos)?;
             if opts.read_only {
                 // Before the marker: nobody mounts it meanwhile.
                 self.settle_journal(name, &image_ref(name, entry), meta.fstype)?;
@@ -292,22 +290,11 @@ impl Inner {
             unmap_options: opts.mapper_options.unmap.clone(),
         };
         // Before the marker: a volume marked has its limits.
-        apply_qos(vol, &opts.qos)?;
+        super::qos::apply(vol as &dyn Volume, &opts.qos)?;
         crash::point("create.limited", name);
         vol.metadata_set(VOLUME_KEY, &meta.to_json())?;
         Ok(())
     }
-}
-
-/// Writes QoS limits as the image's librbd config overrides.
-fn apply_qos(vol: &CephVolume, limits: &BTreeMap<String, u64>) -> Result<(), EngineError> {
-    for (key, value) in super::qos::metadata_changes(limits) {
-        match value {
-            Some(v) => vol.metadata_set(&key, &v)?,
-            None => vol.metadata_remove(&key)?,
-        }
-    }
-    Ok(())
 }
 
 impl Inner {

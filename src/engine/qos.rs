@@ -98,6 +98,18 @@ pub fn describe(limits: &BTreeMap<String, u64>) -> String {
         .join(" ")
 }
 
+/// Writes `limits` (`-o` names; 0 removes one) as the image's librbd
+/// config overrides.
+pub(crate) fn apply<K: super::store::ImageKeys + ?Sized>(keys: &K, limits: &BTreeMap<String, u64>) -> Result<(), crate::ceph::CephError> {
+    for (key, value) in metadata_changes(limits) {
+        match value {
+            Some(v) => keys.set(&key, &v)?,
+            None => keys.remove(&key)?,
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

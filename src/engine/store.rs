@@ -214,3 +214,36 @@ impl Volume for CephVolume {
 
 #[cfg(test)]
 pub(crate) mod memory;
+
+/// An image's metadata keys, through its header (the CLI, adoption) or a
+/// store's volume (the plugin): what QoS limits and rbdvol's own keys are
+/// written and removed with.
+pub(crate) trait ImageKeys {
+    fn get(&self, key: &str) -> Result<Option<String>, CephError>;
+    fn set(&self, key: &str, value: &str) -> Result<(), CephError>;
+    fn remove(&self, key: &str) -> Result<(), CephError>;
+}
+
+impl ImageKeys for Header {
+    fn get(&self, key: &str) -> Result<Option<String>, CephError> {
+        self.metadata_get(key)
+    }
+    fn set(&self, key: &str, value: &str) -> Result<(), CephError> {
+        self.metadata_set(key, value)
+    }
+    fn remove(&self, key: &str) -> Result<(), CephError> {
+        self.metadata_remove(key)
+    }
+}
+
+impl ImageKeys for dyn Volume + '_ {
+    fn get(&self, key: &str) -> Result<Option<String>, CephError> {
+        self.metadata_get(key)
+    }
+    fn set(&self, key: &str, value: &str) -> Result<(), CephError> {
+        self.metadata_set(key, value)
+    }
+    fn remove(&self, key: &str) -> Result<(), CephError> {
+        self.metadata_remove(key)
+    }
+}
