@@ -9,6 +9,7 @@
 pub mod api;
 pub mod ceph;
 pub mod config;
+pub mod csi;
 pub mod daemon;
 pub mod engine;
 pub mod host;

@@ -30,6 +30,8 @@ pub struct Sources {
     pub cluster_flags: BTreeMap<String, (String, String)>,
     /// Where the ceph.conf and keyring files are, if they are a source.
     pub files: Option<Locations>,
+    /// The key a Swarm secret gave (`rbdvol csi`), ranked as the files.
+    pub swarm_key: crate::config::swarm_key::SwarmKey,
 }
 
 /// One setting as `rbdvol config show` prints it.
@@ -139,6 +141,11 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
         }
     }
     vars.extend(sources.cluster_flags.clone());
+    if !vars.contains_key("RBD_CONF_KEYRING_KEY") && !vars.contains_key("RBD_CONF_KEYRING_KEY_FILE") {
+        if let Some(key) = sources.swarm_key.get() {
+            vars.insert("RBD_CONF_KEYRING_KEY".into(), (key.expose().to_string(), SWARM_SECRET.into()));
+        }
+    }
     let mut looked = Vec::new();
     let mut file_error = None;
     let mut from_files = Vec::new();
@@ -191,6 +198,9 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
     };
     Effective { ceph, defaults, shown, looked }
 }
+
+/// How `config show` names a key from a Swarm secret.
+const SWARM_SECRET: &str = "swarm secret";
 
 /// How a source ranks: flags above the environment above Consul above the
 /// files above the defaults (its label as `config show` prints it).

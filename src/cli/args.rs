@@ -157,13 +157,50 @@ pub struct FenceArgs {
     pub blocklist_expiry: Option<String>,
 }
 
-/// `serve`: the cluster, the mapper and fencing, and what only a running
-/// plugin uses.
+/// `serve`: Docker's volume plugin protocol on a socket.
 #[derive(clap::Args)]
-pub struct ServeArgs {
+pub struct ServeCommand {
     /// The plugin socket (legacy plugins: /run/docker/plugins/<driver>.sock).
     #[arg(long, env = "RBDVOL_SOCKET", default_value = "/run/docker/plugins/rbd.sock")]
     pub socket: PathBuf,
+    #[command(flatten)]
+    pub args: ServeArgs,
+}
+
+/// `csi`: CSI v1 for Swarm's cluster volumes on a unix socket.
+#[derive(clap::Args)]
+pub struct CsiCommand {
+    /// The CSI endpoint: unix:///PATH or an absolute path.
+    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///run/docker/plugins/csi.sock")]
+    pub endpoint: String,
+    /// Where the orchestrator stages volumes (<stage-root>/<id>).
+    #[arg(long, env = "RBDVOL_STAGE_ROOT", default_value = "/data/staged")]
+    pub stage_root: PathBuf,
+    /// Where the orchestrator publishes volumes (<publish-root>/<id>): the
+    /// managed plugin's propagated mount.
+    #[arg(long, env = "RBDVOL_PUBLISH_ROOT", default_value = "/data/published")]
+    pub publish_root: PathBuf,
+    #[command(flatten)]
+    pub args: ServeArgs,
+}
+
+impl CsiCommand {
+    /// The endpoint as a socket path; the roots must be absolute.
+    pub fn config(self) -> anyhow::Result<rbdvol::daemon::ServeConfig> {
+        let path = self.endpoint.strip_prefix("unix://").unwrap_or(&self.endpoint);
+        anyhow::ensure!(path.starts_with('/'), "invalid CSI_ENDPOINT '{}': use unix:///PATH (a unix socket)", self.endpoint);
+        for (name, root) in [("RBDVOL_STAGE_ROOT", &self.stage_root), ("RBDVOL_PUBLISH_ROOT", &self.publish_root)] {
+            anyhow::ensure!(root.is_absolute() && root.parent().is_some(), "invalid {name} '{}': an absolute directory below /", root.display());
+        }
+        let paths = rbdvol::csi::CsiPaths { stage_root: self.stage_root, publish_root: self.publish_root };
+        Ok(self.args.config(PathBuf::from(path), rbdvol::daemon::Front::Csi(paths)))
+    }
+}
+
+/// `serve` and `csi`: the cluster, the mapper and fencing, and what only a
+/// running plugin uses.
+#[derive(clap::Args)]
+pub struct ServeArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Where volumes are mounted, as <mount-root>/<volume>.
@@ -235,12 +272,13 @@ impl FenceArgs {
 
 impl ServeArgs {
     /// What `serve` runs with.
-    pub fn config(self) -> rbdvol::daemon::ServeConfig {
+    pub fn config(self, socket: PathBuf, front: rbdvol::daemon::Front) -> rbdvol::daemon::ServeConfig {
         rbdvol::daemon::ServeConfig {
+            front,
             host_id: self.cluster.host_id(),
             flags: self.cluster.flag_sources(),
             ceph: self.cluster.ceph_sources(),
-            socket: self.socket,
+            socket,
             state_dir: self.cluster.state_dir,
             mount_root: self.mount_root,
             run_dir: self.mapper.run_dir,

@@ -11,7 +11,7 @@ mod output;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use args::{CephArgs, ClusterArgs, FenceArgs, MapperArgs, ServeArgs};
+use args::{CephArgs, ClusterArgs, CsiCommand, FenceArgs, MapperArgs, ServeCommand};
 
 #[derive(Parser)]
 #[command(name = "rbdvol", version, about = "Docker volume plugin for Ceph RBD")]
@@ -99,7 +99,10 @@ pub enum ConfigCommand {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the Docker volume plugin on its socket.
-    Serve(ServeArgs),
+    Serve(ServeCommand),
+    /// Serve CSI v1 for Docker Swarm's cluster volumes (docker volume create
+    /// --type mount ...) on CSI_ENDPOINT: the same engine as serve.
+    Csi(CsiCommand),
     /// Print the effective settings and where each comes from (built-in
     /// default, Consul, environment or flag); the key is never shown.
     Config {
@@ -266,9 +269,13 @@ pub fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Check { pool, namespace, write } => check::check(&pool, &namespace, write, &ceph),
-        Command::Serve(mut args) => {
-            args.cluster.ceph = ceph.clone();
-            Ok(rbdvol::daemon::serve(args.config())?)
+        Command::Serve(mut cmd) => {
+            cmd.args.cluster.ceph = ceph.clone();
+            Ok(rbdvol::daemon::serve(cmd.args.config(cmd.socket, rbdvol::daemon::Front::VolumeDriver))?)
+        }
+        Command::Csi(mut cmd) => {
+            cmd.args.cluster.ceph = ceph.clone();
+            Ok(rbdvol::daemon::serve(cmd.config()?)?)
         }
         Command::UserspaceServe => Ok(rbdvol::host::fusefs::serve()?),
         Command::Config { what: ConfigCommand::Show(args) } => config::config_show(&with(args)),
@@ -293,8 +300,13 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Consul { what: ConsulCommand::Seed { user } } => config::consul_seed(&ceph, user),
         Command::Plugin { args } => {
             let exe = std::env::current_exe().context("locating the rbdvol binary")?;
-            // The Ceph-style flags given before `plugin` go to serve too.
-            let serve: Vec<std::ffi::OsString> = std::iter::once("serve".into()).chain(ceph.to_args()).chain(args).collect();
+            // The Ceph-style flags given before `plugin` go to serve too;
+            // `plugin csi ...` supervises `csi` (the CSI plugin's entrypoint).
+            let (command, args) = match args.split_first() {
+                Some((first, rest)) if first == "csi" => ("csi", rest.to_vec()),
+                _ => ("serve", args),
+            };
+            let serve: Vec<std::ffi::OsString> = std::iter::once(command.into()).chain(ceph.to_args()).chain(args).collect();
             let code = rbdvol::host::supervise::run(&exe, &serve)?;
             std::process::exit(code)
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 pub mod ceph_conf;
 pub mod ceph_files;
 pub mod consul;
+pub mod swarm_key;
 
 use zeroize::Zeroizing;
 

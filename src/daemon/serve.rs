@@ -22,8 +22,10 @@ use super::{ConsulLiveness, DaemonError, Reported, CONSUL_CACHE};
 /// and checked by `serve`, which names the variable of a bad one.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// The plugin socket.
+    /// The plugin socket (Docker's volume protocol), or CSI's endpoint.
     pub socket: PathBuf,
+    /// What is served on it.
+    pub front: Front,
     /// Names this host in locks and image metadata.
     pub host_id: String,
     /// This host's state, and the consul cache.
@@ -54,6 +56,19 @@ pub struct ServeConfig {
     /// RBDVOL_METRICS_ADDR: where the metrics endpoint listens (empty: off).
     pub metrics_addr: Option<String>,
 }
+
+/// The protocol served on the socket.
+#[derive(Debug, Clone)]
+pub enum Front {
+    /// Docker's `docker.volumedriver/1.0` (`rbdvol serve`).
+    VolumeDriver,
+    /// CSI v1 for Swarm's cluster volumes (`rbdvol csi`).
+    Csi(crate::csi::CsiPaths),
+}
+
+/// Where `rbdvol csi` keeps a key from a Swarm secret, in the state
+/// directory (0600).
+pub const SWARM_KEY_FILE: &str = "swarm-key";
 
 /// A managed plugin passes unset variables as empty strings.
 fn non_empty(value: &Option<String>) -> Option<&str> {
@@ -132,6 +147,14 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
     let consul_settings = ConsulSettings::from_vars(std::env::vars());
     let cache_path = cfg.state_dir.join(CONSUL_CACHE);
     let base = base_sources(cfg.flags.clone(), cfg.ceph.clone());
+    let swarm_key_file = cfg.state_dir.join(SWARM_KEY_FILE);
+    if matches!(cfg.front, Front::Csi(_)) {
+        // The key a Swarm secret gave before a restart: NodeUnpublish and
+        // NodeUnstage carry no secrets.
+        if let Ok(key) = std::fs::read_to_string(&swarm_key_file) {
+            base.swarm_key.set(crate::config::Secret::new(key.trim()));
+        }
+    }
     let mut sources = base.clone();
     let mut reported = Reported::default();
     let cached = consul_settings.as_ref().and_then(|c| read_consul_cache(&cache_path, &c.prefix));
@@ -175,6 +198,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
     let host_id = config.host_id.clone();
     let mapper = mapper::build(kind, &mapper_config, &tools);
     let started_with = settings.clone();
+    let swarm_key = base.swarm_key.clone();
     let engine = Engine::start(config, settings, tools, mapper)?;
     tracing::info!("host '{host_id}', mapper {}", engine.mapper_kind().as_str());
 
@@ -245,17 +269,23 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
         tokio::spawn(async move { e.watch_health(HEALTH_INTERVAL).await });
         let e = engine.clone();
         tokio::spawn(async move { e.resume_background_work().await });
-        let driver: Arc<dyn VolumeDriver> = Arc::new(engine);
-        axum::serve(listener, crate::api::router(driver))
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-                tracing::info!("stopping: mounted volumes stay mounted for their containers");
-            })
-            .await
-            .map_err(DaemonError::Serve)?;
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            tracing::info!("stopping: mounted volumes stay mounted for their containers");
+        };
+        match cfg.front {
+            Front::VolumeDriver => {
+                let driver: Arc<dyn VolumeDriver> = Arc::new(engine);
+                axum::serve(listener, crate::api::router(driver)).with_graceful_shutdown(stop).await.map_err(DaemonError::Serve)?;
+            }
+            Front::Csi(paths) => {
+                let csi = crate::csi::Csi::new(engine, paths, swarm_key, swarm_key_file);
+                crate::csi::serve(listener, csi, stop).await.map_err(|e| DaemonError::Serve(std::io::Error::other(e)))?;
+            }
+        }
         let _ = std::fs::remove_file(&socket);
         if let Some(crate::metrics::MetricsAddr::Unix(path)) = &metrics_addr {
             let _ = std::fs::remove_file(path);

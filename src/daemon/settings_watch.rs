@@ -29,6 +29,7 @@ pub fn base_sources(flags: BTreeMap<String, String>, ceph: CephSources) -> Sourc
         pools: BTreeMap::new(),
         cluster_flags: ceph.flags,
         files: Some(ceph.files),
+        swarm_key: Default::default(),
     }
 }
 
@@ -125,6 +126,7 @@ pub async fn watch_consul(
     let (mut index, mut last, mut failing) = (None::<u64>, None::<BTreeMap<String, String>>, false);
     let mut file_broken = false;
     let mut backoff = Duration::from_secs(1);
+    let mut swarm_key = base.swarm_key.subscribe();
     loop {
         // While a ceph.conf or keyring is broken, resolve again every few
         // seconds rather than only at Consul's next change.
@@ -134,7 +136,24 @@ pub async fn watch_consul(
         } else {
             index
         };
-        match client.read(asked_at, Duration::from_secs(300)).await {
+        // A key from a Swarm secret is put in force at once, with the
+        // entries last read (Consul's wait is cut short for it).
+        let read = tokio::select! {
+            r = client.read(asked_at, Duration::from_secs(300)) => Some(r),
+            _ = swarm_key.changed() => None,
+        };
+        let Some(read) = read else {
+            if let Some(kv) = &last {
+                let mut sources = base.clone();
+                add_consul(&mut sources, kv, &prefix, &mut reported);
+                let eff = resolve(&sources, |r| reported.error(r));
+                if eff.ceph.is_ok() || !have_settings {
+                    engine.update_settings(eff.ceph, eff.defaults);
+                }
+            }
+            continue;
+        };
+        match read {
             Ok(snap) => {
                 crate::metrics::global().consul_answered(true);
                 if failing {
@@ -214,8 +233,13 @@ pub const FILES_INTERVAL: Duration = Duration::from_secs(10);
 pub async fn watch_files(engine: Engine, base: Sources, started_with: Result<CephSettings, ConfigError>, every: Duration) {
     let mut reported = Reported::default();
     let mut last = started_with;
+    let mut swarm_key = base.swarm_key.subscribe();
     loop {
-        tokio::time::sleep(every).await;
+        // A key from a Swarm secret is put in force at once.
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = swarm_key.changed() => {}
+        }
         let sources = base.clone();
         let Ok((eff, lines)) = tokio::task::spawn_blocking(move || {
             let mut lines = Vec::new();

@@ -20,6 +20,7 @@
 //! - `adopt`: volumes of images rbdvol did not make (`-o image=`), and
 //!   forgetting them;
 //! - `mount`: Mount and Unmount, as a transaction undone in reverse;
+//! - `publish`: Swarm's cluster volumes (CSI): stage, publish, unpublish;
 //! - `check`: the periodic check of mounted volumes (taken over, grown);
 //! - `remove`: Remove and the background deletion (purge);
 //! - `status`: Get and List;
@@ -43,6 +44,7 @@ pub mod fs_options;
 mod host_lock;
 mod mount;
 mod observe;
+mod publish;
 pub mod options;
 pub mod map_options;
 pub mod qos;
@@ -75,6 +77,7 @@ use directory::DirectoryCache;
 use options::Defaults;
 
 pub use observe::Observed;
+pub use publish::Unpublished;
 
 pub(crate) use connection::settings_to_fix;
 
@@ -149,6 +152,9 @@ pub enum EngineError {
 
     #[error("volume '{name}' was created by rbdvol, not adopted: rbdvol forget only forgets adopted images (docker volume rm {name} deletes it)")]
     NotAdopted { name: String },
+    #[error("volume '{name}' is not staged on this host for {}: stage it again (it was unstaged, or taken over by another host)", path.display())]
+    NotStaged { name: String, path: PathBuf },
+
     #[error("volume '{name}' is being taken back after a restart of the plugin (its device still serves its containers and is mounted again within seconds): retry the mount")]
     TakingBack { name: String },
 

@@ -15,6 +15,12 @@ pub trait MountTable: Send + Sync {
     fn unmount_detached(&self, target: &Path) -> Result<(), HostError>;
     /// What is mounted now.
     fn mounts(&self) -> Result<Vec<MountEntry>, HostError>;
+    /// Binds the directory `source` at `target` (made if missing), read-only
+    /// if asked; `target` already a mount point is left as it is.
+    fn bind(&self, source: &Path, target: &Path, read_only: bool) -> Result<(), HostError>;
+    /// Removes the empty directory `dir` (a publish or staging target);
+    /// gone already is fine.
+    fn remove_dir(&self, dir: &Path) -> Result<(), HostError>;
 }
 
 /// This host's mount table.
@@ -32,6 +38,15 @@ impl MountTable for SystemMounts {
     }
     fn mounts(&self) -> Result<Vec<MountEntry>, HostError> {
         sys::mounts()
+    }
+    fn bind(&self, source: &Path, target: &Path, read_only: bool) -> Result<(), HostError> {
+        if sys::mounts()?.iter().any(|m| m.target == target) {
+            return Ok(());
+        }
+        sys::bind(source, target, read_only)
+    }
+    fn remove_dir(&self, dir: &Path) -> Result<(), HostError> {
+        sys::remove_empty_dir(dir)
     }
 }
 
@@ -65,6 +80,10 @@ pub mod fake {
         /// Makes every later `mount` or `unmount` fail.
         pub fn fail(&self, call: &str) {
             self.failing.lock().unwrap().insert(call.to_string());
+        }
+
+        pub fn unfail(&self, call: &str) {
+            self.failing.lock().unwrap().remove(call);
         }
 
         /// From now on `unmount` waits until `release_unmount`.
@@ -129,6 +148,22 @@ pub mod fake {
         }
         fn mounts(&self) -> Result<Vec<MountEntry>, HostError> {
             Ok(self.mounted.lock().unwrap().clone())
+        }
+        fn bind(&self, source: &Path, target: &Path, read_only: bool) -> Result<(), HostError> {
+            self.check("bind", target)?;
+            let mut mounted = self.mounted.lock().unwrap();
+            if mounted.iter().any(|m| m.target == target) {
+                return Ok(());
+            }
+            let ro = if read_only { " ro" } else { "" };
+            self.journal.lock().unwrap().push(format!("bind {} {}{ro}", source.display(), target.display()));
+            mounted.push(MountEntry { source: source.display().to_string(), target: target.to_path_buf(), fstype: "bind".into(), dev: String::new() });
+            Ok(())
+        }
+        fn remove_dir(&self, dir: &Path) -> Result<(), HostError> {
+            self.check("remove_dir", dir)?;
+            self.journal.lock().unwrap().push(format!("rmdir {}", dir.display()));
+            Ok(())
         }
     }
 }

@@ -90,6 +90,30 @@ pub fn mount(device: &Path, target: &Path, fstype: &str, options: &str) -> Resul
         .map_err(HostError::sys("mount", target))
 }
 
+/// Binds directory `source` at `target`, making `target` (a directory) if
+/// missing; read-only by a remount of the bind (the only way the kernel
+/// takes it), undone if that fails.
+pub fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), HostError> {
+    std::fs::create_dir_all(target).map_err(HostError::io("create", target))?;
+    nix::mount::mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(HostError::sys("bind mount", target))?;
+    if read_only {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
+            let _ = nix::mount::umount2(target, MntFlags::empty());
+            return Err(HostError::Sys { op: "read-only bind mount", path: target.into(), errno: e });
+        }
+    }
+    Ok(())
+}
+
+/// Removes the empty directory `dir`; gone already is fine.
+pub fn remove_empty_dir(dir: &Path) -> Result<(), HostError> {
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(HostError::io("remove", dir)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// Makes this process undumpable: no core dump (which would hold the
 /// cephx key), no ptrace or /proc/<pid>/mem for anyone but root. Children
 /// inherit it until they exec.

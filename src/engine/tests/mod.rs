@@ -8,6 +8,7 @@
 //! the hostile review found. `properties`: random requests.
 
 mod outage;
+mod publish;
 mod read_only;
 mod properties;
 mod map_options;

@@ -1,0 +1,75 @@
+//! This layer's errors, and the one conversion to a gRPC status.
+
+use tonic::{Code, Status};
+
+use crate::engine::EngineError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CsiError {
+    /// A request that can never succeed as it is.
+    #[error("{0}")]
+    Invalid(String),
+
+    /// A volume of that name exists, not as asked.
+    #[error("{0}")]
+    Conflict(String),
+
+    /// A capacity range rbdvol cannot meet.
+    #[error("{0}")]
+    OutOfRange(String),
+
+    /// A pagination token this server did not give.
+    #[error("{0}")]
+    BadToken(String),
+
+    /// The key a Swarm secret carries is not yet in force.
+    #[error("{0}")]
+    NoKeyYet(String),
+
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// The gRPC status of an error: Swarm retries what is not final.
+pub fn status(call: &str, e: CsiError) -> Status {
+    let code = match &e {
+        CsiError::Invalid(_) => Code::InvalidArgument,
+        CsiError::Conflict(_) => Code::AlreadyExists,
+        CsiError::BadToken(_) => Code::Aborted,
+        CsiError::OutOfRange(_) => Code::OutOfRange,
+        CsiError::NoKeyYet(_) => Code::Unavailable,
+        CsiError::Engine(e) => engine_code(e),
+    };
+    let message = e.to_string();
+    tracing::warn!("csi {call}: {message}");
+    Status::new(code, message)
+}
+
+fn engine_code(e: &EngineError) -> Code {
+    use EngineError::*;
+    match e {
+        InvalidName { .. } | UnknownOption { .. } | InvalidOption { .. } | NoSuchSnapshot { .. } | CannotAdopt { .. } => Code::InvalidArgument,
+        NotFound(_) | NotFoundAsOf { .. } => Code::NotFound,
+        NotOurs { .. } => Code::AlreadyExists,
+        MountedElsewhere { .. } | StillWatched { .. } | DuplicateHostId { .. } | ReadOnlyHolders { .. } | ReadersUnknown { .. } | NotForReadOnly { .. } => Code::FailedPrecondition,
+        HasSnapshots { .. } | HasClones { .. } | InUseHere { .. } | NotStaged { .. } | NotAdopted { .. } | RefusedRecord { .. } => Code::FailedPrecondition,
+        HolderDying { .. } | TakingBack { .. } | ClusterUnreachable { .. } | Connect { .. } | Config(_) => Code::Unavailable,
+        _ => Code::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_get_the_codes_swarm_acts_on() {
+        assert_eq!(status("t", CsiError::Invalid("x".into())).code(), Code::InvalidArgument);
+        assert_eq!(status("t", EngineError::NotFound("v".into()).into()).code(), Code::NotFound);
+        let busy = EngineError::MountedElsewhere { name: "v".into(), host: "h".into(), since: "now".into() };
+        let s = status("t", busy.into());
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert!(s.message().contains("volume 'v' is mounted on host 'h'"), "{}", s.message());
+        assert_eq!(status("t", EngineError::ClusterUnreachable { detail: "down".into() }.into()).code(), Code::Unavailable);
+    }
+}
