@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod consul;
+pub mod csi;
 pub mod docker;
 pub mod guest;
 pub mod managed;

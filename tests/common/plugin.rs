@@ -23,6 +23,8 @@ pub struct Plugin {
     extra_args: Vec<String>,
     /// A network namespace to run in (`/run/netns/NAME`).
     netns: Option<String>,
+    /// Runs `rbdvol csi` (CSI on `socket`) instead of `rbdvol serve`.
+    csi: bool,
 }
 
 /// One HTTP answer from the plugin.
@@ -81,9 +83,31 @@ impl Plugin {
             env,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             netns,
+            csi: false,
         };
         p.spawn();
         p
+    }
+
+    /// `rbdvol csi` with exactly this environment, serving CSI on
+    /// `<dir>/csi.sock`, staging under `<dir>/staged`, publishing under
+    /// `<dir>/published`.
+    pub fn start_csi(host_id: &str, env: Vec<(String, String)>) -> Plugin {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let dir = PathBuf::from(format!("/tmp/rbdvol-csi-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst)));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut p = Plugin { child: None, socket: dir.join("csi.sock"), dir, host_id: host_id.to_string(), env, extra_args: vec![], netns: None, csi: true };
+        p.spawn();
+        p
+    }
+
+    pub fn stage_root(&self) -> PathBuf {
+        self.dir.join("staged")
+    }
+
+    pub fn publish_root(&self) -> PathBuf {
+        self.dir.join("published")
     }
 
     pub fn mount_root(&self) -> PathBuf {
@@ -109,10 +133,13 @@ impl Plugin {
             }
             None => Command::new(bin()),
         };
-        cmd.arg("serve")
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--host-id")
+        if self.csi {
+            cmd.arg("csi").arg("--endpoint").arg(format!("unix://{}", self.socket.display()));
+            cmd.arg("--stage-root").arg(self.stage_root()).arg("--publish-root").arg(self.publish_root());
+        } else {
+            cmd.arg("serve").arg("--socket").arg(&self.socket);
+        }
+        cmd.arg("--host-id")
             .arg(&self.host_id)
             .arg("--state-dir")
             .arg(self.state_dir())
