@@ -3,8 +3,13 @@
 # rbdvol binary and exactly what it runs, copied from this host's Debian
 # packages: no image registry, no Docker build.
 #
-#   docker/build.sh [--binary target/release/rbdvol] [--out build/plugin]
+#   docker/build.sh [--binary target/release/rbdvol] [--out build/plugin] [--csi]
 #   docker plugin create rbd build/plugin
+#
+# --csi: the CSI plugin for swarm cluster volumes (docker volume create
+# --type mount ...; Docker 28.2+ or 25.0.12+): docker/csi/config.json, and
+# the directories swarm stages (/data/staged) and publishes (/data/published,
+# the propagated mount) volumes under. Same rootfs otherwise.
 #
 # The rootfs holds: rbdvol (stripped); mkfs.ext4/e2fsck/resize2fs
 # (e2fsprogs), mkfs.xfs/xfs_growfs (xfsprogs), blkid (util-linux), modprobe
@@ -16,11 +21,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 binary=$here/target/release/rbdvol
 out=$here/build/plugin
+csi=false
 while [ $# -gt 0 ]; do
     case $1 in
         --binary) binary=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        *) echo "usage: $0 [--binary PATH] [--out DIR]" >&2; exit 2 ;;
+        --csi) csi=true; shift ;;
+        *) echo "usage: $0 [--binary PATH] [--out DIR] [--csi]" >&2; exit 2 ;;
     esac
 done
 [ -x "$binary" ] || { echo "build.sh: no rbdvol binary at $binary (cargo build --release first)" >&2; exit 1; }
@@ -31,7 +38,11 @@ done
 root=$out/rootfs
 rm -rf "$out"
 mkdir -p "$root"
-cp "$here/config.json" "$out/config.json"
+if $csi; then
+    cp "$here/docker/csi/config.json" "$out/config.json"
+else
+    cp "$here/config.json" "$out/config.json"
+fi
 
 # Debian 12 merges /usr: the top-level dirs are links into it.
 mkdir -p "$root/usr/bin" "$root/usr/sbin" "$root/usr/lib" "$root/usr/lib64"
@@ -99,6 +110,11 @@ ldconfig -r "$root" 2>/dev/null || true
 for d in dev proc sys tmp run/docker/plugins run/rbdvol mnt/volumes var/lib/rbdvol lib/modules; do
     mkdir -p "$root/$d"
 done
+if $csi; then
+    # Swarm's NodeStageVolume/NodePublishVolume paths, in the plugin's own
+    # filesystem; dockerd makes neither.
+    mkdir -p "$root/data/staged" "$root/data/published"
+fi
 chmod 1777 "$root/tmp"
 
 echo "plugin directory: $out"

@@ -4,7 +4,9 @@
 # from the suite $DOCKER_NEW_SUITE (default forky: 28.5.2 today).
 #
 #   scripts/docker26.sh [path]       fetch if needed; print the dockerd and docker paths
-#   scripts/docker26.sh start [LOG]  start it unless it answers; print its pid if started
+#   scripts/docker26.sh start [LOG] [--owner-pid PID]
+#                                    start it unless it answers; print its pid if started;
+#                                    with --owner-pid, purge it as soon as process PID is gone
 #   scripts/docker26.sh stop         stop it (SIGTERM, then wait up to 60 s)
 #   scripts/docker26.sh purge        stop it, delete its data and exec roots and bridges
 #   scripts/docker26.sh swarm-init   make it a one-node swarm unless it is in one
@@ -43,16 +45,35 @@
 # For a swarm, `swarm-init` runs `docker swarm init --advertise-addr
 # 127.0.0.1 --listen-addr 127.0.0.1:2378 --data-path-port 4790`, clear of a
 # 20.10 swarm's 2377 and 4789.
+#
+# A second instance beside this one (the tests' own, so that they never
+# touch a daemon run by hand): DOCKER26_INSTANCE=N (1-9) moves everything
+# of it: socket /run/rbdvol-docker26-N.sock, roots /var/lib/rbdvol-docker26-N
+# and /run/rbdvol-docker26-N, cgroup parent and containerd namespaces
+# rbdvol26-N, bridges rbdvol26bN/rbdvol26gN on 172.30.(26+2N).1/24 and
+# 172.30.(27+2N).0/24, swarm address 127.0.26.N:2378+N (its gossip port,
+# 7946, is not settable: on 127.0.0.1 both would want it), data path port
+# 4790+N.
+# DOCKER26_SOCK, DOCKER26_DATA_ROOT and DOCKER26_EXEC_ROOT still override.
 set -euo pipefail
 
-sock=${DOCKER26_SOCK:-/run/rbdvol-docker26.sock}
-data_root=${DOCKER26_DATA_ROOT:-/var/lib/rbdvol-docker26}
-exec_root=${DOCKER26_EXEC_ROOT:-/run/rbdvol-docker26}
+instance=${DOCKER26_INSTANCE:-}
+case $instance in
+    '') suffix= ; br=rbdvol26br0; gw=rbdvol26gw0; n=0; swarm_addr=127.0.0.1 ;;
+    [1-9]) suffix=-$instance; br=rbdvol26b$instance; gw=rbdvol26g$instance; n=$instance; swarm_addr=127.0.26.$instance ;;
+    *) echo "docker26.sh: DOCKER26_INSTANCE must be 1-9 or empty, not '$instance'" >&2; exit 2 ;;
+esac
+sock=${DOCKER26_SOCK:-/run/rbdvol-docker26$suffix.sock}
+data_root=${DOCKER26_DATA_ROOT:-/var/lib/rbdvol-docker26$suffix}
+exec_root=${DOCKER26_EXEC_ROOT:-/run/rbdvol-docker26$suffix}
 pidfile=$exec_root.pid
-br=rbdvol26br0
-br_net=172.30.26.1/24
-gw=rbdvol26gw0
-gw_net=172.30.27.0/24
+# "<reaper pid> <owner pid>" of the reaper that purges it when its owner exits.
+reaperfile=$exec_root.reaper
+ns=rbdvol26$suffix
+br_net=172.30.$((26 + 2 * n)).1/24
+gw_net=172.30.$((27 + 2 * n)).0/24
+swarm_port=$((2378 + n))
+data_path_port=$((4790 + n))
 suite=${DOCKER_NEW_SUITE:-forky}
 cache=/var/cache/rbdvol/docker-$suite
 dockerd=$cache/usr/sbin/dockerd
@@ -125,10 +146,36 @@ running_pid() {
     [ -n "$pid" ] && [ -d "/proc/$pid" ] && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$dockerd" ] && echo "$pid"
 }
 
+alive() {
+    [ -n "$1" ] && kill -0 "$1" 2>/dev/null
+}
+
 start() {
-    local log=${1:-/var/log/rbdvol-docker26.log}
+    local log=/var/log/rbdvol-docker26.log owner=""
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --owner-pid) owner=$2; shift 2 ;;
+            *) [ -n "$1" ] && log=$1; shift ;;
+        esac
+    done
     fetch
-    answers && return 0
+    local reaper="" reaper_owner=""
+    [ -f "$reaperfile" ] && read -r reaper reaper_owner <"$reaperfile" || true
+    if alive "$reaper" && ! alive "$reaper_owner"; then
+        # A finished owner's reaper still purging: let it finish first.
+        for _ in $(seq 600); do alive "$reaper" || break; sleep 0.2; done
+        alive "$reaper" && { echo "docker26.sh: the reaper $reaper (of pid $reaper_owner, gone) has not purged $sock within 120 s" >&2; exit 1; }
+    fi
+    if answers; then
+        if [ -n "$owner" ] && alive "$reaper" && [ "$reaper_owner" != "$owner" ]; then
+            echo "docker26.sh: $sock is in use by pid $reaper_owner (purged when it exits)" >&2
+            exit 1
+        fi
+        return 0
+    fi
+    # A throwaway daemon (--owner-pid): whatever a crash or a reboot left of
+    # an earlier one (a swarm's state, plugins) goes first.
+    if [ -n "$owner" ] && [ -d "$data_root" ]; then purge; fi
     for t in containerd containerd-shim-runc-v2 runc; do
         command -v "$t" >/dev/null || { echo "docker26.sh: $t is missing (apt-get install containerd runc)" >&2; exit 1; }
     done
@@ -147,13 +194,23 @@ start() {
             --data-root "$data_root" \
             --exec-root "$exec_root" \
             --pidfile "$pidfile" \
-            --containerd-namespace rbdvol26 \
-            --containerd-plugins-namespace rbdvol26-plugins \
-            --cgroup-parent rbdvol-docker26 \
+            --containerd-namespace "$ns" \
+            --containerd-plugins-namespace "$ns-plugins" \
+            --cgroup-parent "rbdvol-docker26$suffix" \
             --bridge "$br" --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
             --userland-proxy=false \
             >"$log" 2>&1 </dev/null &
         echo $!
+    fi
+    if [ -n "$owner" ]; then
+        # The reaper: detached (its own session, its output not tied to the
+        # caller's pipes), purges as soon as the owner is gone.
+        setsid bash -c '
+            owner=$1; script=$2; file=$3
+            echo "$$ $owner" >"$file"
+            while kill -0 "$owner" 2>/dev/null; do sleep 1; done
+            "$script" purge
+        ' reaper "$owner" "$(readlink -f "$0")" "$reaperfile" </dev/null >/dev/null 2>&1 &
     fi
     for _ in $(seq 300); do
         if answers; then
@@ -187,6 +244,13 @@ stop() {
 }
 
 purge() {
+    # An owner's reaper, unless we are it: this purge does its work.
+    local reaper="" reaper_owner=""
+    [ -f "$reaperfile" ] && read -r reaper reaper_owner <"$reaperfile" || true
+    if [ -n "$reaper" ] && [ "$reaper" != "$PPID" ] && alive "$reaper" \
+        && tr '\0' ' ' <"/proc/$reaper/cmdline" 2>/dev/null | grep -qF -- "$reaperfile"; then
+        kill -TERM "$reaper" 2>/dev/null || true
+    fi
     stop
     # Never delete through a mount (a plugin's propagated mount, an overlay):
     # a stopped daemon leaves none; if one is left, say so and stop.
@@ -198,7 +262,7 @@ purge() {
         exit 1
     fi
     rm -rf --one-file-system "$data_root" "$exec_root"
-    rm -f "$pidfile"
+    rm -f "$pidfile" "$reaperfile"
     ip link del "$br" 2>/dev/null || true
     ip link del "$gw" 2>/dev/null || true
 }
@@ -207,15 +271,15 @@ purge() {
 swarm_init() {
     local D=("$docker" -H "unix://$sock")
     [ "$("${D[@]}" info --format '{{.Swarm.LocalNodeState}}')" = active ] && return 0
-    "${D[@]}" swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:2378 --data-path-port 4790 >/dev/null
+    "${D[@]}" swarm init --advertise-addr "$swarm_addr" --listen-addr "$swarm_addr:$swarm_port" --data-path-port "$data_path_port" >/dev/null
 }
 
 case ${1:-path} in
     path) fetch; echo "$dockerd"; echo "$docker" ;;
-    start) start "${2:-}" ;;
+    start) shift; start "$@" ;;
     stop) stop ;;
     purge) purge ;;
     swarm-init) swarm_init ;;
     env) echo "export DOCKER_HOST=unix://$sock" ;;
-    *) echo "usage: $0 [path|start [LOG]|stop|purge|swarm-init|env]" >&2; exit 2 ;;
+    *) echo "usage: $0 [path|start [LOG] [--owner-pid PID]|stop|purge|swarm-init|env]" >&2; exit 2 ;;
 esac

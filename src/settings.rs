@@ -287,6 +287,20 @@ mod tests {
     }
 
     #[test]
+    fn a_key_from_a_swarm_secret_is_used_only_where_no_other_source_gives_one() {
+        let swarm_key = crate::config::swarm_key::SwarmKey::default();
+        let sources = Sources { env: map(&[("RBD_CONF_GLOBAL_MON_HOST", "10.0.0.1")]), swarm_key: swarm_key.clone(), ..Default::default() };
+        assert!(resolve(&sources, |r| panic!("{r}")).ceph.is_err(), "no key anywhere yet");
+        swarm_key.set(crate::config::Secret::new(KEY_A));
+        let e = resolve(&sources, |r| panic!("{r}"));
+        assert_eq!(e.ceph.unwrap().key.expose(), KEY_A);
+        let shown = e.shown.iter().find(|s| s.name == "RBD_CONF_KEYRING_KEY").unwrap();
+        assert_eq!((shown.value.as_str(), shown.source.as_str()), ("(set; not shown)", "swarm secret"));
+        let with_env = Sources { env: map(&[("RBD_CONF_GLOBAL_MON_HOST", "10.0.0.1"), ("RBD_CONF_KEYRING_KEY", KEY_B)]), swarm_key, ..Default::default() };
+        assert_eq!(resolve(&with_env, |r| panic!("{r}")).ceph.unwrap().key.expose(), KEY_B, "the environment's key wins");
+    }
+
+    #[test]
     fn default_map_options_come_from_a_flag_or_consul_and_a_bad_one_is_reported_and_not_used() {
         let sources = Sources {
             flags: map(&[("RBDVOL_UNMAP_OPTIONS", "krbd:force")]),
