@@ -271,3 +271,66 @@ fn a_read_only_volume_is_published_read_only_on_two_hosts_at_once() {
     wait_no_watchers(&ro);
     a.delete(&ro, &[]).unwrap();
 }
+
+/// Every CSI crash point, killed there once: Swarm's retries (stage again,
+/// publish again, unpublish again) finish the job, the data written stays,
+/// and the last unpublish leaves nothing behind.
+#[test]
+fn a_plugin_killed_at_each_step_of_stage_publish_and_unpublish_is_finished_by_swarms_retries() {
+    let mut p = Plugin::start_csi("csi-crash", cluster().env());
+    let cap = mount_cap(Mode::SingleNodeWriter);
+    let points: Vec<&str> = rbdvol::host::crash::POINTS.iter().copied().filter(|p| ["stage.", "publish.", "unpublish."].iter().any(|x| p.starts_with(x))).collect();
+    assert_eq!(points.len(), 4);
+    for point in points {
+        let name = unique("csicr");
+        let (staging, target) = (p.stage_root().join("c"), p.publish_root().join("c"));
+        let csi = CsiClient::connect(&p.socket);
+        csi.create_writer(&name, 64 * MIB, &[], &[]).unwrap();
+        let arm = |p: &mut Plugin| {
+            p.set_env("RBDVOL_CRASH_AT", Some(&format!("{point}@{name}")));
+            p.restart();
+            CsiClient::connect(&p.socket)
+        };
+        let disarm = |p: &mut Plugin| {
+            assert!(p.wait_exit(Duration::from_secs(30)), "{point}: the plugin did not die there");
+            p.set_env("RBDVOL_CRASH_AT", None);
+            p.restart();
+            CsiClient::connect(&p.socket)
+        };
+        let csi = if point.starts_with("stage.") {
+            let armed = arm(&mut p);
+            assert!(armed.stage(&name, &staging, cap.clone(), &[]).is_err(), "{point}");
+            disarm(&mut p)
+        } else {
+            csi
+        };
+        csi.stage(&name, &staging, cap.clone(), &[]).unwrap_or_else(|e| panic!("{point}: stage: {e:?}"));
+        let csi = if point.starts_with("publish.") {
+            drop(csi);
+            let armed = arm(&mut p);
+            assert!(armed.publish(&name, &staging, &target, cap.clone(), &[]).is_err(), "{point}");
+            let csi = disarm(&mut p);
+            csi.stage(&name, &staging, cap.clone(), &[]).unwrap_or_else(|e| panic!("{point}: stage again: {e:?}"));
+            csi
+        } else {
+            csi
+        };
+        csi.publish(&name, &staging, &target, cap.clone(), &[]).unwrap_or_else(|e| panic!("{point}: publish: {e:?}"));
+        write_file(&target, "f", "before the unpublish\n");
+        let csi = if point.starts_with("unpublish.") {
+            drop(csi);
+            let armed = arm(&mut p);
+            assert!(armed.unpublish(&name, &target).is_err(), "{point}");
+            disarm(&mut p)
+        } else {
+            csi
+        };
+        csi.unpublish(&name, &target).unwrap_or_else(|e| panic!("{point}: unpublish: {e:?}"));
+        let ours: Vec<_> = lockers(&name).into_iter().filter(|l| !l["id"].as_str().unwrap_or("").starts_with("auto ")).collect();
+        assert!(ours.is_empty(), "{point}: the host lock is left: {ours:?}");
+        wait_no_watchers(&name);
+        assert!(p.leftovers().is_empty(), "{point}: {:?}", p.leftovers());
+        assert_eq!(cluster().read_files_from_image(&name, &["/f"]), vec!["before the unpublish\n"], "{point}");
+        csi.delete(&name, &[]).unwrap();
+    }
+}

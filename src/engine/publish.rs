@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Engine, EngineError, Inner, Unmounted, VolumeDriver};
+use crate::host::crash;
 
 const STAGE: &str = "csi-stage:";
 const PUBLISH: &str = "csi-publish:";
@@ -48,6 +49,7 @@ impl Engine {
     pub async fn stage(&self, name: &str, staging: &Path) -> Result<PathBuf, EngineError> {
         let reference = stage_ref(staging);
         let mounted = self.mount(name, &reference).await?;
+        crash::point("stage.mounted", name);
         let (n, source, target) = (name.to_string(), mounted.path().to_path_buf(), staging.to_path_buf());
         self.locked("stage", name, move |inner| inner.bind_for(&n, &reference, &source, &target, false)).await?;
         Ok(staging.to_path_buf())
@@ -59,6 +61,7 @@ impl Engine {
     pub async fn publish(&self, name: &str, target: &Path, read_only: bool) -> Result<(), EngineError> {
         let reference = publish_ref(target);
         let mounted = self.mount(name, &reference).await?;
+        crash::point("publish.mounted", name);
         let (n, source, target) = (name.to_string(), mounted.path().to_path_buf(), target.to_path_buf());
         self.locked("publish", name, move |inner| inner.bind_for(&n, &reference, &source, &target, read_only)).await
     }
@@ -118,6 +121,7 @@ impl Inner {
     fn unpublish(&self, name: &str, target: &Path) -> Result<(Unpublished, bool), EngineError> {
         self.mount_table.unmount(target)?;
         self.mount_table.remove_dir(target)?;
+        crash::point("unpublish.unbound", name);
         let refs = self.references(name);
         let this = publish_ref(target);
         let was_published = refs.contains(&this);
@@ -132,6 +136,7 @@ impl Inner {
         if stages.is_empty() && !was_published {
             return Ok((Unpublished::NotPublished, released));
         }
+        crash::point("unpublish.unreferenced", name);
         for staging in stages {
             released |= self.unstage(name, &staging)? == Unmounted::Released;
         }
