@@ -47,6 +47,21 @@ pub fn ensure_test_image() {
     if docker(&["image", "inspect", IMAGE]).status.success() {
         return;
     }
+    let tar = test_image_tar();
+    let mut import = Command::new("docker")
+        .args(["import", "-", IMAGE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    import.stdin.take().unwrap().write_all(&tar).unwrap();
+    assert!(import.wait().unwrap().success(), "docker import of the test image failed");
+}
+
+/// The test image's root filesystem as a tar stream for `docker import`:
+/// the host's static busybox and links for the applets the tests use.
+pub fn test_image_tar() -> Vec<u8> {
     let root = tempfile::tempdir().unwrap();
     let bin = root.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -57,15 +72,7 @@ pub fn ensure_test_image() {
     }
     let tar = Command::new("tar").arg("-C").arg(root.path()).args(["-c", "."]).output().expect("tar");
     assert!(tar.status.success());
-    let mut import = Command::new("docker")
-        .args(["import", "-", IMAGE])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
-    assert!(import.wait().unwrap().success(), "docker import of the test image failed");
+    tar.stdout
 }
 
 /// The driver name the tests register rbdvol under. It is fixed: dockerd

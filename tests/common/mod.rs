@@ -10,3 +10,4 @@ pub mod managed;
 pub mod measure;
 pub mod netns;
 pub mod plugin;
+pub mod swarm;
