@@ -40,8 +40,18 @@ impl MountTable for SystemMounts {
         sys::mounts()
     }
     fn bind(&self, source: &Path, target: &Path, read_only: bool) -> Result<(), HostError> {
-        if sys::mounts()?.iter().any(|m| m.target == target) {
-            return Ok(());
+        let mounts = sys::mounts()?;
+        // The last mount at a path is the one seen there.
+        if let Some(there) = mounts.iter().rev().find(|m| m.target == target) {
+            let source_dev = mounts.iter().rev().find(|m| m.target == source).map(|m| m.dev.as_str());
+            if source_dev == Some(there.dev.as_str()) {
+                return Ok(());
+            }
+            return Err(HostError::Invalid {
+                what: "bind target",
+                value: target.display().to_string(),
+                reason: format!("something other than {} is mounted there ({}): unmount it first", source.display(), there.source),
+            });
         }
         sys::bind(source, target, read_only)
     }
@@ -152,8 +162,11 @@ pub mod fake {
         fn bind(&self, source: &Path, target: &Path, read_only: bool) -> Result<(), HostError> {
             self.check("bind", target)?;
             let mut mounted = self.mounted.lock().unwrap();
-            if mounted.iter().any(|m| m.target == target) {
-                return Ok(());
+            if let Some(there) = mounted.iter().rev().find(|m| m.target == target) {
+                if there.source == source.display().to_string() {
+                    return Ok(());
+                }
+                return Err(HostError::Invalid { what: "bind target", value: target.display().to_string(), reason: format!("{} is mounted there", there.source) });
             }
             let ro = if read_only { " ro" } else { "" };
             self.journal.lock().unwrap().push(format!("bind {} {}{ro}", source.display(), target.display()));

@@ -140,3 +140,14 @@ fn a_volume_that_does_not_exist_is_not_staged_and_nothing_changes() {
     assert!(matches!(e, EngineError::NotFound(_)), "{e}");
     assert!(bed.journal().is_empty(), "{:?}", bed.journal());
 }
+
+#[test]
+fn a_publish_target_where_something_else_is_mounted_is_refused_and_left_alone() {
+    let bed = Bed::start(&["v"]);
+    let (st, tg) = (staging(&bed, "s1"), target(&bed, "s1"));
+    bed.mounts.add(Path::new("/dev/other"), &tg);
+    stage(&bed, "v", &st).unwrap();
+    let e = publish(&bed, "v", &tg).unwrap_err();
+    assert!(e.to_string().contains("/dev/other"), "{e}");
+    assert!(bed.mounts.targets().contains(&tg), "the other mount is left");
+}
