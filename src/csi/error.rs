@@ -22,10 +22,6 @@ pub enum CsiError {
     #[error("{0}")]
     BadToken(String),
 
-    /// The key a Swarm secret carries is not yet in force.
-    #[error("{0}")]
-    NoKeyYet(String),
-
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -37,7 +33,6 @@ pub fn status(call: &str, e: CsiError) -> Status {
         CsiError::Conflict(_) => Code::AlreadyExists,
         CsiError::BadToken(_) => Code::Aborted,
         CsiError::OutOfRange(_) => Code::OutOfRange,
-        CsiError::NoKeyYet(_) => Code::Unavailable,
         CsiError::Engine(e) => engine_code(e),
     };
     let message = e.to_string();
