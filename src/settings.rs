@@ -141,11 +141,7 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
         }
     }
     vars.extend(sources.cluster_flags.clone());
-    if !vars.contains_key("RBD_CONF_KEYRING_KEY") && !vars.contains_key("RBD_CONF_KEYRING_KEY_FILE") {
-        if let Some(key) = sources.swarm_key.get() {
-            vars.insert("RBD_CONF_KEYRING_KEY".into(), (key.expose().to_string(), SWARM_SECRET.into()));
-        }
-    }
+    let swarm_key = sources.swarm_key.get();
     let mut looked = Vec::new();
     let mut file_error = None;
     let mut from_files = Vec::new();
@@ -157,6 +153,9 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
         let rank_of = |var: &str| vars.get(var).map(|(_, source)| rank(source));
         let key_rank = rank_of("RBD_CONF_KEYRING_KEY").or(rank_of("RBD_CONF_KEYRING_KEY_FILE"));
         let want_key = match key_rank {
+            // A Swarm secret's key ranks below the files': theirs if they
+            // have one, no error if not.
+            None if swarm_key.is_some() => WantKey::IfThere,
             None => WantKey::Yes,
             Some(k) if k >= rank_of("RBD_CONF_KEYRING_USER").unwrap_or(0) => WantKey::No,
             Some(_) => WantKey::IfThere,
@@ -169,6 +168,9 @@ pub fn resolve(sources: &Sources, mut report: impl FnMut(String)) -> Effective {
             }
             Err(e) => file_error = Some(e),
         }
+    }
+    if let Some(key) = swarm_key.filter(|_| !vars.contains_key("RBD_CONF_KEYRING_KEY") && !vars.contains_key("RBD_CONF_KEYRING_KEY_FILE")) {
+        vars.insert("RBD_CONF_KEYRING_KEY".into(), (key.expose().to_string(), SWARM_SECRET.into()));
     }
     for (n, (v, source)) in &vars {
         if n.starts_with("RBD_CONF_") && !DEFAULT_KEYS.iter().any(|(_, d)| d == n) || n.ends_with("_TIMEOUT") || crate::config::CLIENT_VARS.contains(&n.as_str()) {
@@ -298,6 +300,21 @@ mod tests {
         assert_eq!((shown.value.as_str(), shown.source.as_str()), ("(set; not shown)", "swarm secret"));
         let with_env = Sources { env: map(&[("RBD_CONF_GLOBAL_MON_HOST", "10.0.0.1"), ("RBD_CONF_KEYRING_KEY", KEY_B)]), swarm_key, ..Default::default() };
         assert_eq!(resolve(&with_env, |r| panic!("{r}")).ceph.unwrap().key.expose(), KEY_B, "the environment's key wins");
+    }
+
+    #[test]
+    fn a_keyring_file_for_the_default_user_wins_over_a_swarm_secret() {
+        let keyring = format!("[client.admin]\nkey = {KEY_A}\n");
+        let (_dir, loc) = etc_with(&[("ceph.conf", "[global]\nmon host = m\n"), ("ceph.client.admin.keyring", &keyring)]);
+        let swarm_key = crate::config::swarm_key::SwarmKey::default();
+        let sources = Sources { files: Some(loc.clone()), swarm_key: swarm_key.clone(), ..Default::default() };
+        assert_eq!(resolve(&sources, |_| {}).ceph.unwrap().key.expose(), KEY_A, "the keyring file alone");
+        swarm_key.set(crate::config::Secret::new(KEY_B));
+        assert_eq!(resolve(&sources, |_| {}).ceph.unwrap().key.expose(), KEY_A, "the keyring file beats a swarm secret");
+        // A ceph.conf and no keyring: the secret's key, and no error.
+        let (_dir, loc) = etc_with(&[("ceph.conf", "[global]\nmon host = m\n")]);
+        let e = resolve(&Sources { files: Some(loc), swarm_key, ..Default::default() }, |r| panic!("{r}"));
+        assert_eq!(e.ceph.unwrap().key.expose(), KEY_B);
     }
 
     #[test]

@@ -84,8 +84,22 @@ pub struct MountedVolume {
     pub mapped_with: MappedWith,
 }
 
+/// Mount IDs that are a reference once however often they are mounted:
+/// CSI's stages and publishes (`csi-stage:<path>`, `csi-publish:<path>`),
+/// which the orchestrator repeats as it likes. Docker's Mount IDs (hex)
+/// count each Mount (`docker cp` mounts twice with one ID).
+pub const COUNTS_ONCE: &str = "csi-";
+
+fn counts_once(id: &str) -> bool {
+    id.starts_with(COUNTS_ONCE)
+}
+
 impl MountedVolume {
     pub fn add_ref(&mut self, id: &str) {
+        if counts_once(id) {
+            self.refs.insert(id.to_string(), 1);
+            return;
+        }
         *self.refs.entry(id.to_string()).or_insert(0) += 1;
     }
 
@@ -94,6 +108,11 @@ impl MountedVolume {
     /// either and is recent (then this is dockerd's retry of it, and takes
     /// it over). Returns whether it added one.
     pub fn add_unanswered_ref(&mut self, id: &str, attempt: u64, now: u64) -> bool {
+        // A CSI stage or publish made again is the same one: nothing new
+        // to answer for, and a caller that gives up on it drops nothing.
+        if counts_once(id) && self.refs.contains_key(id) && !self.unanswered.contains_key(id) {
+            return false;
+        }
         let retry = self.unanswered.get(id).is_some_and(|(_, at)| now.saturating_sub(*at) <= RETRY_WINDOW_SECS);
         self.unanswered.insert(id.to_string(), (attempt, now));
         if retry {

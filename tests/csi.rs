@@ -334,3 +334,73 @@ fn a_plugin_killed_at_each_step_of_stage_publish_and_unpublish_is_finished_by_sw
         csi.delete(&name, &[]).unwrap();
     }
 }
+
+/// A well-formed cephx key the cluster does not know.
+const WRONG_KEY: &str = "AQBXhS1kAAAAABAAr0bjXwBQ0p7BzUgFP5D7Yg==";
+
+fn host_lockers(image: &str) -> Vec<serde_json::Value> {
+    lockers(image).into_iter().filter(|l| !l["id"].as_str().unwrap_or("").starts_with("auto ")).collect()
+}
+
+#[test]
+fn a_wrong_key_in_one_volumes_secret_is_refused_and_the_good_key_stays_for_the_others() {
+    let key = cluster().admin_settings().key.expose().to_string();
+    let env: Vec<(String, String)> = cluster().env().into_iter().filter(|(k, _)| k != "RBD_CONF_KEYRING_KEY").collect();
+    let p = Plugin::start_csi("csi-wrongkey", env);
+    let csi = CsiClient::connect(&p.socket);
+    let (good, bad) = ([("key", key.as_str())], [("key", WRONG_KEY)]);
+    let a = unique("csigood");
+    csi.create_writer(&a, 64 * MIB, &[], &good).unwrap();
+    let (st, tg) = (p.stage_root().join("a"), p.publish_root().join("a"));
+    let cap = mount_cap(Mode::SingleNodeWriter);
+    csi.stage(&a, &st, cap.clone(), &good).unwrap();
+    csi.publish(&a, &st, &tg, cap, &good).unwrap();
+
+    let b = unique("csibadkey");
+    let e = csi.create_writer(&b, 64 * MIB, &[], &bad).unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("refuses the cephx key") && !e.message().contains(WRONG_KEY), "{}", e.message());
+    assert!(cluster().rbd_info(&b).is_none());
+    assert_eq!(std::fs::read_to_string(p.state_dir().join("swarm-key")).unwrap().trim(), key, "the good key is the one kept");
+    // NodeUnpublish carries no secret: the good key still releases volume a.
+    csi.unpublish(&a, &tg).unwrap();
+    assert!(host_lockers(&a).is_empty(), "{:?}", host_lockers(&a));
+    wait_no_watchers(&a);
+    csi.delete(&a, &good).unwrap();
+    assert!(!p.log().contains(WRONG_KEY) && !p.log().contains(&key), "a key reached the log");
+}
+
+#[test]
+fn a_create_again_asking_another_filesystem_is_refused_as_a_different_volume() {
+    let (_p, csi) = csi_plugin("csi-fs");
+    let name = unique("csifs");
+    csi.create_writer(&name, 320 * MIB, &[("fstype", "ext4")], &[]).unwrap();
+    let e = csi.create_writer(&name, 320 * MIB, &[("fstype", "xfs")], &[]).unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    assert!(e.message().contains("fstype 'ext4'"), "{}", e.message());
+    csi.create_writer(&name, 320 * MIB, &[("fstype", "ext4")], &[]).unwrap();
+    csi.delete(&name, &[]).unwrap();
+}
+
+#[test]
+fn a_stage_root_reached_through_a_symlink_gets_one_bind_however_often_swarm_stages() {
+    let (p, csi) = csi_plugin("csi-ln");
+    let real = p.stage_root().with_file_name("real-staged");
+    std::fs::create_dir_all(&real).unwrap();
+    let _ = std::fs::remove_dir(p.stage_root());
+    std::os::unix::fs::symlink(&real, p.stage_root()).unwrap();
+    let name = unique("csiln");
+    csi.create_writer(&name, 64 * MIB, &[], &[]).unwrap();
+    let (st, tg) = (p.stage_root().join("s"), p.publish_root().join("s"));
+    let cap = mount_cap(Mode::SingleNodeWriter);
+    for _ in 0..3 {
+        csi.stage(&name, &st, cap.clone(), &[]).unwrap();
+    }
+    csi.publish(&name, &st, &tg, cap, &[]).unwrap();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let binds = mountinfo.lines().filter(|l| l.split(' ').nth(4) == Some(real.join("s").to_str().unwrap())).count();
+    assert_eq!(binds, 1, "binds stacked at the staging path");
+    csi.unpublish(&name, &tg).unwrap();
+    assert!(p.leftovers().is_empty(), "{:?}", p.leftovers());
+    csi.delete(&name, &[]).unwrap();
+}

@@ -35,6 +35,15 @@ impl SwarmKey {
         })
     }
 
+    /// Puts back the key there was before (a new one the cluster refused).
+    pub fn restore(&self, previous: Option<Secret>) {
+        self.0.send_if_modified(|current| {
+            let changed = *current != previous;
+            *current = previous;
+            changed
+        });
+    }
+
     /// Told of every change from now on.
     pub fn subscribe(&self) -> watch::Receiver<Option<Secret>> {
         self.0.subscribe()

@@ -31,6 +31,26 @@ fn context_of(info: &VolumeInfo) -> HashMap<String, String> {
     ["pool", "namespace", "image"].iter().filter_map(|k| info.status.get(*k).and_then(|v| v.as_str()).map(|v| (k.to_string(), v.to_string()))).collect()
 }
 
+/// What an existing volume has that a CreateVolume of its name asked
+/// otherwise: its pool, filesystem, source snapshot or adopted image.
+fn differs(info: &VolumeInfo, opts: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let has = |key: &str| info.status.get(key).and_then(|v| v.as_str()).unwrap_or("");
+    for (option, key) in [("pool", "pool"), ("fstype", "fstype"), ("from", "cloned_from")] {
+        if let Some(asked) = opts.get(option).map(|v| v.trim()) {
+            if has(key) != asked {
+                return Some(format!("{option} '{}', not '{asked}' as asked", has(key)));
+            }
+        }
+    }
+    if let Some(image) = opts.get("image").map(|v| v.trim()) {
+        let adopted = info.status.contains_key("adopted") && (has("image") == image || has("image").ends_with(&format!("/{image}")));
+        if !adopted {
+            return Some(format!("image '{}', not the adopted image '{image}' as asked", has("image")));
+        }
+    }
+    None
+}
+
 fn volume_of(info: &VolumeInfo) -> Volume {
     Volume { capacity_bytes: size_of(info) as i64, volume_id: info.name.clone(), volume_context: context_of(info), ..Default::default() }
 }
@@ -44,13 +64,17 @@ impl Csi {
         let asked = access::asked(&r.volume_capabilities)?;
         let capacity = Capacity::from(r.capacity_range.as_ref())?;
         let opts = request::create_options(&r.parameters, &asked, capacity)?;
-        self.take_key(&r.secrets).await?;
-        let created = self.engine.create(&name, opts).await?;
+        let created = self.with_key(&r.secrets, async { Ok(self.engine.create(&name, opts.clone()).await?) }).await?;
         let info = self.engine.get(&name).await?;
         let (size, ro) = (size_of(&info), read_only(&info));
-        if created == Created::AlreadyExisted && ro != (asked.access == Access::ReadOnly) {
-            let (is, asked) = if ro { ("read-only", "read-write") } else { ("read-write", "read-only") };
-            return Err(CsiError::Conflict(format!("volume '{name}' exists {is}, not {asked} as asked: choose another name")));
+        if created == Created::AlreadyExisted {
+            if ro != (asked.access == Access::ReadOnly) {
+                let (is, asked) = if ro { ("read-only", "read-write") } else { ("read-write", "read-only") };
+                return Err(CsiError::Conflict(format!("volume '{name}' exists {is}, not {asked} as asked: choose another name")));
+            }
+            if let Some(conflict) = differs(&info, &opts) {
+                return Err(CsiError::Conflict(format!("volume '{name}' exists with {conflict}: choose another name")));
+            }
         }
         if let Some(c) = capacity.filter(|c| !c.fits(size)) {
             let range = format!("{} to {} bytes", c.required, c.limit.map(|l| l.to_string()).unwrap_or_else(|| "any".into()));
@@ -68,11 +92,13 @@ impl Csi {
 
     async fn delete(&self, r: DeleteVolumeRequest) -> Result<(), CsiError> {
         let name = request::volume(&r.volume_id)?;
-        self.take_key(&r.secrets).await?;
-        match self.engine.remove(&name).await {
-            Ok(_) | Err(EngineError::NotFound(_)) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.with_key(&r.secrets, async {
+            match self.engine.remove(&name).await {
+                Ok(_) | Err(EngineError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
     }
 
     async fn validate(&self, r: ValidateVolumeCapabilitiesRequest) -> Result<ValidateVolumeCapabilitiesResponse, CsiError> {

@@ -18,9 +18,7 @@ impl Csi {
         let staging = request::path_under(&self.paths.stage_root, &r.staging_target_path, "staging path")?;
         let cap = r.volume_capability.as_ref().ok_or_else(|| CsiError::Invalid("no volume capability given".into()))?;
         access::one(cap)?;
-        self.take_key(&r.secrets).await?;
-        self.engine.stage(&name, &staging).await?;
-        Ok(())
+        self.with_key(&r.secrets, async { Ok(self.engine.stage(&name, &staging).await.map(drop)?) }).await
     }
 
     async fn publish(&self, r: NodePublishVolumeRequest) -> Result<(), CsiError> {
@@ -31,9 +29,7 @@ impl Csi {
         }
         let cap = r.volume_capability.as_ref().ok_or_else(|| CsiError::Invalid("no volume capability given".into()))?;
         let read_only = r.readonly || access::one(cap)?.access == Access::ReadOnly;
-        self.take_key(&r.secrets).await?;
-        self.engine.publish(&name, &target, read_only).await?;
-        Ok(())
+        self.with_key(&r.secrets, async { Ok(self.engine.publish(&name, &target, read_only).await?) }).await
     }
 
     async fn unpublish(&self, r: NodeUnpublishVolumeRequest) -> Result<(), CsiError> {

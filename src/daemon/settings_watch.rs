@@ -131,7 +131,10 @@ pub async fn watch_consul(
         // While a ceph.conf or keyring is broken, resolve again every few
         // seconds rather than only at Consul's next change.
         let asked_at = if file_broken {
-            tokio::time::sleep(FILES_INTERVAL).await;
+            tokio::select! {
+                _ = tokio::time::sleep(FILES_INTERVAL) => {}
+                _ = swarm_key.changed() => {}
+            }
             None
         } else {
             index
@@ -143,7 +146,10 @@ pub async fn watch_consul(
             _ = swarm_key.changed() => None,
         };
         let Some(read) = read else {
-            if let Some(kv) = &last {
+            // Consul not read yet (down since the start): its entries as
+            // cached on this host.
+            if let Some(kv) = last.clone().or_else(|| read_consul_cache(&cache, &prefix)) {
+                let kv = &kv;
                 let mut sources = base.clone();
                 add_consul(&mut sources, kv, &prefix, &mut reported);
                 let eff = resolve(&sources, |r| reported.error(r));

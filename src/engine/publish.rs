@@ -95,10 +95,10 @@ impl Engine {
         self.inner.health.down_anywhere().map(|d| d.describe())
     }
 
-    /// Whether cluster settings are in force (a key among them): false
-    /// while the only key is still to come from a Swarm secret.
-    pub fn has_settings(&self) -> bool {
-        self.inner.connection.settings().is_ok()
+    /// Whether the settings in force hold `key` (a key from a Swarm secret
+    /// is in force once the settings watchers resolved again).
+    pub fn has_settings_with_key(&self, key: &crate::config::Secret) -> bool {
+        self.inner.connection.settings().is_ok_and(|s| s.key == *key)
     }
 
     /// This host's id (the CSI node id).
@@ -113,20 +113,28 @@ impl Engine {
     }
 }
 
+/// The binds a volume's CSI references name (its staging and publish
+/// targets), for a teardown that takes the volume off this host.
+pub(super) fn bind_targets(refs: &std::collections::BTreeMap<String, u32>) -> Vec<PathBuf> {
+    refs.keys().filter_map(|r| r.strip_prefix(STAGE).or_else(|| r.strip_prefix(PUBLISH))).map(PathBuf::from).collect()
+}
+
 impl Inner {
     fn references(&self, name: &str) -> Vec<String> {
         self.mounted.lock().unwrap().get(name).map(|v| v.refs.keys().cloned().collect()).unwrap_or_default()
     }
 
     fn unpublish(&self, name: &str, target: &Path) -> Result<(Unpublished, bool), EngineError> {
-        self.mount_table.unmount(target)?;
-        self.mount_table.remove_dir(target)?;
-        crash::point("unpublish.unbound", name);
         let refs = self.references(name);
         let this = publish_ref(target);
         let was_published = refs.contains(&this);
         let mut released = false;
+        // Only what this volume's references name is touched: a target of
+        // another volume, or a mount rbdvol did not make, is left alone.
         if was_published {
+            self.mount_table.unmount(target)?;
+            self.mount_table.remove_dir(target)?;
+            crash::point("unpublish.unbound", name);
             released |= self.unmount(name, &this)? == Unmounted::Released;
         }
         if refs.iter().any(|r| r.starts_with(PUBLISH) && *r != this) {
@@ -144,29 +152,27 @@ impl Inner {
     }
 
     fn unstage(&self, name: &str, staging: &Path) -> Result<Unmounted, EngineError> {
+        let this = stage_ref(staging);
+        if !self.references(name).contains(&this) {
+            // Not staged there. Not mounted here at all: Unmount's answer,
+            // which also releases a lock a crash left.
+            if !self.mounted.lock().unwrap().contains_key(name) {
+                return self.unmount(name, &this);
+            }
+            return Ok(Unmounted::NotMounted);
+        }
         self.mount_table.unmount(staging)?;
         self.mount_table.remove_dir(staging)?;
-        self.unmount(name, &stage_ref(staging))
+        self.unmount(name, &this)
     }
 
     /// Binds the volume's mountpoint at `target` while `reference` still
     /// holds it (an unstage or a takeover may have come between the Mount
     /// and this).
     fn bind_for(&self, name: &str, reference: &str, source: &Path, target: &Path, read_only: bool) -> Result<(), EngineError> {
-        let repeated = {
-            let mounted = self.mounted.lock().unwrap();
-            match mounted.get(name) {
-                Some(v) if v.refs.contains_key(reference) && v.mountpoint == source => v.refs[reference] > 1,
-                _ => return Err(EngineError::NotStaged { name: name.to_string(), path: target.to_path_buf() }),
-            }
-        };
-        // A CSI call repeated is the same stage or publish (Docker counts a
-        // Mount ID given twice as two): one reference each.
-        if repeated {
-            let mut v = self.mounted.lock().unwrap().get(name).cloned().expect("checked above, under the volume's lock");
-            v.refs.insert(reference.to_string(), 1);
-            self.state.save(&v)?;
-            self.mounted.lock().unwrap().insert(name.to_string(), v);
+        let holds = self.mounted.lock().unwrap().get(name).is_some_and(|v| v.refs.contains_key(reference) && v.mountpoint == source);
+        if !holds {
+            return Err(EngineError::NotStaged { name: name.to_string(), path: target.to_path_buf() });
         }
         self.mount_table.bind(source, target, read_only)?;
         Ok(())

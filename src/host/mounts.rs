@@ -40,6 +40,10 @@ impl MountTable for SystemMounts {
         sys::mounts()
     }
     fn bind(&self, source: &Path, target: &Path, read_only: bool) -> Result<(), HostError> {
+        // mountinfo names paths resolved: a root reached through a symlink
+        // is compared as the kernel sees it (or every repeat stacks a bind).
+        let (source, target) = (sys::resolved(source)?, sys::resolved(target)?);
+        let (source, target) = (source.as_path(), target.as_path());
         let mounts = sys::mounts()?;
         // The last mount at a path is the one seen there.
         if let Some(there) = mounts.iter().rev().find(|m| m.target == target) {

@@ -106,6 +106,12 @@ pub fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), HostErr
     Ok(())
 }
 
+/// `dir` made if missing, with every symlink on its way resolved.
+pub fn resolved(dir: &Path) -> Result<PathBuf, HostError> {
+    std::fs::create_dir_all(dir).map_err(HostError::io("create", dir))?;
+    std::fs::canonicalize(dir).map_err(HostError::io("resolve", dir))
+}
+
 /// Removes the empty directory `dir`; gone already is fine.
 pub fn remove_empty_dir(dir: &Path) -> Result<(), HostError> {
     match std::fs::remove_dir(dir) {

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::safety::runtime;
 use super::*;
 use crate::engine::Unpublished;
 
@@ -150,4 +151,90 @@ fn a_publish_target_where_something_else_is_mounted_is_refused_and_left_alone() 
     let e = publish(&bed, "v", &tg).unwrap_err();
     assert!(e.to_string().contains("/dev/other"), "{e}");
     assert!(bed.mounts.targets().contains(&tg), "the other mount is left");
+}
+
+/// Swarm stages again before every publish. A repeated NodeStage whose
+/// client goes away (the 15 s deadline) after its Mount was answered, while
+/// it waits for the volume's lock to bind, must not leave a second
+/// reference (found by the review: the last unpublish then kept the volume).
+#[test]
+fn a_repeated_stage_abandoned_before_its_bind_leaves_one_reference_and_the_last_unpublish_releases_the_volume() {
+    let bed = Bed::start(&["v"]);
+    let rt = runtime();
+    let (st, tg) = (staging(&bed, "s1"), target(&bed, "s1"));
+    rt.block_on(bed.engine.stage("v", &st)).unwrap();
+    rt.block_on(bed.engine.publish("v", &tg, false)).unwrap();
+    // Something holds the volume's lock (a check, another call).
+    let guard = rt.block_on(bed.engine.volume_lock("v").lock_owned());
+    let engine = bed.engine.clone();
+    let st2 = st.clone();
+    let stage = rt.spawn(async move { tokio::time::timeout(Duration::from_millis(400), engine.stage("v", &st2)).await });
+    std::thread::sleep(Duration::from_millis(100)); // its Mount queues for the lock
+    // Another holder queues behind that Mount (fair lock) and holds it past the deadline.
+    let lock = bed.engine.volume_lock("v");
+    let blocker = rt.spawn(async move {
+        let g = lock.lock_owned().await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        drop(g);
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    drop(guard);
+    assert!(rt.block_on(stage).unwrap().is_err(), "the client went away before the bind");
+    rt.block_on(blocker).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let refs = bed.engine.inner.mounted.lock().unwrap().get("v").unwrap().refs.clone();
+    eprintln!("refs after the abandoned stage: {refs:?}");
+    // Swarm drains the volume: NodeUnpublish, no NodeUnstage.
+    let u = rt.block_on(bed.engine.unpublish("v", &tg)).unwrap();
+    eprintln!("unpublish said {u:?}; refs now {:?}", bed.engine.references("v"));
+    bed.assert_nothing_left("v");
+}
+
+/// NodeUnpublish(volume B, target of volume A): A's bind stays.
+#[test]
+fn an_unpublish_naming_another_volumes_target_leaves_that_bind_alone() {
+    let bed = Bed::start(&["a", "b"]);
+    let rt = runtime();
+    let (sa, ta) = (staging(&bed, "sa"), target(&bed, "ta"));
+    rt.block_on(bed.engine.stage("a", &sa)).unwrap();
+    rt.block_on(bed.engine.publish("a", &ta, false)).unwrap();
+    bed.clear_journal();
+    let u = rt.block_on(bed.engine.unpublish("b", &ta)).unwrap();
+    assert_eq!(u, Unpublished::NotPublished);
+    assert!(bed.mounts.targets().contains(&ta), "a's publish target was unmounted by an unpublish of b: {:?}", bed.journal());
+}
+
+/// A foreign mount at a publish path (not made by rbdvol) stays.
+#[test]
+fn an_unpublish_leaves_a_mount_rbdvol_never_made_alone() {
+    let bed = Bed::start(&["v"]);
+    let rt = runtime();
+    let tg = target(&bed, "x");
+    bed.mounts.add(Path::new("/dev/other"), &tg);
+    let u = rt.block_on(bed.engine.unpublish("v", &tg)).unwrap();
+    assert_eq!(u, Unpublished::NotPublished);
+    assert!(bed.mounts.targets().contains(&tg), "a foreign mount was unmounted: {:?}", bed.journal());
+}
+
+fn fenced_entry(host: &str, client: &str) -> String {
+    crate::engine::records::Fenced::list_json(&[crate::engine::records::Fenced { host: host.into(), clients: vec![client.into()], since: "t".into() }])
+}
+
+/// Taken over (fenced) while staged and published: the engine forgets the
+/// volume and detaches its binds with its mount (the review found the
+/// staging bind left on the dead filesystem).
+#[test]
+fn a_volume_taken_over_while_staged_and_published_has_its_binds_detached() {
+    let bed = Bed::start(&["v"]);
+    let rt = runtime();
+    let (st, tg) = (staging(&bed, "s1"), target(&bed, "s1"));
+    rt.block_on(bed.engine.stage("v", &st)).unwrap();
+    rt.block_on(bed.engine.publish("v", &tg, false)).unwrap();
+    bed.store.set_lockers("v", vec![("client.9".into(), "host-b".into())]);
+    bed.store.set_metadata("v", crate::engine::records::FENCED_KEY, Some(&fenced_entry(HOST, "127.0.0.1:0/1000")));
+    rt.block_on(bed.engine.check_all_mounted());
+    assert_eq!(rt.block_on(bed.engine.path("v")).unwrap(), None, "released");
+    let u = rt.block_on(bed.engine.unpublish("v", &tg)).unwrap();
+    eprintln!("unpublish: {u:?}; mounts left: {:?}", bed.mounts.targets());
+    assert!(bed.mounts.targets().is_empty(), "binds left after the volume was taken over and unpublished: {:?}", bed.mounts.targets());
 }
