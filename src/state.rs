@@ -511,4 +511,23 @@ mod tests {
         store.remove("a").unwrap();
         assert_eq!(store.load_all().unwrap(), vec![vol("b")]);
     }
+
+    #[test]
+    fn a_csi_reference_counts_once_however_often_it_is_mounted_and_a_docker_id_counts_each_mount() {
+        let mut v: MountedVolume = serde_json::from_value(serde_json::json!({
+            "name": "v", "pool": "rbd", "image": "v", "mapper": "userspace", "device": "/dev/loop0",
+            "mountpoint": "/m/v", "fstype": "ext4", "refs": {}
+        }))
+        .unwrap();
+        v.add_ref("csi-stage:/data/staged/a");
+        v.add_ref("csi-stage:/data/staged/a");
+        assert!(!v.add_unanswered_ref("csi-stage:/data/staged/a", 7, 100), "a repeat adds nothing");
+        assert!(!v.is_unanswered("csi-stage:/data/staged/a", 7), "and leaves nothing to drop if its caller goes");
+        v.add_ref("c1");
+        v.add_ref("c1");
+        assert_eq!(v.ref_count(), 3);
+        v.drop_ref("csi-stage:/data/staged/a");
+        assert_eq!(v.refs.keys().collect::<Vec<_>>(), vec!["c1"]);
+    }
+
 }
