@@ -404,3 +404,25 @@ fn a_stage_root_reached_through_a_symlink_gets_one_bind_however_often_swarm_stag
     assert!(p.leftovers().is_empty(), "{:?}", p.leftovers());
     csi.delete(&name, &[]).unwrap();
 }
+
+#[test]
+fn probe_says_not_ready_while_the_cluster_does_not_answer_and_calls_fail_as_unavailable() {
+    let key = cluster().admin_settings().key.expose().to_string();
+    // A monitor address where nothing listens.
+    let env = vec![
+        ("RBD_CONF_GLOBAL_MON_HOST".to_string(), "127.0.0.1:1".to_string()),
+        ("RBD_CONF_KEYRING_USER".to_string(), "client.admin".to_string()),
+        ("RBD_CONF_KEYRING_KEY".to_string(), key),
+        ("RBDVOL_CONNECT_TIMEOUT".to_string(), "2".to_string()),
+    ];
+    let p = Plugin::start_csi("csi-down", env);
+    let csi = CsiClient::connect(&p.socket);
+    let start = Instant::now();
+    while csi.probe() != Some(false) {
+        assert!(start.elapsed() < Duration::from_secs(60), "Probe still ready with no monitor answering");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let e = csi.create_writer(&unique("csidown"), 64 * MIB, &[], &[]).unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "Swarm retries it: {e:?}");
+    assert!(e.message().contains("unreachable") && e.message().contains("nothing was changed"), "{}", e.message());
+}
