@@ -243,6 +243,45 @@ stop() {
     exit 1
 }
 
+# The pids whose command line has the fixed string $1.
+pids_with() {
+    local f pid
+    for f in /proc/[0-9]*/cmdline; do
+        pid=${f#/proc/}; pid=${pid%/cmdline}
+        [ "$pid" = "$$" ] && continue
+        tr '\0' ' ' <"$f" 2>/dev/null | grep -qF -- "$1" && echo "$pid"
+    done
+    return 0
+}
+
+# The descendants of pid $1.
+descendants() {
+    ps -e -o pid=,ppid= | awk -v root="$1" '
+        { parent[$1] = $2 }
+        END { for (p in parent) { q = p; while (q in parent && q != 1 && q != 0) { q = parent[q]; if (q == root) { print p; break } } } }'
+}
+
+# What a dockerd that died (a panic, a kill -9) leaves, once it is not
+# running: its containerd and the shims of its containers and plugins (all
+# named by its exec root on their command lines) with the processes they
+# run, and their mounts under its roots. Killed by pid, unmounted lazily,
+# deepest first.
+reap_crashed() {
+    [ -z "$(running_pid || true)" ] || return 0
+    local pids pid m
+    pids=$(pids_with "$exec_root/containerd/")
+    if [ -n "$pids" ]; then
+        echo "docker26.sh: killing what its dead dockerd left running: $(echo $pids)" >&2
+        for pid in $pids; do
+            # shellcheck disable=SC2046
+            kill -KILL $(descendants "$pid") "$pid" 2>/dev/null || true
+        done
+        sleep 0.5
+    fi
+    awk -v d="$data_root" -v e="$exec_root" '$5 == d || $5 == e || index($5, d "/") == 1 || index($5, e "/") == 1 { print length($5), $5 }' /proc/self/mountinfo \
+        | sort -rn | cut -d' ' -f2- | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+}
+
 purge() {
     # An owner's reaper, unless we are it: this purge does its work.
     local reaper="" reaper_owner=""
@@ -252,6 +291,7 @@ purge() {
         kill -TERM "$reaper" 2>/dev/null || true
     fi
     stop
+    reap_crashed
     # Never delete through a mount (a plugin's propagated mount, an overlay):
     # a stopped daemon leaves none; if one is left, say so and stop.
     local left
@@ -263,6 +303,7 @@ purge() {
     fi
     rm -rf --one-file-system "$data_root" "$exec_root"
     rm -f "$pidfile" "$reaperfile"
+    [ -S "$sock" ] && rm -f "$sock"
     ip link del "$br" 2>/dev/null || true
     ip link del "$gw" 2>/dev/null || true
 }
