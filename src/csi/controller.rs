@@ -140,21 +140,27 @@ impl Csi {
 #[tonic::async_trait]
 impl Controller for Csi {
     async fn create_volume(&self, req: Request<CreateVolumeRequest>) -> Result<Response<CreateVolumeResponse>, Status> {
-        let volume = self.create(req.into_inner()).await.map_err(|e| status("CreateVolume", e))?;
+        let r = req.into_inner();
+        let name = r.name.clone();
+        let volume = self.create(r).await.map_err(|e| status("CreateVolume", &name, e))?;
         Ok(Response::new(CreateVolumeResponse { volume: Some(volume) }))
     }
 
     async fn delete_volume(&self, req: Request<DeleteVolumeRequest>) -> Result<Response<DeleteVolumeResponse>, Status> {
-        self.delete(req.into_inner()).await.map_err(|e| status("DeleteVolume", e))?;
+        let r = req.into_inner();
+        let id = r.volume_id.clone();
+        self.delete(r).await.map_err(|e| status("DeleteVolume", &id, e))?;
         Ok(Response::new(DeleteVolumeResponse {}))
     }
 
     async fn validate_volume_capabilities(&self, req: Request<ValidateVolumeCapabilitiesRequest>) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
-        self.validate(req.into_inner()).await.map(Response::new).map_err(|e| status("ValidateVolumeCapabilities", e))
+        let r = req.into_inner();
+        let id = r.volume_id.clone();
+        self.validate(r).await.map(Response::new).map_err(|e| status("ValidateVolumeCapabilities", &id, e))
     }
 
     async fn list_volumes(&self, req: Request<ListVolumesRequest>) -> Result<Response<ListVolumesResponse>, Status> {
-        self.list(req.into_inner()).await.map(Response::new).map_err(|e| status("ListVolumes", e))
+        self.list(req.into_inner()).await.map(Response::new).map_err(|e| status("ListVolumes", "", e))
     }
 
     async fn controller_get_capabilities(&self, _: Request<ControllerGetCapabilitiesRequest>) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {

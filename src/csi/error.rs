@@ -26,8 +26,10 @@ pub enum CsiError {
     Engine(#[from] EngineError),
 }
 
-/// The gRPC status of an error: Swarm retries what is not final.
-pub fn status(call: &str, e: CsiError) -> Status {
+/// The gRPC status of an error of a call on `volume`: Swarm retries what
+/// is not final. dockerd logs only the message: a refusal of the request
+/// itself names the volume (the engine's errors already do).
+pub fn status(call: &str, volume: &str, e: CsiError) -> Status {
     let code = match &e {
         CsiError::Invalid(_) => Code::InvalidArgument,
         CsiError::Conflict(_) => Code::AlreadyExists,
@@ -35,7 +37,10 @@ pub fn status(call: &str, e: CsiError) -> Status {
         CsiError::OutOfRange(_) => Code::OutOfRange,
         CsiError::Engine(e) => engine_code(e),
     };
-    let message = e.to_string();
+    let message = match &e {
+        CsiError::Invalid(m) | CsiError::OutOfRange(m) if !volume.is_empty() && !m.contains(&format!("'{volume}'")) => format!("volume '{volume}': {m}"),
+        _ => e.to_string(),
+    };
     tracing::warn!("csi {call}: {message}");
     Status::new(code, message)
 }
@@ -59,12 +64,13 @@ mod tests {
 
     #[test]
     fn errors_get_the_codes_swarm_acts_on() {
-        assert_eq!(status("t", CsiError::Invalid("x".into())).code(), Code::InvalidArgument);
-        assert_eq!(status("t", EngineError::NotFound("v".into()).into()).code(), Code::NotFound);
+        let s = status("t", "v", CsiError::Invalid("use --type mount".into()));
+        assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "volume 'v': use --type mount"));
+        assert_eq!(status("t", "v", EngineError::NotFound("v".into()).into()).code(), Code::NotFound);
         let busy = EngineError::MountedElsewhere { name: "v".into(), host: "h".into(), since: "now".into() };
-        let s = status("t", busy.into());
+        let s = status("t", "v", busy.into());
         assert_eq!(s.code(), Code::FailedPrecondition);
         assert!(s.message().contains("volume 'v' is mounted on host 'h'"), "{}", s.message());
-        assert_eq!(status("t", EngineError::ClusterUnreachable { detail: "down".into() }.into()).code(), Code::Unavailable);
+        assert_eq!(status("t", "v", EngineError::ClusterUnreachable { detail: "down".into() }.into()).code(), Code::Unavailable);
     }
 }

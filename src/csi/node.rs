@@ -51,22 +51,30 @@ impl Csi {
 #[tonic::async_trait]
 impl Node for Csi {
     async fn node_stage_volume(&self, req: Request<NodeStageVolumeRequest>) -> Result<Response<NodeStageVolumeResponse>, Status> {
-        self.stage(req.into_inner()).await.map_err(|e| status("NodeStageVolume", e))?;
+        let r = req.into_inner();
+        let id = r.volume_id.clone();
+        self.stage(r).await.map_err(|e| status("NodeStageVolume", &id, e))?;
         Ok(Response::new(NodeStageVolumeResponse {}))
     }
 
     async fn node_unstage_volume(&self, req: Request<NodeUnstageVolumeRequest>) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
-        self.unstage(req.into_inner()).await.map_err(|e| status("NodeUnstageVolume", e))?;
+        let r = req.into_inner();
+        let id = r.volume_id.clone();
+        self.unstage(r).await.map_err(|e| status("NodeUnstageVolume", &id, e))?;
         Ok(Response::new(NodeUnstageVolumeResponse {}))
     }
 
     async fn node_publish_volume(&self, req: Request<NodePublishVolumeRequest>) -> Result<Response<NodePublishVolumeResponse>, Status> {
-        self.publish(req.into_inner()).await.map_err(|e| status("NodePublishVolume", e))?;
+        let r = req.into_inner();
+        let id = r.volume_id.clone();
+        self.publish(r).await.map_err(|e| status("NodePublishVolume", &id, e))?;
         Ok(Response::new(NodePublishVolumeResponse {}))
     }
 
     async fn node_unpublish_volume(&self, req: Request<NodeUnpublishVolumeRequest>) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
-        self.unpublish(req.into_inner()).await.map_err(|e| status("NodeUnpublishVolume", e))?;
+        let r = req.into_inner();
+        let id = r.volume_id.clone();
+        self.unpublish(r).await.map_err(|e| status("NodeUnpublishVolume", &id, e))?;
         Ok(Response::new(NodeUnpublishVolumeResponse {}))
     }
 

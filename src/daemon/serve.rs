@@ -167,8 +167,13 @@ pub fn serve(cfg: ServeConfig) -> Result<(), DaemonError> {
     if let (Some(c), None, Err(e)) = (&consul_settings, &cached, &settings) {
         settings = Err(ConfigError::Consul(format!("waiting for the settings from consul at {} (none cached on this host yet): {e}", c.addr)));
     }
-    if let Err(e) = &settings {
-        tracing::error!("{e}");
+    match &settings {
+        // The CSI plugin's key may come with Swarm's calls.
+        Err(ConfigError::Missing { name, .. } | ConfigError::NotFound { name, .. }) if *name == "RBD_CONF_KEYRING_KEY" && matches!(cfg.front, Front::Csi(_)) => {
+            tracing::info!("no cephx key in the settings: waiting for one from a swarm secret (docker volume create --secret key=<secret id>)")
+        }
+        Err(e) => tracing::error!("{e}"),
+        Ok(_) => {}
     }
     let tools = Tools::discover()?;
     let mapper_config = MapperConfig {

@@ -58,13 +58,15 @@ pub fn run(exe: &Path, args: &[OsString]) -> Result<i32, HostError> {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     signals().thread_block().map_err(HostError::sys("block signals in", exe))?;
     let mut child = spawn(exe, args)?;
+    // `serve` or `csi`, as the logs name it.
+    let what = args.first().map(|a| a.to_string_lossy().into_owned()).unwrap_or_default();
     let mut started = Instant::now();
     let mut pause = Duration::ZERO;
     let mut stopping = false;
     loop {
         let sig = signals().wait().map_err(HostError::sys("wait for signals in", exe))?;
         if sig != Signal::SIGCHLD {
-            tracing::info!("{sig}: stopping serve ({child})");
+            tracing::info!("{sig}: stopping {what} ({child})");
             stopping = true;
             let _ = signal::kill(child, Signal::SIGTERM);
             continue;
@@ -84,7 +86,7 @@ pub fn run(exe: &Path, args: &[OsString]) -> Result<i32, HostError> {
                     if started.elapsed() >= STEADY {
                         pause = Duration::ZERO;
                     }
-                    tracing::error!("serve exited ({status:?}) {} ms after start: restarting it in {} s", started.elapsed().as_millis(), pause.as_secs());
+                    tracing::error!("{what} exited ({status:?}) {} ms after start: restarting it in {} s", started.elapsed().as_millis(), pause.as_secs());
                     std::thread::sleep(pause);
                     pause = (pause * 2).clamp(Duration::from_secs(1), MAX_PAUSE);
                     child = spawn(exe, args)?;

@@ -12,6 +12,7 @@ use rbdvol::csi::proto::volume_capability::{AccessMode, AccessType, BlockVolume,
 use rbdvol::csi::proto::*;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+#[allow(unused_imports)]
 pub use tonic::Code;
 
 pub struct CsiClient {
