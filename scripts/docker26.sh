@@ -66,6 +66,13 @@ esac
 sock=${DOCKER26_SOCK:-/run/rbdvol-docker26$suffix.sock}
 data_root=${DOCKER26_DATA_ROOT:-/var/lib/rbdvol-docker26$suffix}
 exec_root=${DOCKER26_EXEC_ROOT:-/run/rbdvol-docker26$suffix}
+# purge kills, unmounts and deletes under these: never a shared directory.
+for root in "$data_root" "$exec_root"; do
+    case ${root##*/} in
+        rbdvol-*) ;;
+        *) echo "docker26.sh: refusing root '$root': its last part must start with rbdvol- (purge kills, unmounts and deletes under it)" >&2; exit 2 ;;
+    esac
+done
 pidfile=$exec_root.pid
 # "<reaper pid> <owner pid>" of the reaper that purges it when its owner exits.
 reaperfile=$exec_root.reaper

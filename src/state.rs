@@ -152,7 +152,9 @@ impl MountedVolume {
     /// Drops one reference of `id`; unknown IDs change nothing.
     pub fn drop_ref(&mut self, id: &str) {
         if let Some(n) = self.refs.get_mut(id) {
-            *n -= 1;
+            // Outright for a CSI reference (state of an earlier version
+            // may count one twice).
+            *n = if counts_once(id) { 0 } else { *n - 1 };
             if *n == 0 {
                 self.refs.remove(id);
                 self.unanswered.remove(id);
@@ -527,6 +529,10 @@ mod tests {
         v.add_ref("c1");
         assert_eq!(v.ref_count(), 3);
         v.drop_ref("csi-stage:/data/staged/a");
+        assert_eq!(v.refs.keys().collect::<Vec<_>>(), vec!["c1"]);
+        // State of an earlier version may count a CSI reference twice.
+        v.refs.insert("csi-publish:/data/published/a".into(), 2);
+        v.drop_ref("csi-publish:/data/published/a");
         assert_eq!(v.refs.keys().collect::<Vec<_>>(), vec!["c1"]);
     }
 

@@ -254,7 +254,7 @@ fn block_volumes_and_multi_node_writers_are_refused_with_the_reason_and_no_image
     let (cluster, swarm) = bed();
     let p = plugin(swarm, &settings(cluster, true));
     let cases: [(&str, &[&str], &str); 3] = [
-        ("block", &["--type", "block", "--sharing", "onewriter", "--scope", "single"], "block"),
+        ("block", &["--type", "block", "--sharing", "onewriter", "--scope", "single"], "use --type mount"),
         ("multi-all", &["--type", "mount", "--sharing", "all", "--scope", "multi"], "--scope multi"),
         ("multi-onewriter", &["--type", "mount", "--sharing", "onewriter", "--scope", "multi"], "--scope multi"),
     ];

@@ -35,12 +35,16 @@ impl SwarmKey {
         })
     }
 
-    /// Puts back the key there was before (a new one the cluster refused).
-    pub fn restore(&self, previous: Option<Secret>) {
+    /// Puts back `previous` if `tried` is still the key in force (a key
+    /// the cluster refused, or whose caller went away before it was tried;
+    /// a later call may have put in another since).
+    pub fn restore_if(&self, tried: &Secret, previous: Option<Secret>) {
         self.0.send_if_modified(|current| {
-            let changed = *current != previous;
+            if current.as_ref() != Some(tried) || *current == previous {
+                return false;
+            }
             *current = previous;
-            changed
+            true
         });
     }
 
@@ -66,5 +70,17 @@ mod tests {
         assert!(!rx.has_changed().unwrap());
         assert!(key.set(Secret::new("AQB2")));
         assert!(rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn a_tried_key_is_put_back_only_while_it_is_still_in_force() {
+        let key = SwarmKey::default();
+        key.set(Secret::new("good"));
+        key.set(Secret::new("bad"));
+        key.restore_if(&Secret::new("bad"), Some(Secret::new("good")));
+        assert_eq!(key.get().unwrap().expose(), "good");
+        key.set(Secret::new("newer"));
+        key.restore_if(&Secret::new("bad"), None);
+        assert_eq!(key.get().unwrap().expose(), "newer", "another call's key stays");
     }
 }

@@ -32,6 +32,8 @@ pub struct Csi {
     pub(super) engine: Engine,
     pub(super) paths: CsiPaths,
     key: SwarmKey,
+    /// Held while a new key is tried (one at a time).
+    key_change: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Where a key from a Swarm secret is kept (0600) for the calls that
     /// carry no secrets (NodeUnpublish, NodeUnstage) after a restart.
     key_file: PathBuf,
@@ -39,44 +41,92 @@ pub struct Csi {
 
 impl Csi {
     pub fn new(engine: Engine, paths: CsiPaths, key: SwarmKey, key_file: PathBuf) -> Csi {
-        Csi { engine, paths, key, key_file }
+        Csi { engine, paths, key, key_change: Default::default(), key_file }
     }
 
-    /// Runs `op` with the key a call's secrets carry in force (the
-    /// settings watchers resolve again at once; this waits for them,
-    /// briefly). A new key the cluster refuses is taken back (the one
-    /// before stays in force: one volume's wrong secret must not lock the
-    /// node out of the others); one that worked is kept (0600) for the
-    /// calls that carry no secrets after a restart.
+    /// Runs `op` with the key a call's secrets carry in force.
+    ///
+    /// A key other than the one in force is tried by one call at a time
+    /// (`key_change`): put in force (the settings watchers resolve again at
+    /// once; this waits for them, briefly), then `op`. If the cluster
+    /// refuses it, or the caller goes away first, the key before is put
+    /// back — only if it is still this call's key — so one volume's wrong
+    /// secret never locks the node out of the others. A key is kept on
+    /// disk (0600, for the calls that carry no secrets after a restart)
+    /// only once a connection was made with it.
     pub(super) async fn with_key<T>(&self, secrets: &HashMap<String, String>, op: impl std::future::Future<Output = Result<T, CsiError>>) -> Result<T, CsiError> {
-        let previous = self.key.get();
-        let new = match request::key(secrets)? {
-            Some(key) if self.key.set(key.clone()) => Some(key),
-            _ => None,
-        };
-        if let Some(key) = &new {
-            for _ in 0..20 {
-                if self.engine.has_settings_with_key(key) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        let Some(key) = request::key(secrets)? else { return op.await };
+        if self.key.get().as_ref() == Some(&key) {
+            let result = op.await;
+            self.keep_if_used(&key);
+            return result;
         }
+        let _one_at_a_time = self.key_change.lock().await;
+        let trial = KeyTrial { slot: self.key.clone(), key: key.clone(), previous: self.key.get(), settled: false };
+        self.key.set(key.clone());
+        self.wait_for_settings_with(Some(&key)).await;
         let result = op.await;
-        let Some(key) = new else { return result };
         match &result {
-            Err(CsiError::Engine(EngineError::Connect { source, .. })) if matches!(**source, CephError::Auth { .. }) => {
-                self.key.restore(previous);
-                Err(CsiError::Invalid("the cluster refuses the cephx key in this volume's swarm secret 'key' (the key in force before stays): recreate the secret with the key of the plugin's user (RBD_CONF_KEYRING_USER)".into()))
+            Err(CsiError::Engine(EngineError::Connect { source, .. })) if matches!(**source, CephError::Auth { .. } | CephError::InvalidArgument { .. } | CephError::BadOption { .. }) => {
+                let previous = trial.previous.clone();
+                drop(trial);
+                self.wait_for_settings_with(previous.as_ref()).await;
+                Err(CsiError::Invalid("the cluster refuses the cephx key in this volume's swarm secret (--secret key=...; the key in force before stays): recreate the secret with the key of the plugin's user (RBD_CONF_KEYRING_USER)".into()))
             }
-            Ok(_) => {
-                if let Err(e) = crate::state::write_atomic(&self.key_file, key.expose().as_bytes()) {
-                    tracing::warn!("cannot keep the key from the swarm secret at {} (a restarted plugin waits for the next call that carries it): {e}", self.key_file.display());
-                }
-                tracing::info!("a cephx key from a swarm secret is in force where no other source gives one");
+            _ => {
+                trial.settle();
+                self.keep_if_used(&key);
                 result
             }
-            Err(_) => result,
+        }
+    }
+
+    /// Waits (2 s at most) until the settings in force hold `key`.
+    async fn wait_for_settings_with(&self, key: Option<&crate::config::Secret>) {
+        let Some(key) = key else { return };
+        for _ in 0..20 {
+            if self.engine.has_settings_with_key(key) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Keeps `key` on disk once the engine connected with it (a call that
+    /// needed no cluster, or a key a keyring file outranks, proves nothing).
+    fn keep_if_used(&self, key: &crate::config::Secret) {
+        if !self.engine.connected_with_key(key) {
+            return;
+        }
+        if std::fs::read(&self.key_file).is_ok_and(|kept| kept == key.expose().as_bytes()) {
+            return;
+        }
+        match crate::state::write_atomic(&self.key_file, key.expose().as_bytes()) {
+            Ok(()) => tracing::info!("a cephx key from a swarm secret works and is kept for restarts"),
+            Err(e) => tracing::warn!("cannot keep the key from the swarm secret at {} (a restarted plugin waits for the next call that carries it): {e}", self.key_file.display()),
+        }
+    }
+}
+
+/// A key being tried: put back to the one before unless settled (also
+/// when the call is dropped half-way, its caller gone).
+struct KeyTrial {
+    slot: SwarmKey,
+    key: crate::config::Secret,
+    previous: Option<crate::config::Secret>,
+    settled: bool,
+}
+
+impl KeyTrial {
+    fn settle(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for KeyTrial {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.slot.restore_if(&self.key, self.previous.take());
         }
     }
 }

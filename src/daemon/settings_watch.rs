@@ -154,6 +154,7 @@ pub async fn watch_consul(
                 add_consul(&mut sources, kv, &prefix, &mut reported);
                 let eff = resolve(&sources, |r| reported.error(r));
                 if eff.ceph.is_ok() || !have_settings {
+                    have_settings |= eff.ceph.is_ok();
                     engine.update_settings(eff.ceph, eff.defaults);
                 }
             }
@@ -222,7 +223,11 @@ pub async fn watch_consul(
                         engine.update_settings(Err(ConfigError::Consul(why)), eff.defaults);
                     }
                 }
-                tokio::time::sleep(backoff).await;
+                // A new key from a Swarm secret is taken at once (above).
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = swarm_key.changed() => swarm_key.mark_changed(),
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }

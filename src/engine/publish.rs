@@ -101,6 +101,12 @@ impl Engine {
         self.inner.connection.settings().is_ok_and(|s| s.key == *key)
     }
 
+    /// Whether a connection to the cluster is made with the settings in
+    /// force, and they hold `key`.
+    pub fn connected_with_key(&self, key: &crate::config::Secret) -> bool {
+        self.has_settings_with_key(key) && self.inner.connection.is_connected()
+    }
+
     /// This host's id (the CSI node id).
     pub fn host_id(&self) -> &str {
         &self.inner.cfg.host_id
@@ -131,8 +137,9 @@ impl Inner {
         let mut released = false;
         // Only what this volume's references name is touched: a target of
         // another volume, or a mount rbdvol did not make, is left alone.
-        if was_published {
-            self.mount_table.unmount(target)?;
+        let mountpoint = self.mounted.lock().unwrap().get(name).map(|v| v.mountpoint.clone());
+        if let (true, Some(mountpoint)) = (was_published, &mountpoint) {
+            self.mount_table.unbind(mountpoint, target, false)?;
             self.mount_table.remove_dir(target)?;
             crash::point("unpublish.unbound", name);
             released |= self.unmount(name, &this)? == Unmounted::Released;
@@ -161,7 +168,9 @@ impl Inner {
             }
             return Ok(Unmounted::NotMounted);
         }
-        self.mount_table.unmount(staging)?;
+        if let Some(mountpoint) = self.mounted.lock().unwrap().get(name).map(|v| v.mountpoint.clone()) {
+            self.mount_table.unbind(&mountpoint, staging, false)?;
+        }
         self.mount_table.remove_dir(staging)?;
         self.unmount(name, &this)
     }
@@ -174,7 +183,15 @@ impl Inner {
         if !holds {
             return Err(EngineError::NotStaged { name: name.to_string(), path: target.to_path_buf() });
         }
-        self.mount_table.bind(source, target, read_only)?;
+        if let Err(e) = self.mount_table.bind(source, target, read_only) {
+            // Nothing half-made: the reference goes with the bind it was
+            // for (a later unpublish or teardown must not take a path it
+            // never bound for the volume's).
+            if let Err(undo) = self.unmount(name, reference) {
+                tracing::warn!("volume '{name}': cannot drop the reference of a failed bind at {}: {undo}", target.display());
+            }
+            return Err(e.into());
+        }
         Ok(())
     }
 }

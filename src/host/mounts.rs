@@ -21,6 +21,10 @@ pub trait MountTable: Send + Sync {
     /// Removes the empty directory `dir` (a publish or staging target);
     /// gone already is fine.
     fn remove_dir(&self, dir: &Path) -> Result<(), HostError>;
+    /// Undoes a `bind` of `source` at `target` (detached at once if asked):
+    /// only a mount of the filesystem mounted at `source`; anything else at
+    /// `target` (or nothing) is left as it is. True if it unmounted.
+    fn unbind(&self, source: &Path, target: &Path, detach: bool) -> Result<bool, HostError>;
 }
 
 /// This host's mount table.
@@ -42,13 +46,16 @@ impl MountTable for SystemMounts {
     fn bind(&self, source: &Path, target: &Path, read_only: bool) -> Result<(), HostError> {
         // mountinfo names paths resolved: a root reached through a symlink
         // is compared as the kernel sees it (or every repeat stacks a bind).
-        let (source, target) = (sys::resolved(source)?, sys::resolved(target)?);
+        let source = sys::resolved_existing(source)?;
+        let target = sys::resolved(target)?;
         let (source, target) = (source.as_path(), target.as_path());
         let mounts = sys::mounts()?;
         // The last mount at a path is the one seen there.
+        let Some(source_dev) = mounts.iter().rev().find(|m| m.target == source).map(|m| m.dev.as_str()) else {
+            return Err(HostError::Invalid { what: "bind source", value: source.display().to_string(), reason: "nothing is mounted there: the volume is not mounted on this host".into() });
+        };
         if let Some(there) = mounts.iter().rev().find(|m| m.target == target) {
-            let source_dev = mounts.iter().rev().find(|m| m.target == source).map(|m| m.dev.as_str());
-            if source_dev == Some(there.dev.as_str()) {
+            if source_dev == there.dev {
                 return Ok(());
             }
             return Err(HostError::Invalid {
@@ -61,6 +68,28 @@ impl MountTable for SystemMounts {
     }
     fn remove_dir(&self, dir: &Path) -> Result<(), HostError> {
         sys::remove_empty_dir(dir)
+    }
+    fn unbind(&self, source: &Path, target: &Path, detach: bool) -> Result<bool, HostError> {
+        let (Ok(source), Ok(target)) = (sys::resolved_existing(source), sys::resolved_existing(target)) else {
+            return Ok(false);
+        };
+        let mounts = sys::mounts()?;
+        let source_dev = mounts.iter().rev().find(|m| m.target == source).map(|m| m.dev.as_str());
+        match mounts.iter().rev().find(|m| m.target == target) {
+            Some(there) if Some(there.dev.as_str()) == source_dev => {
+                if detach {
+                    sys::unmount_detached(&target)?;
+                } else {
+                    sys::unmount(&target)?;
+                }
+                Ok(true)
+            }
+            Some(there) => {
+                tracing::warn!("{}: not unmounted: {} is mounted there, not the volume at {}", target.display(), there.source, source.display());
+                Ok(false)
+            }
+            None => Ok(false),
+        }
     }
 }
 
@@ -181,6 +210,18 @@ pub mod fake {
             self.check("remove_dir", dir)?;
             self.journal.lock().unwrap().push(format!("rmdir {}", dir.display()));
             Ok(())
+        }
+        fn unbind(&self, source: &Path, target: &Path, detach: bool) -> Result<bool, HostError> {
+            self.check("unbind", target)?;
+            let mut mounted = self.mounted.lock().unwrap();
+            let Some(i) = mounted.iter().rposition(|m| m.target == target) else { return Ok(false) };
+            if mounted[i].source != source.display().to_string() {
+                return Ok(false);
+            }
+            mounted.remove(i);
+            let verb = if detach { "unmount_detached" } else { "unmount" };
+            self.journal.lock().unwrap().push(format!("{verb} {}", target.display()));
+            Ok(true)
         }
     }
 }

@@ -112,6 +112,11 @@ pub fn resolved(dir: &Path) -> Result<PathBuf, HostError> {
     std::fs::canonicalize(dir).map_err(HostError::io("resolve", dir))
 }
 
+/// `path` with every symlink on its way resolved; it must exist.
+pub fn resolved_existing(path: &Path) -> Result<PathBuf, HostError> {
+    std::fs::canonicalize(path).map_err(HostError::io("resolve", path))
+}
+
 /// Removes the empty directory `dir`; gone already is fine.
 pub fn remove_empty_dir(dir: &Path) -> Result<(), HostError> {
     match std::fs::remove_dir(dir) {

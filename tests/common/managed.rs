@@ -96,23 +96,9 @@ impl ManagedPlugin {
         docker_ok(&["plugin", "inspect", "-f", "{{.Id}}", &self.name])
     }
 
-    /// The pids of the plugin's `rbdvol serve` processes (found by the
-    /// plugin's id in their cgroup).
+    /// The pids of the plugin's `rbdvol serve` processes.
     pub fn serve_pids(&self) -> Vec<i32> {
-        let id = self.id();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-            if args.len() < 2 || !args[0].ends_with(b"/rbdvol") || args[1] != b"serve" {
-                continue;
-            }
-            if std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default().contains(&id) {
-                pids.push(pid);
-            }
-        }
-        pids
+        rbdvol_pids_in_plugin(&self.id(), "serve")
     }
 
     /// Waits until a serve other than `old` runs; panics after 15 s.
@@ -218,4 +204,23 @@ impl Drop for ManagedPlugin {
         let _ = docker(&["plugin", "disable", "-f", &self.name]);
         let _ = docker(&["plugin", "rm", "-f", &self.name]);
     }
+}
+
+/// The pids of the `rbdvol COMMAND` processes of the managed plugin with
+/// id `plugin_id` (found by that id in their cgroup; the supervisor,
+/// `rbdvol plugin ...`, not counted).
+pub fn rbdvol_pids_in_plugin(plugin_id: &str, command: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        if args.len() < 2 || !args[0].ends_with(b"/rbdvol") || args[1] != command.as_bytes() {
+            continue;
+        }
+        if std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default().contains(plugin_id) {
+            pids.push(pid);
+        }
+    }
+    pids
 }

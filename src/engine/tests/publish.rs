@@ -122,11 +122,12 @@ fn an_unstage_while_published_keeps_the_volume_mounted_for_the_publish() {
 }
 
 #[test]
-fn a_bind_that_fails_leaves_the_reference_for_swarm_to_retry_and_the_last_unpublish_cleans_up() {
+fn a_bind_that_fails_takes_its_reference_back_and_swarms_retry_stages_again() {
     let bed = Bed::start(&["v"]);
     let (st, tg) = (staging(&bed, "s1"), target(&bed, "s1"));
     bed.mounts.fail("bind");
     assert!(stage(&bed, "v", &st).is_err());
+    assert!(bed.mapper.mapped().is_empty(), "nothing half-made: the mount went with its reference");
     bed.mounts.unfail("bind");
     stage(&bed, "v", &st).unwrap();
     publish(&bed, "v", &tg).unwrap();
@@ -151,6 +152,29 @@ fn a_publish_target_where_something_else_is_mounted_is_refused_and_left_alone() 
     let e = publish(&bed, "v", &tg).unwrap_err();
     assert!(e.to_string().contains("/dev/other"), "{e}");
     assert!(bed.mounts.targets().contains(&tg), "the other mount is left");
+    // The refused publish left no reference: the unpublish that follows
+    // (Swarm gives up on the node) unstages and still leaves it alone.
+    assert!(!bed.engine.references("v").iter().any(|r| r.starts_with("csi-publish:")));
+    assert_eq!(unpublish(&bed, "v", &tg).unwrap(), Unpublished::Unstaged);
+    assert_eq!(bed.mounts.targets(), vec![tg.clone()], "only the other mount is left");
+    assert!(bed.mapper.mapped().is_empty());
+}
+
+#[test]
+fn a_teardown_after_a_takeover_detaches_only_the_volumes_own_binds() {
+    let bed = Bed::start(&["v"]);
+    let rt = runtime();
+    let (st, tg) = (staging(&bed, "s1"), target(&bed, "s1"));
+    rt.block_on(bed.engine.stage("v", &st)).unwrap();
+    rt.block_on(bed.engine.publish("v", &tg, false)).unwrap();
+    // Something else came to be mounted at the publish target since.
+    bed.mounts.unmount(&tg).unwrap();
+    bed.mounts.add(Path::new("/dev/other"), &tg);
+    bed.store.set_lockers("v", vec![("client.9".into(), "host-b".into())]);
+    bed.store.set_metadata("v", crate::engine::records::FENCED_KEY, Some(&fenced_entry(HOST, "127.0.0.1:0/1000")));
+    rt.block_on(bed.engine.check_all_mounted());
+    assert_eq!(rt.block_on(bed.engine.path("v")).unwrap(), None, "released");
+    assert_eq!(bed.mounts.targets(), vec![tg], "the staging bind detached, the other mount left");
 }
 
 /// Swarm stages again before every publish. A repeated NodeStage whose
