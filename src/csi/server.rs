@@ -48,10 +48,11 @@ impl Csi {
     ///
     /// A key other than the one in force is tried by one call at a time
     /// (`key_change`): put in force (the settings watchers resolve again at
-    /// once; this waits for them, briefly), then `op`. If the cluster
-    /// refuses it, or the caller goes away first, the key before is put
-    /// back — only if it is still this call's key — so one volume's wrong
-    /// secret never locks the node out of the others. A key is kept on
+    /// once; this waits for them, briefly), then `op`. Unless `op` worked
+    /// with a connection made with it, the key before is put back — only
+    /// if it is still this call's key; also when the caller goes away — so
+    /// one volume's wrong secret never locks the node out of the others; a
+    /// refusal by the cluster is this call's error. A key is kept on
     /// disk (0600, for the calls that carry no secrets after a restart)
     /// only once a connection was made with it.
     pub(super) async fn with_key<T>(&self, secrets: &HashMap<String, String>, op: impl std::future::Future<Output = Result<T, CsiError>>) -> Result<T, CsiError> {
@@ -65,19 +66,29 @@ impl Csi {
         let trial = KeyTrial { slot: self.key.clone(), key: key.clone(), previous: self.key.get(), settled: false };
         self.key.set(key.clone());
         self.wait_for_settings_with(Some(&key)).await;
+        if !self.engine.has_settings_with_key(&key) {
+            // Not put in force (a higher source gives a key): not this
+            // call's to judge.
+            drop(trial);
+            return op.await;
+        }
         let result = op.await;
         match &result {
-            Err(CsiError::Engine(EngineError::Connect { source, .. })) if matches!(**source, CephError::Auth { .. } | CephError::InvalidArgument { .. } | CephError::BadOption { .. }) => {
+            Err(CsiError::Engine(EngineError::Connect { source, .. })) if matches!(**source, CephError::Auth { .. }) => {
                 let previous = trial.previous.clone();
                 drop(trial);
                 self.wait_for_settings_with(previous.as_ref()).await;
                 Err(CsiError::Invalid("the cluster refuses the cephx key in this volume's swarm secret (--secret key=...; the key in force before stays): recreate the secret with the key of the plugin's user (RBD_CONF_KEYRING_USER)".into()))
             }
-            _ => {
+            // A connection made with it proves it (whatever the call's own
+            // outcome): kept. Anything else (a call that needed no cluster,
+            // an outage) proves nothing: the key before stays.
+            _ if self.engine.connected_with_key(&key) => {
                 trial.settle();
                 self.keep_if_used(&key);
                 result
             }
+            _ => result,
         }
     }
 

@@ -130,7 +130,7 @@ impl Inner {
         // CSI's binds of the mountpoint first (a volume taken over while
         // staged): detached, as its containers may still hold them.
         for bind in super::publish::bind_targets(&v.refs) {
-            lenient(self.mount_table.unbind(&v.mountpoint, &bind, true).map(drop).map_err(EngineError::from))?;
+            lenient(self.mount_table.unbind(&v.device, &v.mountpoint, &bind, true).map(drop).map_err(EngineError::from))?;
         }
         for step in steps.iter().rev() {
             lenient(self.undo_step(step, None, how))?;

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Engine, EngineError, Inner, Unmounted, VolumeDriver};
 use crate::host::crash;
+use crate::host::mounts::Unbound;
 
 const STAGE: &str = "csi-stage:";
 const PUBLISH: &str = "csi-publish:";
@@ -137,10 +138,8 @@ impl Inner {
         let mut released = false;
         // Only what this volume's references name is touched: a target of
         // another volume, or a mount rbdvol did not make, is left alone.
-        let mountpoint = self.mounted.lock().unwrap().get(name).map(|v| v.mountpoint.clone());
-        if let (true, Some(mountpoint)) = (was_published, &mountpoint) {
-            self.mount_table.unbind(mountpoint, target, false)?;
-            self.mount_table.remove_dir(target)?;
+        if was_published {
+            self.unbind(name, target)?;
             crash::point("unpublish.unbound", name);
             released |= self.unmount(name, &this)? == Unmounted::Released;
         }
@@ -168,11 +167,21 @@ impl Inner {
             }
             return Ok(Unmounted::NotMounted);
         }
-        if let Some(mountpoint) = self.mounted.lock().unwrap().get(name).map(|v| v.mountpoint.clone()) {
-            self.mount_table.unbind(&mountpoint, staging, false)?;
-        }
-        self.mount_table.remove_dir(staging)?;
+        self.unbind(name, staging)?;
         self.unmount(name, &this)
+    }
+
+    /// Undoes the volume's bind at `path` and removes the directory; a
+    /// foreign mount there is left, with its directory, and the call goes
+    /// on (the reference goes: the volume's own bind is not there).
+    fn unbind(&self, name: &str, path: &Path) -> Result<(), EngineError> {
+        let Some((device, mountpoint)) = self.mounted.lock().unwrap().get(name).map(|v| (v.device.clone(), v.mountpoint.clone())) else {
+            return Ok(());
+        };
+        if self.mount_table.unbind(&device, &mountpoint, path, false)? != Unbound::Foreign {
+            self.mount_table.remove_dir(path)?;
+        }
+        Ok(())
     }
 
     /// Binds the volume's mountpoint at `target` while `reference` still
@@ -183,15 +192,10 @@ impl Inner {
         if !holds {
             return Err(EngineError::NotStaged { name: name.to_string(), path: target.to_path_buf() });
         }
-        if let Err(e) = self.mount_table.bind(source, target, read_only) {
-            // Nothing half-made: the reference goes with the bind it was
-            // for (a later unpublish or teardown must not take a path it
-            // never bound for the volume's).
-            if let Err(undo) = self.unmount(name, reference) {
-                tracing::warn!("volume '{name}': cannot drop the reference of a failed bind at {}: {undo}", target.display());
-            }
-            return Err(e.into());
-        }
+        // A failed bind keeps the reference (it may be an earlier call's,
+        // whose bind a container uses): Swarm retries, or unpublishes, and
+        // an unbind touches only the volume's own filesystem.
+        self.mount_table.bind(source, target, read_only)?;
         Ok(())
     }
 }

@@ -21,10 +21,21 @@ pub trait MountTable: Send + Sync {
     /// Removes the empty directory `dir` (a publish or staging target);
     /// gone already is fine.
     fn remove_dir(&self, dir: &Path) -> Result<(), HostError>;
-    /// Undoes a `bind` of `source` at `target` (detached at once if asked):
-    /// only a mount of the filesystem mounted at `source`; anything else at
-    /// `target` (or nothing) is left as it is. True if it unmounted.
-    fn unbind(&self, source: &Path, target: &Path, detach: bool) -> Result<bool, HostError>;
+    /// Undoes a bind at `target` of the filesystem on `device` (mounted at
+    /// `mountpoint`, or no longer mounted anywhere else), detached at once
+    /// if asked. Anything else at `target` is left as it is.
+    fn unbind(&self, device: &Path, mountpoint: &Path, target: &Path, detach: bool) -> Result<Unbound, HostError>;
+}
+
+/// What an `unbind` found at its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unbound {
+    /// The volume's bind: unmounted.
+    Unmounted,
+    /// Nothing mounted there (or no such path).
+    NothingThere,
+    /// Another filesystem is mounted there: left alone.
+    Foreign,
 }
 
 /// This host's mount table.
@@ -47,13 +58,13 @@ impl MountTable for SystemMounts {
         // mountinfo names paths resolved: a root reached through a symlink
         // is compared as the kernel sees it (or every repeat stacks a bind).
         let source = sys::resolved_existing(source)?;
-        let target = sys::resolved(target)?;
-        let (source, target) = (source.as_path(), target.as_path());
         let mounts = sys::mounts()?;
         // The last mount at a path is the one seen there.
         let Some(source_dev) = mounts.iter().rev().find(|m| m.target == source).map(|m| m.dev.as_str()) else {
             return Err(HostError::Invalid { what: "bind source", value: source.display().to_string(), reason: "nothing is mounted there: the volume is not mounted on this host".into() });
         };
+        let target = sys::resolved(target)?;
+        let (source, target) = (source.as_path(), target.as_path());
         if let Some(there) = mounts.iter().rev().find(|m| m.target == target) {
             if source_dev == there.dev {
                 return Ok(());
@@ -69,27 +80,28 @@ impl MountTable for SystemMounts {
     fn remove_dir(&self, dir: &Path) -> Result<(), HostError> {
         sys::remove_empty_dir(dir)
     }
-    fn unbind(&self, source: &Path, target: &Path, detach: bool) -> Result<bool, HostError> {
-        let (Ok(source), Ok(target)) = (sys::resolved_existing(source), sys::resolved_existing(target)) else {
-            return Ok(false);
+    fn unbind(&self, device: &Path, mountpoint: &Path, target: &Path, detach: bool) -> Result<Unbound, HostError> {
+        let target = match std::fs::canonicalize(target) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Unbound::NothingThere),
+            Err(e) => return Err(HostError::io("resolve", target)(e)),
         };
         let mounts = sys::mounts()?;
-        let source_dev = mounts.iter().rev().find(|m| m.target == source).map(|m| m.dev.as_str());
-        match mounts.iter().rev().find(|m| m.target == target) {
-            Some(there) if Some(there.dev.as_str()) == source_dev => {
-                if detach {
-                    sys::unmount_detached(&target)?;
-                } else {
-                    sys::unmount(&target)?;
-                }
-                Ok(true)
-            }
-            Some(there) => {
-                tracing::warn!("{}: not unmounted: {} is mounted there, not the volume at {}", target.display(), there.source, source.display());
-                Ok(false)
-            }
-            None => Ok(false),
+        let Some(there) = mounts.iter().rev().find(|m| m.target == target) else { return Ok(Unbound::NothingThere) };
+        // The volume's filesystem: its device's (also once its mountpoint is
+        // gone), or the one at its mountpoint.
+        let mountpoint = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+        let at_mountpoint = mounts.iter().rev().find(|m| m.target == mountpoint).map(|m| m.dev.as_str());
+        if Path::new(&there.source) != device && at_mountpoint != Some(there.dev.as_str()) {
+            tracing::warn!("{}: left mounted: {} is mounted there, not volume device {}", target.display(), there.source, device.display());
+            return Ok(Unbound::Foreign);
         }
+        if detach {
+            sys::unmount_detached(&target)?;
+        } else {
+            sys::unmount(&target)?;
+        }
+        Ok(Unbound::Unmounted)
     }
 }
 
@@ -195,15 +207,20 @@ pub mod fake {
         fn bind(&self, source: &Path, target: &Path, read_only: bool) -> Result<(), HostError> {
             self.check("bind", target)?;
             let mut mounted = self.mounted.lock().unwrap();
+            // Like the kernel: a bind shows the device of the filesystem
+            // mounted at its source.
+            let Some(device) = mounted.iter().rev().find(|m| m.target == source).map(|m| m.source.clone()) else {
+                return Err(HostError::Invalid { what: "bind source", value: source.display().to_string(), reason: "nothing is mounted there".into() });
+            };
             if let Some(there) = mounted.iter().rev().find(|m| m.target == target) {
-                if there.source == source.display().to_string() {
+                if there.source == device {
                     return Ok(());
                 }
                 return Err(HostError::Invalid { what: "bind target", value: target.display().to_string(), reason: format!("{} is mounted there", there.source) });
             }
             let ro = if read_only { " ro" } else { "" };
             self.journal.lock().unwrap().push(format!("bind {} {}{ro}", source.display(), target.display()));
-            mounted.push(MountEntry { source: source.display().to_string(), target: target.to_path_buf(), fstype: "bind".into(), dev: String::new() });
+            mounted.push(MountEntry { source: device, target: target.to_path_buf(), fstype: "bind".into(), dev: String::new() });
             Ok(())
         }
         fn remove_dir(&self, dir: &Path) -> Result<(), HostError> {
@@ -211,17 +228,19 @@ pub mod fake {
             self.journal.lock().unwrap().push(format!("rmdir {}", dir.display()));
             Ok(())
         }
-        fn unbind(&self, source: &Path, target: &Path, detach: bool) -> Result<bool, HostError> {
+        fn unbind(&self, device: &Path, mountpoint: &Path, target: &Path, detach: bool) -> Result<super::Unbound, HostError> {
             self.check("unbind", target)?;
             let mut mounted = self.mounted.lock().unwrap();
-            let Some(i) = mounted.iter().rposition(|m| m.target == target) else { return Ok(false) };
-            if mounted[i].source != source.display().to_string() {
-                return Ok(false);
+            let Some(i) = mounted.iter().rposition(|m| m.target == target) else { return Ok(super::Unbound::NothingThere) };
+            let at_mountpoint = mounted.iter().rev().find(|m| m.target == mountpoint).map(|m| m.source.clone());
+            let source = &mounted[i].source;
+            if *source != device.display().to_string() && Some(source) != at_mountpoint.as_ref() {
+                return Ok(super::Unbound::Foreign);
             }
             mounted.remove(i);
             let verb = if detach { "unmount_detached" } else { "unmount" };
             self.journal.lock().unwrap().push(format!("{verb} {}", target.display()));
-            Ok(true)
+            Ok(super::Unbound::Unmounted)
         }
     }
 }

@@ -122,17 +122,47 @@ fn an_unstage_while_published_keeps_the_volume_mounted_for_the_publish() {
 }
 
 #[test]
-fn a_bind_that_fails_takes_its_reference_back_and_swarms_retry_stages_again() {
+fn a_bind_that_fails_keeps_the_reference_and_swarms_retry_binds() {
     let bed = Bed::start(&["v"]);
     let (st, tg) = (staging(&bed, "s1"), target(&bed, "s1"));
     bed.mounts.fail("bind");
     assert!(stage(&bed, "v", &st).is_err());
-    assert!(bed.mapper.mapped().is_empty(), "nothing half-made: the mount went with its reference");
     bed.mounts.unfail("bind");
     stage(&bed, "v", &st).unwrap();
     publish(&bed, "v", &tg).unwrap();
     assert_eq!(unpublish(&bed, "v", &tg).unwrap(), Unpublished::Unstaged);
     bed.assert_nothing_left("v");
+}
+
+#[test]
+fn a_repeated_publish_whose_bind_fails_keeps_the_earlier_publish_and_its_bind() {
+    let bed = Bed::start(&["v"]);
+    let (st, tg) = (staging(&bed, "s1"), target(&bed, "s1"));
+    stage(&bed, "v", &st).unwrap();
+    publish(&bed, "v", &tg).unwrap();
+    bed.mounts.fail("bind");
+    assert!(publish(&bed, "v", &tg).is_err());
+    bed.mounts.unfail("bind");
+    assert!(bed.engine.references("v").contains(&format!("csi-publish:{}", tg.display())), "the earlier publish's reference");
+    assert!(bed.mounts.targets().contains(&tg) && bed.mapper.mapped() == vec![image("v")]);
+    assert_eq!(unpublish(&bed, "v", &tg).unwrap(), Unpublished::Unstaged);
+    bed.assert_nothing_left("v");
+}
+
+#[test]
+fn a_teardown_detaches_the_volumes_binds_by_its_device_also_once_its_mountpoint_is_gone() {
+    let bed = Bed::start(&["v"]);
+    let rt = runtime();
+    let (st, tg) = (staging(&bed, "s1"), target(&bed, "s1"));
+    rt.block_on(bed.engine.stage("v", &st)).unwrap();
+    rt.block_on(bed.engine.publish("v", &tg, false)).unwrap();
+    // The mountpoint's own mount went behind rbdvol's back; the binds stay.
+    bed.mounts.unmount(&bed.mountpoint("v")).unwrap();
+    bed.store.set_lockers("v", vec![("client.9".into(), "host-b".into())]);
+    bed.store.set_metadata("v", crate::engine::records::FENCED_KEY, Some(&fenced_entry(HOST, "127.0.0.1:0/1000")));
+    rt.block_on(bed.engine.check_all_mounted());
+    assert_eq!(rt.block_on(bed.engine.path("v")).unwrap(), None, "released");
+    assert!(bed.mounts.targets().is_empty(), "binds left: {:?}", bed.mounts.targets());
 }
 
 #[test]
@@ -152,11 +182,12 @@ fn a_publish_target_where_something_else_is_mounted_is_refused_and_left_alone() 
     let e = publish(&bed, "v", &tg).unwrap_err();
     assert!(e.to_string().contains("/dev/other"), "{e}");
     assert!(bed.mounts.targets().contains(&tg), "the other mount is left");
-    // The refused publish left no reference: the unpublish that follows
-    // (Swarm gives up on the node) unstages and still leaves it alone.
-    assert!(!bed.engine.references("v").iter().any(|r| r.starts_with("csi-publish:")));
+    // The unpublish that follows (Swarm gives up on the node) unstages and
+    // still leaves the other mount, and its directory, alone.
+    bed.clear_journal();
     assert_eq!(unpublish(&bed, "v", &tg).unwrap(), Unpublished::Unstaged);
     assert_eq!(bed.mounts.targets(), vec![tg.clone()], "only the other mount is left");
+    assert!(!bed.journal().contains(&format!("rmdir {}", tg.display())), "{:?}", bed.journal());
     assert!(bed.mapper.mapped().is_empty());
 }
 
