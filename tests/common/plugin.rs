@@ -370,6 +370,9 @@ fn read_dir(dir: &Path) -> Vec<PathBuf> {
 
 impl Drop for Plugin {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- log of the plugin in {} (the test failed) ----\n{}", self.dir.display(), self.log());
+        }
         self.kill9();
         // Undo whatever the plugin left: container mounts first, then loop
         // devices, then the user-space servers and their FUSE mounts.
