@@ -176,9 +176,7 @@ impl Plugin {
     pub fn server_pids(&self) -> Vec<u32> {
         let mut pids = Vec::new();
         for e in std::fs::read_dir(self.run_dir().join("userspace")).into_iter().flatten().flatten() {
-            if let Some(pid) = std::fs::read_to_string(e.path().join("pid")).ok().and_then(|s| s.split_whitespace().next()?.parse().ok()) {
-                pids.push(pid);
-            }
+            pids.extend(live_server_pid(&e.path()));
         }
         pids
     }
@@ -364,6 +362,18 @@ pub fn raw_call(socket: &Path, endpoint: &str, body: &str) -> Answer {
     Answer { status, headers: head, json }
 }
 
+/// The pid of the user-space server of directory `server`, if that server
+/// still runs: its pid file says "pid start-time", and a pid alone may
+/// name another process by now (pid_max is 32768 here: a CI run reuses
+/// pids, and killing by a stale one once took down another test's plugin).
+fn live_server_pid(server: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(server.join("pid")).ok()?;
+    let mut parts = text.split_whitespace();
+    let pid: u32 = parts.next()?.parse().ok()?;
+    let started: u64 = parts.next()?.parse().ok()?;
+    (rbdvol::host::sys::process_start_time(pid) == Some(started)).then_some(pid)
+}
+
 fn read_dir(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default()
 }
@@ -393,8 +403,8 @@ impl Drop for Plugin {
             }
         }
         for server in read_dir(&self.run_dir().join("userspace")) {
-            if let Some(pid) = std::fs::read_to_string(server.join("pid")).ok().and_then(|p| p.split_whitespace().next()?.parse::<i32>().ok()) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            if let Some(pid) = live_server_pid(&server) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
             }
             let _ = nix::mount::umount2(&server.join("fuse"), nix::mount::MntFlags::MNT_DETACH);
         }
