@@ -158,8 +158,7 @@ fn a_teardown_detaches_the_volumes_binds_by_its_device_also_once_its_mountpoint_
     rt.block_on(bed.engine.publish("v", &tg, false)).unwrap();
     // The mountpoint's own mount went behind rbdvol's back; the binds stay.
     bed.mounts.unmount(&bed.mountpoint("v")).unwrap();
-    bed.store.set_lockers("v", vec![("client.9".into(), "host-b".into())]);
-    bed.store.set_metadata("v", crate::engine::records::FENCED_KEY, Some(&fenced_entry(HOST, "127.0.0.1:0/1000")));
+    taken_over_by_host_b(&bed, "v");
     rt.block_on(bed.engine.check_all_mounted());
     assert_eq!(rt.block_on(bed.engine.path("v")).unwrap(), None, "released");
     assert!(bed.mounts.targets().is_empty(), "binds left: {:?}", bed.mounts.targets());
@@ -201,8 +200,7 @@ fn a_teardown_after_a_takeover_detaches_only_the_volumes_own_binds() {
     // Something else came to be mounted at the publish target since.
     bed.mounts.unmount(&tg).unwrap();
     bed.mounts.add(Path::new("/dev/other"), &tg);
-    bed.store.set_lockers("v", vec![("client.9".into(), "host-b".into())]);
-    bed.store.set_metadata("v", crate::engine::records::FENCED_KEY, Some(&fenced_entry(HOST, "127.0.0.1:0/1000")));
+    taken_over_by_host_b(&bed, "v");
     rt.block_on(bed.engine.check_all_mounted());
     assert_eq!(rt.block_on(bed.engine.path("v")).unwrap(), None, "released");
     assert_eq!(bed.mounts.targets(), vec![tg], "the staging bind detached, the other mount left");
@@ -271,6 +269,13 @@ fn an_unpublish_leaves_a_mount_rbdvol_never_made_alone() {
     assert!(bed.mounts.targets().contains(&tg), "a foreign mount was unmounted: {:?}", bed.journal());
 }
 
+/// Host b took volume `name` over and fenced this host (its lock and the
+/// fence record, as the periodic check finds them).
+fn taken_over_by_host_b(bed: &Bed, name: &str) {
+    bed.store.set_lockers(name, vec![("client.9".into(), "host-b".into())]);
+    bed.store.set_metadata(name, crate::engine::records::FENCED_KEY, Some(&fenced_entry(HOST, "127.0.0.1:0/1000")));
+}
+
 fn fenced_entry(host: &str, client: &str) -> String {
     crate::engine::records::Fenced::list_json(&[crate::engine::records::Fenced { host: host.into(), clients: vec![client.into()], since: "t".into() }])
 }
@@ -285,8 +290,7 @@ fn a_volume_taken_over_while_staged_and_published_has_its_binds_detached() {
     let (st, tg) = (staging(&bed, "s1"), target(&bed, "s1"));
     rt.block_on(bed.engine.stage("v", &st)).unwrap();
     rt.block_on(bed.engine.publish("v", &tg, false)).unwrap();
-    bed.store.set_lockers("v", vec![("client.9".into(), "host-b".into())]);
-    bed.store.set_metadata("v", crate::engine::records::FENCED_KEY, Some(&fenced_entry(HOST, "127.0.0.1:0/1000")));
+    taken_over_by_host_b(&bed, "v");
     rt.block_on(bed.engine.check_all_mounted());
     assert_eq!(rt.block_on(bed.engine.path("v")).unwrap(), None, "released");
     let u = rt.block_on(bed.engine.unpublish("v", &tg)).unwrap();
